@@ -1,0 +1,32 @@
+"""The ``geodml`` command line. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from geodml import __version__
+from geodml.cli.convert_cmd import convert
+from geodml.cli.generate_cmd import generate
+from geodml.cli.partition_cmd import partition
+from geodml.cli.train_cmds import demo, train
+from geodml.errors import GeodmlError
+
+
+class _Group(click.Group):
+    """Turns geodml's own errors into one clear line (exit code 1), not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GeodmlError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="geodml")
+def main() -> None:
+    """geodml: train one model on data born in many data centers."""
+
+
+for command in (demo, train, convert, partition, generate):
+    main.add_command(command)

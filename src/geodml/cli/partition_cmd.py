@@ -1,0 +1,9 @@
+"""`geodml partition`."""
+
+import click
+
+
+@click.command()
+def partition() -> None:
+    """Not written yet."""
+    raise click.ClickException("geodml partition: not available yet")

@@ -1,0 +1,184 @@
+"""The compact on-disk format of a DC's data: raw little-endian arrays plus JSON.
+
+A dataset directory holds::
+
+    meta.json     format, version, shape, nnz, dtypes, feature space
+    indptr.bin    int64[n_rows + 1]     row pointers
+    indices.bin   int32[nnz]            column indices
+    values.bin    float32|float64[nnz]  values (absent when every value is 1.0)
+    labels.bin    float64[n_rows]
+
+Raw arrays load with one ``read`` each, or memory-mapped (``mmap=True``) for data
+that does not fit in memory. :class:`DatasetWriter` appends chunks as a reader
+yields them, so converting a file needs memory for one chunk only; ``meta.json``
+is written last (write-then-rename), so a directory without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from geodml.data.dataset import Dataset, FeatureSpace
+from geodml.errors import DataFormatError
+
+FORMAT = "geodml-csr"
+VERSION = 1
+_META = "meta.json"
+
+
+class DatasetWriter:
+    """Append CSR chunks and labels to a dataset directory.
+
+    Use as a context manager; on an exception the directory is left without
+    ``meta.json`` and so is never mistaken for a complete dataset.
+    """
+
+    def __init__(self, path: str | os.PathLike, space: FeatureSpace, dtype=np.float32):
+        self.path = Path(path)
+        self.space = space
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"values dtype must be float32 or float64, got {self.dtype}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / _META).unlink(missing_ok=True)
+        self._indices = open(self.path / "indices.bin", "wb")
+        self._values = open(self.path / "values.bin", "wb")
+        self._labels = open(self.path / "labels.bin", "wb")
+        self._indptr = open(self.path / "indptr.bin", "wb")
+        self._indptr.write(np.zeros(1, np.int64).tobytes())
+        self.n_rows = 0
+        self.nnz = 0
+        self.positives = 0
+        self._all_ones = True
+
+    def append(self, X: sp.csr_matrix, y: np.ndarray) -> None:
+        if X.shape[1] != self.space.n_features:
+            raise ValueError(
+                f"chunk has {X.shape[1]} columns, feature space has {self.space.n_features}"
+            )
+        if X.shape[0] != len(y):
+            raise ValueError(f"chunk has {X.shape[0]} rows but {len(y)} labels")
+        X = X.tocsr()
+        X.sort_indices()
+        values = X.data.astype(self.dtype, copy=False)
+        self._all_ones = self._all_ones and bool(np.all(values == 1))
+        self._indptr.write((X.indptr[1:].astype(np.int64) + self.nnz).tobytes())
+        self._indices.write(X.indices.astype(np.int32, copy=False).tobytes())
+        self._values.write(values.tobytes())
+        self._labels.write(np.asarray(y, np.float64).tobytes())
+        self.n_rows += X.shape[0]
+        self.nnz += X.nnz
+        self.positives += int(np.count_nonzero(np.asarray(y) > 0.5))
+
+    def close(self) -> dict:
+        """Finish the files and write ``meta.json``; returns the metadata."""
+        for f in (self._indices, self._values, self._labels, self._indptr):
+            f.close()
+        if self._all_ones:
+            (self.path / "values.bin").unlink()
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "n_rows": self.n_rows,
+            "n_features": self.space.n_features,
+            "nnz": self.nnz,
+            "positives": self.positives,
+            "values_dtype": None if self._all_ones else self.dtype.name,
+            "feature_space": self.space.to_dict(),
+        }
+        tmp = self.path / (_META + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, self.path / _META)
+        return meta
+
+    def abort(self) -> None:
+        for f in (self._indices, self._values, self._labels, self._indptr):
+            f.close()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def save_dataset(
+    path: str | os.PathLike,
+    data: Dataset | Iterable[tuple[sp.csr_matrix, np.ndarray]],
+    space: FeatureSpace | None = None,
+    dtype=np.float32,
+) -> dict:
+    """Write a dataset (or a stream of ``(X, y)`` chunks in ``space``) to ``path``."""
+    if isinstance(data, Dataset):
+        space, chunks = data.space, [(data.X, data.y)]
+        if data.X.dtype == np.float64:
+            dtype = np.float64
+    else:
+        if space is None:
+            raise ValueError("save_dataset needs the feature space of a chunk stream")
+        chunks = data
+    with DatasetWriter(path, space, dtype) as w:
+        for X, y in chunks:
+            w.append(X, y)
+    return read_meta(path)
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The metadata of a dataset directory, with a clear error if it is not one."""
+    meta_path = Path(path) / _META
+    if not meta_path.is_file():
+        raise DataFormatError(
+            str(path), None, f"not a complete geodml dataset directory (no {_META})"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataFormatError(str(meta_path), e.lineno, f"invalid JSON: {e.msg}") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DataFormatError(
+            str(meta_path), None,
+            f"unsupported format {meta.get('format')!r} version {meta.get('version')!r}",
+        )
+    return meta
+
+
+def load_dataset(path: str | os.PathLike, mmap: bool = False) -> Dataset:
+    """Load a dataset directory written by :class:`DatasetWriter`.
+
+    With ``mmap=True`` the arrays are memory-mapped read-only instead of read.
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    n, d, nnz = meta["n_rows"], meta["n_features"], meta["nnz"]
+
+    def arr(name: str, dtype, count: int) -> np.ndarray:
+        f = path / name
+        expected = count * np.dtype(dtype).itemsize
+        if not f.is_file() or f.stat().st_size != expected:
+            size = f.stat().st_size if f.is_file() else "missing"
+            raise DataFormatError(
+                str(f), None, f"expected {expected} bytes for {count} {np.dtype(dtype).name}",
+                f"size {size}",
+            )
+        if mmap and count:
+            return np.memmap(f, dtype=dtype, mode="r", shape=(count,))
+        return np.fromfile(f, dtype=dtype, count=count)
+
+    indptr = arr("indptr.bin", np.int64, n + 1)
+    indices = arr("indices.bin", np.int32, nnz)
+    vdtype = meta["values_dtype"]
+    values = np.ones(nnz, np.float32) if vdtype is None else arr("values.bin", vdtype, nnz)
+    labels = arr("labels.bin", np.float64, n)
+    if nnz < 2**31 - 1 and not mmap:
+        indptr = indptr.astype(np.int32)
+    X = sp.csr_matrix((values, indices, indptr), shape=(n, d))
+    return Dataset(X, np.asarray(labels), FeatureSpace.from_dict(meta["feature_space"]))
