@@ -1,0 +1,132 @@
+"""Limited-memory BFGS against an :class:`~geodml.models.ObjectiveOracle`.
+
+The direction is ``p = -H g`` with ``H`` the L-BFGS inverse-Hessian estimate from
+the last ``m`` pairs ``s = w_{k+1} - w_k``, ``y = g_{k+1} - g_k`` (two-loop
+recursion, initial scaling ``H0 = (s.y / y.y) I``; first step ``p = -g / ||g||``).
+Per iteration the oracle caches ``p`` once (one product ``X p`` per DC), the line
+search asks only for scalars, and the gradient is computed once, at the accepted
+point, from the cached margins: one ``X p`` and one ``X^T r`` per iteration.
+
+Stops when ``||g_k|| <= gtol * ||g_0||`` (relative gradient norm), when the
+relative decrease ``(f_{k-1} - f_k) / max(|f_k|, 1) <= ftol``, or after
+``max_iter`` iterations. For a ``mu``-strongly convex ``F`` (``mu >= lambda``),
+``F(w_k) - F* <= ||g_k||^2 / (2 mu)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geodml.models.objective import ObjectiveOracle
+from geodml.optim.linesearch import wolfe_line_search
+
+
+@dataclass
+class LbfgsOptions:
+    memory: int = 10
+    gtol: float = 1e-7
+    ftol: float = 0.0
+    max_iter: int = 2000
+    line_search_batch: int = 1  # step sizes per line-search round
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    f: float
+    grad_norm: float
+    alpha: float
+    line_rounds: int
+    line_points: int
+    seconds: float
+
+
+@dataclass
+class SolveResult:
+    w: np.ndarray
+    f: float
+    grad_norm: float
+    iterations: int
+    converged: bool
+    reason: str
+    history: list[IterationRecord] = field(default_factory=list)
+
+
+def _two_loop(g: np.ndarray, pairs: deque) -> np.ndarray:
+    """``-H g`` by the L-BFGS two-loop recursion over ``(s, y, 1/(s.y))`` pairs."""
+    q = g.copy()
+    coeffs = []
+    for s, y, rho in reversed(pairs):
+        a = rho * float(s @ q)
+        coeffs.append(a)
+        q -= a * y
+    s, y, _ = pairs[-1]
+    q *= float(s @ y) / float(y @ y)
+    for (s, y, rho), a in zip(pairs, reversed(coeffs), strict=True):
+        b = rho * float(y @ q)
+        q += (a - b) * s
+    return -q
+
+
+def lbfgs(
+    oracle: ObjectiveOracle,
+    w0: np.ndarray | None = None,
+    options: LbfgsOptions | None = None,
+    callback: Callable[[IterationRecord, np.ndarray], None] | None = None,
+) -> SolveResult:
+    """Minimize the oracle's objective from ``w0`` (zeros by default)."""
+    opt = options or LbfgsOptions()
+    start = time.perf_counter()
+    w = np.zeros(oracle.n_features) if w0 is None else np.array(w0, dtype=np.float64)
+    f, g = oracle.value_grad(w)
+    g0_norm = gnorm = float(np.linalg.norm(g))
+    history = [IterationRecord(0, f, gnorm, 0.0, 0, 0, time.perf_counter() - start)]
+    if callback:
+        callback(history[-1], w)
+    pairs: deque = deque(maxlen=opt.memory)
+    if gnorm == 0.0:
+        return SolveResult(w, f, gnorm, 0, True, "gradient is zero", history)
+    reason, converged = "max_iter reached", False
+    for k in range(1, opt.max_iter + 1):
+        p = _two_loop(g, pairs) if pairs else -g / gnorm
+        d0 = float(g @ p)
+        if not d0 < 0:  # lost descent: restart from steepest descent
+            pairs.clear()
+            p = -g / gnorm
+            d0 = float(g @ p)
+        oracle.set_direction(p)
+        ls = wolfe_line_search(oracle, f, d0, batch=opt.line_search_batch)
+        if ls.alpha == 0.0:
+            if pairs:  # the curvature model went bad: drop it and try steepest descent
+                pairs.clear()
+                oracle.value_grad(w)
+                continue
+            reason = "line search found no decrease"
+            break
+        f_new, g_new = oracle.step(ls.alpha)
+        s = ls.alpha * p
+        y = g_new - g
+        sy = float(s @ y)
+        if sy > 1e-12 * float(y @ y):
+            pairs.append((s, y, 1.0 / sy))
+        decrease = f - f_new
+        w, f, g = w + s, f_new, g_new
+        gnorm = float(np.linalg.norm(g))
+        history.append(
+            IterationRecord(k, f, gnorm, ls.alpha, ls.rounds, ls.points,
+                            time.perf_counter() - start)
+        )
+        if callback:
+            callback(history[-1], w)
+        if gnorm <= opt.gtol * g0_norm:
+            reason, converged = "relative gradient norm below gtol", True
+            break
+        if decrease <= opt.ftol * max(abs(f), 1.0):
+            reason, converged = "relative decrease below ftol", True
+            break
+    return SolveResult(w, f, gnorm, len(history) - 1, converged, reason, history)
