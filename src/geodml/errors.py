@@ -29,3 +29,8 @@ class ConfigError(GeodmlError):
 
 def _truncate(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class DataError(GeodmlError):
+    """Data that parsed but cannot be used: NaN values, labels outside a loss's set,
+    a dimension that does not match the model. The message names the dataset."""

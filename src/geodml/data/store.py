@@ -16,6 +16,7 @@ is written last (write-then-rename), so a directory without it is incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -47,10 +48,11 @@ class DatasetWriter:
             raise ValueError(f"values dtype must be float32 or float64, got {self.dtype}")
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / _META).unlink(missing_ok=True)
-        self._indices = open(self.path / "indices.bin", "wb")
-        self._values = open(self.path / "values.bin", "wb")
-        self._labels = open(self.path / "labels.bin", "wb")
-        self._indptr = open(self.path / "indptr.bin", "wb")
+        self._files = contextlib.ExitStack()
+        self._indices, self._values, self._labels, self._indptr = (
+            self._files.enter_context(open(self.path / name, "wb"))  # noqa: SIM115
+            for name in ("indices.bin", "values.bin", "labels.bin", "indptr.bin")
+        )
         self._indptr.write(np.zeros(1, np.int64).tobytes())
         self.n_rows = 0
         self.nnz = 0
@@ -78,8 +80,7 @@ class DatasetWriter:
 
     def close(self) -> dict:
         """Finish the files and write ``meta.json``; returns the metadata."""
-        for f in (self._indices, self._values, self._labels, self._indptr):
-            f.close()
+        self._files.close()
         if self._all_ones:
             (self.path / "values.bin").unlink()
         meta = {
@@ -98,8 +99,7 @@ class DatasetWriter:
         return meta
 
     def abort(self) -> None:
-        for f in (self._indices, self._values, self._labels, self._indptr):
-            f.close()
+        self._files.close()
 
     def __enter__(self) -> DatasetWriter:
         return self

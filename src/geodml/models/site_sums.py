@@ -24,6 +24,7 @@ margins and the loss are float64.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -85,7 +86,7 @@ class SiteSums:
         bounds = np.searchsorted(X.indptr, np.linspace(0, X.nnz, n_blocks + 1)).tolist()
         bounds[0], bounds[-1] = 0, self.n_rows
         self._blocks = [
-            _Block(X, self.y, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a
+            _Block(X, self.y, a, b) for a, b in itertools.pairwise(bounds) if b > a
         ] or [_Block(X, self.y, 0, self.n_rows)]
         self._pool = ThreadPoolExecutor(len(self._blocks)) if len(self._blocks) > 1 else None
         self.w: np.ndarray | None = None
