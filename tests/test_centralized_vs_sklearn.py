@@ -28,8 +28,8 @@ def sklearn_logistic(data: Dataset, lam: float) -> np.ndarray:
     return clf.fit(data.X, data.y).coef_.ravel()
 
 
-def assert_matches_sklearn(data: Dataset, lam: float) -> None:
-    model, result = train_centralized(data, "logistic", lam)
+def assert_matches_sklearn(data: Dataset, lam: float, solver: str = "lbfgs") -> None:
+    model, result = train_centralized(data, "logistic", lam, solver=solver)
     assert result.converged, result.reason
     f_ours = objective_value(data, "logistic", lam, model.w)
     f_sk = objective_value(data, "logistic", lam, sklearn_logistic(data, lam))
@@ -78,6 +78,12 @@ def test_squared_hinge_matches_linear_svc():
 def test_matches_sklearn_on_shared_datasets_with_lambda_one_over_n(name):
     data = load_shared_libsvm(name)
     assert_matches_sklearn(data, 1.0 / data.n_rows)
+
+
+@pytest.mark.parametrize("name", ["a9a", "ipinyou"])
+def test_tron_matches_sklearn_on_shared_datasets(name):
+    data = load_shared_libsvm(name)
+    assert_matches_sklearn(data, 1.0 / data.n_rows, solver="tron")
 
 
 @pytest.mark.parametrize(("name", "lam_scale", "seed"), [("a9a", 0.2, 1), ("w8a", 5.0, 2)])

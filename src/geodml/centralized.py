@@ -1,7 +1,7 @@
 """Centralized training: all rows in one place, minimized by L-BFGS.
 
-Minimizes ``F(w) = (1/N) sum_i l(y_i, x_i.w) + (lambda/2)||w||^2`` (no intercept;
-add a constant feature for one). The default ``lambda = 1/N`` matches
+Minimizes ``F(w) = (1/N) sum_i l(y_i, x_i.w) + (lambda/2)||w||^2`` (no
+intercept; add a constant feature for one) with L-BFGS (default) or TRON. The default ``lambda = 1/N`` matches
 scikit-learn's ``LogisticRegression(C=1, fit_intercept=False)``.
 """
 
@@ -15,8 +15,10 @@ from geodml.data.dataset import Dataset
 from geodml.errors import DataError
 from geodml.model import LinearModel
 from geodml.models import RegularizedObjective, SiteSums, get_loss
-from geodml.optim import LbfgsOptions, SolveResult, lbfgs
+from geodml.optim import LbfgsOptions, SolveResult, lbfgs, tron
 from geodml.optim.lbfgs import IterationRecord
+
+SOLVERS = ("lbfgs", "tron")
 
 
 def check_trainable(data: Dataset, loss_name: str, name: str = "dataset") -> None:
@@ -45,18 +47,25 @@ def train_centralized(
     w0: np.ndarray | None = None,
     n_threads: int | None = None,
     callback: Callable[[IterationRecord, np.ndarray], None] | None = None,
+    solver: str = "lbfgs",
 ) -> tuple[LinearModel, SolveResult]:
-    """Train on one dataset; returns the model and the solver's record."""
+    """Train on one dataset with ``solver`` (lbfgs | tron); returns model and record."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
     check_trainable(data, loss)
     lam = 1.0 / data.n_rows if lam is None else float(lam)
     sums = SiteSums(data.X, data.y, get_loss(loss), n_threads=n_threads)
     try:
         objective = RegularizedObjective([sums], lam, data.n_features)
-        result = lbfgs(objective, w0=w0, options=options, callback=callback)
+        if solver == "tron":
+            opt = options or LbfgsOptions()
+            result = tron(objective, w0=w0, gtol=opt.gtol, max_iter=opt.max_iter)
+        else:
+            result = lbfgs(objective, w0=w0, options=options, callback=callback)
     finally:
         sums.close()
     info = {
-        "method": "centralized-lbfgs",
+        "method": f"centralized-{solver}",
         "rows": data.n_rows,
         "objective": result.f,
         "grad_norm": result.grad_norm,

@@ -1,0 +1,111 @@
+"""Trust-region Newton-CG (TRON; Lin, Weng & Keerthi, JMLR 2008).
+
+At ``w`` with gradient ``g`` and Hessian ``H`` (seen only through products ``H v``),
+the step ``s`` approximately minimizes the quadratic model
+
+    m(s) = g.s + (1/2) s.H s     subject to ||s|| <= delta
+
+by conjugate gradients stopped at ``||H s + g|| <= cg_tol * ||g||`` or at the
+trust-region boundary (Steihaug). The step is accepted when the actual decrease
+``F(w) - F(w + s)`` is at least ``eta0`` times the predicted ``-m(s)``; the
+radius ``delta`` grows or shrinks with their ratio ``rho`` (LIBLINEAR's rules).
+``F(w + s)`` comes from the oracle's line search at step 1 (scalars only) and the
+gradient only at accepted points. Each CG iteration costs one ``H v`` — one
+vector round when the objective is spread over DCs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from geodml.models.objective import ObjectiveOracle
+from geodml.optim.lbfgs import IterationRecord, SolveResult
+
+ETA0, ETA1, ETA2 = 1e-4, 0.25, 0.75
+SIGMA1, SIGMA2, SIGMA3 = 0.25, 0.5, 4.0
+
+
+def _steihaug_cg(
+    oracle: ObjectiveOracle, g: np.ndarray, delta: float, cg_tol: float, max_cg: int
+) -> tuple[np.ndarray, int]:
+    """Approximate minimizer of the quadratic model inside the trust region."""
+    s = np.zeros_like(g)
+    r = -g
+    d = r.copy()
+    rr = float(r @ r)
+    stop = cg_tol * math.sqrt(rr)
+    for it in range(1, max_cg + 1):
+        if math.sqrt(rr) <= stop:
+            return s, it - 1
+        Hd = oracle.hess_vec(d)
+        dHd = float(d @ Hd)
+        alpha = rr / dHd if dHd > 0 else math.inf
+        s_next = s + alpha * d if math.isfinite(alpha) else None
+        if s_next is None or np.linalg.norm(s_next) >= delta:
+            # go to the boundary along d: ||s + tau d|| = delta, tau >= 0
+            sd, dd, ss = float(s @ d), float(d @ d), float(s @ s)
+            tau = (-sd + math.sqrt(max(sd * sd + dd * (delta * delta - ss), 0.0))) / dd
+            return s + tau * d, it
+        s = s_next
+        r = r - alpha * Hd
+        rr_new = float(r @ r)
+        d = r + (rr_new / rr) * d
+        rr = rr_new
+    return s, max_cg
+
+
+def tron(
+    oracle: ObjectiveOracle,
+    w0: np.ndarray | None = None,
+    gtol: float = 1e-7,
+    max_iter: int = 500,
+    cg_tol: float = 0.1,
+    max_cg: int = 250,
+) -> SolveResult:
+    """Minimize the oracle's objective by trust-region Newton-CG from ``w0``."""
+    start = time.perf_counter()
+    w = np.zeros(oracle.n_features) if w0 is None else np.array(w0, dtype=np.float64)
+    f, g = oracle.value_grad(w)
+    g0 = gnorm = float(np.linalg.norm(g))
+    delta = gnorm
+    history = [IterationRecord(0, f, gnorm, 0.0, 0, 0, 0.0)]
+    reason, converged = "max_iter reached", False
+    if gnorm == 0.0:
+        return SolveResult(w, f, gnorm, 0, True, "gradient is zero", history)
+    for k in range(1, max_iter + 1):
+        s, cg_iters = _steihaug_cg(oracle, g, delta, cg_tol, max_cg)
+        predicted = -(float(g @ s) + 0.5 * float(s @ oracle.hess_vec(s)))
+        oracle.set_direction(s)
+        f_new = float(oracle.line_values(np.array([1.0]))[0][0])
+        actual = f - f_new
+        snorm = float(np.linalg.norm(s))
+        if k == 1:
+            delta = min(delta, snorm)
+        gs = float(g @ s)
+        denom = f_new - f - gs
+        alpha = SIGMA3 if denom <= 0 else max(SIGMA1, -0.5 * (gs / denom))
+        rho = actual / predicted if predicted > 0 else -math.inf
+        if rho < ETA0:
+            delta = min(max(alpha, SIGMA1) * snorm, SIGMA2 * delta)
+        elif rho < ETA1:
+            delta = max(SIGMA1 * delta, min(alpha * snorm, SIGMA2 * delta))
+        elif rho < ETA2:
+            delta = max(SIGMA1 * delta, min(alpha * snorm, SIGMA3 * delta))
+        else:
+            delta = max(delta, min(alpha * snorm, SIGMA3 * delta))
+        if rho > ETA0:
+            f, g = oracle.step(1.0)
+            w = w + s
+            gnorm = float(np.linalg.norm(g))
+        history.append(IterationRecord(k, f, gnorm, 1.0 if rho > ETA0 else 0.0, 1, cg_iters,
+                                       time.perf_counter() - start))
+        if gnorm <= gtol * g0:
+            reason, converged = "relative gradient norm below gtol", True
+            break
+        if delta < 1e-14 * max(1.0, float(np.linalg.norm(w))):
+            reason = "trust region collapsed"
+            break
+    return SolveResult(w, f, gnorm, len(history) - 1, converged, reason, history)
