@@ -1,8 +1,9 @@
-"""Centralized training: all rows in one place, minimized by L-BFGS.
+"""Centralized training: all rows in one place.
 
 Minimizes ``F(w) = (1/N) sum_i l(y_i, x_i.w) + (lambda/2)||w||^2`` (no
-intercept; add a constant feature for one) with L-BFGS (default) or TRON. The default ``lambda = 1/N`` matches
-scikit-learn's ``LogisticRegression(C=1, fit_intercept=False)``.
+intercept; add a constant feature for one) with L-BFGS (default) or TRON. The
+default ``lambda = 1/N`` matches scikit-learn's
+``LogisticRegression(C=1, fit_intercept=False)``.
 """
 
 from __future__ import annotations
