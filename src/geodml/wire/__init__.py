@@ -1,0 +1,1 @@
+"""What crosses a DC boundary: the protocol, the vector codec, metering, TLS."""

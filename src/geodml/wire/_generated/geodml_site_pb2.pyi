@@ -1,0 +1,231 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_UNSPECIFIED: _ClassVar[DType]
+    FLOAT64: _ClassVar[DType]
+    FLOAT32: _ClassVar[DType]
+    FLOAT16: _ClassVar[DType]
+    BFLOAT16: _ClassVar[DType]
+    UINT32: _ClassVar[DType]
+
+class Layout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LAYOUT_UNSPECIFIED: _ClassVar[Layout]
+    DENSE: _ClassVar[Layout]
+    SPARSE: _ClassVar[Layout]
+
+class Compression(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPRESSION_UNSPECIFIED: _ClassVar[Compression]
+    NONE: _ClassVar[Compression]
+    ZSTD: _ClassVar[Compression]
+DTYPE_UNSPECIFIED: DType
+FLOAT64: DType
+FLOAT32: DType
+FLOAT16: DType
+BFLOAT16: DType
+UINT32: DType
+LAYOUT_UNSPECIFIED: Layout
+DENSE: Layout
+SPARSE: Layout
+COMPRESSION_UNSPECIFIED: Compression
+NONE: Compression
+ZSTD: Compression
+
+class VectorChunk(_message.Message):
+    __slots__ = ("slot", "start", "count", "dtype", "layout", "compression", "nnz", "data")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    NNZ_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    start: int
+    count: int
+    dtype: DType
+    layout: Layout
+    compression: Compression
+    nnz: int
+    data: bytes
+    def __init__(self, slot: _Optional[int] = ..., start: _Optional[int] = ..., count: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., layout: _Optional[_Union[Layout, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., nnz: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class WireFormat(_message.Message):
+    __slots__ = ("dtype", "compression", "allow_sparse")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPARSE_FIELD_NUMBER: _ClassVar[int]
+    dtype: DType
+    compression: Compression
+    allow_sparse: bool
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., compression: _Optional[_Union[Compression, str]] = ..., allow_sparse: _Optional[bool] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeReply(_message.Message):
+    __slots__ = ("site", "region", "rows", "features", "nnz", "positives", "data_fingerprint", "feature_space_fingerprint", "feature_space_json", "protocol_version", "capabilities", "support_size", "shards")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    NNZ_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SPACE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SPACE_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    region: str
+    rows: int
+    features: int
+    nnz: int
+    positives: int
+    data_fingerprint: str
+    feature_space_fingerprint: str
+    feature_space_json: str
+    protocol_version: int
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    support_size: int
+    shards: int
+    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., nnz: _Optional[int] = ..., positives: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., feature_space_fingerprint: _Optional[str] = ..., feature_space_json: _Optional[str] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., support_size: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
+
+class PrepareRequest(_message.Message):
+    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    LAM_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SPACE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_TO_SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    loss: str
+    lam: float
+    feature_space_fingerprint: str
+    features: int
+    restrict_to_support: bool
+    reply_format: WireFormat
+    job: str
+    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ...) -> None: ...
+
+class PrepareReply(_message.Message):
+    __slots__ = ("session", "rows", "support_size", "support")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    rows: int
+    support_size: int
+    support: VectorChunk
+    def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., support: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("session", "round", "want_gradient", "want_hvp", "chunk")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    WANT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    WANT_HVP_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    want_gradient: bool
+    want_hvp: bool
+    chunk: VectorChunk
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+
+class EvaluateReply(_message.Message):
+    __slots__ = ("loss_sum", "rows", "chunk")
+    LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    loss_sum: float
+    rows: int
+    chunk: VectorChunk
+    def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+
+class LineSearchRequest(_message.Message):
+    __slots__ = ("session", "round", "step_sizes", "chunk")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STEP_SIZES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    step_sizes: _containers.RepeatedScalarFieldContainer[float]
+    chunk: VectorChunk
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., step_sizes: _Optional[_Iterable[float]] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+
+class LineSearchReply(_message.Message):
+    __slots__ = ("loss_sums", "derivative_sums", "rows")
+    LOSS_SUMS_FIELD_NUMBER: _ClassVar[int]
+    DERIVATIVE_SUMS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    loss_sums: _containers.RepeatedScalarFieldContainer[float]
+    derivative_sums: _containers.RepeatedScalarFieldContainer[float]
+    rows: int
+    def __init__(self, loss_sums: _Optional[_Iterable[float]] = ..., derivative_sums: _Optional[_Iterable[float]] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class LocalSolveRequest(_message.Message):
+    __slots__ = ("session", "round", "procedure", "params_json", "chunk")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    procedure: str
+    params_json: str
+    chunk: VectorChunk
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., procedure: _Optional[str] = ..., params_json: _Optional[str] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+
+class LocalSolveReply(_message.Message):
+    __slots__ = ("rows", "info_json", "chunk")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    INFO_JSON_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    info_json: str
+    chunk: VectorChunk
+    def __init__(self, rows: _Optional[int] = ..., info_json: _Optional[str] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("session", "max_chunk_bytes")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    max_chunk_bytes: int
+    def __init__(self, session: _Optional[str] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class ExportReply(_message.Message):
+    __slots__ = ("rows", "arrow_ipc")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    arrow_ipc: bytes
+    def __init__(self, rows: _Optional[int] = ..., arrow_ipc: _Optional[bytes] = ...) -> None: ...
+
+class CloseRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class CloseReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
