@@ -160,6 +160,11 @@ class SiteSums:
         self._line_cache = {}
         return self._sums_at_margins(need_grad)
 
+    def current(self, need_grad: bool = True) -> Sums:
+        """``L(w)`` (and ``G(w)``) at the current point, from the cached margins."""
+        self._require_point()
+        return self._sums_at_margins(need_grad)
+
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
         """``H(w) v = X^T (l''(z) * (X v))`` at the current point."""
         self._require_point()

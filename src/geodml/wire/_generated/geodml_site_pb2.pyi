@@ -123,30 +123,34 @@ class PrepareRequest(_message.Message):
     def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
-    __slots__ = ("session", "rows", "support_size", "support")
+    __slots__ = ("session", "rows", "support_size", "chunk")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_SIZE_FIELD_NUMBER: _ClassVar[int]
-    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
     session: str
     rows: int
     support_size: int
-    support: VectorChunk
-    def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., support: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    chunk: VectorChunk
+    def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("session", "round", "want_gradient", "want_hvp", "chunk")
+    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     WANT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
     WANT_HVP_FIELD_NUMBER: _ClassVar[int]
+    HAS_W_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     want_gradient: bool
     want_hvp: bool
+    has_w: bool
+    step: float
     chunk: VectorChunk
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
     __slots__ = ("loss_sum", "rows", "chunk")

@@ -1,0 +1,329 @@
+"""The :class:`Federation`: every site behind one narrow, metered interface.
+
+Algorithms see only this class. It calls all sites concurrently, meters every
+message per link and direction (:class:`~geodml.federation.meter.Meter`), writes
+each boundary crossing to the audit log, and hides support-restricted exchange:
+callers always pass and receive full-dimension vectors, while the wire carries
+only the coordinates a site's rows touch when that is enabled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from geodml.data.dataset import Dataset, FeatureSpace
+from geodml.errors import GeodmlError
+from geodml.federation.meter import AuditLog, Meter, link_name
+from geodml.federation.transport import SiteCallError, Transport
+from geodml.site.export import decode_rows
+from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector
+from geodml.wire.protocol import PROTOCOL_VERSION, pb
+
+__all__ = ["Federation", "SiteCallError", "SiteEval", "SiteInfo"]
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str
+    region: str
+    rows: int
+    features: int
+    nnz: int
+    positives: int
+    data_fingerprint: str
+    space: FeatureSpace
+    protocol_version: int
+    capabilities: tuple[str, ...]
+    support_size: int
+    shards: int
+
+    @classmethod
+    def from_reply(cls, r: pb.DescribeReply) -> SiteInfo:
+        return cls(r.site, r.region, r.rows, r.features, r.nnz, r.positives, r.data_fingerprint,
+                   FeatureSpace.from_dict(json.loads(r.feature_space_json)), r.protocol_version,
+                   tuple(r.capabilities), r.support_size, r.shards)
+
+
+@dataclass
+class SiteEval:
+    site: str
+    loss_sum: float
+    rows: int
+    grad: np.ndarray | None
+    hvp: np.ndarray | None
+
+
+@dataclass
+class _Job:
+    session: str
+    support: np.ndarray | None  # global indices of the wire coordinates, or None (dense)
+
+    @property
+    def restricted(self) -> bool:
+        return self.support is not None
+
+
+class Federation:
+    """The coordinator's handle on K sites (in-process or gRPC transports)."""
+
+    def __init__(
+        self, transports: Iterable[Transport], home: str, wire: WireFormat | None = None,
+        audit: AuditLog | None = None, timeout: float | None = None,
+    ):
+        self.transports = {t.site: t for t in transports}
+        if not self.transports:
+            raise GeodmlError("a federation needs at least one site")
+        self.home = home
+        self.wire = wire or WireFormat()
+        self.meter = Meter(home)
+        self.audit = audit
+        self.timeout = timeout
+        self._pool = ThreadPoolExecutor(len(self.transports))
+        self._round = 0
+        self._jobs: dict[str, _Job] = {}
+        self.sites = self._map(self._describe)
+        self._check_compatible()
+
+    # -- plumbing ------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return list(self.transports)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(s.rows for s in self.sites.values())
+
+    @property
+    def n_features(self) -> int:
+        return next(iter(self.sites.values())).features
+
+    @property
+    def space(self) -> FeatureSpace:
+        return next(iter(self.sites.values())).space
+
+    def _map(self, fn: Callable[[str], object], names: Iterable[str] | None = None) -> dict:
+        names = list(names or self.transports)
+        return dict(zip(names, self._pool.map(fn, names), strict=True))
+
+    def _next_round(self) -> int:
+        self._round += 1
+        return self._round
+
+    def _counted(self, messages: Iterable, tally: list[int]) -> Iterator:
+        for m in messages:
+            tally[0] += m.ByteSize()
+            tally[1] += 1
+            yield m
+
+    def _record(self, site: str, direction: str, method: str, tally: list[int],
+                rows: int | None, round_id: int | None) -> None:
+        self.meter.record(site, direction, method, tally[0], tally[1])
+        if self.audit is not None:
+            self.audit.write({"link": link_name(self.home, site, direction),
+                              "wan": site != self.home, "site": site,
+                              "direction": direction, "call": method, "bytes": tally[0],
+                              "messages": tally[1], "rows": rows, "round": round_id})
+
+    def _call(self, site: str, method: str, request, round_id: int | None = None,
+              lengths: Callable[[object], dict[int, int]] | None = None,
+              index_slots: tuple[int, ...] = ()):
+        """Send a request (message or message stream), meter both ways.
+
+        Returns the first reply and, when ``lengths`` is given, an assembler
+        holding the vectors streamed in all replies (else the list of replies).
+        """
+        down, up = [0, 0], [0, 0]
+        streaming = not hasattr(request, "ByteSize")
+        if streaming:
+            request = self._counted(request, down)
+        else:
+            down = [request.ByteSize(), 1]
+        first, rest, assembler = None, [], None
+        try:
+            replies = self.transports[site].call(method, request, self.timeout)
+            for reply in self._counted(replies, up):
+                if first is None:
+                    first = reply
+                    if lengths is not None:
+                        assembler = VectorAssembler(lengths(first), index_slots=index_slots)
+                if assembler is not None:
+                    if reply.HasField("chunk"):
+                        assembler.add(reply.chunk)
+                else:
+                    rest.append(reply)
+        finally:
+            self._record(site, "down", method, down, None, round_id)
+            rows = getattr(first, "rows", None) if first is not None else None
+            self._record(site, "up", method, up, rows, round_id)
+        if first is None:
+            raise SiteCallError(site, method, "INTERNAL", "empty reply")
+        return first, (assembler if lengths is not None else rest)
+
+    def _check_compatible(self) -> None:
+        ref = next(iter(self.sites.values()))
+        for info in self.sites.values():
+            if info.protocol_version != PROTOCOL_VERSION:
+                raise GeodmlError(f"site {info.name} speaks protocol {info.protocol_version}, "
+                                  f"this coordinator {PROTOCOL_VERSION}")
+            if info.space.fingerprint() != ref.space.fingerprint():
+                raise GeodmlError(
+                    f"site {info.name} maps features differently from site {ref.name} "
+                    f"(feature space {info.space.fingerprint()} vs {ref.space.fingerprint()})")
+
+    def _describe(self, site: str) -> SiteInfo:
+        reply, _ = self._call(site, "Describe", pb.DescribeRequest())
+        return SiteInfo.from_reply(reply)
+
+    def _job(self, site: str) -> _Job:
+        job = self._jobs.get(site)
+        if job is None:
+            raise GeodmlError("no job prepared: call Federation.prepare first")
+        return job
+
+    def _down(self, site: str, v: np.ndarray) -> np.ndarray:
+        job = self._job(site)
+        return v[job.support] if job.restricted else v
+
+    def _up(self, site: str, v: np.ndarray) -> np.ndarray:
+        job = self._job(site)
+        if not job.restricted:
+            return v
+        full = np.zeros(self.n_features)
+        full[job.support] = v
+        return full
+
+    def _dim(self, site: str) -> int:
+        job = self._job(site)
+        return len(job.support) if job.restricted else self.n_features
+
+    def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]]) -> Iterator:
+        """The header message, then every chunk of the given (slot, vector) pairs."""
+        chunks = (c for slot, v in vectors for c in encode_vector(v, slot, self.wire))
+        first = next(chunks, None)
+        if first is not None:
+            head.chunk.CopyFrom(first)
+        yield head
+        for c in chunks:
+            yield cls(chunk=c)
+
+    # -- the interface algorithms use -----------------------------------------------
+    def prepare(self, loss: str, lam: float, restrict_to_support: bool | None = None,
+                job: str = "train") -> None:
+        """Open a session at every site. ``restrict_to_support=None``: wherever allowed."""
+        self.close_sessions()
+        reply_format = self.wire.to_proto()
+
+        def one(site: str) -> _Job:
+            info = self.sites[site]
+            restrict = (info.support_size > 0) if restrict_to_support is None else (
+                restrict_to_support)
+            req = pb.PrepareRequest(
+                loss=loss, lam=lam, feature_space_fingerprint=info.space.fingerprint(),
+                features=self.n_features, restrict_to_support=restrict,
+                reply_format=reply_format, job=job)
+            first, assembler = self._call(
+                site, "Prepare", req, lengths=lambda r: {0: r.support_size}, index_slots=(0,))
+            support = assembler.result(0).astype(np.int64) if restrict else None
+            return _Job(first.session, support)
+
+        self._jobs = self._map(one)
+
+    def evaluate(self, w: np.ndarray | None = None, *, step: float | None = None,
+                 want_grad: bool = True, v: np.ndarray | None = None) -> list[SiteEval]:
+        """Loss sums (and gradient / Hessian-vector sums) at ``w``, at the cached
+        ``w + step p``, or at the current point; one round to every site."""
+        round_id = self._next_round()
+
+        def one(site: str) -> SiteEval:
+            job = self._job(site)
+            head = pb.EvaluateRequest(session=job.session, round=round_id,
+                                      want_gradient=want_grad, want_hvp=v is not None,
+                                      has_w=w is not None)
+            if step is not None and w is None:
+                head.step = step
+            vectors = []
+            if w is not None:
+                vectors.append((0, self._down(site, w)))
+            if v is not None:
+                vectors.append((1, self._down(site, v)))
+            dim = self._dim(site)
+            first, asm = self._call(
+                site, "Evaluate", self._stream(head, pb.EvaluateRequest, vectors), round_id,
+                lengths=lambda _r: {0: dim if want_grad else 0, 1: dim if v is not None else 0})
+            grad = self._up(site, asm.result(0)) if want_grad else None
+            hvp = self._up(site, asm.result(1)) if v is not None else None
+            return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
+
+        return list(self._map(one).values())
+
+    def line_search(self, p: np.ndarray | None, alphas: np.ndarray
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Loss sums and directional-derivative sums at ``w + a p`` for each ``a``.
+
+        ``p`` is sent once (and cached with ``X p`` at the sites); pass ``None`` to
+        reuse the cached direction for another batch of step sizes.
+        """
+        round_id = self._next_round()
+        alphas = [float(a) for a in np.asarray(alphas).ravel()]
+
+        def one(site: str):
+            job = self._job(site)
+            head = pb.LineSearchRequest(session=job.session, round=round_id, step_sizes=alphas)
+            vectors = [] if p is None else [(0, self._down(site, p))]
+            reply, _ = self._call(site, "LineSearch",
+                                  self._stream(head, pb.LineSearchRequest, vectors), round_id)
+            return np.array(reply.loss_sums), np.array(reply.derivative_sums)
+
+        return list(self._map(one).values())
+
+    def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray]
+                    ) -> list[tuple[np.ndarray, dict, int]]:
+        """Run a local procedure at every site; returns (vector, info, rows) per site."""
+        round_id = self._next_round()
+
+        def one(site: str):
+            job = self._job(site)
+            head = pb.LocalSolveRequest(session=job.session, round=round_id,
+                                        procedure=procedure, params_json=json.dumps(params))
+            vectors = [(slot, self._down(site, v)) for slot, v in enumerate(inputs)]
+            dim = self._dim(site)
+            first, asm = self._call(site, "LocalSolve",
+                                    self._stream(head, pb.LocalSolveRequest, vectors), round_id,
+                                    lengths=lambda _r: {0: dim})
+            return self._up(site, asm.result(0)), json.loads(first.info_json or "{}"), first.rows
+
+        return list(self._map(one).values())
+
+    def export(self, site: str, max_chunk_bytes: int = 4 << 20) -> Dataset:
+        """The site's raw rows (refused with PERMISSION_DENIED unless its policy allows)."""
+        job = self._job(site)
+        first, rest = self._call(site, "Export", pb.ExportRequest(
+            session=job.session, max_chunk_bytes=max_chunk_bytes))
+        return decode_rows([r.arrow_ipc for r in (first, *rest)], self.sites[site].space)
+
+    def close_sessions(self) -> None:
+        jobs, self._jobs = self._jobs, {}
+        for site, job in jobs.items():
+            try:
+                self._call(site, "Close", pb.CloseRequest(session=job.session))
+            except SiteCallError:
+                pass  # the site may already be gone; nothing to free then
+
+    def close(self) -> None:
+        self.close_sessions()
+        for t in self.transports.values():
+            t.close()
+        self._pool.shutdown(wait=False)
+        if self.audit is not None:
+            self.audit.close()
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

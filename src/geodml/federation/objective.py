@@ -1,0 +1,72 @@
+"""The global objective evaluated by the sites: the SQM oracle.
+
+Implements :class:`~geodml.models.ObjectiveOracle` over a :class:`Federation`:
+
+    F(w) = (1/N) sum_k L_k(w) + (lambda/2) ||w||^2
+
+Each call is one round to every site: ``value_grad`` sends ``w`` down and brings
+gradient sums up; ``set_direction`` only remembers ``p``, which travels with the
+first ``line_values`` call (sites cache ``X p``); further step-size batches and
+``step`` (moving to ``w + a p`` and returning the gradient) send no vector down.
+So an L-BFGS iteration costs one vector down and one vector up per site.
+Because the sites see vectors after the wire format (e.g. float32), the
+coordinator keeps ``p`` as the sites received it, so both sides step alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geodml.federation.base import Federation, SiteEval
+from geodml.wire.codec import roundtrip
+
+
+class FederatedObjective:
+    def __init__(self, federation: Federation, lam: float):
+        self.fed = federation
+        self.lam = float(lam)
+        self.n_features = federation.n_features
+        self.n_rows = federation.n_rows
+        self.w: np.ndarray | None = None
+        self.p: np.ndarray | None = None
+        self._p_pending = False
+
+    def _as_received(self, v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return v if self.fed.wire.dtype == "float64" else roundtrip(v, self.fed.wire)
+
+    def _assemble(self, evals: list[SiteEval], w: np.ndarray) -> tuple[float, np.ndarray]:
+        loss = sum(e.loss_sum for e in evals)
+        grad = np.sum([e.grad for e in evals], axis=0) / self.n_rows + self.lam * w
+        return loss / self.n_rows + 0.5 * self.lam * float(w @ w), grad
+
+    def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        self.w = self._as_received(w)
+        self.p = None
+        return self._assemble(self.fed.evaluate(self.w), self.w)
+
+    def set_direction(self, p: np.ndarray) -> None:
+        self.p = self._as_received(p)
+        self._p_pending = True
+
+    def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        alphas = np.asarray(alphas, dtype=np.float64)
+        parts = self.fed.line_search(self.p if self._p_pending else None, alphas)
+        self._p_pending = False
+        vals = np.sum([v for v, _ in parts], axis=0)
+        ders = np.sum([d for _, d in parts], axis=0)
+        ww, wp, pp = float(self.w @ self.w), float(self.w @ self.p), float(self.p @ self.p)
+        f = vals / self.n_rows + 0.5 * self.lam * (ww + 2 * alphas * wp + alphas**2 * pp)
+        return f, ders / self.n_rows + self.lam * (wp + alphas * pp)
+
+    def step(self, alpha: float) -> tuple[float, np.ndarray]:
+        if self._p_pending:  # the direction never went out: send it with a 0-step batch
+            self.line_values(np.array([0.0]))
+        w_new = self.w + alpha * self.p
+        evals = self.fed.evaluate(step=alpha)
+        self.w, self.p = w_new, None
+        return self._assemble(evals, w_new)
+
+    def hess_vec(self, v: np.ndarray) -> np.ndarray:
+        evals = self.fed.evaluate(None, want_grad=False, v=self._as_received(v))
+        return np.sum([e.hvp for e in evals], axis=0) / self.n_rows + self.lam * np.asarray(v)

@@ -1,0 +1,107 @@
+"""How the coordinator reaches one site: in this process, or over gRPC.
+
+Both transports move the same protobuf messages. The in-process one serializes
+and parses every message as the network would, so that what the site sees and
+what the meter counts are identical to a gRPC run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import grpc
+
+from geodml.errors import GeodmlError
+from geodml.site.service import SiteError, SiteService
+from geodml.wire.protocol import pb, pb_grpc
+
+# method -> (request type, reply type, client streams, server streams)
+METHODS = {
+    "Describe": (pb.DescribeRequest, pb.DescribeReply, False, False),
+    "Prepare": (pb.PrepareRequest, pb.PrepareReply, False, True),
+    "Evaluate": (pb.EvaluateRequest, pb.EvaluateReply, True, True),
+    "LineSearch": (pb.LineSearchRequest, pb.LineSearchReply, True, False),
+    "LocalSolve": (pb.LocalSolveRequest, pb.LocalSolveReply, True, True),
+    "Export": (pb.ExportRequest, pb.ExportReply, False, True),
+    "Close": (pb.CloseRequest, pb.CloseReply, False, False),
+}
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+class SiteCallError(GeodmlError):
+    """A call to a site failed; names the site, the call and the status."""
+
+    def __init__(self, site: str, method: str, code: str, message: str):
+        self.site, self.method, self.code = site, method, code
+        super().__init__(f"site {site}: {method} failed ({code}): {message}")
+
+
+class Transport(Protocol):
+    site: str
+
+    def call(self, method: str, request, timeout: float | None = None) -> Iterator: ...
+    def close(self) -> None: ...
+
+
+class InProcessTransport:
+    """A site object in this process; messages are still serialized and parsed."""
+
+    def __init__(self, service: SiteService, identity: str | None = "coordinator"):
+        self.service, self.site, self.identity = service, service.name, identity
+
+    def call(self, method: str, request, timeout: float | None = None) -> Iterator:
+        req_type, reply_type, client_streams, _ = METHODS[method]
+
+        def over_the_wire(messages: Iterable) -> Iterator:
+            for m in messages:
+                yield req_type.FromString(m.SerializeToString())
+
+        payload = over_the_wire(request) if client_streams else req_type.FromString(
+            request.SerializeToString())
+        try:
+            for reply in self.service.handle(method, payload, self.identity):
+                yield reply_type.FromString(reply.SerializeToString())
+        except SiteError as e:
+            raise SiteCallError(self.site, method, e.code, str(e)) from None
+
+    def close(self) -> None:
+        self.service.shutdown()
+
+
+class GrpcTransport:
+    """A site server reached over gRPC (mutual TLS unless ``credentials`` is None)."""
+
+    def __init__(
+        self, site: str, address: str, credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 600.0, server_name: str | None = None,
+    ):
+        self.site, self.address, self.timeout = site, address, timeout
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self.channel = (
+            grpc.insecure_channel(address, options=options) if credentials is None
+            else grpc.secure_channel(address, credentials, options=options)
+        )
+        self.stub = pb_grpc.SiteStub(self.channel)
+
+    def call(self, method: str, request, timeout: float | None = None) -> Iterator:
+        _, _, _, server_streams = METHODS[method]
+        rpc = getattr(self.stub, method)
+        try:
+            out = rpc(request, timeout=timeout or self.timeout)
+            if server_streams:
+                yield from out
+            else:
+                yield out
+        except grpc.RpcError as e:
+            raise SiteCallError(self.site, method, e.code().name, e.details() or "") from None
+
+    def close(self) -> None:
+        self.channel.close()

@@ -1,0 +1,145 @@
+"""A site's configuration file (TOML), validated with errors that name the field.
+
+Example::
+
+    name = "eu-west"                 # the DC's name, as links and reports show it
+    region = "europe-west1"
+    listen = "127.0.0.1:7001"        # port 0: any free port (see --port-file)
+    insecure = false                 # plaintext: only with --insecure, only on loopback
+
+    [data]
+    path = "data/eu-west"            # relative paths are relative to this file
+    format = "geodml"                # or libsvm | criteo | csv | parquet (+ options)
+    options = {}                     # reader options, e.g. { n_features = 123 }
+
+    [executor]
+    shards = 2                       # row shards, reduced inside the DC
+    threads = 2
+
+    [policy]
+    allow_raw_export = false
+    min_rows_per_aggregate = 100
+    allowed_clients = ["coordinator"]
+    share_support = true
+
+    [tls]
+    ca = "certs/ca.pem"
+    cert = "certs/eu-west.pem"
+    key = "certs/eu-west.key"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from geodml.errors import ConfigError
+from geodml.site.policy import Policy
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    path: Path
+    format: str = "geodml"
+    mmap: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutorConfig(_Strict):
+    kind: str = Field(default="threads", pattern="^threads$")
+    shards: int = Field(default=1, ge=1, le=4096)
+    threads: int | None = Field(default=None, ge=1, le=1024)
+
+
+class TlsConfig(_Strict):
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class SiteConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    region: str = ""
+    listen: str = "127.0.0.1:0"
+    insecure: bool = False
+    data: DataConfig
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    policy: Policy = Field(default_factory=Policy)
+    tls: TlsConfig | None = None
+
+    def resolve(self, base: Path) -> SiteConfig:
+        """Paths made absolute relative to ``base`` (the config file's folder)."""
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        out = self.model_copy(deep=True)
+        out.data.path = fix(out.data.path)
+        if out.tls is not None:
+            out.tls = TlsConfig(ca=fix(out.tls.ca), cert=fix(out.tls.cert), key=fix(out.tls.key))
+        return out
+
+
+def format_validation_error(source: str, e: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in e.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_toml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_site_config(path: str | os.PathLike) -> SiteConfig:
+    path = Path(path)
+    try:
+        config = SiteConfig.model_validate(load_toml(path))
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(str(path), e)) from None
+    if config.tls is None and not config.insecure:
+        raise ConfigError(f"{path}: tls: missing; mutual TLS is required unless insecure = true")
+    return config.resolve(path.parent)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str | Path):
+        return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_site_config(config: SiteConfig) -> str:
+    """The config as TOML text that :func:`load_site_config` reads back."""
+    data = config.model_dump(exclude_none=True)
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "options":
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables:
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+    return "\n".join(lines) + "\n"

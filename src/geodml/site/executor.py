@@ -1,0 +1,85 @@
+"""The local executor: a DC's rows split into shards, results reduced in the DC.
+
+This is the paper's hierarchical aggregation: each shard computes its sums (see
+:mod:`geodml.models.site_sums`) and the executor adds them, so one vector per DC
+crosses the WAN however many shards or workers the DC has. ``ThreadExecutor`` runs
+the shards on a thread pool in this process; its interface (a ``SumsProvider``)
+is what a distributed executor implements as well.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.sparse as sp
+
+from geodml.models.losses import Loss
+from geodml.models.site_sums import SiteSums, Sums
+
+
+class ThreadExecutor:
+    """``shards`` row ranges of equal nonzeros, each a :class:`SiteSums`, on threads."""
+
+    def __init__(
+        self, X: sp.csr_matrix, y: np.ndarray, loss: Loss, shards: int = 1,
+        threads: int | None = None,
+    ):
+        threads = threads or os.cpu_count() or 1
+        self.n_rows, self.n_features = X.shape
+        shards = max(1, min(shards, max(1, self.n_rows)))
+        bounds = np.searchsorted(X.indptr, np.linspace(0, X.nnz, shards + 1)).tolist()
+        bounds[0], bounds[-1] = 0, self.n_rows
+        per_shard_threads = max(1, threads // shards)
+        self.shards = [
+            SiteSums(X[a:b], y[a:b], loss, n_threads=per_shard_threads)
+            for a, b in itertools.pairwise(bounds)
+        ] if shards > 1 else [SiteSums(X, y, loss, n_threads=threads)]
+        self._pool = ThreadPoolExecutor(min(threads, len(self.shards))) if len(
+            self.shards) > 1 else None
+
+    def _map(self, fn):
+        if self._pool is None:
+            return [fn(s) for s in self.shards]
+        return list(self._pool.map(fn, self.shards))
+
+    @staticmethod
+    def _reduce(parts: list[Sums]) -> Sums:
+        grad = None
+        if parts[0].grad is not None:
+            grad = parts[0].grad.copy()
+            for p in parts[1:]:
+                grad += p.grad
+        return Sums(sum(p.loss for p in parts), grad, sum(p.rows for p in parts))
+
+    def evaluate(self, w: np.ndarray, need_grad: bool = True) -> Sums:
+        return self._reduce(self._map(lambda s: s.evaluate(w, need_grad)))
+
+    def current(self, need_grad: bool = True) -> Sums:
+        return self._reduce(self._map(lambda s: s.current(need_grad)))
+
+    def hess_vec(self, v: np.ndarray) -> np.ndarray:
+        parts = self._map(lambda s: s.hess_vec(v))
+        return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+
+    def set_direction(self, p: np.ndarray) -> None:
+        self._map(lambda s: s.set_direction(p))
+
+    def line_sums(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = self._map(lambda s: s.line_sums(alphas))
+        return sum(v for v, _ in parts), sum(d for _, d in parts)
+
+    def step(self, alpha: float, need_grad: bool = True) -> Sums:
+        return self._reduce(self._map(lambda s: s.step(alpha, need_grad)))
+
+    @property
+    def has_direction(self) -> bool:
+        return self.shards[0].q is not None
+
+    def close(self) -> None:
+        for s in self.shards:
+            s.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

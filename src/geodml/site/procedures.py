@@ -1,0 +1,73 @@
+"""Named local procedures a site runs on its own rows for ``LocalSolve``.
+
+A procedure gets the session's executor (the site's sums), the loss, lambda and
+its input vectors, and returns one vector plus a JSON-able info dict. Only the
+vector and the info leave the DC.
+
+``local_minimize`` (inputs: ``w0``; params: ``max_iter``, ``gtol``) returns the
+minimizer of the site's own regularized objective
+
+    F_k(v) = (1/n_k) L_k(v) + (lambda/2) ||v||^2,
+
+started from ``w0`` — the building block of one-shot parameter averaging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from geodml.models.losses import Loss
+from geodml.models.objective import RegularizedObjective
+from geodml.optim.lbfgs import LbfgsOptions, lbfgs
+
+
+@dataclass
+class ProcedureContext:
+    executor: object  # a SumsProvider over the site's rows (possibly support-restricted)
+    loss: Loss
+    lam: float
+    n_rows: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.executor.n_features)
+
+
+@dataclass(frozen=True)
+class Procedure:
+    name: str
+    input_slots: int
+    run: Callable[[ProcedureContext, dict, list[np.ndarray]], tuple[np.ndarray, dict]]
+
+
+def _int_param(params: dict, key: str, default: int, lo: int, hi: int) -> int:
+    v = params.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError(f"parameter {key} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _float_param(params: dict, key: str, default: float, lo: float, hi: float) -> float:
+    v = params.get(key, default)
+    if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError(f"parameter {key} must be a number in [{lo}, {hi}], got {v!r}")
+    return float(v)
+
+
+def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
+    options = LbfgsOptions(
+        max_iter=_int_param(params, "max_iter", 100, 1, 100_000),
+        gtol=_float_param(params, "gtol", 1e-6, 0.0, 1.0),
+    )
+    objective = RegularizedObjective([ctx.executor], ctx.lam, ctx.dim)
+    result = lbfgs(objective, w0=inputs[0], options=options)
+    return result.w, {"iterations": result.iterations, "objective": result.f,
+                      "converged": result.converged}
+
+
+PROCEDURES: dict[str, Procedure] = {
+    p.name: p for p in (Procedure("local_minimize", 1, _local_minimize),)
+}

@@ -1,0 +1,391 @@
+"""The Site API, independent of the transport.
+
+:class:`SiteService` turns request messages into reply messages. The gRPC server
+(:mod:`geodml.site.server`) and the in-process federation both call it with the
+same encoded messages, which is why their byte counts are identical. Each method
+takes the caller's identity (certificate common name) for the policy check.
+
+Errors are :class:`SiteError` with a gRPC status name: INVALID_ARGUMENT for a
+malformed request (wrong dimension, NaN, garbage bytes), NOT_FOUND for an
+unknown session, PERMISSION_DENIED for a policy refusal, FAILED_PRECONDITION for
+a call out of order. None of them disturbs other sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from google.protobuf.message import Message
+
+from geodml.data.dataset import Dataset
+from geodml.errors import GeodmlError
+from geodml.models.losses import Loss, get_loss
+from geodml.site.executor import ThreadExecutor
+from geodml.site.export import encode_rows
+from geodml.site.policy import Policy, PolicyError
+from geodml.site.procedures import PROCEDURES, ProcedureContext
+from geodml.wire.codec import (
+    CodecError,
+    VectorAssembler,
+    WireFormat,
+    encode_indices,
+    encode_vector,
+)
+from geodml.wire.protocol import PROTOCOL_VERSION, pb
+
+CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step")
+MAX_SESSIONS = 64
+
+
+class SiteError(GeodmlError):
+    """A refused or failed call: ``code`` is a gRPC status name."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass
+class Session:
+    id: str
+    job: str
+    loss: Loss
+    lam: float
+    executor: ThreadExecutor
+    dim: int
+    support: np.ndarray | None
+    reply_format: WireFormat
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # (call, round) -> result of the last round of each call, to answer a retry
+    cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
+    has_point: bool = False
+
+    def cached(self, call: str, round_id: int) -> tuple | None:
+        return self.cache.get((call, round_id)) if round_id else None
+
+    def remember(self, call: str, round_id: int, result: tuple) -> tuple:
+        if round_id:
+            self.cache = {k: v for k, v in self.cache.items() if k[0] != call}
+            self.cache[(call, round_id)] = result
+        return result
+
+
+def with_chunks(first, chunks: Iterable[pb.VectorChunk], cls) -> Iterator:
+    """The header message carrying the first chunk, then one message per chunk."""
+    it = iter(chunks)
+    head = next(it, None)
+    if head is not None:
+        first.chunk.CopyFrom(head)
+    yield first
+    for c in it:
+        yield cls(chunk=c)
+
+
+def read_message_stream(
+    requests: Iterable, lengths: Callable[[object], dict[int, int]]
+) -> tuple[object, VectorAssembler]:
+    """The first (header) message and an assembler holding every chunk of the stream."""
+    it = iter(requests)
+    first = next(it, None)
+    if first is None:
+        raise SiteError("INVALID_ARGUMENT", "empty request stream")
+    assembler = VectorAssembler(lengths(first))
+    for msg in (first, *it):
+        if msg.HasField("chunk"):
+            assembler.add(msg.chunk)
+    return first, assembler
+
+
+class SiteService:
+    """One DC's rows behind the Site API, with its policy and sessions."""
+
+    def __init__(
+        self, name: str, region: str, data: Dataset, policy: Policy | None = None,
+        shards: int = 1, threads: int | None = None,
+    ):
+        self.name, self.region, self.data = name, region, data
+        self.policy = policy or Policy()
+        self.shards, self.threads = shards, threads
+        self.sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._support: np.ndarray | None = None
+        self._restricted_X: sp.csr_matrix | None = None
+        self.fingerprint = self._fingerprint()
+
+    # -- data-derived facts --------------------------------------------------
+    def _fingerprint(self) -> str:
+        """A digest of the data's shape, feature space, labels and edges of its arrays."""
+        X, h = self.data.X, hashlib.blake2b(digest_size=12)
+        h.update(json.dumps([self.data.n_rows, X.nnz, self.data.space.fingerprint()]).encode())
+        for arr in (X.indptr, X.indices, X.data, self.data.y):
+            a = np.ascontiguousarray(arr)
+            h.update(a[:65536].tobytes())
+            h.update(a[-65536:].tobytes())
+        h.update(np.float64(self.data.y.sum()).tobytes())
+        return h.hexdigest()
+
+    def support(self) -> np.ndarray:
+        """Sorted feature indices that at least one of the site's rows touches."""
+        if self._support is None:
+            counts = np.bincount(self.data.X.indices, minlength=self.data.n_features)
+            self._support = np.flatnonzero(counts).astype(np.uint32)
+        return self._support
+
+    def _restricted(self) -> sp.csr_matrix:
+        """The rows with columns renumbered to positions in :meth:`support`."""
+        if self._restricted_X is None:
+            X, support = self.data.X, self.support()
+            position = np.zeros(self.data.n_features, dtype=np.int32)
+            position[support] = np.arange(len(support), dtype=np.int32)
+            self._restricted_X = sp.csr_matrix(
+                (X.data, position[X.indices], X.indptr), shape=(X.shape[0], len(support))
+            )
+        return self._restricted_X
+
+    # -- helpers ---------------------------------------------------------------
+    def _session(self, session_id: str) -> Session:
+        s = self.sessions.get(session_id)
+        if s is None:
+            raise SiteError("NOT_FOUND", f"site {self.name}: unknown session {session_id!r}")
+        return s
+
+    def _guard(self, peer: str | None) -> None:
+        self.policy.check_client(self.name, peer)
+        self.policy.check_aggregate(self.name, self.data.n_rows)
+
+    # -- the calls ---------------------------------------------------------------
+    def describe(self, request: pb.DescribeRequest, peer: str | None) -> pb.DescribeReply:
+        self.policy.check_client(self.name, peer)
+        return pb.DescribeReply(
+            site=self.name, region=self.region, rows=self.data.n_rows,
+            features=self.data.n_features, nnz=self.data.nnz, positives=self.data.positives,
+            data_fingerprint=self.fingerprint,
+            feature_space_fingerprint=self.data.space.fingerprint(),
+            feature_space_json=json.dumps(self.data.space.to_dict()),
+            protocol_version=PROTOCOL_VERSION, capabilities=list(CAPABILITIES),
+            support_size=len(self.support()) if self.policy.share_support else 0,
+            shards=self.shards,
+        )
+
+    def prepare(self, request: pb.PrepareRequest, peer: str | None) -> Iterator[pb.PrepareReply]:
+        self._guard(peer)
+        try:
+            loss = get_loss(request.loss)
+        except ValueError as e:
+            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: {e}") from None
+        if not (np.isfinite(request.lam) and request.lam >= 0):
+            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: lambda must be finite, >= 0")
+        if request.features != self.data.n_features:
+            raise SiteError(
+                "INVALID_ARGUMENT",
+                f"site {self.name}: job has {request.features} features, the site's data "
+                f"has {self.data.n_features}",
+            )
+        if request.feature_space_fingerprint != self.data.space.fingerprint():
+            raise SiteError(
+                "FAILED_PRECONDITION",
+                f"site {self.name}: feature space {self.data.space.fingerprint()} differs "
+                f"from the job's {request.feature_space_fingerprint}",
+            )
+        if loss.binary and not np.all((self.data.y == 0) | (self.data.y == 1)):
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {self.name}: loss {loss.name} needs 0/1 labels")
+        support = None
+        X = self.data.X
+        if request.restrict_to_support:
+            self.policy.check_support(self.name)
+            support, X = self.support(), self._restricted()
+        executor = ThreadExecutor(X, self.data.y, loss, self.shards, self.threads)
+        with self._lock:
+            if len(self.sessions) >= MAX_SESSIONS:
+                executor.close()
+                raise SiteError("RESOURCE_EXHAUSTED",
+                                f"site {self.name}: {MAX_SESSIONS} sessions are open")
+            session = Session(
+                uuid.uuid4().hex, request.job, loss, request.lam, executor,
+                X.shape[1], support, WireFormat.from_proto(request.reply_format),
+            )
+            self.sessions[session.id] = session
+        first = pb.PrepareReply(session=session.id, rows=self.data.n_rows,
+                                support_size=0 if support is None else len(support))
+        chunks = [] if support is None else encode_indices(support, 0, session.reply_format)
+        return with_chunks(first, chunks, pb.PrepareReply)
+
+    def evaluate(
+        self, requests: Iterable[pb.EvaluateRequest], peer: str | None
+    ) -> Iterator[pb.EvaluateReply]:
+        self._guard(peer)
+
+        def lengths(first):
+            s = self._session(first.session)
+            return {0: s.dim if first.has_w else 0, 1: s.dim if first.want_hvp else 0}
+
+        first, vectors = read_message_stream(requests, lengths)
+        s = self._session(first.session)
+        with s.lock:
+            result = s.cached("evaluate", first.round)
+            if result is None:
+                result = s.remember("evaluate", first.round, self._evaluate(s, first, vectors))
+        loss, rows, grad, hvp = result
+        chunks = []
+        if grad is not None:
+            chunks.append(encode_vector(grad, 0, s.reply_format))
+        if hvp is not None:
+            chunks.append(encode_vector(hvp, 1, s.reply_format))
+        head = pb.EvaluateReply(loss_sum=loss, rows=rows)
+        return with_chunks(head, itertools.chain(*chunks), pb.EvaluateReply)
+
+    def _evaluate(self, s: Session, first: pb.EvaluateRequest, vectors: VectorAssembler) -> tuple:
+        ex = s.executor
+        if first.has_w:
+            sums = ex.evaluate(vectors.result(0), first.want_gradient)
+        elif first.HasField("step"):
+            if not ex.has_direction:
+                raise SiteError("FAILED_PRECONDITION",
+                                f"site {self.name}: step without a cached direction")
+            if not np.isfinite(first.step):
+                raise SiteError("INVALID_ARGUMENT", f"site {self.name}: step is not finite")
+            sums = ex.step(first.step, first.want_gradient)
+        elif s.has_point:
+            sums = ex.current(first.want_gradient)
+        else:
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {self.name}: no point yet: send w first")
+        s.has_point = True
+        hvp = ex.hess_vec(vectors.result(1)) if first.want_hvp else None
+        return sums.loss, sums.rows, sums.grad if first.want_gradient else None, hvp
+
+    def line_search(
+        self, requests: Iterable[pb.LineSearchRequest], peer: str | None
+    ) -> pb.LineSearchReply:
+        self._guard(peer)
+
+        def lengths(first):
+            s = self._session(first.session)
+            return {0: s.dim if first.HasField("chunk") else 0}
+
+        first, vectors = read_message_stream(requests, lengths)
+        s = self._session(first.session)
+        alphas = np.array(first.step_sizes, dtype=np.float64)
+        if alphas.size == 0 or alphas.size > 1024 or not np.all(np.isfinite(alphas)):
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: step sizes must be 1..1024 finite numbers")
+        with s.lock:
+            hit = s.cached("line_search", first.round)
+            if hit is not None:
+                return hit[0]
+            if not s.has_point:
+                raise SiteError("FAILED_PRECONDITION",
+                                f"site {self.name}: line search before any Evaluate")
+            if first.HasField("chunk"):
+                s.executor.set_direction(vectors.result(0))
+            elif not s.executor.has_direction:
+                raise SiteError("FAILED_PRECONDITION",
+                                f"site {self.name}: no cached direction: send p")
+            vals, ders = s.executor.line_sums(alphas)
+            reply = pb.LineSearchReply(loss_sums=vals.tolist(), derivative_sums=ders.tolist(),
+                                       rows=s.executor.n_rows)
+            return s.remember("line_search", first.round, (reply,))[0]
+
+    def local_solve(
+        self, requests: Iterable[pb.LocalSolveRequest], peer: str | None
+    ) -> Iterator[pb.LocalSolveReply]:
+        self._guard(peer)
+
+        def lengths(first):
+            s = self._session(first.session)
+            proc = PROCEDURES.get(first.procedure)
+            if proc is None:
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {self.name}: unknown procedure {first.procedure!r}; "
+                                f"known: {', '.join(sorted(PROCEDURES))}")
+            return {slot: s.dim for slot in range(proc.input_slots)}
+
+        first, vectors = read_message_stream(requests, lengths)
+        s = self._session(first.session)
+        try:
+            params = json.loads(first.params_json or "{}")
+        except json.JSONDecodeError as e:
+            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: params_json: {e}") from None
+        if not isinstance(params, dict):
+            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: params_json is not an object")
+        proc = PROCEDURES[first.procedure]
+        with s.lock:
+            result = s.cached("local_solve", first.round)
+            if result is None:
+                inputs = [vectors.result(slot) for slot in range(proc.input_slots)]
+                ctx = ProcedureContext(s.executor, s.loss, s.lam, self.data.n_rows)
+                try:
+                    result = proc.run(ctx, params, inputs)
+                except (ValueError, TypeError) as e:
+                    raise SiteError("INVALID_ARGUMENT",
+                                    f"site {self.name}: {first.procedure}: {e}") from None
+                s.has_point = False  # the procedure moved the executor's point
+                s.remember("local_solve", first.round, result)
+        vector, info = result
+        head = pb.LocalSolveReply(rows=self.data.n_rows, info_json=json.dumps(info))
+        return with_chunks(head, encode_vector(vector, 0, s.reply_format), pb.LocalSolveReply)
+
+    def export(self, request: pb.ExportRequest, peer: str | None) -> Iterator[pb.ExportReply]:
+        self.policy.check_client(self.name, peer)
+        self.policy.check_export(self.name)
+        self._session(request.session)
+        size = request.max_chunk_bytes or (4 << 20)
+        for rows, blob in encode_rows(self.data, size):
+            yield pb.ExportReply(rows=rows, arrow_ipc=blob)
+
+    def close(self, request: pb.CloseRequest, peer: str | None) -> pb.CloseReply:
+        self.policy.check_client(self.name, peer)
+        with self._lock:
+            s = self.sessions.pop(request.session, None)
+        if s is None:
+            raise SiteError("NOT_FOUND", f"site {self.name}: unknown session {request.session!r}")
+        s.executor.close()
+        return pb.CloseReply()
+
+    def handle(self, method: str, request, peer: str | None) -> Iterator:
+        """Run ``method`` (a Site RPC name) and yield its reply messages.
+
+        ``request`` is one message, or an iterable of them for client-streaming
+        calls. Every failure, also one raised while the replies stream, comes out
+        as a :class:`SiteError` with a gRPC status name.
+        """
+        fn = self._methods.get(method)
+        if fn is None:
+            raise SiteError("UNIMPLEMENTED", f"site {self.name}: no method {method!r}")
+        try:
+            out = fn(request, peer)
+            if isinstance(out, Message):
+                yield out
+            else:
+                yield from out
+        except SiteError:
+            raise
+        except PolicyError as e:
+            raise SiteError("PERMISSION_DENIED", str(e)) from None
+        except CodecError as e:
+            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: {e}") from None
+
+    @property
+    def _methods(self) -> dict[str, Callable]:
+        return {
+            "Describe": self.describe, "Prepare": self.prepare, "Evaluate": self.evaluate,
+            "LineSearch": self.line_search, "LocalSolve": self.local_solve,
+            "Export": self.export, "Close": self.close,
+        }
+
+    def shutdown(self) -> None:
+        with self._lock:
+            sessions, self.sessions = list(self.sessions.values()), {}
+        for s in sessions:
+            s.executor.close()
+
+
