@@ -9,6 +9,7 @@ only the coordinates a site's rows touch when that is enabled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -135,7 +136,7 @@ class Federation:
         """Send a request (message or message stream), meter both ways.
 
         Returns the first reply and, when ``lengths`` is given, an assembler
-        holding the vectors streamed in all replies (else the list of replies).
+        holding the vectors streamed in all replies (else the list of all replies).
         """
         down, up = [0, 0], [0, 0]
         streaming = not hasattr(request, "ByteSize")
@@ -302,17 +303,15 @@ class Federation:
     def export(self, site: str, max_chunk_bytes: int = 4 << 20) -> Dataset:
         """The site's raw rows (refused with PERMISSION_DENIED unless its policy allows)."""
         job = self._job(site)
-        first, rest = self._call(site, "Export", pb.ExportRequest(
+        _, replies = self._call(site, "Export", pb.ExportRequest(
             session=job.session, max_chunk_bytes=max_chunk_bytes))
-        return decode_rows([r.arrow_ipc for r in (first, *rest)], self.sites[site].space)
+        return decode_rows([r.arrow_ipc for r in replies], self.sites[site].space)
 
     def close_sessions(self) -> None:
         jobs, self._jobs = self._jobs, {}
         for site, job in jobs.items():
-            try:
+            with contextlib.suppress(SiteCallError):  # a site already gone has nothing to free
                 self._call(site, "Close", pb.CloseRequest(session=job.session))
-            except SiteCallError:
-                pass  # the site may already be gone; nothing to free then
 
     def close(self) -> None:
         self.close_sessions()

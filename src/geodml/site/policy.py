@@ -38,7 +38,8 @@ class Policy(BaseModel):
         if self.allowed_clients and identity not in self.allowed_clients:
             raise PolicyError(
                 site, "allowed_clients",
-                f"client {identity or '(no certificate)'} is not in {self.allowed_clients}",
+                f"client {identity!r} is not in {self.allowed_clients}" if identity
+                else f"a client without a certificate is not in {self.allowed_clients}",
             )
 
     def check_aggregate(self, site: str, rows: int) -> None:
