@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
-from sklearn.datasets import load_svmlight_file
 
-from geodml.data import Dataset, FeatureSpace
+from geodml.data import Dataset
+from geodml.data.readers import read_dataset
 
 from .conftest import shared_path
 
@@ -23,8 +23,7 @@ LIBSVM = {
 @cache
 def _load(name: str) -> Dataset:
     rel, d = LIBSVM[name]
-    X, y = load_svmlight_file(str(shared_path(rel)), n_features=d)
-    return Dataset(X.tocsr(), (y > 0).astype(np.float64), FeatureSpace(d))
+    return read_dataset(shared_path(rel), "libsvm", n_features=d, dtype=np.float64)
 
 
 def load_shared_libsvm(name: str) -> Dataset:
