@@ -86,6 +86,8 @@ class Federation:
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(len(self.transports))
         self._round = 0
+        self.vectors_down = 0  # model-sized vectors sent to every site, counted per round
+        self.vectors_up = 0  # and received from every site
         self._jobs: dict[str, _Job] = {}
         self.sites = self._map(self._describe)
         self._check_compatible()
@@ -111,9 +113,25 @@ class Federation:
         names = list(names or self.transports)
         return dict(zip(names, self._pool.map(fn, names), strict=True))
 
-    def _next_round(self) -> int:
+    def map_sites(self, fn: Callable[[str], object]) -> list:
+        """``fn(site)`` for every site, concurrently, in site order."""
+        return list(self._map(fn).values())
+
+    def _next_round(self, down: int = 0, up: int = 0) -> int:
         self._round += 1
+        self.vectors_down += down
+        self.vectors_up += up
         return self._round
+
+    @property
+    def rounds(self) -> int:
+        """Rounds so far: calls that went to every site (Evaluate, LineSearch, LocalSolve)."""
+        return self._round
+
+    @property
+    def vector_rounds(self) -> float:
+        """Rounds' worth of model-sized vectors: one vector each way per site is 1."""
+        return (self.vectors_down + self.vectors_up) / 2
 
     def _counted(self, messages: Iterable, tally: list[int]) -> Iterator:
         for m in messages:
@@ -238,7 +256,8 @@ class Federation:
                  want_grad: bool = True, v: np.ndarray | None = None) -> list[SiteEval]:
         """Loss sums (and gradient / Hessian-vector sums) at ``w``, at the cached
         ``w + step p``, or at the current point; one round to every site."""
-        round_id = self._next_round()
+        round_id = self._next_round(down=(w is not None) + (v is not None),
+                                    up=want_grad + (v is not None))
 
         def one(site: str) -> SiteEval:
             job = self._job(site)
@@ -269,7 +288,7 @@ class Federation:
         ``p`` is sent once (and cached with ``X p`` at the sites); pass ``None`` to
         reuse the cached direction for another batch of step sizes.
         """
-        round_id = self._next_round()
+        round_id = self._next_round(down=int(p is not None))
         alphas = [float(a) for a in np.asarray(alphas).ravel()]
 
         def one(site: str):
@@ -285,7 +304,7 @@ class Federation:
     def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray]
                     ) -> list[tuple[np.ndarray, dict, int]]:
         """Run a local procedure at every site; returns (vector, info, rows) per site."""
-        round_id = self._next_round()
+        round_id = self._next_round(down=len(inputs), up=1)
 
         def one(site: str):
             job = self._job(site)

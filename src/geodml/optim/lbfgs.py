@@ -77,17 +77,20 @@ def lbfgs(
     oracle: ObjectiveOracle,
     w0: np.ndarray | None = None,
     options: LbfgsOptions | None = None,
-    callback: Callable[[IterationRecord, np.ndarray], None] | None = None,
+    callback: Callable[[IterationRecord, np.ndarray], bool | None] | None = None,
 ) -> SolveResult:
-    """Minimize the oracle's objective from ``w0`` (zeros by default)."""
+    """Minimize the oracle's objective from ``w0`` (zeros by default).
+
+    ``callback(record, w)`` runs after every iteration; returning True stops the run.
+    """
     opt = options or LbfgsOptions()
     start = time.perf_counter()
     w = np.zeros(oracle.n_features) if w0 is None else np.array(w0, dtype=np.float64)
     f, g = oracle.value_grad(w)
     g0_norm = gnorm = float(np.linalg.norm(g))
     history = [IterationRecord(0, f, gnorm, 0.0, 0, 0, time.perf_counter() - start)]
-    if callback:
-        callback(history[-1], w)
+    if callback and callback(history[-1], w):
+        return SolveResult(w, f, gnorm, 0, False, "stopped by callback", history)
     pairs: deque = deque(maxlen=opt.memory)
     if gnorm == 0.0:
         return SolveResult(w, f, gnorm, 0, True, "gradient is zero", history)
@@ -121,12 +124,14 @@ def lbfgs(
             IterationRecord(k, f, gnorm, ls.alpha, ls.rounds, ls.points,
                             time.perf_counter() - start)
         )
-        if callback:
-            callback(history[-1], w)
+        stop = bool(callback and callback(history[-1], w))
         if gnorm <= opt.gtol * g0_norm:
             reason, converged = "relative gradient norm below gtol", True
             break
         if decrease <= opt.ftol * max(abs(f), 1.0):
             reason, converged = "relative decrease below ftol", True
+            break
+        if stop:
+            reason = "stopped by callback"
             break
     return SolveResult(w, f, gnorm, len(history) - 1, converged, reason, history)

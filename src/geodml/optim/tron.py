@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -64,8 +65,12 @@ def tron(
     max_iter: int = 500,
     cg_tol: float = 0.1,
     max_cg: int = 250,
+    callback: Callable[[IterationRecord, np.ndarray], bool | None] | None = None,
 ) -> SolveResult:
-    """Minimize the oracle's objective by trust-region Newton-CG from ``w0``."""
+    """Minimize the oracle's objective by trust-region Newton-CG from ``w0``.
+
+    ``callback(record, w)`` runs after every iteration; returning True stops the run.
+    """
     start = time.perf_counter()
     w = np.zeros(oracle.n_features) if w0 is None else np.array(w0, dtype=np.float64)
     f, g = oracle.value_grad(w)
@@ -102,8 +107,12 @@ def tron(
             gnorm = float(np.linalg.norm(g))
         history.append(IterationRecord(k, f, gnorm, 1.0 if rho > ETA0 else 0.0, 1, cg_iters,
                                        time.perf_counter() - start))
+        stop = bool(callback and callback(history[-1], w))
         if gnorm <= gtol * g0:
             reason, converged = "relative gradient norm below gtol", True
+            break
+        if stop:
+            reason = "stopped by callback"
             break
         if delta < 1e-14 * max(1.0, float(np.linalg.norm(w))):
             reason = "trust region collapsed"

@@ -1,0 +1,1 @@
+"""Training methods over a :class:`~geodml.federation.Federation`."""

@@ -1,0 +1,72 @@
+"""The status quo as a real baseline: copy every DC's rows home, then train.
+
+Every site exports its rows (Arrow IPC, zstd) through the metered wire to the home
+DC; the home DC's own rows move only inside the DC. Then the centralized solver
+trains on the union. A site whose policy forbids raw export makes the baseline
+impossible: the outcome then says which sites refused instead of giving a number.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.centralized import train_centralized
+from geodml.data.dataset import Dataset
+from geodml.federation.base import Federation
+from geodml.federation.transport import SiteCallError
+from geodml.optim import LbfgsOptions
+
+
+@dataclass
+class Refused:
+    """The centralized plan is not permitted: these sites' policies forbid export."""
+
+    sites: list[str]
+    messages: list[str]
+
+    def __str__(self) -> str:
+        return "not permitted by site " + ", ".join(self.sites)
+
+
+def train_centralized_baseline(
+    fed: Federation, loss: str = "logistic", lam: float | None = None, gtol: float = 1e-7,
+    max_iter: int = 2000, recorder: RunRecorder | None = None,
+) -> RunResult | Refused:
+    """Export all rows to the home DC and train there; or say who refused."""
+    lam = 1.0 / fed.n_rows if lam is None else float(lam)
+    fed.prepare(loss, lam)
+    recorder = recorder or RunRecorder(fed)
+    start = time.perf_counter()
+    parts: dict[str, Dataset] = {}
+    refused: dict[str, str] = {}
+
+    def export(site: str) -> Dataset | str:
+        try:
+            return fed.export(site)
+        except SiteCallError as e:
+            if e.code != "PERMISSION_DENIED":
+                raise
+            return str(e)
+
+    for site, out in zip(fed.names, fed.map_sites(export), strict=True):
+        if isinstance(out, str):
+            refused[site] = out
+        else:
+            parts[site] = out
+    if refused:
+        return Refused(sorted(refused), [refused[s] for s in sorted(refused)])
+    export_seconds = time.perf_counter() - start
+    data = Dataset.concat([parts[s] for s in fed.names])
+
+    def callback(rec, w) -> None:
+        recorder.add(rec.iteration, rec.f, w, rec.grad_norm)
+
+    model, result = train_centralized(data, loss, lam, LbfgsOptions(gtol=gtol, max_iter=max_iter),
+                                      callback=callback)
+    return RunResult("centralized", model.w, result.f, result.converged, result.reason,
+                     recorder.rows, fed.meter.snapshot(),
+                     {"lam": lam, "loss": loss, "export_seconds": export_seconds,
+                      "train_seconds": time.perf_counter() - start - export_seconds,
+                      "rows": data.n_rows})

@@ -1,0 +1,109 @@
+"""The run record: what every method reports, round by round.
+
+A record row is written after each outer iteration: the objective, relative
+suboptimality ``(F(w) - F*) / |F*|`` when a reference optimum ``F*`` is known,
+the gradient norm when the method has it, cumulative WAN bytes (total and per
+link), cumulative rounds (calls to every site) and *vector rounds* (rounds that
+moved a model-sized vector each way), wall time, and test metrics when a test
+set was given. Rows go to a JSON-lines file as they are made, so an interrupted
+run keeps what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geodml.federation.base import Federation
+
+
+@dataclass
+class RoundRow:
+    iteration: int
+    objective: float
+    suboptimality: float | None
+    grad_norm: float | None
+    wan_bytes: int
+    total_bytes: int
+    rounds: int
+    vector_rounds: float
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    method: str
+    w: np.ndarray
+    objective: float
+    converged: bool
+    reason: str
+    rows: list[RoundRow]
+    meter: dict
+    info: dict = field(default_factory=dict)
+
+    @property
+    def wan_bytes(self) -> int:
+        return int(self.meter.get("wan_bytes", 0))
+
+    def first_reaching(self, tolerance: float) -> RoundRow | None:
+        """The first row whose relative suboptimality is at most ``tolerance``."""
+        for row in self.rows:
+            if row.suboptimality is not None and row.suboptimality <= tolerance:
+                return row
+        return None
+
+    def summary(self) -> dict:
+        last = self.rows[-1] if self.rows else None
+        return {"method": self.method, "objective": self.objective,
+                "converged": self.converged, "reason": self.reason,
+                "iterations": last.iteration if last else 0,
+                "rounds": last.rounds if last else 0,
+                "vector_rounds": last.vector_rounds if last else 0,
+                "wan_bytes": self.wan_bytes, "seconds": last.seconds if last else 0.0,
+                **({f"test_{k}": v for k, v in last.metrics.items()} if last else {}),
+                **self.info}
+
+
+class RunRecorder:
+    """Collects :class:`RoundRow` s from a method as it runs."""
+
+    def __init__(self, federation: Federation | None, f_star: float | None = None,
+                 path: str | Path | None = None,
+                 evaluate: Callable[[np.ndarray], dict[str, float]] | None = None,
+                 evaluate_every: int = 1):
+        self.fed = federation
+        self.f_star = f_star
+        self.evaluate = evaluate
+        self.evaluate_every = max(1, evaluate_every)
+        self.rows: list[RoundRow] = []
+        self.start = time.perf_counter()
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+
+    def add(self, iteration: int, objective: float, w: np.ndarray,
+            grad_norm: float | None = None) -> RoundRow:
+        sub = None
+        if self.f_star is not None:
+            sub = max(0.0, (objective - self.f_star) / abs(self.f_star))
+        metrics = {}
+        if self.evaluate is not None and iteration % self.evaluate_every == 0:
+            metrics = self.evaluate(w)
+        fed = self.fed
+        row = RoundRow(
+            iteration, float(objective), sub, grad_norm,
+            fed.meter.wan_bytes() if fed else 0, fed.meter.total_bytes() if fed else 0,
+            fed.rounds if fed else 0, fed.vector_rounds if fed else 0.0,
+            time.perf_counter() - self.start, metrics)
+        self.rows.append(row)
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(asdict(row)) + "\n")
+        return row

@@ -1,0 +1,65 @@
+"""Statistical-query-model (SQM) methods: exact global sums every round.
+
+Each round every DC returns sums over its rows (loss, gradient, Hessian-vector
+product, or losses along a cached direction), and the coordinator adds them; the
+iterates are exactly those of the same solver run centrally on the pooled rows.
+Methods: ``lbfgs`` (line search in scalars, one vector each way per iteration),
+``gd`` (steepest descent with the same line search), ``tron`` (trust-region
+Newton-CG: one Hessian-vector round per CG step). All converge to the exact
+optimum of ``F(w) = (1/N) sum_i l(y_i, x_i.w) + (lambda/2)||w||^2``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.federation.base import Federation
+from geodml.federation.objective import FederatedObjective
+from geodml.optim import LbfgsOptions, lbfgs, tron
+
+SQM_METHODS = ("lbfgs", "gd", "tron")
+
+
+def train_sqm(
+    fed: Federation,
+    method: str = "lbfgs",
+    loss: str = "logistic",
+    lam: float | None = None,
+    gtol: float = 1e-7,
+    max_iter: int = 2000,
+    w0: np.ndarray | None = None,
+    recorder: RunRecorder | None = None,
+    max_wan_bytes: int | None = None,
+    tol: float | None = None,
+    line_search_batch: int = 1,
+) -> RunResult:
+    """Train by an SQM method. Stops at ``gtol`` (relative gradient norm), at
+    ``tol`` relative suboptimality (needs the recorder's ``f_star``), after
+    ``max_iter`` iterations, or once ``max_wan_bytes`` have crossed the WAN."""
+    if method not in SQM_METHODS:
+        raise ValueError(f"unknown SQM method {method!r}; known: {', '.join(SQM_METHODS)}")
+    lam = 1.0 / fed.n_rows if lam is None else float(lam)
+    fed.prepare(loss, lam)
+    recorder = recorder or RunRecorder(fed)
+    objective = FederatedObjective(fed, lam)
+    stop_reason: list[str] = []
+
+    def callback(rec, w) -> bool:
+        row = recorder.add(rec.iteration, rec.f, w, rec.grad_norm)
+        if tol is not None and row.suboptimality is not None and row.suboptimality <= tol:
+            stop_reason.append(f"relative suboptimality below {tol:g}")
+        elif max_wan_bytes is not None and row.wan_bytes >= max_wan_bytes:
+            stop_reason.append(f"WAN byte budget of {max_wan_bytes} reached")
+        return bool(stop_reason)
+
+    if method == "tron":
+        result = tron(objective, w0=w0, gtol=gtol, max_iter=max_iter, callback=callback)
+    else:
+        options = LbfgsOptions(memory=0 if method == "gd" else 10, gtol=gtol, max_iter=max_iter,
+                               line_search_batch=line_search_batch)
+        result = lbfgs(objective, w0=w0, options=options, callback=callback)
+    converged = result.converged or (bool(stop_reason) and stop_reason[0].startswith("relative"))
+    return RunResult(f"sqm-{method}", result.w, result.f, converged,
+                     stop_reason[0] if stop_reason else result.reason, recorder.rows,
+                     fed.meter.snapshot(), {"lam": lam, "loss": loss})
