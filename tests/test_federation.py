@@ -233,3 +233,12 @@ def test_describe_reports_counts_and_identity(cluster):
         assert (info.rows, info.region, info.protocol_version) == (3000, "sa-east", 1)
         assert 0 < info.support_size <= info.features
         assert json.loads(json.dumps(info.capabilities))
+
+
+def test_launcher_resolves_relative_data_paths_from_its_working_directory(
+        regional, tmp_path, monkeypatch):
+    monkeypatch.chdir(regional["eu-west"].parent)
+    config = SiteConfig(name="eu-west", insecure=True, data=DataConfig(path="train"))
+    with LocalCluster([config], tmp_path / "run", insecure=True) as cluster, Federation(
+            cluster.transports(), home="us-east") as fed:
+        assert fed.sites["eu-west"].rows == 3000

@@ -92,6 +92,7 @@ def _evaluator(test: Dataset):
 def run_demo(out: Path, rows: int = 20_000, test_rows: int = 4_000, hash_bits: int = 14,
              seed: int = 0, progress=print) -> DemoOutcome:
     start = time.perf_counter()
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     progress(f"generating regional CTR data for {len(REGIONS)} DCs ({rows:,} rows each)")
     data_dir = _data(out, rows, test_rows, hash_bits, seed)

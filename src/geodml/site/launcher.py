@@ -89,7 +89,8 @@ class LocalCluster:
 
     def _spawn(self, cfg: SiteConfig):
         config_path = self.workdir / f"{cfg.name}.toml"
-        config_path.write_text(dump_site_config(cfg))
+        # relative paths mean "relative to where the launcher runs", not to the config file
+        config_path.write_text(dump_site_config(cfg.resolve(Path.cwd())))
         port_file = self.workdir / f"{cfg.name}.port"
         port_file.unlink(missing_ok=True)
         log_path = self.workdir / f"{cfg.name}.log"
