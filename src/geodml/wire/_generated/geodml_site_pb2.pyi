@@ -15,6 +15,7 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOAT16: _ClassVar[DType]
     BFLOAT16: _ClassVar[DType]
     UINT32: _ClassVar[DType]
+    QINT8: _ClassVar[DType]
 
 class Layout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +34,7 @@ FLOAT32: DType
 FLOAT16: DType
 BFLOAT16: DType
 UINT32: DType
+QINT8: DType
 LAYOUT_UNSPECIFIED: Layout
 DENSE: Layout
 SPARSE: Layout
@@ -105,7 +107,7 @@ class DescribeReply(_message.Message):
     def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., nnz: _Optional[int] = ..., positives: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., feature_space_fingerprint: _Optional[str] = ..., feature_space_json: _Optional[str] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., support_size: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job")
+    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     LAM_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPACE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +115,7 @@ class PrepareRequest(_message.Message):
     RESTRICT_TO_SUPPORT_FIELD_NUMBER: _ClassVar[int]
     REPLY_FORMAT_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
+    UP_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     loss: str
     lam: float
     feature_space_fingerprint: str
@@ -120,7 +123,8 @@ class PrepareRequest(_message.Message):
     restrict_to_support: bool
     reply_format: WireFormat
     job: str
-    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ...) -> None: ...
+    up_compression: str
+    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ("session", "rows", "support_size", "chunk")

@@ -1,0 +1,60 @@
+"""Every training method behind one signature, by name.
+
+A method is ``fn(fed, spec, recorder) -> RunResult``: it prepares the federation
+with ``spec.loss`` and ``spec.lam``, records one row per outer iteration, and stops
+at ``spec.tol`` relative suboptimality (when the recorder knows ``F*``), at
+``spec.gtol`` relative gradient norm (methods that see exact gradients), after
+``spec.max_rounds`` outer iterations, or once ``spec.max_wan_bytes`` have crossed
+the WAN. ``spec.params`` holds method-specific settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.federation.base import Federation
+
+
+@dataclass
+class TrainSpec:
+    loss: str = "logistic"
+    lam: float | None = None  # default 1/N
+    tol: float | None = None
+    gtol: float = 1e-7
+    max_rounds: int = 2000
+    max_wan_bytes: int | None = None
+    w0: np.ndarray | None = None
+    params: dict = field(default_factory=dict)
+
+    def lam_for(self, fed: Federation) -> float:
+        return 1.0 / fed.n_rows if self.lam is None else float(self.lam)
+
+
+Method = Callable[[Federation, TrainSpec, RunRecorder], RunResult]
+
+
+def _sqm(name: str) -> Method:
+    def run(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
+        from geodml.algorithms.sqm import train_sqm
+
+        return train_sqm(fed, name, spec.loss, spec.lam_for(fed), spec.gtol, spec.max_rounds,
+                         spec.w0, recorder, spec.max_wan_bytes, spec.tol,
+                         int(spec.params.get("line_search_batch", 1)))
+    run.__doc__ = f"SQM {name} (see geodml.algorithms.sqm)."
+    return run
+
+
+METHODS: dict[str, Method] = {f"sqm-{m}": _sqm(m) for m in ("lbfgs", "gd", "tron")}
+
+
+def train(fed: Federation, method: str, spec: TrainSpec | None = None,
+          recorder: RunRecorder | None = None) -> RunResult:
+    """Run the method named ``method`` (see :data:`METHODS`)."""
+    fn = METHODS.get(method)
+    if fn is None:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
+    return fn(fed, spec or TrainSpec(), recorder or RunRecorder(fed))
