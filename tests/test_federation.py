@@ -242,3 +242,63 @@ def test_launcher_resolves_relative_data_paths_from_its_working_directory(
     with LocalCluster([config], tmp_path / "run", insecure=True) as cluster, Federation(
             cluster.transports(), home="us-east") as fed:
         assert fed.sites["eu-west"].rows == 3000
+
+
+def test_mutual_tls_cluster_serves_the_coordinator_and_rejects_a_stranger(regional, tmp_path):
+    from geodml.site.config import TlsConfig
+    from geodml.wire.tls import channel_credentials, init_ca, issue
+
+    certs = tmp_path / "certs"
+    init_ca(certs)
+    issue(certs, certs, "eu-west", "site")
+    coordinator = issue(certs, certs, "coordinator", "coordinator").tls_files()
+    init_ca(tmp_path / "other")
+    stranger = issue(tmp_path / "other", tmp_path / "other", "coordinator", "coordinator")
+    config = SiteConfig(
+        name="eu-west", data=DataConfig(path=regional["eu-west"]),
+        policy=Policy(allowed_clients=["coordinator"]),
+        tls=TlsConfig(ca=certs / "ca.pem", cert=certs / "eu-west.pem", key=certs / "eu-west.key"))
+    with LocalCluster([config], tmp_path / "run", client_tls=coordinator) as cluster:
+        with Federation(cluster.transports(), home="us-east") as fed:
+            fed.prepare("logistic", 1e-3)
+            assert fed.evaluate(np.zeros(fed.n_features))[0].rows == 3000
+        address = cluster.sites["eu-west"].address
+        untrusted = GrpcTransport("eu-west", address, channel_credentials(stranger.tls_files()),
+                                  timeout=10, server_name="localhost")
+        with pytest.raises(SiteCallError) as err:
+            list(untrusted.call("Describe", pb.DescribeRequest()))
+        assert err.value.code == "UNAVAILABLE"
+        untrusted.close()
+        plaintext = GrpcTransport("eu-west", address, None, timeout=10)
+        with pytest.raises(SiteCallError):
+            list(plaintext.call("Describe", pb.DescribeRequest()))
+        plaintext.close()
+
+
+def test_sites_stop_gracefully_on_sigterm(regional, tmp_path):
+    config = SiteConfig(name="eu-west", insecure=True, data=DataConfig(path=regional["eu-west"]))
+    cluster = LocalCluster([config], tmp_path / "run", insecure=True).start()
+    process = cluster.sites["eu-west"].process
+    cluster.stop()
+    assert process.returncode == 0
+    assert "serving 3000 rows" in (tmp_path / "run" / "eu-west.log").read_text()
+
+
+def test_plaintext_needs_the_flag_and_a_loopback_address(regional, tmp_path):
+    from click.testing import CliRunner
+
+    from geodml.cli import main
+    from geodml.site.config import dump_site_config
+
+    path = tmp_path / "site.toml"
+    config = SiteConfig(name="eu-west", insecure=True, listen="127.0.0.1:0",
+                        data=DataConfig(path=regional["eu-west"]))
+    path.write_text(dump_site_config(config))
+    result = CliRunner().invoke(main, ["site", "serve", "--config", str(path)])
+    assert result.exit_code != 0
+    assert "plaintext needs insecure = true in the config and the --insecure flag" in (
+        result.output)
+    path.write_text(dump_site_config(config.model_copy(update={"listen": "0.0.0.0:0"})))
+    result = CliRunner().invoke(main, ["site", "serve", "--insecure", "--config", str(path)])
+    assert result.exit_code != 0
+    assert "0.0.0.0" in result.output and "loopback" in result.output
