@@ -16,6 +16,8 @@ from geodml.models import LOSSES
 from geodml.optim import LbfgsOptions
 
 console = Console()
+if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
+    console = Console(width=max(console.width, 130))
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
