@@ -20,12 +20,17 @@ from geodml.wire.codec import (
     VectorAssembler,
     WireFormat,
     bfloat16_bits,
+    chunk_bounds,
+    dequantize_qint8,
     encode_indices,
     encode_vector,
     expected_dense_bytes,
+    qint8_scale,
+    quantize_qint8,
     roundtrip,
     roundtrip_counted,
     vector_bytes,
+    wire_values,
 )
 from geodml.wire.protocol import pb
 
@@ -206,7 +211,7 @@ def test_zstd_kept_only_when_smaller():
 
 
 @pytest.mark.parametrize("fmt", [WireFormat(), WireFormat("bfloat16", "zstd"),
-                                 WireFormat(chunk_bytes=1)])
+                                 WireFormat(chunk_bytes=1), WireFormat("qint8", "zstd")])
 def test_zero_length_vector_is_one_empty_chunk(fmt):
     chunks = list(encode_vector(np.zeros(0), 2, fmt))
     assert len(chunks) == 1
@@ -219,7 +224,7 @@ def test_zero_length_vector_is_one_empty_chunk(fmt):
         asm.add(chunks[0])
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "qint8"])
 def test_chunking_covers_vector_in_order(dtype):
     fmt = WireFormat(dtype, chunk_bytes=1000)
     per = 1000 // fmt.itemsize
@@ -282,6 +287,165 @@ def test_several_slots_in_one_message():
     assert _same_bits(asm.result(0), g) and _same_bits(asm.result(1), h)
 
 
+# ---------------------------------------------------------------- qint8
+
+
+def _f32_below(x: np.float32) -> float:
+    return float(np.nextafter(np.float32(x), np.float32(0)))
+
+
+def _qint8_chunks_check(v: np.ndarray, out: np.ndarray, fmt: WireFormat) -> None:
+    """Per chunk: the scale is the smallest float32 >= max|x|/127 (0 below 127 * 2**-126,
+    float32 max above 127 times it), the largest element arrives as +-127 s, and every element
+    within range is off by at most s/2 (out-of-range ones saturate)."""
+    for start, stop in chunk_bounds(len(v), fmt):
+        x, y = v[start:stop], out[start:stop]
+        m = float(np.max(np.abs(x))) if len(x) else 0.0
+        s = float(qint8_scale(x))
+        if m < 127 * 2.0**-126:
+            assert s == 0 and not y.any()
+            continue
+        if m / 127 > F32_MAX:
+            assert s == F32_MAX
+        else:
+            assert s * 127 >= m > _f32_below(s) * 127  # smallest float32 with s >= m / 127
+        assert float(np.max(np.abs(y))) == 127 * s
+        inside = np.abs(x) <= 127 * s
+        assert np.all(np.abs(y - x)[inside] <= s / 2 * (1 + 2.0**-40))
+        assert np.array_equal(y[~inside], np.sign(x[~inside]) * 127 * s)
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+@pytest.mark.parametrize("allow_sparse", [True, False])
+def test_qint8_roundtrip_error_within_half_scale_and_idempotent(compression, allow_sparse):
+    rng = np.random.default_rng(20)
+    v = np.concatenate([rng.standard_normal(3000) * 10.0 ** rng.integers(-5, 5, 3000),
+                        np.zeros(2000), rng.standard_normal(1000) * 1e-3, [1e-300, -0.0]])
+    v[4000:4010] = 3.0
+    fmt = WireFormat("qint8", compression, allow_sparse, chunk_bytes=500)
+    out = roundtrip(v, fmt)
+    assert out.dtype == np.float64 and out.shape == v.shape
+    _qint8_chunks_check(v, out, fmt)
+    assert _same_bits(roundtrip(out, fmt), out)  # re-sending what arrived changes nothing
+    assert _same_bits(wire_values(v, fmt), out)
+    assert math.copysign(1, out[-1]) == 1.0  # no -0 in qint8
+
+
+def test_qint8_payload_is_scale_then_codes():
+    v = np.array([1.0, -0.5, 0.25, 0.0, -1.0, 0.3])
+    (c,) = encode_vector(v, 0, WireFormat("qint8", allow_sparse=False))
+    assert (c.dtype, c.layout, c.count, c.nnz, len(c.data)) == (pb.QINT8, pb.DENSE, 6, 0, 4 + 6)
+    (scale,) = struct.unpack("<f", c.data[:4])
+    assert scale == float(np.float32(1 / 127)) or scale == float(
+        np.nextafter(np.float32(1 / 127), np.float32(1)))
+    assert scale * 127 >= 1.0 > _f32_below(np.float32(scale)) * 127
+    codes = np.frombuffer(c.data[4:], dtype=np.int8)
+    assert codes.tolist() == [127, round(-0.5 / scale), round(0.25 / scale), 0, -127,
+                              round(0.3 / scale)]
+    assert roundtrip(v, WireFormat("qint8")).tolist() == (codes * scale).tolist()
+    assert (quantize_qint8(v)[0], quantize_qint8(v)[1].tolist()) == (np.float32(scale),
+                                                                    codes.tolist())
+    assert dequantize_qint8(scale, codes).tolist() == (codes.astype(float) * scale).tolist()
+
+
+def test_qint8_sparse_layout():
+    v = np.zeros(100)
+    v[[3, 50, 99]] = [127.0, -63.5, 32.5]  # scale exactly 1; ties go to even codes
+    (c,) = encode_vector(v, 0, WireFormat("qint8"))
+    assert (c.layout, c.nnz, len(c.data)) == (pb.SPARSE, 3, 4 + 3 * 4 + 3)
+    assert struct.unpack("<f3I", c.data[:16]) == (1.0, 3, 50, 99)
+    assert np.frombuffer(c.data[16:], np.int8).tolist() == [127, -64, 32]
+    out = roundtrip(v, WireFormat("qint8"))
+    assert out[[3, 50, 99]].tolist() == [127.0, -64.0, 32.0]
+    assert np.count_nonzero(out) == 3
+    # sparse iff 5 nnz < count (the scale is in both layouts)
+    w = np.zeros(10)
+    w[:2] = 1.0
+    assert next(encode_vector(w, 0, WireFormat("qint8"))).layout == pb.DENSE
+    w[1] = 0.0
+    assert next(encode_vector(w, 0, WireFormat("qint8"))).layout == pb.SPARSE
+
+
+def test_qint8_zero_tiny_and_huge_chunks():
+    fmt = WireFormat("qint8", chunk_bytes=4)
+    v = np.array([0.0, 0.0, -0.0, 0.0,            # all zero: scale 0
+                  1e-40, -3e-39, 1e-300, 0.0,     # max|x| < 127 * 2**-126: flushed to zero
+                  1e308, -1e300, 5.0, 0.0,        # beyond 127 * float32 max: saturates
+                  2e-36, 1e-36, 0.0, 0.0])        # smallest normal scale region
+    chunks = list(encode_vector(v, 0, fmt))
+    assert [c.layout for c in chunks[:2]] == [pb.SPARSE, pb.SPARSE]
+    assert [c.data for c in chunks[:2]] == [bytes(4), bytes(4)]
+    out = roundtrip(v, fmt)
+    assert not out[:8].any()
+    assert out[8:12].tolist() == [127 * F32_MAX, -127 * F32_MAX, 0.0, 0.0]
+    assert out[12] == 127 * float(qint8_scale(v[12:16])) and abs(out[12] - 2e-36) < 2e-43
+    assert _same_bits(roundtrip(out, fmt), out)
+    assert qint8_scale(np.zeros(0)) == 0
+
+
+def test_qint8_integer_and_float32_inputs():
+    v = np.array([127, -3, 0, 64], dtype=np.int64)
+    assert roundtrip(v, WireFormat("qint8")).tolist() == [127.0, -3.0, 0.0, 64.0]
+    w = np.random.default_rng(21).standard_normal(300).astype(np.float32)
+    assert _same_bits(roundtrip(w, WireFormat("qint8")),
+                      roundtrip(w.astype(np.float64), WireFormat("qint8")))
+
+
+def test_qint8_stochastic_rounding_is_unbiased_and_reencodes_to_itself():
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal(64)
+    scale, _ = quantize_qint8(x)
+    draws = np.array([quantize_qint8(x, rng.random(64))[1] for _ in range(4000)], float)
+    assert draws.min() >= -127 and draws.max() <= 127
+    q = x / float(scale)
+    assert np.all(np.abs(draws - q) < 1)  # floor or ceil of q
+    assert np.abs(draws.mean(axis=0) - q).max() < 0.05  # E[code] = x / s (std <= 0.5/sqrt(4000))
+    s2, codes = quantize_qint8(x, rng.random(64))
+    assert s2 == scale and np.abs(codes).max() == 127
+    y = dequantize_qint8(s2, codes)
+    assert _same_bits(roundtrip(y, WireFormat("qint8", chunk_bytes=64)), y)
+    with pytest.raises(CodecError, match="noise has shape"):
+        quantize_qint8(x, np.zeros(3))
+
+
+def test_qint8_is_about_an_eighth_of_float64():
+    n = 1 << 20
+    v = np.random.default_rng(23).standard_normal(n)
+    f64 = vector_bytes(encode_vector(v, 0, WireFormat()))
+    for chunk_bytes in (1 << 20, 1 << 16):
+        fmt = WireFormat("qint8", chunk_bytes=chunk_bytes)
+        chunks = list(encode_vector(v, 0, fmt))
+        assert len(chunks) == n // chunk_bytes
+        assert sum(len(c.data) for c in chunks) == expected_dense_bytes(n, "qint8", chunk_bytes)
+        assert expected_dense_bytes(n, "qint8", chunk_bytes) == n + 4 * (n // chunk_bytes)
+        q8 = vector_bytes(chunks)
+        assert 0 < q8 - expected_dense_bytes(n, "qint8", chunk_bytes) < 0.001 * n
+        assert 7.9 < f64 / q8 <= 8.0
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "qint8"])
+def test_wire_values_equal_roundtrip(dtype):
+    rng = np.random.default_rng(24)
+    v = np.concatenate([_special_values(), rng.standard_normal(2000) * 1e3, np.zeros(500),
+                        [1e39, -1e39, 70000.0, -0.0]])
+    fmt = WireFormat(dtype, chunk_bytes=333)
+    assert _same_bits(wire_values(v, fmt), roundtrip(v, fmt))
+    assert wire_values(np.zeros(0), fmt).shape == (0,)
+    with pytest.raises(CodecError, match="value at index 3 is nan"):
+        wire_values(np.array([1.0, 2.0, 3.0, math.nan]), fmt)
+    with pytest.raises(CodecError, match="1-D real vector"):
+        wire_values(np.ones((2, 2)), fmt)
+
+
+def test_chunk_bounds():
+    assert list(chunk_bounds(10, WireFormat("qint8", chunk_bytes=4))) == [(0, 4), (4, 8),
+                                                                         (8, 10)]
+    assert list(chunk_bounds(10, WireFormat("float64", chunk_bytes=40))) == [(0, 5), (5, 10)]
+    assert list(chunk_bounds(0, WireFormat())) == [(0, 0)]
+    with pytest.raises(CodecError, match="non-negative"):
+        chunk_bounds(-1, WireFormat())
+
+
 # ---------------------------------------------------------------- byte accounting
 
 
@@ -315,6 +479,9 @@ def test_chunk_header_overhead_below_one_percent(n, dtype, chunk_bytes):
 def test_expected_dense_bytes():
     assert [expected_dense_bytes(10, d) for d in
             ("float64", "float32", "float16", "bfloat16", "uint32")] == [80, 40, 20, 20, 40]
+    assert expected_dense_bytes(10, "qint8") == 14
+    assert expected_dense_bytes(10, "qint8", chunk_bytes=4) == 10 + 3 * 4
+    assert expected_dense_bytes(0, "qint8") == 0
     with pytest.raises(CodecError):
         expected_dense_bytes(10, "int8")
 
@@ -324,8 +491,10 @@ def test_expected_dense_bytes():
 
 def test_wire_format_proto_roundtrip_and_defaults():
     for fmt in (WireFormat(), WireFormat("bfloat16", "zstd", False),
-                WireFormat("float16", "none", True)):
+                WireFormat("float16", "none", True), WireFormat("qint8", "zstd", True)):
         assert WireFormat.from_proto(fmt.to_proto()) == fmt
+    assert WireFormat("qint8").to_proto().dtype == pb.QINT8
+    assert WireFormat("qint8").itemsize == 1
     assert WireFormat.from_proto(pb.WireFormat()) == WireFormat()
     partial = WireFormat.from_proto(pb.WireFormat(compression=pb.ZSTD))
     assert (partial.dtype, partial.compression, partial.allow_sparse) == ("float64", "zstd",
@@ -449,7 +618,46 @@ MALFORMED: list[tuple[str, Callable[[], pb.VectorChunk], str]] = [
      "decoded value at index 7 is nan"),
     ("empty chunk in non-empty vector", lambda: _with(_dense(), count=0, data=b""),
      "empty chunk"),
+    ("qint8 NaN scale", lambda: _q8_scale(math.nan), r"QINT8 scale is nan"),
+    ("qint8 infinite scale", lambda: _q8_scale(math.inf), r"QINT8 scale is inf"),
+    ("qint8 negative scale", lambda: _q8_scale(-0.5), r"QINT8 scale is -0\.5"),
+    ("qint8 negative zero scale", lambda: _q8_scale(-0.0), r"QINT8 scale is -0\.0"),
+    ("qint8 payload without its scale", lambda: _with(_q8(), data=_q8().data[4:]),
+     r"payload is 8 bytes, expected 12 \(DENSE QINT8, count 8\)"),
+    ("qint8 payload one code short", lambda: _with(_q8(), data=_q8().data[:-1]),
+     "payload is 11 bytes, expected 12"),
+    ("qint8 payload one code long", lambda: _with(_q8(), data=_q8().data + b"\1"),
+     "payload is 13 bytes, expected 12"),
+    ("qint8 dense code -128", lambda: _with(_q8(), data=_q8().data[:-1] + b"\x80"),
+     r"QINT8 code -128 at index 7"),
+    ("qint8 sparse code -128", lambda: _q8_sparse([2, 9], [5, -128]),
+     r"QINT8 code -128 at index 9"),
+    ("qint8 sparse size mismatch", lambda: _with(_q8_sparse([2, 9], [5, 7]), nnz=3),
+     "payload is 14 bytes, expected 19"),
+    ("qint8 sparse offsets decrease", lambda: _q8_sparse([9, 2], [5, 7]),
+     "not strictly increasing"),
+    ("qint8 zstd of the wrong size", lambda: _with(_q8(), compression=pb.ZSTD,
+                                                   data=_zstd(bytes(11))),
+     "declares 11 bytes, expected 12"),
+    ("qint8 empty payload in a non-empty chunk", lambda: _with(_q8(), data=b""),
+     "payload is 0 bytes, expected 12"),
 ]
+
+
+def _q8(n: int = 8) -> pb.VectorChunk:
+    """A one-chunk dense qint8 vector 1..n."""
+    return _chunks(np.arange(1.0, n + 1), WireFormat("qint8", allow_sparse=False))[0]
+
+
+def _q8_scale(scale: float) -> pb.VectorChunk:
+    return _with(_q8(), data=struct.pack("<f", scale) + _q8().data[4:])
+
+
+def _q8_sparse(offsets, codes, count=16, scale=0.5) -> pb.VectorChunk:
+    data = (struct.pack("<f", scale) + struct.pack(f"<{len(offsets)}I", *offsets)
+            + struct.pack(f"<{len(codes)}b", *codes))
+    return pb.VectorChunk(slot=0, start=0, count=count, dtype=pb.QINT8, layout=pb.SPARSE,
+                          compression=pb.NONE, nnz=len(offsets), data=data)
 
 
 @pytest.mark.parametrize(("make", "message"), [(m, msg) for _, m, msg in MALFORMED],
@@ -558,6 +766,23 @@ if hypothesis is not None:
         assert np.all(np.abs(out - target) <= np.abs(target) * rel + tiny)
         assert np.all(np.abs(out) <= limit)
 
+    @settings(max_examples=150, deadline=None)
+    @given(v=_VECTORS, chunk_bytes=st.integers(1, 400), compression=st.sampled_from(
+        ["none", "zstd"]), allow_sparse=st.booleans())
+    def test_property_qint8_within_half_scale(v, chunk_bytes, compression, allow_sparse):
+        fmt = WireFormat("qint8", compression, allow_sparse, chunk_bytes=chunk_bytes)
+        out, nbytes = roundtrip_counted(v, fmt)
+        assert out.shape == v.shape and np.isfinite(out).all()
+        assert nbytes == vector_bytes(encode_vector(v, 0, fmt))
+        _qint8_chunks_check(v, out, fmt)
+        assert _same_bits(roundtrip(out, fmt), out)
+        assert _same_bits(wire_values(v, fmt), out)
+
+    @settings(max_examples=150, deadline=None)
+    @given(v=_VECTORS, fmt=_FORMATS)
+    def test_property_wire_values_equal_roundtrip(v, fmt):
+        assert _same_bits(wire_values(v, fmt), roundtrip(v, fmt))
+
     def _one_chunk_cases() -> list[tuple[pb.VectorChunk, int, bool]]:
         rng = np.random.default_rng(12)
         v = rng.standard_normal(40)
@@ -565,7 +790,7 @@ if hypothesis is not None:
         s = np.zeros(40)
         s[[3, 17]] = [1.5, -2.0]
         cases = []
-        for dtype in ("float64", "float32", "float16", "bfloat16"):
+        for dtype in ("float64", "float32", "float16", "bfloat16", "qint8"):
             for comp in ("none", "zstd"):
                 for x in (v, s, np.zeros(40)):
                     (c,) = encode_vector(x, 0, WireFormat(dtype, comp))

@@ -12,7 +12,8 @@ Chunking
 
 Wire dtypes (``itemsize`` in bytes), all little-endian
     ``FLOAT64`` IEEE binary64 (8), ``FLOAT32`` binary32 (4), ``FLOAT16`` binary16 (2),
-    ``BFLOAT16`` the top 16 bits of a binary32 (2), ``UINT32`` unsigned 32-bit integers (4;
+    ``BFLOAT16`` the top 16 bits of a binary32 (2), ``QINT8`` int8 codes with one float32
+    scale per chunk (1, plus 4 bytes per chunk), ``UINT32`` unsigned 32-bit integers (4;
     index vectors only, always ``DENSE``).
 
 Chunk payload (``VectorChunk.data`` before compression)
@@ -20,11 +21,28 @@ Chunk payload (``VectorChunk.data`` before compression)
     ``SPARSE``: ``nnz`` uint32 offsets (element index minus ``start``), strictly increasing and
     ``< count``, then the ``nnz`` values at those offsets: ``nnz * (4 + itemsize)`` bytes. The
     elements not listed are ``+0.0``.
+    ``QINT8`` payloads start with the chunk's scale ``s`` (a float32, 4 bytes), followed by the
+    ``DENSE`` or ``SPARSE`` body above with int8 codes as values; a chunk with ``count = 0``
+    (a zero-length vector) has an empty payload, without a scale.
+
+8-bit quantization (``QINT8``, per chunk of elements ``x``)
+    ``m = max|x|``; the scale ``s`` is the smallest float32 ``>= m / 127`` (so ``|x| / s <= 127``
+    exactly), saturated at the largest float32; a chunk with ``m < 127 * 2**-126`` (the scale
+    would be a float32 subnormal) gets ``s = 0``: its values underflow to zero. Codes are
+    ``c = round(x / s)`` (round half to even), clipped to ``[-127, 127]`` (``-128`` is never
+    sent and is refused); all codes are 0 when ``s = 0``. The receiver decodes ``c * s`` in
+    float64, which is exact (7 + 24 significant bits). The largest element of a chunk gets
+    code ``±127``, so decoding and re-encoding a chunk gives back the same scale and codes:
+    ``roundtrip`` is idempotent. The error per element is at most ``s / 2`` (plus one float64
+    rounding of ``x / s``) unless the scale saturated, in which case values beyond ``127 s``
+    arrive as ``±127 s``; the sign of zero is not kept. Elements per chunk follow the usual
+    rule with ``itemsize = 1``: ``chunk_bytes`` counts codes, not the 4-byte scale.
 
 Layout rule (per chunk)
     ``SPARSE`` if ``allow_sparse`` and ``nnz * (4 + itemsize) < count * itemsize``, otherwise
-    ``DENSE``. ``nnz`` counts the elements whose *wire* encoding is not all zero bits, so values
-    that underflow to zero in the wire dtype are dropped and ``-0.0`` is kept (bit-exact).
+    ``DENSE`` (the ``QINT8`` scale is in both, so it does not enter the rule). ``nnz`` counts the
+    elements whose *wire* encoding is not all zero bits, so values that underflow to zero in the
+    wire dtype are dropped and ``-0.0`` is kept (bit-exact; ``QINT8`` has no ``-0``).
 
 Compression rule (per chunk)
     With ``compression="zstd"`` the payload is compressed into one zstd frame (content size in
@@ -54,6 +72,7 @@ the chunk start and the problem
       size (if any) and output are exactly the size ``count``/``nnz`` imply; decompression
       stops at that size, so no zip bombs; a ``NONE`` payload has exactly that size;
     * sparse offsets are strictly increasing and ``< count``;
+    * a ``QINT8`` scale is finite and ``>= +0.0`` (no sign bit), its codes are not ``-128``;
     * decoded values are finite.
     A chunk that fails validation changes nothing, so the assembler's state stays consistent.
     Output arrays are float64 (``uint32`` for index slots), decoded straight into a
@@ -72,11 +91,13 @@ import zstandard
 from geodml.errors import GeodmlError
 from geodml.wire.protocol import pb
 
-DTypeName = Literal["float64", "float32", "float16", "bfloat16"]
+DTypeName = Literal["float64", "float32", "float16", "bfloat16", "qint8"]
 CompressionName = Literal["none", "zstd"]
 
 _U32_MAX = (1 << 32) - 1  # largest count, slot and index
 _OFFSET_BYTES = 4
+_SCALE_BYTES = 4  # the float32 scale in front of a QINT8 payload
+_QMAX = 127  # QINT8 codes lie in [-127, 127]
 _ZSTD_MIN_LEVEL = -(1 << 17)  # zstd's fastest (negative) level
 
 # Wire code -> (name, itemsize, numpy dtype of the bytes on the wire).
@@ -85,9 +106,10 @@ _WIRE = {
     pb.FLOAT32: ("float32", 4, np.dtype("<f4")),
     pb.FLOAT16: ("float16", 2, np.dtype("<f2")),
     pb.BFLOAT16: ("bfloat16", 2, np.dtype("<u2")),
+    pb.QINT8: ("qint8", 1, np.dtype("i1")),
     pb.UINT32: ("uint32", 4, np.dtype("<u4")),
 }
-_FLOAT_CODES = frozenset({pb.FLOAT64, pb.FLOAT32, pb.FLOAT16, pb.BFLOAT16})
+_FLOAT_CODES = frozenset({pb.FLOAT64, pb.FLOAT32, pb.FLOAT16, pb.BFLOAT16, pb.QINT8})
 _CODE_OF = {name: code for code, (name, _, _) in _WIRE.items()}
 _COMPRESSION_CODE = {"none": pb.NONE, "zstd": pb.ZSTD}
 _COMPRESSION_NAME = {code: name for name, code in _COMPRESSION_CODE.items()}
@@ -96,6 +118,7 @@ _F64_MAX = float(np.finfo(np.float64).max)
 _F32_MAX = float(np.finfo(np.float32).max)
 _F16_MAX = float(np.finfo(np.float16).max)
 _BF16_MAX = float(np.array([0x7F7F0000], dtype="<u4").view("<f4")[0])  # 3.3895314e38
+_F32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32, 2**-126
 
 
 class CodecError(GeodmlError):
@@ -128,7 +151,7 @@ class WireFormat:
     def __post_init__(self) -> None:
         if self.dtype not in _CODE_OF or self.dtype == "uint32":
             raise CodecError(f"unknown wire dtype {self.dtype!r}; use float64, float32, "
-                             "float16 or bfloat16")
+                             "float16, bfloat16 or qint8")
         if self.compression not in _COMPRESSION_CODE:
             raise CodecError(f"unknown compression {self.compression!r}; use none or zstd")
         if not isinstance(self.chunk_bytes, int) or self.chunk_bytes < 1:
@@ -140,7 +163,7 @@ class WireFormat:
 
     @property
     def itemsize(self) -> int:
-        """Bytes per value on the wire."""
+        """Bytes per value on the wire (1 for qint8, whose per-chunk scale is extra)."""
         return _WIRE[_CODE_OF[self.dtype]][1]
 
     def to_proto(self) -> pb.WireFormat:
@@ -158,7 +181,7 @@ class WireFormat:
         dtype = m.dtype if m.dtype != pb.DTYPE_UNSPECIFIED else pb.FLOAT64
         if dtype not in _FLOAT_CODES:
             raise CodecError(f"wire format asks for dtype {_enum_name(pb.DType, dtype)}; "
-                             "vectors travel as FLOAT64, FLOAT32, FLOAT16 or BFLOAT16")
+                             "vectors travel as FLOAT64, FLOAT32, FLOAT16, BFLOAT16 or QINT8")
         comp = m.compression if m.compression != pb.COMPRESSION_UNSPECIFIED else pb.NONE
         if comp not in _COMPRESSION_NAME:
             raise CodecError(f"wire format asks for unknown compression "
@@ -189,12 +212,20 @@ def _chunk_bounds(n: int, per_chunk: int) -> Iterator[tuple[int, int]]:
         yield start, min(n, start + per_chunk)
 
 
+def chunk_bounds(n: int, fmt: WireFormat) -> Iterator[tuple[int, int]]:
+    """The element ranges ``[start, stop)`` of the chunks of an n-element vector sent in fmt
+    (one empty range for n = 0). For qint8 each range has its own scale."""
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise CodecError(f"vector length must be a non-negative integer, got {n!r}")
+    return _chunk_bounds(int(n), _elements_per_chunk(fmt.chunk_bytes, fmt.itemsize))
+
+
 def _check_slot(slot: int) -> None:
     if not isinstance(slot, (int, np.integer)) or not 0 <= int(slot) <= _U32_MAX:
         raise CodecError(f"slot must be an integer in [0, 2**32), got {slot!r}")
 
 
-def _check_finite(values: np.ndarray, slot: int, offset: int) -> None:
+def _check_finite(values: np.ndarray, slot: int | None, offset: int) -> None:
     finite = np.isfinite(values)
     if not finite.all():
         i = int(np.argmin(finite))
@@ -224,8 +255,56 @@ def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype("<u4") << np.uint32(16)).view("<f4")
 
 
+def qint8_scale(x: np.ndarray) -> np.float32:
+    """The QINT8 scale of one chunk of finite values x: the smallest float32 ``s`` with
+    ``s >= max|x| / 127``, saturated at the largest float32, and 0 when ``max|x| < 127 * 2**-126``
+    (or x is empty)."""
+    x = np.asarray(x, dtype=np.float64)
+    m = float(np.max(np.abs(x))) if x.size else 0.0
+    if not m >= _QMAX * _F32_TINY:
+        return np.float32(0.0)
+    s = np.float32(min(m / _QMAX, _F32_MAX))
+    # float(s) * 127 is exact (24 + 7 bits); s is float32(m / 127) or one float32 below the
+    # smallest float32 >= m / 127, so one step up is enough.
+    if float(s) * _QMAX < m and float(s) < _F32_MAX:
+        s = np.nextafter(s, np.float32(np.inf))
+    return s
+
+
+def quantize_qint8(x: np.ndarray,
+                   noise: np.ndarray | None = None) -> tuple[np.float32, np.ndarray]:
+    """(scale, int8 codes) of one chunk of finite values x; see "8-bit quantization".
+
+    Without noise the codes are ``round(x / s)`` (half to even). With noise (uniform draws in
+    ``[0, 1)``, one per element) they are ``floor(x / s + u)``: stochastic rounding, unbiased
+    (``E[c] s = x``), except that the chunk's first largest-magnitude element is always rounded
+    to nearest, so it gets ``±127`` and the decoded chunk re-encodes to itself (its quotient is
+    within ``127 * 2**-23`` of ``±127``, so the bias this adds is below ``2**-16 s``).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    scale = qint8_scale(x)
+    if scale == 0:
+        return scale, np.zeros(x.shape, dtype="i1")
+    q = x / float(scale)  # |q| <= 127 exactly: no overflow even when x is near float64's max
+    if noise is None:
+        c = np.rint(q)
+    else:
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.shape != x.shape:
+            raise CodecError(f"noise has shape {noise.shape}, values have shape {x.shape}")
+        c = np.floor(q + noise)
+        i = int(np.argmax(np.abs(x)))
+        c[i] = np.rint(q[i])
+    return scale, np.clip(c, -_QMAX, _QMAX).astype("i1")
+
+
+def dequantize_qint8(scale: float, codes: np.ndarray) -> np.ndarray:
+    """The float64 values ``codes * scale`` (exact) a receiver decodes from a QINT8 chunk."""
+    return np.asarray(codes, dtype=np.int8).astype(np.float64) * float(np.float32(scale))
+
+
 def _to_wire(x: np.ndarray, code: int) -> np.ndarray:
-    """Finite values x cast (saturating) to the wire dtype, as a little-endian array."""
+    """Finite values x cast (saturating) to a float wire dtype, as a little-endian array."""
     if code == pb.FLOAT64:
         return _saturate(x, _F64_MAX).astype("<f8", copy=False)
     if code == pb.FLOAT32:
@@ -252,7 +331,9 @@ class _Packer:
                                               write_content_size=True)
                      if fmt.compression == "zstd" else None)
 
-    def pack(self, start: int, w: np.ndarray) -> pb.VectorChunk:
+    def pack(self, start: int, w: np.ndarray, prefix: bytes = b"") -> pb.VectorChunk:
+        """The chunk of wire values w starting at element `start`; `prefix` (the QINT8 scale)
+        goes in front of the payload whatever the layout."""
         count = len(w)
         layout, nnz = pb.DENSE, 0
         if self.sparse_ok and count:
@@ -260,10 +341,10 @@ class _Packer:
             k = int(np.count_nonzero(bits))
             if k * (_OFFSET_BYTES + self.itemsize) < count * self.itemsize:
                 offsets = np.flatnonzero(bits).astype("<u4")
-                payload = offsets.tobytes() + w[offsets].tobytes()
+                payload = prefix + offsets.tobytes() + w[offsets].tobytes()
                 layout, nnz = pb.SPARSE, k
         if layout == pb.DENSE:
-            payload = w.tobytes()
+            payload = prefix + w.tobytes()
         compression = pb.NONE
         if self.zstd is not None and payload:
             packed = self.zstd.compress(payload)
@@ -293,7 +374,36 @@ def _encode(v: np.ndarray, slot: int, fmt: WireFormat) -> Iterator[pb.VectorChun
                                                                   fmt.itemsize)):
         x = v[start:stop]
         _check_finite(x, slot, start)
-        yield packer.pack(start, _to_wire(x, code))
+        if code == pb.QINT8:
+            if stop == start:  # the zero-length vector: no scale
+                yield packer.pack(start, np.zeros(0, dtype="i1"))
+                continue
+            scale, codes = quantize_qint8(x)
+            yield packer.pack(start, codes, prefix=np.float32(scale).astype("<f4").tobytes())
+        else:
+            yield packer.pack(start, _to_wire(x, code))
+
+
+def wire_values(v: np.ndarray, fmt: WireFormat) -> np.ndarray:
+    """What a receiver decodes of v sent in fmt, as float64: bit for bit ``roundtrip(v, fmt)``,
+    computed per chunk without building messages (the compression transforms use it).
+    CodecError if v is not a 1-D real vector or holds NaN or infinity."""
+    v = np.asarray(v)
+    if v.ndim != 1 or v.dtype.kind not in "fiu":
+        raise CodecError(f"expected a 1-D real vector, got shape {v.shape} dtype {v.dtype}")
+    code = _CODE_OF[fmt.dtype]
+    out = np.empty(len(v), dtype=np.float64)
+    for start, stop in chunk_bounds(len(v), fmt):
+        x = v[start:stop]
+        _check_finite(x, None, start)
+        seg = out[start:stop]
+        if code == pb.QINT8:
+            seg[:] = dequantize_qint8(*quantize_qint8(x))
+        elif code == pb.BFLOAT16:
+            seg[:] = bfloat16_to_float32(bfloat16_bits(x))
+        else:
+            seg[:] = _to_wire(x, code)
+    return out
 
 
 def encode_indices(idx: np.ndarray, slot: int, fmt: WireFormat) -> Iterator[pb.VectorChunk]:
@@ -323,12 +433,18 @@ def vector_bytes(chunks: Iterable[pb.VectorChunk]) -> int:
     return sum(c.ByteSize() for c in chunks)
 
 
-def expected_dense_bytes(n: int, dtype: str) -> int:
+def expected_dense_bytes(n: int, dtype: str, chunk_bytes: int = 1 << 20) -> int:
     """Payload bytes of an n-element vector sent DENSE and uncompressed in `dtype`
-    (float64, float32, float16, bfloat16 or uint32); chunk headers not included."""
+    (float64, float32, float16, bfloat16, qint8 or uint32); chunk headers not included.
+    For qint8 that is n codes plus a 4-byte scale per chunk of ``chunk_bytes`` codes."""
     if dtype not in _CODE_OF:
         raise CodecError(f"unknown wire dtype {dtype!r}")
-    return int(n) * _WIRE[_CODE_OF[dtype]][1]
+    n = int(n)
+    payload = n * _WIRE[_CODE_OF[dtype]][1]
+    if dtype == "qint8" and n:
+        per = _elements_per_chunk(chunk_bytes, 1)
+        payload += _SCALE_BYTES * ((n + per - 1) // per)
+    return payload
 
 
 # ---------------------------------------------------------------- decoding
@@ -423,17 +539,22 @@ class VectorAssembler:
         itemsize = _WIRE[code][1]
         nnz = chunk.nnz if chunk.layout == pb.SPARSE else 0
         size = count * itemsize if chunk.layout == pb.DENSE else nnz * (_OFFSET_BYTES + itemsize)
+        head = _SCALE_BYTES if code == pb.QINT8 and count > 0 else 0
+        size += head
         data = chunk.data  # one copy out of the message
         payload = self._payload(chunk, data, size)
         if chunk.layout == pb.DENSE:
             offsets = None
-            values = np.frombuffer(payload, dtype=_WIRE[code][2])
+            values = np.frombuffer(payload, dtype=_WIRE[code][2], offset=head)
         else:
-            offsets = np.frombuffer(payload, dtype="<u4", count=nnz)
-            values = np.frombuffer(payload, dtype=_WIRE[code][2], offset=nnz * _OFFSET_BYTES)
+            offsets = np.frombuffer(payload, dtype="<u4", count=nnz, offset=head)
+            values = np.frombuffer(payload, dtype=_WIRE[code][2],
+                                   offset=head + nnz * _OFFSET_BYTES)
             _check_offsets(offsets, count, slot, start)
         if code == pb.BFLOAT16:
             values = bfloat16_to_float32(values)
+        elif code == pb.QINT8:
+            values = _decode_qint8(payload, values, offsets, slot, start)
         if code != pb.UINT32:
             _check_decoded(values, offsets, slot, start)
         if s.out is None:
@@ -535,6 +656,25 @@ def _check_decoded(values: np.ndarray, offsets: np.ndarray | None, slot: int,
                          "only finite values are accepted", slot=slot, start=start)
 
 
+def _decode_qint8(payload: bytes, codes: np.ndarray, offsets: np.ndarray | None, slot: int,
+                  start: int) -> np.ndarray:
+    """codes * scale, after checking the scale (finite, no sign bit) and the codes (no -128).
+    The payload's size was checked, so it holds the scale unless the chunk is empty."""
+    if not payload:  # the one chunk of a zero-length vector
+        return codes.astype(np.float64)
+    scale = np.frombuffer(payload, dtype="<f4", count=1)[0]
+    if not np.isfinite(scale) or np.signbit(scale):
+        raise CodecError(f"QINT8 scale is {float(scale)!r}; it must be finite and >= +0.0",
+                         slot=slot, start=start)
+    low = codes == -_QMAX - 1
+    if low.any():
+        i = int(np.argmax(low))
+        where = i if offsets is None else int(offsets[i])
+        raise CodecError(f"QINT8 code -128 at index {start + where}; codes lie in "
+                         f"[-{_QMAX}, {_QMAX}]", slot=slot, start=start)
+    return dequantize_qint8(scale, codes)
+
+
 def _check_offsets(offsets: np.ndarray, count: int, slot: int, start: int) -> None:
     if len(offsets) == 0:
         return
@@ -578,10 +718,15 @@ __all__ = [
     "WireFormat",
     "bfloat16_bits",
     "bfloat16_to_float32",
+    "chunk_bounds",
+    "dequantize_qint8",
     "encode_indices",
     "encode_vector",
     "expected_dense_bytes",
+    "qint8_scale",
+    "quantize_qint8",
     "roundtrip",
     "roundtrip_counted",
     "vector_bytes",
+    "wire_values",
 ]
