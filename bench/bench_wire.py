@@ -12,7 +12,6 @@ Usage: python bench/bench_wire.py [--calls 500]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from geodml.wire.protocol import pb
 from geodml.wire.tls import init_ca, issue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.tools.relay import CountingRelay  # noqa: E402 (a test tool, used here too)
+from tests.tools.relay import CountingRelay
 
 
 def dataset(rows: int, d: int, seed: int = 0) -> Dataset:

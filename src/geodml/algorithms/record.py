@@ -76,11 +76,13 @@ class RunRecorder:
     def __init__(self, federation: Federation | None, f_star: float | None = None,
                  path: str | Path | None = None,
                  evaluate: Callable[[np.ndarray], dict[str, float]] | None = None,
-                 evaluate_every: int = 1):
+                 evaluate_every: int = 1,
+                 on_row: Callable[[RoundRow], None] | None = None):
         self.fed = federation
         self.f_star = f_star
         self.evaluate = evaluate
         self.evaluate_every = max(1, evaluate_every)
+        self.on_row = on_row  # e.g. a progress display
         self.rows: list[RoundRow] = []
         self.start = time.perf_counter()
         self.path = Path(path) if path else None
@@ -106,4 +108,6 @@ class RunRecorder:
         if self.path:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(asdict(row)) + "\n")
+        if self.on_row is not None:
+            self.on_row(row)
         return row

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from geodml.algorithms.admm import train_admm
+from geodml.algorithms.dane import train_dane
+from geodml.algorithms.fedavg import train_fedavg
+from geodml.algorithms.oneshot import train_oneshot
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.errors import ConfigError
 from geodml.federation.base import Federation
 
 
@@ -28,6 +33,7 @@ class TrainSpec:
     max_rounds: int = 2000
     max_wan_bytes: int | None = None
     w0: np.ndarray | None = None
+    grad_reference: float | None = None  # gtol relative to this norm (warm starts)
     params: dict = field(default_factory=dict)
 
     def lam_for(self, fed: Federation) -> float:
@@ -41,14 +47,35 @@ def _sqm(name: str) -> Method:
     def run(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
         from geodml.algorithms.sqm import train_sqm
 
+        unknown = set(spec.params) - {"line_search_batch"}
+        if unknown:
+            raise ConfigError(f"unknown sqm-{name} parameters {sorted(unknown)}; known: "
+                              "['line_search_batch']")
         return train_sqm(fed, name, spec.loss, spec.lam_for(fed), spec.gtol, spec.max_rounds,
                          spec.w0, recorder, spec.max_wan_bytes, spec.tol,
-                         int(spec.params.get("line_search_batch", 1)))
+                         int(spec.params.get("line_search_batch", 1)), spec.grad_reference)
     run.__doc__ = f"SQM {name} (see geodml.algorithms.sqm)."
     return run
 
 
+def _fadl(name: str) -> Method:
+    def run(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
+        from geodml.algorithms import fadl
+
+        defaults = fadl.FADL if name == "fadl" else fadl.FADL_SUBSPACE
+        options = fadl.FadlOptions.from_params(spec.params, defaults)
+        return fadl.train_fadl(fed, spec, recorder, options, name)
+    run.__doc__ = f"{name} (see geodml.algorithms.fadl)."
+    return run
+
+
 METHODS: dict[str, Method] = {f"sqm-{m}": _sqm(m) for m in ("lbfgs", "gd", "tron")}
+METHODS["fadl"] = _fadl("fadl")
+METHODS["fadl-subspace"] = _fadl("fadl-subspace")
+METHODS["oneshot"] = train_oneshot
+METHODS["fedavg"] = train_fedavg
+METHODS["admm"] = train_admm
+METHODS["dane"] = train_dane
 
 
 def train(fed: Federation, method: str, spec: TrainSpec | None = None,
@@ -56,5 +83,5 @@ def train(fed: Federation, method: str, spec: TrainSpec | None = None,
     """Run the method named ``method`` (see :data:`METHODS`)."""
     fn = METHODS.get(method)
     if fn is None:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
     return fn(fed, spec or TrainSpec(), recorder or RunRecorder(fed))

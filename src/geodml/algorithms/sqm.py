@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.errors import ConfigError
 from geodml.federation.base import Federation
 from geodml.federation.objective import FederatedObjective
 from geodml.optim import LbfgsOptions, lbfgs, tron
@@ -33,12 +34,13 @@ def train_sqm(
     max_wan_bytes: int | None = None,
     tol: float | None = None,
     line_search_batch: int = 1,
+    grad_reference: float | None = None,
 ) -> RunResult:
     """Train by an SQM method. Stops at ``gtol`` (relative gradient norm), at
     ``tol`` relative suboptimality (needs the recorder's ``f_star``), after
     ``max_iter`` iterations, or once ``max_wan_bytes`` have crossed the WAN."""
     if method not in SQM_METHODS:
-        raise ValueError(f"unknown SQM method {method!r}; known: {', '.join(SQM_METHODS)}")
+        raise ConfigError(f"unknown SQM method {method!r}; known: {', '.join(SQM_METHODS)}")
     lam = 1.0 / fed.n_rows if lam is None else float(lam)
     fed.prepare(loss, lam)
     recorder = recorder or RunRecorder(fed)
@@ -54,12 +56,16 @@ def train_sqm(
         return bool(stop_reason)
 
     if method == "tron":
-        result = tron(objective, w0=w0, gtol=gtol, max_iter=max_iter, callback=callback)
+        result = tron(objective, w0=w0, gtol=gtol, max_iter=max_iter, callback=callback,
+                      reference_grad_norm=grad_reference)
     else:
         options = LbfgsOptions(memory=0 if method == "gd" else 10, gtol=gtol, max_iter=max_iter,
-                               line_search_batch=line_search_batch)
+                               line_search_batch=line_search_batch,
+                               reference_grad_norm=grad_reference)
         result = lbfgs(objective, w0=w0, options=options, callback=callback)
     converged = result.converged or (bool(stop_reason) and stop_reason[0].startswith("relative"))
     return RunResult(f"sqm-{method}", result.w, result.f, converged,
                      stop_reason[0] if stop_reason else result.reason, recorder.rows,
-                     fed.meter.snapshot(), {"lam": lam, "loss": loss})
+                     fed.meter.snapshot(), {"lam": lam, "loss": loss,
+                                            "reference_grad_norm": grad_reference or (
+                                                result.history[0].grad_norm)})

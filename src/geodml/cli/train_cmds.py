@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -31,23 +32,202 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def _load_test(path: str | None):
+    """A test dataset: a dataset directory, or a sites directory's pooled test splits."""
+    if path is None:
+        return None
+    from geodml.data.dataset import Dataset
+    from geodml.data.partition import MANIFEST_NAME, site_dirs
+
+    if (Path(path) / MANIFEST_NAME).is_file():
+        return Dataset.concat([load_dataset(p) for p in site_dirs(path, "test").values()])
+    return load_dataset(path)
+
+
+def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
+                tls_dir: str | None, insecure: bool, allow_export: tuple[str, ...],
+                audit: str | None):
+    """In-process sites from a sites directory, or remote sites over gRPC."""
+    from geodml.data.partition import site_dirs
+    from geodml.federation import AuditLog, Federation
+    from geodml.federation.transport import GrpcTransport, InProcessTransport
+    from geodml.site.service import SiteService
+
+    if remote:
+        pairs = [item.partition("=") for item in remote]
+        for item, (name, sep, address) in zip(remote, pairs, strict=True):
+            if not sep or not name or not address:
+                raise click.BadParameter(f"{item!r} is not NAME=HOST:PORT", param_hint="--site")
+        creds = None
+        if not insecure:
+            if tls_dir is None:
+                raise click.UsageError("remote sites need --tls-dir (or --insecure on loopback)")
+            from geodml.wire.tls import TlsFiles, channel_credentials
+
+            d = Path(tls_dir)
+            creds = channel_credentials(TlsFiles(d / "ca.pem", d / "coordinator.pem",
+                                                 d / "coordinator.key"))
+        transports = []
+        for name, _, address in pairs:
+            if insecure:
+                from geodml.wire.tls import check_insecure_address
+
+                check_insecure_address(address)
+            transports.append(GrpcTransport(name, address, creds))
+    else:
+        from geodml.site.policy import Policy
+
+        dirs = site_dirs(data_dir)
+        unknown = set(allow_export) - set(dirs) - {"all"}
+        if unknown:
+            raise click.BadParameter(f"no site {sorted(unknown)} in {data_dir}",
+                                     param_hint="--allow-export")
+        transports = [InProcessTransport(SiteService(
+            name, name, load_dataset(path),
+            Policy(allow_raw_export="all" in allow_export or name in allow_export)))
+            for name, path in dirs.items()]
+    names = [t.site for t in transports]
+    home = home or names[0]
+    return Federation(transports, home, audit=AuditLog(audit) if audit else None)
+
+
 @click.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--method", default="centralized", show_default=True,
+              help="centralized (on DATA_DIR), centralized-export (copy every site's rows "
+                   "home, then train), or a geo-distributed method: "
+                   "fadl-subspace, fadl, sqm-lbfgs, sqm-gd, sqm-tron, oneshot, fedavg, admm, "
+                   "dane.")
+@click.option("--site", "remote", multiple=True, metavar="NAME=HOST:PORT",
+              help="A remote site (repeat). Without it, DATA_DIR's sites run in this process.")
+@click.option("--home", default=None, help="The coordinator's DC (default: the first site).")
+@click.option("--tls-dir", type=click.Path(exists=True, file_okay=False),
+              help="Folder with ca.pem, coordinator.pem, coordinator.key (geodml certs).")
+@click.option("--insecure", is_flag=True, help="Plaintext to loopback sites (testing only).")
+@click.option("--allow-export", "allow_export", multiple=True, metavar="SITE",
+              help="In-process sites only: let this site's rows be exported (repeat; 'all').")
 @click.option("--test", "test_dir", type=click.Path(exists=True, file_okay=False),
-              help="A dataset directory to evaluate the model on.")
+              help="A dataset directory (or a generated sites directory) to evaluate on.")
 @click.option("--loss", type=click.Choice(sorted(LOSSES)), default="logistic", show_default=True)
-@click.option("--solver", type=click.Choice(SOLVERS), default="lbfgs", show_default=True)
+@click.option("--solver", type=click.Choice(SOLVERS), default="lbfgs", show_default=True,
+              help="Solver of --method centralized.")
 @click.option("--lam", type=float, default=None, help="L2 weight lambda (default 1/N).")
 @click.option("--gtol", type=float, default=LbfgsOptions.gtol, show_default=True,
               help="Stop when ||grad|| <= gtol * ||grad at start||.")
-@click.option("--max-iter", type=int, default=LbfgsOptions.max_iter, show_default=True)
+@click.option("--max-iter", "--max-rounds", "max_iter", type=int,
+              default=LbfgsOptions.max_iter, show_default=True, help="Outer iterations, at most.")
+@click.option("--max-wan-bytes", type=int, default=None, help="Stop after this many WAN bytes.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A method parameter (repeat), e.g. --param memory=5.")
+@click.option("--warm-start", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this model file.")
+@click.option("--record", type=click.Path(dir_okay=False),
+              help="Write one JSON line per outer iteration here.")
+@click.option("--audit", type=click.Path(dir_okay=False),
+              help="Write the audit log of every message crossing a DC boundary here.")
 @click.option("--threads", type=int, default=None, help="Threads for row blocks (default: cores).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="model.npz",
               show_default=True, help="Where to write the model.")
-def train(data_dir, test_dir, loss, solver, lam, gtol, max_iter, threads, out_path) -> None:
-    """Train a linear model centrally on DATA_DIR (a `geodml convert` output)."""
+def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
+          solver, lam, gtol, max_iter, max_wan_bytes, params, warm_start, record, audit,
+          threads, out_path) -> None:
+    """Train a linear model: centrally on a dataset directory, or geo-distributed over
+    the sites of DATA_DIR (a `geodml partition` / `geodml generate` output) or over
+    remote sites (--site)."""
     if lam is not None and lam < 0:
         raise click.BadParameter("lambda must be >= 0", param_hint="--lam")
+    w0, reference = None, None
+    if warm_start:
+        from geodml.model import LinearModel
+
+        start_model = LinearModel.load(warm_start)
+        w0, reference = start_model.w, start_model.info.get("reference_grad_norm")
+    test = _load_test(test_dir)
+    if method == "centralized":
+        if data_dir is None or remote:
+            raise click.UsageError("--method centralized trains on a DATA_DIR dataset directory")
+        _train_centralized(data_dir, test, loss, solver, lam, gtol, max_iter, threads, w0,
+                           out_path)
+        return
+    if data_dir is None and not remote:
+        raise click.UsageError("give a sites DATA_DIR or --site NAME=HOST:PORT")
+    if allow_export and remote:
+        raise click.UsageError("--allow-export sets in-process sites' policies; a remote "
+                               "site's policy is in its own configuration")
+    _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test,
+                     loss, lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record,
+                     audit, out_path)
+
+
+def _parse_params(params: tuple[str, ...]) -> dict:
+    out = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test, loss,
+                     lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record, audit,
+                     out_path) -> None:
+    from geodml.algorithms.centralize import Refused, train_centralized_baseline
+    from geodml.algorithms.record import RunRecorder
+    from geodml.algorithms.registry import METHODS, TrainSpec
+    from geodml.algorithms.registry import train as run_method
+    from geodml.model import LinearModel
+
+    if method != "centralized-export" and method not in METHODS:
+        raise click.BadParameter(
+            f"unknown method {method!r}; known: centralized, centralized-export, "
+            f"{', '.join(sorted(METHODS))}", param_hint="--method")
+    evaluate = None
+    if test is not None:
+        from geodml import metrics
+
+        def evaluate(w):
+            z = np.asarray(test.X @ w)
+            return {"log_loss": metrics.log_loss(test.y, z), "auc": metrics.roc_auc(test.y, z)}
+
+    with _federation(data_dir, remote, home, tls_dir, insecure, allow_export, audit) as fed:
+        console.print(f"{len(fed.sites)} sites, home {fed.home}: {fed.n_rows:,} rows, "
+                      f"{fed.n_features:,} features")
+        with console.status(f"training ({method})") as status:
+            recorder = RunRecorder(fed, path=record, on_row=lambda row: status.update(
+                f"{method}: iteration {row.iteration}, F = {row.objective:.10g}, "
+                f"WAN {row.wan_bytes:,} bytes"))
+            if method == "centralized-export":
+                result = train_centralized_baseline(fed, loss, lam, gtol, max_iter, recorder)
+            else:
+                spec = TrainSpec(loss=loss, lam=lam, gtol=gtol, max_rounds=max_iter,
+                                 max_wan_bytes=max_wan_bytes, w0=w0, grad_reference=reference,
+                                 params=_parse_params(params))
+                result = run_method(fed, method, spec, recorder)
+        if isinstance(result, Refused):
+            raise click.ClickException(f"the centralized plan is {result}:\n  "
+                                       + "\n  ".join(result.messages))
+        model = LinearModel(result.w, loss, result.info.get("lam", lam), fed.space,
+                            {**result.summary(), "reference_grad_norm": result.info.get(
+                                "reference_grad_norm")})
+    model.save(out_path)
+    table = Table(title=f"{method}: {result.reason}")
+    for col in ("objective", "iterations", "rounds", "vector rounds", "WAN bytes", "wall s"):
+        table.add_column(col, justify="right")
+    last = result.rows[-1]
+    table.add_row(f"{result.objective:.10g}", str(last.iteration), str(last.rounds),
+                  f"{last.vector_rounds:g}", f"{last.wan_bytes:,}", f"{last.seconds:.1f}")
+    console.print(table)
+    if evaluate is not None:
+        console.print(_metrics_table("test quality", {"test": evaluate(result.w)}))
+    console.print(f"model written to {out_path}")
+
+
+def _train_centralized(data_dir, test, loss, solver, lam, gtol, max_iter, threads, w0,
+                       out_path) -> None:
     data = load_dataset(data_dir)
     console.print(f"[bold]{data_dir}[/]: {data.n_rows:,} rows, {data.n_features:,} features, "
                   f"{data.nnz:,} nonzeros")
@@ -59,8 +239,8 @@ def train(data_dir, test_dir, loss, solver, lam, gtol, max_iter, threads, out_pa
             )
 
         model, result = train_centralized(
-            data, loss, lam, LbfgsOptions(gtol=gtol, max_iter=max_iter), n_threads=threads,
-            callback=progress, solver=solver,
+            data, loss, lam, LbfgsOptions(gtol=gtol, max_iter=max_iter), w0=w0,
+            n_threads=threads, callback=progress, solver=solver,
         )
     seconds = time.perf_counter() - start
     model.info["seconds"] = seconds
@@ -68,8 +248,8 @@ def train(data_dir, test_dir, loss, solver, lam, gtol, max_iter, threads, out_pa
     console.print(f"{result.reason} after {result.iterations} iterations in {seconds:.2f} s; "
                   f"F = {result.f:.10g}")
     rows = {"train": model.evaluate(data)}
-    if test_dir:
-        rows["test"] = model.evaluate(load_dataset(test_dir))
+    if test is not None:
+        rows["test"] = model.evaluate(test)
     console.print(_metrics_table("model quality", rows))
     console.print(f"model written to {out_path}")
     Path(out_path).with_suffix(".json").write_text(json.dumps({**model.info, **{

@@ -319,6 +319,42 @@ class Federation:
 
         return list(self._map(one).values())
 
+    def subspace(self, new: list[np.ndarray] | None = None, *, add_last_local_input: bool = False,
+                 coefficients: np.ndarray | None = None, commit: bool = False,
+                 memory: int = 0) -> list[tuple[float, np.ndarray, np.ndarray, int]]:
+        """Append directions to every site's subspace, then evaluate at ``coefficients``
+        (loss sum, gradient and Hessian in the coefficients: scalars only) or commit
+        the move ``w + D c``. Returns ``(loss, gradient, Hessian, rows)`` per site."""
+        new = new or []
+        round_id = self._next_round(down=len(new))
+        coeffs = [] if coefficients is None else [float(c) for c in coefficients]
+
+        def one(site: str):
+            job = self._job(site)
+            head = pb.SubspaceRequest(
+                session=job.session, round=round_id, new_directions=len(new),
+                add_last_local_input=add_last_local_input, coefficients=coeffs,
+                commit=commit, memory=memory)
+            vectors = [(slot, self._down(site, v)) for slot, v in enumerate(new)]
+            reply, _ = self._call(site, "Subspace",
+                                  self._stream(head, pb.SubspaceRequest, vectors), round_id)
+            m = reply.directions
+            hess = None
+            if reply.hessian:
+                if len(reply.hessian) != m * (m + 1) // 2:
+                    raise SiteCallError(site, "Subspace", "INTERNAL",
+                                        f"{len(reply.hessian)} Hessian values for {m} directions")
+                hess = np.zeros((m, m))
+                hess[np.triu_indices(m)] = reply.hessian
+                hess = hess + np.triu(hess, 1).T
+            return reply.loss_sum, np.array(reply.gradient), hess, reply.rows
+
+        return list(self._map(one).values())
+
+    def support(self, site: str) -> np.ndarray | None:
+        """The global feature indices a site's vectors cover (None: all of them)."""
+        return self._job(site).support
+
     def export(self, site: str, max_chunk_bytes: int = 4 << 20) -> Dataset:
         """The site's raw rows (refused with PERMISSION_DENIED unless its policy allows)."""
         job = self._job(site)

@@ -23,6 +23,7 @@ METHODS = {
     "Evaluate": (pb.EvaluateRequest, pb.EvaluateReply, True, True),
     "LineSearch": (pb.LineSearchRequest, pb.LineSearchReply, True, False),
     "LocalSolve": (pb.LocalSolveRequest, pb.LocalSolveReply, True, True),
+    "Subspace": (pb.SubspaceRequest, pb.SubspaceReply, True, False),
     "Export": (pb.ExportRequest, pb.ExportReply, False, True),
     "Close": (pb.CloseRequest, pb.CloseReply, False, False),
 }

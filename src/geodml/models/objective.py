@@ -127,3 +127,4 @@ class RegularizedObjective:
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
         hv = sum(part.hess_vec(v) for part in self.parts)
         return hv / self.n_rows + self.lam * np.asarray(v, dtype=np.float64)
+

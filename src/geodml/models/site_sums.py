@@ -13,7 +13,16 @@ For a direction ``p`` sent once, the DC caches ``q = X p``; then for any step si
     phi'(a)  = sum_i l'(y_i, z_i + a q_i) q_i         (its derivative)
 
 cost O(n) each, no matrix product, and moving to ``w + a p`` updates the margins as
-``z + a q``. Summing these over DCs gives the global sums exactly, which is why the
+``z + a q``. The same holds for a subspace: with directions ``D = [d_1 .. d_m]``
+cached with their margins ``Q = X D`` (n x m), for coefficients ``c``
+
+    psi(c)       = sum_i l(y_i, z_i + (Q c)_i)
+    grad psi(c)  = Q^T l'(z + Q c)                    (m numbers)
+    hess psi(c)  = Q^T diag(l''(z + Q c)) Q           (m x m numbers)
+
+so a Newton method over the subspace needs only O(m^2) scalars per round. Past
+steps ``s = D c`` are kept with their margins ``Q c`` as further directions, at no
+cost in matrix products. Summing these over DCs gives the global sums exactly, which is why the
 coordinator can add them (the regularizer is added once, by the coordinator).
 
 Large inputs are split into row blocks computed on a thread pool (scipy's sparse
@@ -97,6 +106,10 @@ class SiteSums:
         # l'(z + a q) per step size of the last line search, so that moving to an
         # evaluated step needs only X^T d: {a: [(loss sum, d) per block]}
         self._line_cache: dict[float, list[tuple[float, np.ndarray]]] = {}
+        # subspace: this round's new directions and the remembered past steps,
+        # each as (vector, margins X v)
+        self.new_dirs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.memory: list[tuple[np.ndarray, np.ndarray]] = []
 
     # -- helpers ---------------------------------------------------------------
     def _map(self, fn):
@@ -235,6 +248,57 @@ class SiteSums:
         self.p = self.q = None
         self._line_cache = {}
         return self._sums_at_margins(need_grad, cached)
+
+    # -- subspace ------------------------------------------------------------------
+    def add_direction(self, d: np.ndarray) -> None:
+        """Cache a direction and its margins ``X d`` for the subspace calls."""
+        dc = self._cast(d)
+        q = np.empty(self.n_rows, dtype=np.float64)
+
+        def block(b: _Block) -> None:
+            q[b.rows] = b.X @ dc
+
+        self._map(block)
+        self.counts["matvec"] += 1
+        self.new_dirs.append((np.array(d, dtype=np.float64), q))
+
+    @property
+    def subspace(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The directions in subspace order: this round's new ones, then the memory."""
+        return self.new_dirs + self.memory
+
+    def subspace_sums(self, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """``psi(c)``, its gradient and its Hessian over the cached subspace."""
+        self._require_point()
+        dirs = self.subspace
+        c = np.asarray(c, dtype=np.float64)
+        if len(c) != len(dirs):
+            raise ValueError(f"{len(c)} coefficients for a subspace of {len(dirs)} directions")
+        Q = np.column_stack([q for _, q in dirs]) if dirs else np.zeros((self.n_rows, 0))
+        z = self.z + Q @ c
+        val, d = self.loss.value_and_deriv(self.y, z)
+        h = self.loss.curvature(self.y, z)
+        self.counts["subspace_point"] += 1
+        return float(val.sum()), Q.T @ d, Q.T @ (h[:, None] * Q)
+
+    def subspace_commit(self, c: np.ndarray, memory: int) -> None:
+        """Move to ``w + D c`` (margins ``z + Q c``), remember the step, drop new dirs."""
+        self._require_point()
+        dirs = self.subspace
+        c = np.asarray(c, dtype=np.float64)
+        if len(c) != len(dirs):
+            raise ValueError(f"{len(c)} coefficients for a subspace of {len(dirs)} directions")
+        step = np.zeros(self.n_features)
+        margins = np.zeros(self.n_rows)
+        for cj, (v, q) in zip(c, dirs, strict=True):
+            step += cj * v
+            margins += cj * q
+        self.w = self.w + step
+        self.z = self.z + margins
+        self.p = self.q = None
+        self._line_cache = {}
+        self.new_dirs = []
+        self.memory = [(step, margins), *self.memory][: max(0, memory)]
 
     def close(self) -> None:
         if self._pool is not None:

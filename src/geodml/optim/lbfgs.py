@@ -7,7 +7,8 @@ Per iteration the oracle caches ``p`` once (one product ``X p`` per DC), the lin
 search asks only for scalars, and the gradient is computed once, at the accepted
 point, from the cached margins: one ``X p`` and one ``X^T r`` per iteration.
 
-Stops when ``||g_k|| <= gtol * ||g_0||`` (relative gradient norm), when the
+Stops when ``||g_k|| <= gtol * ||g_0||`` (relative gradient norm; a warm start
+passes the reference norm of the original run instead of ``||g_0||``), when the
 relative decrease ``(f_{k-1} - f_k) / max(|f_k|, 1) <= ftol``, or after
 ``max_iter`` iterations. For a ``mu``-strongly convex ``F`` (``mu >= lambda``),
 ``F(w_k) - F* <= ||g_k||^2 / (2 mu)``.
@@ -33,6 +34,7 @@ class LbfgsOptions:
     ftol: float = 0.0
     max_iter: int = 2000
     line_search_batch: int = 1  # step sizes per line-search round
+    reference_grad_norm: float | None = None  # gtol is relative to this (default: ||g(w0)||)
 
 
 @dataclass
@@ -87,7 +89,8 @@ def lbfgs(
     start = time.perf_counter()
     w = np.zeros(oracle.n_features) if w0 is None else np.array(w0, dtype=np.float64)
     f, g = oracle.value_grad(w)
-    g0_norm = gnorm = float(np.linalg.norm(g))
+    gnorm = float(np.linalg.norm(g))
+    g0_norm = opt.reference_grad_norm or gnorm
     history = [IterationRecord(0, f, gnorm, 0.0, 0, 0, time.perf_counter() - start)]
     if callback and callback(history[-1], w):
         return SolveResult(w, f, gnorm, 0, False, "stopped by callback", history)

@@ -66,6 +66,7 @@ def tron(
     cg_tol: float = 0.1,
     max_cg: int = 250,
     callback: Callable[[IterationRecord, np.ndarray], bool | None] | None = None,
+    reference_grad_norm: float | None = None,
 ) -> SolveResult:
     """Minimize the oracle's objective by trust-region Newton-CG from ``w0``.
 
@@ -74,7 +75,8 @@ def tron(
     start = time.perf_counter()
     w = np.zeros(oracle.n_features) if w0 is None else np.array(w0, dtype=np.float64)
     f, g = oracle.value_grad(w)
-    g0 = gnorm = float(np.linalg.norm(g))
+    gnorm = float(np.linalg.norm(g))
+    g0 = reference_grad_norm or gnorm
     delta = gnorm
     history = [IterationRecord(0, f, gnorm, 0.0, 0, 0, 0.0)]
     reason, converged = "max_iter reached", False

@@ -74,6 +74,26 @@ class ThreadExecutor:
     def step(self, alpha: float, need_grad: bool = True) -> Sums:
         return self._reduce(self._map(lambda s: s.step(alpha, need_grad)))
 
+    def add_direction(self, d: np.ndarray) -> None:
+        self._map(lambda s: s.add_direction(d))
+
+    def subspace_sums(self, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        parts = self._map(lambda s: s.subspace_sums(c))
+        return (sum(v for v, _, _ in parts), sum(g for _, g, _ in parts),
+                sum(h for _, _, h in parts))
+
+    def subspace_commit(self, c: np.ndarray, memory: int) -> None:
+        self._map(lambda s: s.subspace_commit(c, memory))
+
+    @property
+    def subspace_size(self) -> int:
+        return len(self.shards[0].subspace)
+
+    @property
+    def point(self) -> np.ndarray | None:
+        """The current point (every shard holds the same one)."""
+        return self.shards[0].w
+
     @property
     def has_direction(self) -> bool:
         return self.shards[0].q is not None

@@ -15,21 +15,29 @@ started from ``w0`` — the building block of one-shot parameter averaging.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from geodml.models.losses import Loss
 from geodml.models.objective import RegularizedObjective
 from geodml.optim.lbfgs import LbfgsOptions, lbfgs
+from geodml.site.local_admm import run_admm_local
+from geodml.site.local_dane import run_dane_local
+from geodml.site.local_fadl import run_fadl_local
+from geodml.site.local_sgd import run_local_sgd
 
 
 @dataclass
 class ProcedureContext:
-    executor: object  # a SumsProvider over the site's rows (possibly support-restricted)
+    executor: object  # a scratch SumsProvider over the site's rows (maybe support-restricted)
     loss: Loss
     lam: float
     n_rows: int
+    point: np.ndarray | None = None  # the session's current point, if it has one
+    touched: np.ndarray | None = None  # bool mask of features the rows touch (None: all or
+    # not to be revealed)
+    state: dict = field(default_factory=dict)  # the session's, kept between calls
 
     @property
     def dim(self) -> int:
@@ -69,5 +77,11 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
 
 
 PROCEDURES: dict[str, Procedure] = {
-    p.name: p for p in (Procedure("local_minimize", 1, _local_minimize),)
+    p.name: p for p in (
+        Procedure("local_minimize", 1, _local_minimize),
+        Procedure("local_sgd", 1, run_local_sgd),
+        Procedure("admm_local", 1, run_admm_local),
+        Procedure("dane_local", 2, run_dane_local),
+        Procedure("fadl_local", 1, run_fadl_local),
+    )
 }

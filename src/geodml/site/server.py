@@ -71,6 +71,9 @@ class SiteServicer(pb_grpc.SiteServicer):
     def LocalSolve(self, request_iterator, context):
         return self._replies("LocalSolve", request_iterator, context)
 
+    def Subspace(self, request_iterator, context):
+        return self._unary("Subspace", request_iterator, context)
+
     def Export(self, request, context):
         return self._replies("Export", request, context)
 

@@ -41,7 +41,9 @@ from geodml.wire.codec import (
 )
 from geodml.wire.protocol import PROTOCOL_VERSION, pb
 
-CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step")
+CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step",
+                "subspace")
+MAX_SUBSPACE = 64  # directions a subspace may hold
 MAX_SESSIONS = 64
 
 
@@ -63,10 +65,28 @@ class Session:
     dim: int
     support: np.ndarray | None
     reply_format: WireFormat
+    X: sp.csr_matrix  # the session's rows (support-restricted columns when restricted)
+    y: np.ndarray
+    shards: int = 1
+    threads: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    state: dict = field(default_factory=dict)  # what local procedures keep between calls
+    _scratch: ThreadExecutor | None = None
     # (call, round) -> result of the last round of each call, to answer a retry
     cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
     has_point: bool = False
+
+    def scratch(self) -> ThreadExecutor:
+        """A second executor on the same rows, for local procedures: they never move
+        the session's point or its cached directions."""
+        if self._scratch is None:
+            self._scratch = ThreadExecutor(self.X, self.y, self.loss, self.shards, self.threads)
+        return self._scratch
+
+    def close(self) -> None:
+        self.executor.close()
+        if self._scratch is not None:
+            self._scratch.close()
 
     def cached(self, call: str, round_id: int) -> tuple | None:
         return self.cache.get((call, round_id)) if round_id else None
@@ -212,6 +232,7 @@ class SiteService:
             session = Session(
                 uuid.uuid4().hex, request.job, loss, request.lam, executor,
                 X.shape[1], support, WireFormat.from_proto(request.reply_format),
+                X, self.data.y, self.shards, self.threads,
             )
             self.sessions[session.id] = session
         first = pb.PrepareReply(session=session.id, rows=self.data.n_rows,
@@ -322,17 +343,76 @@ class SiteService:
             result = s.cached("local_solve", first.round)
             if result is None:
                 inputs = [vectors.result(slot) for slot in range(proc.input_slots)]
-                ctx = ProcedureContext(s.executor, s.loss, s.lam, self.data.n_rows)
+                touched = None
+                if s.support is None and self.policy.share_support:
+                    touched = np.zeros(s.dim, dtype=bool)
+                    touched[self.support()] = True
+                ctx = ProcedureContext(s.scratch(), s.loss, s.lam, self.data.n_rows,
+                                       s.executor.point if s.has_point else None, touched,
+                                       s.state)
                 try:
                     result = proc.run(ctx, params, inputs)
                 except (ValueError, TypeError) as e:
                     raise SiteError("INVALID_ARGUMENT",
                                     f"site {self.name}: {first.procedure}: {e}") from None
-                s.has_point = False  # the procedure moved the executor's point
+                if inputs:
+                    s.state["last_local_input"] = inputs[0]
                 s.remember("local_solve", first.round, result)
         vector, info = result
         head = pb.LocalSolveReply(rows=self.data.n_rows, info_json=json.dumps(info))
         return with_chunks(head, encode_vector(vector, 0, s.reply_format), pb.LocalSolveReply)
+
+    def subspace(self, requests: Iterable[pb.SubspaceRequest], peer: str | None
+                 ) -> pb.SubspaceReply:
+        self._guard(peer)
+
+        def lengths(first):
+            s = self._session(first.session)
+            if first.new_directions > MAX_SUBSPACE:
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {self.name}: at most {MAX_SUBSPACE} new directions")
+            return {slot: s.dim for slot in range(first.new_directions)}
+
+        first, vectors = read_message_stream(requests, lengths)
+        s = self._session(first.session)
+        with s.lock:
+            hit = s.cached("subspace", first.round)
+            if hit is not None:
+                return hit[0]
+            if not s.has_point:
+                raise SiteError("FAILED_PRECONDITION",
+                                f"site {self.name}: subspace call before any Evaluate")
+            ex = s.executor
+            new = [vectors.result(slot) for slot in range(first.new_directions)]
+            if first.add_last_local_input:
+                if "last_local_input" not in s.state:
+                    raise SiteError("FAILED_PRECONDITION",
+                                    f"site {self.name}: no LocalSolve input to reuse")
+                new.append(s.state["last_local_input"])
+            m = ex.subspace_size + len(new)
+            if m > MAX_SUBSPACE:
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {self.name}: a subspace holds at most {MAX_SUBSPACE} "
+                                "directions")
+            c = np.array(first.coefficients, dtype=np.float64) if first.coefficients else (
+                np.zeros(m))
+            if len(c) != m or not np.all(np.isfinite(c)):
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {self.name}: need {m} finite coefficients, got {len(c)}")
+            if first.commit and first.memory > MAX_SUBSPACE:
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {self.name}: memory must be <= {MAX_SUBSPACE}")
+            for d in new:  # validated: now the call may change the session
+                ex.add_direction(d)
+            if first.commit:
+                ex.subspace_commit(c, first.memory)
+                reply = pb.SubspaceReply(directions=ex.subspace_size, rows=ex.n_rows)
+            else:
+                loss, grad, hess = ex.subspace_sums(c)
+                upper = hess[np.triu_indices(m)]  # symmetric: the upper triangle suffices
+                reply = pb.SubspaceReply(loss_sum=loss, gradient=grad.tolist(),
+                                         hessian=upper.tolist(), directions=m, rows=ex.n_rows)
+            return s.remember("subspace", first.round, (reply,))[0]
 
     def export(self, request: pb.ExportRequest, peer: str | None) -> Iterator[pb.ExportReply]:
         self.policy.check_client(self.name, peer)
@@ -348,7 +428,7 @@ class SiteService:
             s = self.sessions.pop(request.session, None)
         if s is None:
             raise SiteError("NOT_FOUND", f"site {self.name}: unknown session {request.session!r}")
-        s.executor.close()
+        s.close()
         return pb.CloseReply()
 
     def handle(self, method: str, request, peer: str | None) -> Iterator:
@@ -379,6 +459,7 @@ class SiteService:
         return {
             "Describe": self.describe, "Prepare": self.prepare, "Evaluate": self.evaluate,
             "LineSearch": self.line_search, "LocalSolve": self.local_solve,
+            "Subspace": self.subspace,
             "Export": self.export, "Close": self.close,
         }
 
@@ -386,6 +467,6 @@ class SiteService:
         with self._lock:
             sessions, self.sessions = list(self.sessions.values()), {}
         for s in sessions:
-            s.executor.close()
+            s.close()
 
 

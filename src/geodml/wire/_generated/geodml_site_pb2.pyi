@@ -212,6 +212,40 @@ class LocalSolveReply(_message.Message):
     chunk: VectorChunk
     def __init__(self, rows: _Optional[int] = ..., info_json: _Optional[str] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
 
+class SubspaceRequest(_message.Message):
+    __slots__ = ("session", "round", "new_directions", "add_last_local_input", "coefficients", "commit", "memory", "chunk")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NEW_DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ADD_LAST_LOCAL_INPUT_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    round: int
+    new_directions: int
+    add_last_local_input: bool
+    coefficients: _containers.RepeatedScalarFieldContainer[float]
+    commit: bool
+    memory: int
+    chunk: VectorChunk
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., new_directions: _Optional[int] = ..., add_last_local_input: _Optional[bool] = ..., coefficients: _Optional[_Iterable[float]] = ..., commit: _Optional[bool] = ..., memory: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+
+class SubspaceReply(_message.Message):
+    __slots__ = ("loss_sum", "gradient", "hessian", "directions", "rows")
+    LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_FIELD_NUMBER: _ClassVar[int]
+    DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    loss_sum: float
+    gradient: _containers.RepeatedScalarFieldContainer[float]
+    hessian: _containers.RepeatedScalarFieldContainer[float]
+    directions: int
+    rows: int
+    def __init__(self, loss_sum: _Optional[float] = ..., gradient: _Optional[_Iterable[float]] = ..., hessian: _Optional[_Iterable[float]] = ..., directions: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
 class ExportRequest(_message.Message):
     __slots__ = ("session", "max_chunk_bytes")
     SESSION_FIELD_NUMBER: _ClassVar[int]

@@ -59,6 +59,11 @@ class SiteStub:
                 request_serializer=geodml__site__pb2.LocalSolveRequest.SerializeToString,
                 response_deserializer=geodml__site__pb2.LocalSolveReply.FromString,
                 _registered_method=True)
+        self.Subspace = channel.stream_unary(
+                '/geodml.site.v1.Site/Subspace',
+                request_serializer=geodml__site__pb2.SubspaceRequest.SerializeToString,
+                response_deserializer=geodml__site__pb2.SubspaceReply.FromString,
+                _registered_method=True)
         self.Export = channel.unary_stream(
                 '/geodml.site.v1.Site/Export',
                 request_serializer=geodml__site__pb2.ExportRequest.SerializeToString,
@@ -109,6 +114,14 @@ class SiteServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subspace(self, request_iterator, context):
+        """Over directions cached with X d: loss, gradient and Hessian in coefficients
+        (scalars only), or a move to w + D c that remembers the step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Export(self, request, context):
         """Raw rows in a compact columnar form (Arrow IPC, zstd) — only if policy allows.
         """
@@ -150,6 +163,11 @@ def add_SiteServicer_to_server(servicer, server):
                     servicer.LocalSolve,
                     request_deserializer=geodml__site__pb2.LocalSolveRequest.FromString,
                     response_serializer=geodml__site__pb2.LocalSolveReply.SerializeToString,
+            ),
+            'Subspace': grpc.stream_unary_rpc_method_handler(
+                    servicer.Subspace,
+                    request_deserializer=geodml__site__pb2.SubspaceRequest.FromString,
+                    response_serializer=geodml__site__pb2.SubspaceReply.SerializeToString,
             ),
             'Export': grpc.unary_stream_rpc_method_handler(
                     servicer.Export,
@@ -297,6 +315,33 @@ class Site:
             '/geodml.site.v1.Site/LocalSolve',
             geodml__site__pb2.LocalSolveRequest.SerializeToString,
             geodml__site__pb2.LocalSolveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subspace(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/geodml.site.v1.Site/Subspace',
+            geodml__site__pb2.SubspaceRequest.SerializeToString,
+            geodml__site__pb2.SubspaceReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,129 @@
+"""Pieces the baseline methods share: weighted averages, objectives from loss sums, stops.
+
+With ``N = sum_k n_k`` rows, the averages are weighted by ``n_k / N`` and the global
+objective is assembled from the sites' loss sums ``L_k(w)``:
+
+    F(w) = (1/N) sum_k L_k(w) + (lambda/2) ||w||^2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from geodml.algorithms.record import RoundRow
+from geodml.errors import ConfigError
+from geodml.federation.base import Federation
+
+if TYPE_CHECKING:
+    from geodml.algorithms.registry import TrainSpec
+
+SiteResult = tuple[np.ndarray, dict, int]  # (vector, info, rows) from Federation.local_solve
+
+
+def as_bool(v: object) -> bool:
+    """A JSON/TOML boolean (or 0/1); anything else is an error."""
+    if isinstance(v, bool):
+        return v
+    if v in (0, 1):
+        return bool(v)
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def floats(v: object) -> tuple[float, ...]:
+    """A non-empty list of numbers."""
+    if isinstance(v, str) or not isinstance(v, Sequence) or not v:
+        raise ValueError(f"expected a non-empty list of numbers, got {v!r}")
+    return tuple(float(x) for x in v)
+
+
+def read_params(method: str, params: dict, schema: dict[str, tuple[object, Callable]]
+                ) -> dict:
+    """``params`` checked against ``schema`` (name -> (default, converter)): unknown
+    names and unconvertible values are a :class:`ConfigError` naming them."""
+    unknown = sorted(set(params) - set(schema))
+    if unknown:
+        raise ConfigError(f"unknown {method} parameters {unknown}; known: {sorted(schema)}")
+    out = {}
+    for key, (default, convert) in schema.items():
+        if key not in params or params[key] is None:
+            out[key] = default
+            continue
+        try:
+            out[key] = convert(params[key])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{method} parameter {key}: {e}") from None
+    return out
+
+
+def weighted_average(results: Sequence[SiteResult]) -> np.ndarray:
+    """``sum_k (n_k / N) v_k`` over the sites' returned vectors."""
+    total = sum(rows for _, _, rows in results)
+    out = np.zeros_like(np.asarray(results[0][0], dtype=np.float64))
+    for v, _, rows in results:
+        out += (rows / total) * v
+    return out
+
+
+def objective_from_loss_sums(loss_sums: Sequence[float], n_rows: int, lam: float,
+                             w: np.ndarray) -> float:
+    """``F(w)`` from the sites' ``L_k(w)``."""
+    return float(sum(loss_sums)) / n_rows + 0.5 * lam * float(w @ w)
+
+
+def objective_from_info(results: Sequence[SiteResult], n_rows: int, lam: float,
+                        w: np.ndarray) -> float:
+    """``F(w)`` from the ``loss_sum`` every site reported in its procedure info."""
+    return objective_from_loss_sums([info["loss_sum"] for _, info, _ in results], n_rows,
+                                    lam, w)
+
+
+def evaluate_objective(fed: Federation, lam: float, w: np.ndarray) -> float:
+    """``F(w)``: one Evaluate round (``w`` down, a loss sum up; no gradient)."""
+    evals = fed.evaluate(w, want_grad=False)
+    return objective_from_loss_sums([e.loss_sum for e in evals], fed.n_rows, lam, w)
+
+
+@dataclass
+class StopRule:
+    """The stops every method shares: ``tol`` relative suboptimality (needs ``F*``), the
+    WAN byte budget, and a non-finite or exploded objective (``> blowup * max(1, |F_0|)``)."""
+
+    tol: float | None
+    max_wan_bytes: int | None
+    blowup: float = 1e6
+    f0: float | None = None
+
+    @classmethod
+    def from_spec(cls, spec: TrainSpec) -> StopRule:
+        return cls(spec.tol, spec.max_wan_bytes)
+
+    def check(self, row: RoundRow) -> str | None:
+        """Why to stop after ``row``, or None."""
+        if self.f0 is None:
+            self.f0 = row.objective
+        if not np.isfinite(row.objective) or (
+                row.objective > self.blowup * max(1.0, abs(self.f0))):
+            return "diverged: the objective is not finite or exploded"
+        if self.tol is not None and row.suboptimality is not None and (
+                row.suboptimality <= self.tol):
+            return f"relative suboptimality below {self.tol:g}"
+        if self.max_wan_bytes is not None and row.wan_bytes >= self.max_wan_bytes:
+            return f"WAN byte budget of {self.max_wan_bytes} reached"
+        return None
+
+    def converged(self, reason: str | None) -> bool:
+        return bool(reason) and reason.startswith("relative suboptimality")
+
+
+def initial_point(fed: Federation, spec: TrainSpec) -> np.ndarray:
+    """``spec.w0`` (checked) or zeros."""
+    if spec.w0 is None:
+        return np.zeros(fed.n_features)
+    w0 = np.array(spec.w0, dtype=np.float64)
+    if w0.shape != (fed.n_features,):
+        raise ValueError(f"w0 has shape {w0.shape}, expected ({fed.n_features},)")
+    return w0

@@ -1,0 +1,218 @@
+"""FADL, and FADL with scalar-only subspace steps: few WAN rounds, exact optimum.
+
+Both minimize ``F(w) = (1/N) sum_i l(y_i, x_i.w) + (lambda/2)||w||^2``.
+
+**Local directions (FADL, Mahajan et al., JMLR 2018).** At ``w`` with the exact
+global gradient ``g``, every site solves its functional approximation
+``G_p(v) = F_p(v) + (g - grad F_p(w)).v + (mu/2)||v - w||^2`` for a few inner
+iterations (:mod:`geodml.site.local_fadl`) and returns ``d_p = v_p - w``. The
+coordinator combines them per coordinate, weighting each site by its rows among
+the sites whose rows touch that coordinate: ``d_j = sum_p n_p d_pj / sum_{p: j in
+S_p} n_p`` (the nonzero pattern of ``d_p`` stands for ``S_p`` when supports are
+not exchanged).
+
+**Subspace step (scalars only).** Sites cache each direction ``D_j`` with its
+margins ``X D_j``; the coordinator minimizes ``phi(c) = F(w + D c)`` over the
+coefficients by damped Newton, each round asking every site for
+``(psi(c), grad psi(c), hess psi(c))`` — ``1 + m + m^2`` numbers — and adding the
+regularizer ``(lambda/2)||w + D c||^2`` itself. The move ``s = D c`` is then made
+at the sites from cached margins, and ``s`` joins a memory of past steps, which
+stay in later subspaces at no cost in bytes (their margins are cached).
+
+Methods:
+
+- ``fadl``: local solves every iteration; the subspace is ``{d, -g, s_prev}``: the
+  global line search along the combined direction, safeguarded by the exact
+  gradient and the previous step. Containing ``-g``, every step decreases ``F`` at
+  least as much as an exact gradient step with exact line search, so it converges
+  to the exact optimum even where the local directions are poor (skewed
+  partitions), only more slowly there.
+- ``fadl-subspace``: the subspace is ``{d, -g, s_1 .. s_M}`` (M = 10 remembered
+  steps), converging for the same reason. It is *adaptive*: an iteration with local
+  solves moves two vectors each way (``g`` down and ``d_p`` up, then ``d`` down and
+  the gradient up), one without moves one (``g`` down, the gradient up). From the
+  first Newton round's model it measures what ``d`` adds over the rest of the
+  subspace; when the model decrease with ``d`` is below ``pay_ratio`` times the
+  decrease without it twice in a row, local solves pause for 2, 4, 8... iterations
+  and are tried again (IID data keeps them, skewed data drops them).
+
+Vector rounds per outer iteration: 2 with local solves, 1 without; scalar rounds:
+typically 3-8 for the subspace Newton method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.errors import ConfigError
+from geodml.federation.base import Federation
+
+
+@dataclass
+class FadlOptions:
+    memory: int = 10  # past steps kept in the subspace
+    adaptive: bool = True  # pause local solves while they do not pay for their round
+    pay_ratio: float = 2.0
+    inner_iterations: int = 10
+    inner_gtol: float = 1e-3
+    mu: float = 0.0
+    newton_rounds: int = 25  # scalar rounds per outer iteration, at most
+
+    @classmethod
+    def from_params(cls, params: dict, defaults: FadlOptions) -> FadlOptions:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(params) - known
+        if unknown:
+            raise ConfigError(f"unknown FADL parameters {sorted(unknown)}; known: {sorted(known)}")
+        opts = dataclasses.replace(defaults, **params)
+        if not (0 <= opts.memory <= 32 and 1 <= opts.inner_iterations <= 1000
+                and 1 <= opts.newton_rounds <= 200):
+            raise ConfigError("FADL parameters: memory in 0..32, inner_iterations in 1..1000, "
+                              "newton_rounds in 1..200")
+        return opts
+
+
+FADL = FadlOptions(memory=1, adaptive=False)  # the defaults of the two methods
+FADL_SUBSPACE = FadlOptions()
+
+
+class _SubspaceModel:
+    """The coordinator's half of ``phi(c) = F(w + D c)``: the regularizer."""
+
+    def __init__(self, fed: Federation, lam: float, w: np.ndarray, D: np.ndarray):
+        self.fed, self.lam, self.N = fed, lam, fed.n_rows
+        self.G = D.T @ D
+        self.wD = D.T @ w
+        self.ww = float(w @ w)
+
+    def assemble(self, parts, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        loss = sum(p[0] for p in parts)
+        grad = np.sum([p[1] for p in parts], axis=0)
+        hess = np.sum([p[2] for p in parts], axis=0)
+        Gc = self.G @ c
+        f = loss / self.N + 0.5 * self.lam * (self.ww + 2 * c @ self.wD + c @ Gc)
+        return f, grad / self.N + self.lam * (self.wD + Gc), hess / self.N + self.lam * self.G
+
+
+def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: int
+            ) -> tuple[np.ndarray, float, float, tuple]:
+    """Damped Newton over the coefficients; ``first`` is the replies at ``c = 0``.
+
+    Returns the coefficients, ``phi`` there, ``phi(0)`` and the model at ``c = 0``.
+    """
+    c = np.zeros(m)
+    f, gr, H = model.assemble(first, c)
+    f0, at_zero = f, (gr, H)
+    for _ in range(max_rounds):
+        step = np.linalg.lstsq(H, -gr, rcond=None)[0]
+        slope = float(gr @ step)
+        if not slope < 0:
+            step, slope = -gr, -float(gr @ gr)
+        if -0.5 * slope <= max(1e-15 * abs(f), 1e-7 * (f0 - f)):
+            break
+        t = 1.0
+        while True:
+            trial = c + t * step
+            parts = fed.subspace(coefficients=trial)
+            f_t, gr_t, H_t = model.assemble(parts, trial)
+            if f_t <= f + 1e-4 * t * slope:
+                c, f, gr, H = trial, f_t, gr_t, H_t
+                break
+            t *= 0.5
+            if t < 1e-10:
+                return c, f, f0, at_zero
+    return c, f, f0, at_zero
+
+
+def _model_decrease(gr: np.ndarray, H: np.ndarray) -> float:
+    """``-min_c (gr.c + c.H c / 2)`` for a positive semidefinite ``H``."""
+    if len(gr) == 0:
+        return 0.0
+    step = np.linalg.lstsq(H, -gr, rcond=None)[0]
+    return max(0.0, -0.5 * float(gr @ step))
+
+
+def _combine(fed: Federation, results, g: np.ndarray, lam: float) -> np.ndarray:
+    """Per-coordinate weighted average of the sites' local directions."""
+    d = np.zeros(fed.n_features)
+    weight = np.zeros(fed.n_features)
+    for site, (vec, _info, rows) in zip(fed.names, results, strict=True):
+        support = fed.support(site)
+        d += rows * vec
+        if support is None:
+            weight += rows * (vec != 0)  # a site without a shared support zeroes the rest
+        else:
+            weight[support] += rows
+    covered = weight > 0
+    d[covered] /= weight[covered]
+    # coordinates no site's rows touch: only the regularizer acts there
+    d[~covered] = -g[~covered] / lam if lam > 0 else 0.0
+    return d
+
+
+def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOptions,
+               name: str = "fadl-subspace") -> RunResult:
+    """Run FADL-style training with ``options`` (``FADL`` or ``FADL_SUBSPACE``)."""
+    lam = spec.lam_for(fed)
+    fed.prepare(spec.loss, lam)
+    N = fed.n_rows
+    w = np.zeros(fed.n_features) if spec.w0 is None else np.array(spec.w0, dtype=np.float64)
+    evals = fed.evaluate(w)
+    f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
+    g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
+    g0 = spec.grad_reference or float(np.linalg.norm(g))
+    recorder.add(0, f, w, float(np.linalg.norm(g)))
+    memory: list[np.ndarray] = []
+    params = {"inner_iterations": options.inner_iterations, "inner_gtol": options.inner_gtol,
+              "mu": options.mu}
+    skip_until, backoff, weak = 0, 2, 0
+    reason, converged = "max_rounds reached", False
+    for it in range(1, spec.max_rounds + 1):
+        gnorm = float(np.linalg.norm(g))
+        if gnorm <= spec.gtol * g0 or gnorm == 0.0:
+            reason, converged = "relative gradient norm below gtol", True
+            break
+        local = not options.adaptive or it >= skip_until
+        if local:  # g goes down with the local solves and is reused as a direction
+            d = _combine(fed, fed.local_solve("fadl_local", params, [g]), g, lam)
+            send, new = [d], [d, g]
+        else:
+            send, new = [g], [g]
+        D = np.column_stack(new + memory)
+        model = _SubspaceModel(fed, lam, w, D)
+        first = fed.subspace(send, add_last_local_input=local, coefficients=np.zeros(D.shape[1]))
+        c, _f_new, _f0, (gr0, H0) = _newton(fed, model, first, D.shape[1],
+                                            options.newton_rounds)
+        if options.adaptive and local:
+            with_d = _model_decrease(gr0, H0)
+            without_d = _model_decrease(gr0[1:], H0[1:, 1:])
+            if with_d < options.pay_ratio * without_d:
+                weak += 1
+                if weak >= 2:
+                    skip_until, backoff, weak = it + 1 + backoff, backoff * 2, 0
+            else:
+                weak, backoff = 0, 2
+        fed.subspace(coefficients=c, commit=True, memory=options.memory)
+        step = D @ c
+        w = w + step
+        memory = [step, *memory][: options.memory]
+        evals = fed.evaluate()  # the gradient at the new point, from cached margins
+        f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
+        g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
+        row = recorder.add(it, f, w, float(np.linalg.norm(g)))
+        if spec.tol is not None and row.suboptimality is not None and row.suboptimality <= (
+                spec.tol):
+            reason, converged = f"relative suboptimality below {spec.tol:g}", True
+            break
+        if spec.max_wan_bytes is not None and row.wan_bytes >= spec.max_wan_bytes:
+            reason = f"WAN byte budget of {spec.max_wan_bytes} reached"
+            break
+        if not np.any(c):
+            reason = "no further decrease in the subspace"
+            break
+    return RunResult(name, w, f, converged, reason, recorder.rows, fed.meter.snapshot(),
+                     {"lam": lam, "loss": spec.loss, "reference_grad_norm": g0})

@@ -1,0 +1,63 @@
+"""`geodml train`: centralized, geo-distributed over a sites directory, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from geodml.cli import main
+from geodml.data.synthetic import RegionalCTRConfig, write_regional
+from geodml.model import LinearModel
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sites")
+    write_regional(RegionalCTRConfig(regions=("us-east", "eu-west", "ap-south"),
+                                     rows_per_region=3000, test_rows_per_region=500,
+                                     hash_bits=11, seed=4), out)
+    return out
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_geo_distributed_training_writes_model_and_record(sites, tmp_path):
+    model, record = tmp_path / "m.npz", tmp_path / "run.jsonl"
+    result = invoke("train", sites, "--method", "fadl-subspace", "--test", sites,
+                    "--record", record, "--out", model)
+    assert result.exit_code == 0, result.output
+    assert "relative gradient norm below gtol" in result.output and "auc" in result.output
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    assert rows[0]["iteration"] == 0 and rows[-1]["wan_bytes"] > 0
+    loaded = LinearModel.load(model)
+    assert loaded.info["method"] == "fadl-subspace"
+    # a warm start from the optimum stops at once
+    again = invoke("train", sites, "--method", "sqm-lbfgs", "--warm-start", model,
+                   "--out", tmp_path / "m2.npz")
+    assert again.exit_code == 0, again.output
+    assert LinearModel.load(tmp_path / "m2.npz").info["iterations"] <= 2
+
+
+def test_centralized_export_baseline_through_the_cli(sites, tmp_path):
+    refused = invoke("train", sites, "--method", "centralized-export", "--allow-export",
+                     "us-east", "--out", tmp_path / "c.npz")
+    assert refused.exit_code != 0
+    assert "not permitted by site ap-south, eu-west" in refused.output
+    result = invoke("train", sites, "--method", "centralized-export", "--allow-export", "all",
+                    "--out", tmp_path / "c.npz")
+    assert result.exit_code == 0, result.output
+    assert LinearModel.load(tmp_path / "c.npz").info["method"] == "centralized"
+
+
+def test_bad_method_and_params_are_one_line_errors(sites, tmp_path):
+    result = invoke("train", sites, "--method", "magic")
+    assert result.exit_code != 0 and "unknown method 'magic'" in result.output
+    result = invoke("train", sites, "--method", "fadl", "--param", "inner=3")
+    assert result.exit_code != 0 and "unknown FADL parameters ['inner']" in result.output
+    assert "Traceback" not in result.output
+    result = invoke("train", "--method", "fadl", "--site", "eu-west")
+    assert result.exit_code != 0 and "is not NAME=HOST:PORT" in result.output
