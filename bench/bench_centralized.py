@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="a9a,w8a,ipinyou")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=160)
     solver = Table(title="centralized L-BFGS vs scikit-learn lbfgs (lambda = 1/N, best of "
                    f"{args.repeat})")
     for col in ("data", "rows", "features", "nnz", "sklearn s", "sklearn it", "geodml s",
