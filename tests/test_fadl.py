@@ -140,3 +140,23 @@ def test_malformed_subspace_calls_are_refused_clearly(a9a_iid):
 def test_unknown_fadl_parameter_is_named(a9a_iid):
     with in_process(a9a_iid) as fed, pytest.raises(ConfigError, match=r"\['inner'\]"):
         train(fed, "fadl", TrainSpec(params={"inner": 3}))
+
+
+def test_centralized_baseline_moves_exactly_its_metered_exports_and_matches(a9a_iid, tmp_path):
+    from geodml.algorithms.centralize import train_centralized_baseline
+    from geodml.federation import AuditLog
+    from geodml.federation.meter import read_audit
+    from geodml.site.policy import Policy
+
+    services = [SiteService(n, n, load_dataset(p), Policy(allow_raw_export=True))
+                for n, p in a9a_iid.items()]
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    with Federation([InProcessTransport(s) for s in services], "site0", audit=audit) as fed:
+        central = train_centralized_baseline(fed, gtol=1e-9)
+    exports = sum(r["bytes"] for r in read_audit(tmp_path / "audit.jsonl")
+                  if r["call"] == "Export" and r["wan"])
+    assert central.info["export_wan_bytes"] == exports > 0
+    wan_without_exports = central.wan_bytes - exports
+    assert wan_without_exports < 0.01 * exports  # Describe, Prepare, Close: headers only
+    geo = run(a9a_iid, "fadl-subspace", central.objective, tol=1e-9, max_rounds=200)
+    assert abs(geo.objective - central.objective) <= 1e-6 * abs(central.objective)

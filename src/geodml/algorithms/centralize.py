@@ -50,6 +50,7 @@ def train_centralized_baseline(
                 raise
             return str(e)
 
+    before = fed.meter.snapshot()["links"]
     for site, out in zip(fed.names, fed.map_sites(export), strict=True):
         if isinstance(out, str):
             refused[site] = out
@@ -58,6 +59,9 @@ def train_centralized_baseline(
     if refused:
         return Refused(sorted(refused), [refused[s] for s in sorted(refused)])
     export_seconds = time.perf_counter() - start
+    after = fed.meter.snapshot()["links"]
+    export_wan = sum(v["bytes"] - before.get(k, {"bytes": 0})["bytes"]
+                     for k, v in after.items() if v["wan"])
     data = Dataset.concat([parts[s] for s in fed.names])
 
     def callback(rec, w) -> None:
@@ -68,5 +72,6 @@ def train_centralized_baseline(
     return RunResult("centralized", model.w, result.f, result.converged, result.reason,
                      recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": loss, "export_seconds": export_seconds,
+                      "export_wan_bytes": export_wan,
                       "train_seconds": time.perf_counter() - start - export_seconds,
                       "rows": data.n_rows})

@@ -2,10 +2,10 @@
 
 A record row is written after each outer iteration: the objective, relative
 suboptimality ``(F(w) - F*) / |F*|`` when a reference optimum ``F*`` is known,
-the gradient norm when the method has it, cumulative WAN bytes (total and per
-link), cumulative rounds (calls to every site) and *vector rounds* (rounds that
-moved a model-sized vector each way), wall time, and test metrics when a test
-set was given. Rows go to a JSON-lines file as they are made, so an interrupted
+the gradient norm when the method has it, cumulative WAN bytes (total, and per
+directed link in ``links``), cumulative rounds (calls to every site) and *vector
+rounds* (rounds that moved a model-sized vector each way), wall time, and test
+metrics when a test set was given. Rows go to a JSON-lines file as they are made, so an interrupted
 run keeps what it did.
 """
 
@@ -34,6 +34,7 @@ class RoundRow:
     vector_rounds: float
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    links: dict[str, int] = field(default_factory=dict)  # cumulative bytes per link
 
 
 @dataclass
@@ -99,11 +100,13 @@ class RunRecorder:
         if self.evaluate is not None and iteration % self.evaluate_every == 0:
             metrics = self.evaluate(w)
         fed = self.fed
+        snapshot = fed.meter.snapshot() if fed else {"links": {}, "wan_bytes": 0}
         row = RoundRow(
-            iteration, float(objective), sub, grad_norm,
-            fed.meter.wan_bytes() if fed else 0, fed.meter.total_bytes() if fed else 0,
+            iteration, float(objective), sub, grad_norm, snapshot["wan_bytes"],
+            sum(v["bytes"] for v in snapshot["links"].values()),
             fed.rounds if fed else 0, fed.vector_rounds if fed else 0.0,
-            time.perf_counter() - self.start, metrics)
+            time.perf_counter() - self.start, metrics,
+            {name: v["bytes"] for name, v in snapshot["links"].items()})
         self.rows.append(row)
         if self.path:
             with open(self.path, "a", encoding="utf-8") as f:
