@@ -61,3 +61,15 @@ def test_bad_method_and_params_are_one_line_errors(sites, tmp_path):
     assert "Traceback" not in result.output
     result = invoke("train", "--method", "fadl", "--site", "eu-west")
     assert result.exit_code != 0 and "is not NAME=HOST:PORT" in result.output
+
+
+def test_compressed_training_from_the_cli(sites, tmp_path):
+    result = invoke("train", sites, "--method", "sqm-lbfgs", "--compress-up", "int8",
+                    "--compress-down", "float16", "--out", tmp_path / "q.npz")
+    assert result.exit_code == 0, result.output
+    plain = invoke("train", sites, "--method", "sqm-lbfgs", "--out", tmp_path / "p.npz")
+    assert plain.exit_code == 0, plain.output
+    q, p = LinearModel.load(tmp_path / "q.npz"), LinearModel.load(tmp_path / "p.npz")
+    assert abs(q.info["objective"] - p.info["objective"]) <= 1e-6 * p.info["objective"]
+    bad = invoke("train", sites, "--compress-up", '{"kind": "top_k"}', "--method", "fadl")
+    assert bad.exit_code != 0 and "give exactly one of fraction and k" in bad.output

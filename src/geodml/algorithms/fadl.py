@@ -160,10 +160,11 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     lam = spec.lam_for(fed)
     fed.prepare(spec.loss, lam)
     N = fed.n_rows
-    w = np.zeros(fed.n_features) if spec.w0 is None else np.array(spec.w0, dtype=np.float64)
+    w = np.zeros(fed.n_features) if spec.w0 is None else fed.as_received(spec.w0)
     evals = fed.evaluate(w)
     f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
     g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
+    fed.note_gradient(float(np.linalg.norm(g)))
     g0 = spec.grad_reference or float(np.linalg.norm(g))
     recorder.add(0, f, w, float(np.linalg.norm(g)))
     memory: list[np.ndarray] = []
@@ -177,11 +178,13 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
             reason, converged = "relative gradient norm below gtol", True
             break
         local = not options.adaptive or it >= skip_until
+        g_sent = fed.as_received(g)  # what the sites receive (after down compression)
         if local:  # g goes down with the local solves and is reused as a direction
-            d = _combine(fed, fed.local_solve("fadl_local", params, [g]), g, lam)
-            send, new = [d], [d, g]
+            d = fed.as_received(_combine(fed, fed.local_solve("fadl_local", params, [g_sent]),
+                                         g, lam))
+            send, new = [d], [d, g_sent]
         else:
-            send, new = [g], [g]
+            send, new = [g_sent], [g_sent]
         D = np.column_stack(new + memory)
         model = _SubspaceModel(fed, lam, w, D)
         first = fed.subspace(send, add_last_local_input=local, coefficients=np.zeros(D.shape[1]))
@@ -203,6 +206,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         evals = fed.evaluate()  # the gradient at the new point, from cached margins
         f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
         g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
+        fed.note_gradient(float(np.linalg.norm(g)))
         row = recorder.add(it, f, w, float(np.linalg.norm(g)))
         if spec.tol is not None and row.suboptimality is not None and row.suboptimality <= (
                 spec.tol):

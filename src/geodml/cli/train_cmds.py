@@ -46,7 +46,7 @@ def _load_test(path: str | None):
 
 def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
                 tls_dir: str | None, insecure: bool, allow_export: tuple[str, ...],
-                audit: str | None):
+                audit: str | None, compression=None):
     """In-process sites from a sites directory, or remote sites over gRPC."""
     from geodml.data.partition import site_dirs
     from geodml.federation import AuditLog, Federation
@@ -88,7 +88,8 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
             for name, path in dirs.items()]
     names = [t.site for t in transports]
     home = home or names[0]
-    return Federation(transports, home, audit=AuditLog(audit) if audit else None)
+    return Federation(transports, home, audit=AuditLog(audit) if audit else None,
+                      compression=compression)
 
 
 @click.command()
@@ -119,6 +120,15 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
 @click.option("--max-wan-bytes", type=int, default=None, help="Stop after this many WAN bytes.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A method parameter (repeat), e.g. --param memory=5.")
+@click.option("--compress-up", metavar="SPEC",
+              help="Compress the gradient sums sites send: float16, bfloat16, int8 (with error "
+                   "feedback) or a JSON spec (docs/compression.md).")
+@click.option("--compress-down", metavar="SPEC",
+              help="Compress the vectors sent to the sites: float32, float16, bfloat16, int8 "
+                   "or a JSON spec.")
+@click.option("--full-precision-at", type=click.FloatRange(0, 1), default=1e-3,
+              show_default=True,
+              help="Switch to full precision once ||grad|| falls to this share of its start.")
 @click.option("--warm-start", type=click.Path(exists=True, dir_okay=False),
               help="Start from this model file.")
 @click.option("--record", type=click.Path(dir_okay=False),
@@ -129,8 +139,8 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="model.npz",
               show_default=True, help="Where to write the model.")
 def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
-          solver, lam, gtol, max_iter, max_wan_bytes, params, warm_start, record, audit,
-          threads, out_path) -> None:
+          solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
+          full_precision_at, warm_start, record, audit, threads, out_path) -> None:
     """Train a linear model: centrally on a dataset directory, or geo-distributed over
     the sites of DATA_DIR (a `geodml partition` / `geodml generate` output) or over
     remote sites (--site)."""
@@ -154,9 +164,37 @@ def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_
     if allow_export and remote:
         raise click.UsageError("--allow-export sets in-process sites' policies; a remote "
                                "site's policy is in its own configuration")
+    compression = None
+    if compress_up or compress_down:
+        from geodml.compression import AdaptivePrecision
+        from geodml.federation.base import CompressionConfig
+
+        compression = CompressionConfig(
+            up=_compression_spec(compress_up, feedback=True, option="--compress-up"),
+            down=_compression_spec(compress_down, feedback=False, option="--compress-down"),
+            precision=AdaptivePrecision(threshold=full_precision_at))
     _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test,
                      loss, lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record,
-                     audit, out_path)
+                     audit, out_path, compression)
+
+
+SHORT_SPECS = {"float32": {"kind": "cast", "dtype": "float32"},
+               "float16": {"kind": "cast", "dtype": "float16"},
+               "bfloat16": {"kind": "cast", "dtype": "bfloat16"},
+               "int8": {"kind": "quantize_int8"}}
+
+
+def _compression_spec(text: str | None, feedback: bool, option: str) -> str | None:
+    """A JSON compression spec from a short name or JSON text, validated."""
+    if not text:
+        return None
+    from geodml.compression import CompressionError, from_spec, to_spec
+
+    spec = dict(SHORT_SPECS[text], error_feedback=feedback) if text in SHORT_SPECS else text
+    try:
+        return json.dumps(to_spec(from_spec(spec)))
+    except CompressionError as e:
+        raise click.BadParameter(str(e), param_hint=option) from None
 
 
 def _parse_params(params: tuple[str, ...]) -> dict:
@@ -174,7 +212,7 @@ def _parse_params(params: tuple[str, ...]) -> dict:
 
 def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test, loss,
                      lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record, audit,
-                     out_path) -> None:
+                     out_path, compression=None) -> None:
     from geodml.algorithms.centralize import Refused, train_centralized_baseline
     from geodml.algorithms.record import RunRecorder
     from geodml.algorithms.registry import METHODS, TrainSpec
@@ -193,7 +231,8 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
             z = np.asarray(test.X @ w)
             return {"log_loss": metrics.log_loss(test.y, z), "auc": metrics.roc_auc(test.y, z)}
 
-    with _federation(data_dir, remote, home, tls_dir, insecure, allow_export, audit) as fed:
+    with _federation(data_dir, remote, home, tls_dir, insecure, allow_export, audit,
+                     compression) as fed:
         console.print(f"{len(fed.sites)} sites, home {fed.home}: {fed.n_rows:,} rows, "
                       f"{fed.n_features:,} features")
         with console.status(f"training ({method})") as status:

@@ -17,15 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geodml.compression import AdaptivePrecision, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import GeodmlError
 from geodml.federation.meter import AuditLog, Meter, link_name
 from geodml.federation.transport import SiteCallError, Transport
 from geodml.site.export import decode_rows
-from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector
+from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector, roundtrip
 from geodml.wire.protocol import PROTOCOL_VERSION, pb
 
-__all__ = ["Federation", "SiteCallError", "SiteEval", "SiteInfo"]
+__all__ = ["CompressionConfig", "Federation", "SiteCallError", "SiteEval", "SiteInfo"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,21 @@ class SiteInfo:
         return cls(r.site, r.region, r.rows, r.features, r.nnz, r.positives, r.data_fingerprint,
                    FeatureSpace.from_dict(json.loads(r.feature_space_json)), r.protocol_version,
                    tuple(r.capabilities), r.support_size, r.shards)
+
+
+@dataclass
+class CompressionConfig:
+    """Compression of what crosses the WAN (JSON specs, see :mod:`geodml.compression`).
+
+    ``up``: each site compresses the gradient sums it sends (its own error-feedback
+    state); ``down``: the coordinator compresses the vectors it sends (directions,
+    points, gradients for local solves). ``precision`` switches both to full precision
+    near the optimum, so exact methods still reach it.
+    """
+
+    up: str | None = None
+    down: str | None = None
+    precision: AdaptivePrecision | None = None
 
 
 @dataclass
@@ -75,12 +91,17 @@ class Federation:
     def __init__(
         self, transports: Iterable[Transport], home: str, wire: WireFormat | None = None,
         audit: AuditLog | None = None, timeout: float | None = None,
+        compression: CompressionConfig | None = None,
     ):
         self.transports = {t.site: t for t in transports}
         if not self.transports:
             raise GeodmlError("a federation needs at least one site")
         self.home = home
         self.wire = wire or WireFormat()
+        self.compression = compression or CompressionConfig()
+        self._down_transform: Transform | None = None  # active down compression, and its state
+        self._down_state: object = None
+        self._full_precision_pending = False
         self.meter = Meter(home)
         self.audit = audit
         self.timeout = timeout
@@ -220,9 +241,36 @@ class Federation:
         job = self._job(site)
         return len(job.support) if job.restricted else self.n_features
 
+    @property
+    def down_format(self) -> WireFormat:
+        """The codec format of vectors sent to the sites."""
+        t = self._down_transform
+        return wire_format_for(t) if t is not None else self.wire
+
+    def as_received(self, v: np.ndarray) -> np.ndarray:
+        """What the sites will receive when ``v`` is sent: after the down compression (its
+        state advances: call once per vector sent) and the wire format. Algorithms send
+        and use this vector, so coordinator and sites compute with the same numbers."""
+        v = np.asarray(v, dtype=np.float64)
+        if self._down_transform is not None:
+            v, self._down_state = self._down_transform.update(v, self._down_state)
+        fmt = self.down_format
+        return v if fmt.dtype == "float64" else roundtrip(v, fmt)
+
+    def note_gradient(self, grad_norm: float) -> None:
+        """Tell the precision policy the norm of a received global gradient; near the
+        optimum it switches both directions to full precision, for good."""
+        policy = self.compression.precision
+        if policy is None or not policy.compressing:
+            return
+        if not policy.observe(grad_norm):
+            self._down_transform = self._down_state = None
+            self._full_precision_pending = True
+
     def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]]) -> Iterator:
         """The header message, then every chunk of the given (slot, vector) pairs."""
-        chunks = (c for slot, v in vectors for c in encode_vector(v, slot, self.wire))
+        fmt = self.down_format
+        chunks = (c for slot, v in vectors for c in encode_vector(v, slot, fmt))
         first = next(chunks, None)
         if first is not None:
             head.chunk.CopyFrom(first)
@@ -236,6 +284,10 @@ class Federation:
         """Open a session at every site. ``restrict_to_support=None``: wherever allowed."""
         self.close_sessions()
         reply_format = self.wire.to_proto()
+        cfg = self.compression
+        self._down_transform = t = from_spec(cfg.down) if cfg.down else None
+        self._down_state = t.init(self.n_features) if t is not None else None
+        self._full_precision_pending = False
 
         def one(site: str) -> _Job:
             info = self.sites[site]
@@ -244,7 +296,7 @@ class Federation:
             req = pb.PrepareRequest(
                 loss=loss, lam=lam, feature_space_fingerprint=info.space.fingerprint(),
                 features=self.n_features, restrict_to_support=restrict,
-                reply_format=reply_format, job=job)
+                reply_format=reply_format, job=job, up_compression=cfg.up or "")
             first, assembler = self._call(
                 site, "Prepare", req, lengths=lambda r: {0: r.support_size}, index_slots=(0,))
             support = assembler.result(0).astype(np.int64) if restrict else None
@@ -258,12 +310,13 @@ class Federation:
         ``w + step p``, or at the current point; one round to every site."""
         round_id = self._next_round(down=(w is not None) + (v is not None),
                                     up=want_grad + (v is not None))
+        full_precision, self._full_precision_pending = self._full_precision_pending, False
 
         def one(site: str) -> SiteEval:
             job = self._job(site)
             head = pb.EvaluateRequest(session=job.session, round=round_id,
                                       want_gradient=want_grad, want_hvp=v is not None,
-                                      has_w=w is not None)
+                                      has_w=w is not None, full_precision=full_precision)
             if step is not None and w is None:
                 head.step = step
             vectors = []

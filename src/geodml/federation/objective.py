@@ -9,8 +9,9 @@ gradient sums up; ``set_direction`` only remembers ``p``, which travels with the
 first ``line_values`` call (sites cache ``X p``); further step-size batches and
 ``step`` (moving to ``w + a p`` and returning the gradient) send no vector down.
 So an L-BFGS iteration costs one vector down and one vector up per site.
-Because the sites see vectors after the wire format (e.g. float32), the
-coordinator keeps ``p`` as the sites received it, so both sides step alike.
+Because the sites see vectors after the wire format and the down compression
+(e.g. float32, 8-bit), the coordinator keeps ``p`` as the sites received it and
+hands it back from ``set_direction``, so solver and sites step alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from geodml.federation.base import Federation, SiteEval
-from geodml.wire.codec import roundtrip
 
 
 class FederatedObjective:
@@ -32,12 +32,12 @@ class FederatedObjective:
         self._p_pending = False
 
     def _as_received(self, v: np.ndarray) -> np.ndarray:
-        v = np.asarray(v, dtype=np.float64)
-        return v if self.fed.wire.dtype == "float64" else roundtrip(v, self.fed.wire)
+        return self.fed.as_received(v)
 
     def _assemble(self, evals: list[SiteEval], w: np.ndarray) -> tuple[float, np.ndarray]:
         loss = sum(e.loss_sum for e in evals)
         grad = np.sum([e.grad for e in evals], axis=0) / self.n_rows + self.lam * w
+        self.fed.note_gradient(float(np.linalg.norm(grad)))
         return loss / self.n_rows + 0.5 * self.lam * float(w @ w), grad
 
     def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -45,9 +45,11 @@ class FederatedObjective:
         self.p = None
         return self._assemble(self.fed.evaluate(self.w), self.w)
 
-    def set_direction(self, p: np.ndarray) -> None:
+    def set_direction(self, p: np.ndarray) -> np.ndarray:
+        """Remember ``p`` as the sites will receive it; returns that direction."""
         self.p = self._as_received(p)
         self._p_pending = True
+        return self.p
 
     def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         alphas = np.asarray(alphas, dtype=np.float64)

@@ -47,8 +47,9 @@ class ObjectiveOracle(Protocol):
     def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
         """Move to ``w``; return ``F(w)`` and its gradient."""
 
-    def set_direction(self, p: np.ndarray) -> None:
-        """Cache a search direction ``p`` at the current point."""
+    def set_direction(self, p: np.ndarray) -> np.ndarray | None:
+        """Cache a search direction ``p`` at the current point. An oracle that changes
+        ``p`` on its way (a compressed wire) returns the direction it actually uses."""
 
     def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``F(w + a p)`` and ``dF/da`` for each ``a`` (scalars only)."""

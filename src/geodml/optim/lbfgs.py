@@ -105,7 +105,15 @@ def lbfgs(
             pairs.clear()
             p = -g / gnorm
             d0 = float(g @ p)
-        oracle.set_direction(p)
+        applied = oracle.set_direction(p)
+        if applied is not None:  # the direction as the oracle applies it (e.g. compressed)
+            p = applied
+            d0 = float(g @ p)
+            if not d0 < 0:
+                pairs.clear()
+                p = oracle.set_direction(-g / gnorm)
+                p = -g / gnorm if p is None else p
+                d0 = float(g @ p)
         ls = wolfe_line_search(oracle, f, d0, batch=opt.line_search_batch)
         if ls.alpha == 0.0:
             if pairs:  # the curvature model went bad: drop it and try steepest descent

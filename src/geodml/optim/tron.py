@@ -85,7 +85,10 @@ def tron(
     for k in range(1, max_iter + 1):
         s, cg_iters = _steihaug_cg(oracle, g, delta, cg_tol, max_cg)
         predicted = -(float(g @ s) + 0.5 * float(s @ oracle.hess_vec(s)))
-        oracle.set_direction(s)
+        applied = oracle.set_direction(s)
+        if applied is not None:  # the step as the oracle applies it (e.g. compressed)
+            s = applied
+            predicted = -(float(g @ s) + 0.5 * float(s @ oracle.hess_vec(s)))
         f_new = float(oracle.line_values(np.array([1.0]))[0][0])
         actual = f - f_new
         snorm = float(np.linalg.norm(s))

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from google.protobuf.message import Message
 
+from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset
 from geodml.errors import GeodmlError
 from geodml.models.losses import Loss, get_loss
@@ -71,6 +72,9 @@ class Session:
     threads: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     state: dict = field(default_factory=dict)  # what local procedures keep between calls
+    up: Transform | None = None  # compression of the gradient sums sent up, with its state
+    up_state: object = None
+    up_format: WireFormat | None = None
     _scratch: ThreadExecutor | None = None
     # (call, round) -> result of the last round of each call, to answer a retry
     cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
@@ -218,6 +222,13 @@ class SiteService:
         if loss.binary and not np.all((self.data.y == 0) | (self.data.y == 1)):
             raise SiteError("FAILED_PRECONDITION",
                             f"site {self.name}: loss {loss.name} needs 0/1 labels")
+        up = None
+        if request.up_compression:
+            try:
+                up = from_spec(request.up_compression)
+            except CompressionError as e:
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {self.name}: up_compression: {e}") from None
         support = None
         X = self.data.X
         if request.restrict_to_support:
@@ -234,6 +245,9 @@ class SiteService:
                 X.shape[1], support, WireFormat.from_proto(request.reply_format),
                 X, self.data.y, self.shards, self.threads,
             )
+            if up is not None:
+                session.up, session.up_state = up, up.init(session.dim)
+                session.up_format = wire_format_for(up)
             self.sessions[session.id] = session
         first = pb.PrepareReply(session=session.id, rows=self.data.n_rows,
                                 support_size=0 if support is None else len(support))
@@ -255,10 +269,10 @@ class SiteService:
             result = s.cached("evaluate", first.round)
             if result is None:
                 result = s.remember("evaluate", first.round, self._evaluate(s, first, vectors))
-        loss, rows, grad, hvp = result
+        loss, rows, grad, hvp, grad_format = result
         chunks = []
         if grad is not None:
-            chunks.append(encode_vector(grad, 0, s.reply_format))
+            chunks.append(encode_vector(grad, 0, grad_format))
         if hvp is not None:
             chunks.append(encode_vector(hvp, 1, s.reply_format))
         head = pb.EvaluateReply(loss_sum=loss, rows=rows)
@@ -282,7 +296,13 @@ class SiteService:
                             f"site {self.name}: no point yet: send w first")
         s.has_point = True
         hvp = ex.hess_vec(vectors.result(1)) if first.want_hvp else None
-        return sums.loss, sums.rows, sums.grad if first.want_gradient else None, hvp
+        if first.full_precision and s.up is not None:
+            s.up = s.up_state = s.up_format = None  # exact from now on; no residual owed
+        grad, grad_format = sums.grad if first.want_gradient else None, s.reply_format
+        if grad is not None and s.up is not None:
+            grad, s.up_state = s.up.update(grad, s.up_state)
+            grad_format = s.up_format
+        return sums.loss, sums.rows, grad, hvp, grad_format
 
     def line_search(
         self, requests: Iterable[pb.LineSearchRequest], peer: str | None

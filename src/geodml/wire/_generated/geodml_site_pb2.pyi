@@ -139,7 +139,7 @@ class PrepareReply(_message.Message):
     def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk")
+    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     WANT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class EvaluateRequest(_message.Message):
     HAS_W_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    FULL_PRECISION_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     want_gradient: bool
@@ -154,7 +155,8 @@ class EvaluateRequest(_message.Message):
     has_w: bool
     step: float
     chunk: VectorChunk
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    full_precision: bool
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
     __slots__ = ("loss_sum", "rows", "chunk")

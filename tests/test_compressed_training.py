@@ -1,0 +1,85 @@
+"""Exact methods reach the optimum with compression on, in both directions."""
+
+from __future__ import annotations
+
+import pytest
+
+from geodml.algorithms.record import RunRecorder
+from geodml.algorithms.registry import TrainSpec, train
+from geodml.compression import AdaptivePrecision
+from geodml.data import load_dataset
+from geodml.data.partition import PartitionSpec, partition_source, site_dirs
+from geodml.data.source import DatasetSource
+from geodml.federation import Federation, SiteCallError
+from geodml.federation.base import CompressionConfig
+from geodml.federation.transport import InProcessTransport
+from geodml.site.config import DataConfig, SiteConfig
+from geodml.site.launcher import LocalCluster
+from geodml.site.service import SiteService
+
+from .datasets import load_shared_libsvm
+from .test_fadl import f_star
+
+INT8_EF = '{"kind": "quantize_int8", "error_feedback": true}'
+INT8 = '{"kind": "quantize_int8"}'
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    out = tmp_path_factory.mktemp("a9a")
+    partition_source(DatasetSource(load_shared_libsvm("a9a")), out,
+                     PartitionSpec("iid", k=4, seed=3))
+    return site_dirs(out)
+
+
+def run(sites, method, compression=None, fs=None):
+    services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
+    with Federation([InProcessTransport(s) for s in services], "site0",
+                    compression=compression) as fed:
+        return train(fed, method, TrainSpec(tol=1e-6, max_rounds=800),
+                     RunRecorder(fed, f_star=fs))
+
+
+@pytest.mark.parametrize("method", ["sqm-lbfgs", "fadl-subspace"])
+def test_int8_both_ways_still_reaches_the_exact_optimum(sites, method):
+    fs = f_star(sites)
+    policy = AdaptivePrecision()
+    result = run(sites, method, CompressionConfig(up=INT8_EF, down=INT8, precision=policy), fs)
+    assert result.converged and result.rows[-1].suboptimality <= 1e-6
+    assert not policy.compressing  # it switched to full precision near the optimum
+    assert policy.switched_at > 1  # after compressing for a while
+
+
+def test_int8_cuts_sqm_bytes_to_a_tolerance(sites):
+    fs = f_star(sites)
+    plain = run(sites, "sqm-lbfgs", None, fs)
+    compressed = run(sites, "sqm-lbfgs", CompressionConfig(
+        up=INT8_EF, down=INT8, precision=AdaptivePrecision()), fs)
+    assert compressed.first_reaching(1e-4).wan_bytes < 0.6 * plain.first_reaching(1e-4).wan_bytes
+
+
+def test_compressed_grpc_run_equals_in_process_run(sites, tmp_path):
+    config = CompressionConfig(up=INT8_EF, down=INT8)
+    spec = TrainSpec(max_rounds=8)
+    local_services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
+    with Federation([InProcessTransport(s) for s in local_services], "site0",
+                    compression=config) as fed:
+        local = train(fed, "sqm-lbfgs", spec)
+    configs = [SiteConfig(name=n, region=n, insecure=True, data=DataConfig(path=p))
+               for n, p in sites.items()]
+    with LocalCluster(configs, tmp_path / "run", insecure=True) as cluster, Federation(
+            cluster.transports(), "site0", compression=CompressionConfig(
+                up=INT8_EF, down=INT8)) as fed:
+        remote = train(fed, "sqm-lbfgs", spec)
+    assert [r.objective for r in remote.rows] == [r.objective for r in local.rows]
+    assert remote.wan_bytes == local.wan_bytes
+
+
+def test_a_bad_compression_spec_is_refused_naming_the_field(sites):
+    services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
+    fed = Federation([InProcessTransport(s) for s in services], "site0",
+                     compression=CompressionConfig(up='{"kind": "top_k", "fraction": 2}'))
+    with pytest.raises(SiteCallError, match=r"up_compression.*fraction") as err:
+        fed.prepare("logistic", 1e-4)
+    assert err.value.code == "INVALID_ARGUMENT"
+    fed.close()
