@@ -264,8 +264,29 @@ class Federation:
         if policy is None or not policy.compressing:
             return
         if not policy.observe(grad_norm):
-            self._down_transform = self._down_state = None
-            self._full_precision_pending = True
+            self._full_precision()
+
+    @property
+    def compressing(self) -> bool:
+        """Whether some direction is still compressed under a precision policy."""
+        cfg = self.compression
+        return cfg.precision is not None and cfg.precision.compressing and bool(
+            cfg.up or cfg.down)
+
+    def note_direction(self, believed_slope: float, true_slope: float) -> None:
+        """Tell the policy the slope along a direction as computed from compressed
+        gradients and as the sites report it exactly; a disagreement (the compressed
+        gradient no longer points downhill enough) switches to full precision."""
+        policy = self.compression.precision
+        if policy is None or not policy.compressing:
+            return
+        if not policy.observe_direction(believed_slope, true_slope):
+            self._full_precision()
+
+    def _full_precision(self) -> None:
+        """Stop compressing: down at once, up from the next Evaluate on."""
+        self._down_transform = self._down_state = None
+        self._full_precision_pending = True
 
     def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]]) -> Iterator:
         """The header message, then every chunk of the given (slot, vector) pairs."""

@@ -30,6 +30,7 @@ class FederatedObjective:
         self.w: np.ndarray | None = None
         self.p: np.ndarray | None = None
         self._p_pending = False
+        self._g: np.ndarray | None = None  # the last gradient, as assembled from the sites
 
     def _as_received(self, v: np.ndarray) -> np.ndarray:
         return self.fed.as_received(v)
@@ -38,6 +39,7 @@ class FederatedObjective:
         loss = sum(e.loss_sum for e in evals)
         grad = np.sum([e.grad for e in evals], axis=0) / self.n_rows + self.lam * w
         self.fed.note_gradient(float(np.linalg.norm(grad)))
+        self._g = grad
         return loss / self.n_rows + 0.5 * self.lam * float(w @ w), grad
 
     def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -53,8 +55,15 @@ class FederatedObjective:
 
     def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         alphas = np.asarray(alphas, dtype=np.float64)
-        parts = self.fed.line_search(self.p if self._p_pending else None, alphas)
+        probe = self._p_pending and self.fed.compressing and self._g is not None
+        asked = np.concatenate([[0.0], alphas]) if probe else alphas
+        parts = self.fed.line_search(self.p if self._p_pending else None, asked)
         self._p_pending = False
+        if probe:  # the exact slope at 0 checks the compressed gradient's (same round)
+            true_slope = float(sum(d[0] for _, d in parts)) / self.n_rows + self.lam * float(
+                self.w @ self.p)
+            self.fed.note_direction(float(self._g @ self.p), true_slope)
+            parts = [(v[1:], d[1:]) for v, d in parts]
         vals = np.sum([v for v, _ in parts], axis=0)
         ders = np.sum([d for _, d in parts], axis=0)
         ww, wp, pp = float(self.w @ self.w), float(self.w @ self.p), float(self.p @ self.p)
