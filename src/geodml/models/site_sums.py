@@ -167,7 +167,7 @@ class SiteSums:
 
         self._map(margins)
         self.counts["matvec"] += 1
-        self.w = np.array(w, dtype=np.float64)
+        self.w = np.asarray(w)  # as given (a float32 receiver keeps one 4-byte copy)
         self.z = z
         self.p = self.q = None
         self._line_cache = {}

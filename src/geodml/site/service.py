@@ -114,15 +114,17 @@ def with_chunks(first, chunks: Iterable[pb.VectorChunk], cls) -> Iterator:
 
 
 def read_message_stream(
-    requests: Iterable, lengths: Callable[[object], dict[int, int]]
+    requests: Iterable, lengths: Callable[[object], dict[int, int]], float32: bool = False
 ) -> tuple[object, VectorAssembler]:
-    """The first (header) message and an assembler holding every chunk of the stream."""
+    """The first (header) message and an assembler holding every chunk of the stream
+    (decoding into float32 when the receiver computes in float32)."""
     it = iter(requests)
     first = next(it, None)
     if first is None:
         raise SiteError("INVALID_ARGUMENT", "empty request stream")
-    assembler = VectorAssembler(lengths(first))
-    for msg in (first, *it):
+    slots = lengths(first)
+    assembler = VectorAssembler(slots, float32_slots=slots if float32 else ())
+    for msg in itertools.chain((first,), it):  # one message at a time: bounded memory
         if msg.HasField("chunk"):
             assembler.add(msg.chunk)
     return first, assembler
@@ -159,8 +161,12 @@ class SiteService:
     def support(self) -> np.ndarray:
         """Sorted feature indices that at least one of the site's rows touches."""
         if self._support is None:
-            counts = np.bincount(self.data.X.indices, minlength=self.data.n_features)
-            self._support = np.flatnonzero(counts).astype(np.uint32)
+            indices = self.data.X.indices
+            if len(indices) < self.data.n_features // 8:  # few nonzeros: sort them
+                self._support = np.unique(indices).astype(np.uint32)
+            else:  # a count per feature costs less than sorting
+                counts = np.bincount(indices, minlength=self.data.n_features)
+                self._support = np.flatnonzero(counts).astype(np.uint32)
         return self._support
 
     def _restricted(self) -> sp.csr_matrix:
@@ -263,7 +269,7 @@ class SiteService:
             s = self._session(first.session)
             return {0: s.dim if first.has_w else 0, 1: s.dim if first.want_hvp else 0}
 
-        first, vectors = read_message_stream(requests, lengths)
+        first, vectors = read_message_stream(requests, lengths, self.data.X.dtype == np.float32)
         s = self._session(first.session)
         with s.lock:
             result = s.cached("evaluate", first.round)

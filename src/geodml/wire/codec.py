@@ -454,6 +454,7 @@ def expected_dense_bytes(n: int, dtype: str, chunk_bytes: int = 1 << 20) -> int:
 class _Slot:
     length: int
     index: bool
+    float32: bool = False  # decode into float32 (a receiver computing in float32)
     next_start: int = 0
     chunks: int = 0
     payload_bytes: int = 0
@@ -470,16 +471,18 @@ class VectorAssembler:
 
     lengths maps each expected slot to its number of elements. Slots listed in index_slots
     hold UINT32 index vectors (output uint32); the others hold floating vectors (output
-    float64). max_elements, if given, bounds the total elements over all slots (a guard
-    against hostile lengths before anything is allocated).
+    float64, or float32 for slots in float32_slots: a receiver that computes in float32
+    then holds one 4-byte copy; a value beyond float32's range is an error).
+    max_elements, if given, bounds the total elements over all slots (a guard against
+    hostile lengths before anything is allocated).
     """
 
     def __init__(self, lengths: dict[int, int], max_elements: int | None = None, *,
-                 index_slots: Iterable[int] = ()):
-        index = set(index_slots)
-        unknown = index - set(lengths)
+                 index_slots: Iterable[int] = (), float32_slots: Iterable[int] = ()):
+        index, narrow = set(index_slots), set(float32_slots)
+        unknown = (index | narrow) - set(lengths)
         if unknown:
-            raise CodecError(f"index slots {sorted(unknown)} have no length")
+            raise CodecError(f"index or float32 slots {sorted(unknown)} have no length")
         total = 0
         self._slots: dict[int, _Slot] = {}
         for slot, n in lengths.items():
@@ -488,7 +491,8 @@ class VectorAssembler:
                 raise CodecError(f"vector length must be a non-negative integer, got {n!r}",
                                  slot=slot)
             total += int(n)
-            self._slots[int(slot)] = _Slot(length=int(n), index=slot in index)
+            self._slots[int(slot)] = _Slot(length=int(n), index=slot in index,
+                                           float32=slot in narrow)
         if max_elements is not None and total > max_elements:
             raise CodecError(f"message declares {total} elements, more than the limit "
                              f"{max_elements}")
@@ -557,6 +561,10 @@ class VectorAssembler:
             values = _decode_qint8(payload, values, offsets, slot, start)
         if code != pb.UINT32:
             _check_decoded(values, offsets, slot, start)
+            if s.float32 and values.dtype.itemsize > 4 and values.size and (
+                    np.abs(values).max() > np.finfo(np.float32).max):
+                raise CodecError("a value exceeds the float32 range of this receiver",
+                                 slot=slot, start=start)
         if s.out is None:
             s.out = self._allocate(s)
         seg = s.out[start:start + count]
@@ -643,7 +651,8 @@ class VectorAssembler:
 
     @staticmethod
     def _allocate(s: _Slot) -> np.ndarray:
-        return np.empty(s.length, dtype=np.uint32 if s.index else np.float64)
+        dtype = np.uint32 if s.index else np.float32 if s.float32 else np.float64
+        return np.empty(s.length, dtype=dtype)
 
 
 def _check_decoded(values: np.ndarray, offsets: np.ndarray | None, slot: int,
