@@ -4,7 +4,8 @@
    sa-east), each with a held-out test split.
 2. Creates a CA and certificates, and starts one site server per DC as its own
    process on loopback, with mutual TLS. The EU site's policy forbids raw export.
-3. Trains geo-distributed (SQM L-BFGS over the federation: only sums cross the WAN).
+3. Trains geo-distributed (SQM L-BFGS by default; --method picks another): only
+   aggregates cross the WAN.
 4. Runs the centralized baseline for real: it is refused, naming eu-west; then it
    runs again with an export exception for eu-west, to show what copying costs.
 5. Prints the comparison and writes ``report.json`` and the audit log.
@@ -23,7 +24,7 @@ import numpy as np
 from geodml import metrics
 from geodml.algorithms.centralize import Refused, train_centralized_baseline
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.sqm import train_sqm
+from geodml.algorithms.registry import TrainSpec, train
 from geodml.data.dataset import Dataset
 from geodml.data.partition import read_manifest, site_dirs
 from geodml.data.store import load_dataset
@@ -90,7 +91,7 @@ def _evaluator(test: Dataset):
 
 
 def run_demo(out: Path, rows: int = 20_000, test_rows: int = 4_000, hash_bits: int = 14,
-             seed: int = 0, progress=print) -> DemoOutcome:
+             seed: int = 0, method: str = "sqm-lbfgs", progress=print) -> DemoOutcome:
     start = time.perf_counter()
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -107,9 +108,9 @@ def run_demo(out: Path, rows: int = 20_000, test_rows: int = 4_000, hash_bits: i
     (out / "audit.jsonl").unlink(missing_ok=True)
     with LocalCluster(configs, out / "sites", client_tls=coordinator_tls) as cluster:
         with Federation(cluster.transports(), HOME, audit=AuditLog(out / "audit.jsonl")) as fed:
-            progress("training geo-distributed (SQM L-BFGS: only sums cross the WAN)")
-            geo = train_sqm(fed, "lbfgs", gtol=1e-6,
-                            recorder=RunRecorder(fed, path=out / "geo.jsonl"))
+            progress(f"training geo-distributed ({method}: only aggregates cross the WAN)")
+            geo = train(fed, method, TrainSpec(gtol=1e-6),
+                        RunRecorder(fed, path=out / "geo.jsonl"))
         with Federation(cluster.transports(), HOME) as fed:
             progress("centralized baseline: exporting every DC's rows to us-east")
             refused = train_centralized_baseline(fed)

@@ -301,18 +301,21 @@ def _train_centralized(data_dir, test, loss, solver, lam, gtol, max_iter, thread
 @click.option("--rows", type=click.IntRange(min=1000), default=20_000, show_default=True,
               help="Training rows per data center.")
 @click.option("--hash-bits", type=click.IntRange(8, 24), default=14, show_default=True)
-def demo(out_dir: str, rows: int, hash_bits: int) -> None:
+@click.option("--method", default="sqm-lbfgs", show_default=True,
+              help="The geo-distributed method (see geodml train --help).")
+def demo(out_dir: str, rows: int, hash_bits: int, method: str) -> None:
     """Four DCs on this machine: geo-distributed training vs copying the data home."""
     from geodml.demo import run_demo
 
     outcome = run_demo(Path(out_dir), rows=rows, test_rows=max(1000, rows // 5),
-                       hash_bits=hash_bits, progress=lambda m: console.print(f"[dim]{m}[/]"))
+                       hash_bits=hash_bits, method=method,
+                       progress=lambda m: console.print(f"[dim]{m}[/]"))
     table = Table(title="geodml demo: 4 DCs, home us-east, logistic regression, lambda = 1/N")
     for col in ("plan", "objective", "test log loss", "test AUC", "WAN bytes", "rounds",
                 "wall s"):
         table.add_column(col, justify="right" if col != "plan" else "left")
     geo, central = outcome.geo, outcome.centralized
-    for name, run, test in (("geo-distributed (SQM L-BFGS)", geo,
+    for name, run, test in ((f"geo-distributed ({method})", geo,
                              outcome.test_metrics["geo-distributed"]),
                             ("centralized, eu-west exception", central,
                              outcome.test_metrics["centralized"])):
