@@ -24,7 +24,7 @@ from geodml.federation.meter import AuditLog, Meter, link_name
 from geodml.federation.transport import SiteCallError, Transport
 from geodml.site.export import decode_rows
 from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector, roundtrip
-from geodml.wire.protocol import PROTOCOL_VERSION, pb
+from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
 
 __all__ = ["CompressionConfig", "Federation", "SiteCallError", "SiteEval", "SiteInfo"]
 
@@ -291,13 +291,8 @@ class Federation:
     def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]]) -> Iterator:
         """The header message, then every chunk of the given (slot, vector) pairs."""
         fmt = self.down_format
-        chunks = (c for slot, v in vectors for c in encode_vector(v, slot, fmt))
-        first = next(chunks, None)
-        if first is not None:
-            head.chunk.CopyFrom(first)
-        yield head
-        for c in chunks:
-            yield cls(chunk=c)
+        return with_chunks(head, (c for slot, v in vectors
+                                  for c in encode_vector(v, slot, fmt)), cls)
 
     # -- the interface algorithms use -----------------------------------------------
     def prepare(self, loss: str, lam: float, restrict_to_support: bool | None = None,

@@ -40,7 +40,7 @@ from geodml.wire.codec import (
     encode_indices,
     encode_vector,
 )
-from geodml.wire.protocol import PROTOCOL_VERSION, pb
+from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
 
 CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step",
                 "subspace")
@@ -100,17 +100,6 @@ class Session:
             self.cache = {k: v for k, v in self.cache.items() if k[0] != call}
             self.cache[(call, round_id)] = result
         return result
-
-
-def with_chunks(first, chunks: Iterable[pb.VectorChunk], cls) -> Iterator:
-    """The header message carrying the first chunk, then one message per chunk."""
-    it = iter(chunks)
-    head = next(it, None)
-    if head is not None:
-        first.chunk.CopyFrom(head)
-    yield first
-    for c in it:
-        yield cls(chunk=c)
 
 
 def read_message_stream(
