@@ -61,6 +61,7 @@ class FadlOptions:
     inner_gtol: float = 1e-3
     mu: float = 0.0
     newton_rounds: int = 25  # scalar rounds per outer iteration, at most
+    newton_tol: float = 1e-7  # stop Newton when the predicted gain < this share of the gain so far
 
     @classmethod
     def from_params(cls, params: dict, defaults: FadlOptions) -> FadlOptions:
@@ -98,8 +99,8 @@ class _SubspaceModel:
         return f, grad / self.N + self.lam * (self.wD + Gc), hess / self.N + self.lam * self.G
 
 
-def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: int
-            ) -> tuple[np.ndarray, float, float, tuple]:
+def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: int,
+            tol: float = 1e-7) -> tuple[np.ndarray, float, float, tuple]:
     """Damped Newton over the coefficients; ``first`` is the replies at ``c = 0``.
 
     Returns the coefficients, ``phi`` there, ``phi(0)`` and the model at ``c = 0``.
@@ -112,7 +113,7 @@ def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: i
         slope = float(gr @ step)
         if not slope < 0:
             step, slope = -gr, -float(gr @ gr)
-        if -0.5 * slope <= max(1e-15 * abs(f), 1e-7 * (f0 - f)):
+        if -0.5 * slope <= max(1e-15 * abs(f), tol * (f0 - f)):
             break
         t = 1.0
         while True:
@@ -189,7 +190,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         model = _SubspaceModel(fed, lam, w, D)
         first = fed.subspace(send, add_last_local_input=local, coefficients=np.zeros(D.shape[1]))
         c, _f_new, _f0, (gr0, H0) = _newton(fed, model, first, D.shape[1],
-                                            options.newton_rounds)
+                                            options.newton_rounds, options.newton_tol)
         if options.adaptive and local:
             with_d = _model_decrease(gr0, H0)
             without_d = _model_decrease(gr0[1:], H0[1:, 1:])
