@@ -73,3 +73,16 @@ def test_compressed_training_from_the_cli(sites, tmp_path):
     assert abs(q.info["objective"] - p.info["objective"]) <= 1e-6 * p.info["objective"]
     bad = invoke("train", sites, "--compress-up", '{"kind": "top_k"}', "--method", "fadl")
     assert bad.exit_code != 0 and "give exactly one of fraction and k" in bad.output
+
+
+def test_deployment_file_reports_modeled_wan_time_and_dollars(sites, tmp_path):
+    deployment = tmp_path / "deployment.toml"
+    deployment.write_text('home = "us-east"\n' + "".join(
+        f'[[sites]]\nname = "{n}"\nregion = "{n}"\n' for n in ("us-east", "eu-west", "ap-south")))
+    result = invoke("train", sites, "--method", "sqm-lbfgs", "--deployment", deployment,
+                    "--out", tmp_path / "m.npz")
+    assert result.exit_code == 0, result.output
+    assert "s of WAN transfer (modeled)" in result.output and "egress" in result.output
+    deployment.write_text('home = "nowhere"\n[[sites]]\nname = "us-east"\n')
+    bad = invoke("train", sites, "--method", "sqm-lbfgs", "--deployment", deployment)
+    assert bad.exit_code != 0 and "home" in bad.output and str(deployment) in bad.output

@@ -135,12 +135,16 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
               help="Write one JSON line per outer iteration here.")
 @click.option("--audit", type=click.Path(dir_okay=False),
               help="Write the audit log of every message crossing a DC boundary here.")
+@click.option("--deployment", type=click.Path(exists=True, dir_okay=False),
+              help="A deployment file (docs/wan.md): report the modeled WAN time and egress "
+                   "dollars of the run over its links; its home is the coordinator's DC.")
 @click.option("--threads", type=int, default=None, help="Threads for row blocks (default: cores).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="model.npz",
               show_default=True, help="Where to write the model.")
 def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
           solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
-          full_precision_at, warm_start, record, audit, threads, out_path) -> None:
+          full_precision_at, warm_start, record, audit, deployment, threads,
+          out_path) -> None:
     """Train a linear model: centrally on a dataset directory, or geo-distributed over
     the sites of DATA_DIR (a `geodml partition` / `geodml generate` output) or over
     remote sites (--site)."""
@@ -173,9 +177,18 @@ def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_
             up=_compression_spec(compress_up, feedback=True, option="--compress-up"),
             down=_compression_spec(compress_down, feedback=False, option="--compress-down"),
             precision=AdaptivePrecision(threshold=full_precision_at))
+    topology = None
+    if deployment:
+        from geodml.deployment import load_deployment
+
+        topology = load_deployment(deployment)
+        if home and home != topology.home:
+            raise click.BadParameter(f"{deployment} says home is {topology.home}",
+                                     param_hint="--home")
+        home = topology.home
     _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test,
                      loss, lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record,
-                     audit, out_path, compression)
+                     audit, out_path, compression, topology)
 
 
 SHORT_SPECS = {"float32": {"kind": "cast", "dtype": "float32"},
@@ -212,7 +225,7 @@ def _parse_params(params: tuple[str, ...]) -> dict:
 
 def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test, loss,
                      lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record, audit,
-                     out_path, compression=None) -> None:
+                     out_path, compression=None, topology=None) -> None:
     from geodml.algorithms.centralize import Refused, train_centralized_baseline
     from geodml.algorithms.record import RunRecorder
     from geodml.algorithms.registry import METHODS, TrainSpec
@@ -231,6 +244,12 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
             z = np.asarray(test.X @ w)
             return {"log_loss": metrics.log_loss(test.y, z), "auc": metrics.roc_auc(test.y, z)}
 
+    scratch = None
+    if topology is not None and audit is None:  # the model reads the audit log
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="geodml-audit-")
+        audit = str(Path(scratch.name) / "audit.jsonl")
     with _federation(data_dir, remote, home, tls_dir, insecure, allow_export, audit,
                      compression) as fed:
         console.print(f"{len(fed.sites)} sites, home {fed.home}: {fed.n_rows:,} rows, "
@@ -262,6 +281,16 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
     console.print(table)
     if evaluate is not None:
         console.print(_metrics_table("test quality", {"test": evaluate(result.w)}))
+    if topology is not None:
+        from geodml.federation.meter import read_audit
+        from geodml.wan import model_run
+
+        modeled = model_run(read_audit(audit), topology)
+        console.print(f"over the deployment's links: {modeled.seconds:.1f} s of WAN transfer "
+                      f"(modeled), ${modeled.usd:.4f} egress, beside {last.seconds:.1f} s "
+                      "measured here")
+        if scratch is not None:
+            scratch.cleanup()
     console.print(f"model written to {out_path}")
 
 
