@@ -61,7 +61,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geodml.errors import ConfigError
-from geodml.site.config import TlsConfig, load_toml
+from geodml.site.config import TlsConfig, load_toml, resolve_path
 from geodml.wan import AREAS, LinkModel, Region, default_link, find_region
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
@@ -238,15 +238,12 @@ class Deployment(_Strict):
 
     def resolve(self, base: Path) -> Deployment:
         """Paths made absolute relative to ``base`` (the deployment file's folder)."""
-        def fix(p: Path) -> Path:
-            return p if p.is_absolute() else (base / p).resolve()
-
         out = self.model_copy(deep=True)
         for site in out.sites:
             if site.data is not None:
-                site.data = fix(site.data)
+                site.data = resolve_path(site.data, base)
         if out.tls is not None:
-            out.tls = TlsConfig(ca=fix(out.tls.ca), cert=fix(out.tls.cert), key=fix(out.tls.key))
+            out.tls = out.tls.resolve(base)
         return out
 
 

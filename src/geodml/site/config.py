@@ -59,10 +59,19 @@ class ExecutorConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=1024)
 
 
+def resolve_path(path: Path, base: Path) -> Path:
+    """``path`` made absolute relative to ``base`` (a config file's folder)."""
+    return path if path.is_absolute() else (base / path).resolve()
+
+
 class TlsConfig(_Strict):
     ca: Path
     cert: Path
     key: Path
+
+    def resolve(self, base: Path) -> TlsConfig:
+        return TlsConfig(ca=resolve_path(self.ca, base), cert=resolve_path(self.cert, base),
+                         key=resolve_path(self.key, base))
 
 
 class SiteConfig(_Strict):
@@ -77,13 +86,10 @@ class SiteConfig(_Strict):
 
     def resolve(self, base: Path) -> SiteConfig:
         """Paths made absolute relative to ``base`` (the config file's folder)."""
-        def fix(p: Path) -> Path:
-            return p if p.is_absolute() else (base / p).resolve()
-
         out = self.model_copy(deep=True)
-        out.data.path = fix(out.data.path)
+        out.data.path = resolve_path(out.data.path, base)
         if out.tls is not None:
-            out.tls = TlsConfig(ca=fix(out.tls.ca), cert=fix(out.tls.cert), key=fix(out.tls.key))
+            out.tls = out.tls.resolve(base)
         return out
 
 
