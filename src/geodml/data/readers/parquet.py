@@ -19,7 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geodml.data.readers.tabular import CellError, TableConverter, TableSchema
+from geodml.data.readers.tabular import (
+    CellError,
+    TableConverter,
+    TableSchema,
+    check_schema_columns,
+    columns_to_read,
+)
 from geodml.data.source import DEFAULT_CHUNK_ROWS, Chunk, KeySpec
 from geodml.errors import ConfigError, DataFormatError
 
@@ -38,12 +44,7 @@ class ParquetSource:
             self.names = pq.ParquetFile(self.path).schema_arrow.names
         except (pa.ArrowInvalid, OSError) as e:
             raise DataFormatError(self.path, None, f"not a readable Parquet file: {e}") from None
-        wanted = [schema.label, *schema.numeric, *schema.categorical, *schema.drop]
-        absent = [c for c in wanted if c not in self.names]
-        if absent:
-            raise DataFormatError(self.path, None,
-                                  f"columns named in the schema are not in the file: {absent}",
-                                  ",".join(self.names))
+        check_schema_columns(self.path, self.names, schema)
 
     def chunks(
         self, key: KeySpec | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
@@ -51,10 +52,7 @@ class ParquetSource:
         """Yield chunks of at most ``chunk_rows`` rows, one record batch each."""
         if chunk_rows < 1:
             raise ConfigError(f"chunk_rows must be positive, got {chunk_rows}")
-        columns = self.converter.columns(key)
-        absent = [c for c in columns if c not in self.names]
-        if absent:
-            raise ConfigError(f"{self.path}: key columns not in the file: {absent}")
+        columns = columns_to_read(self.path, self.names, self.converter, key)
         done = 0
         with pq.ParquetFile(self.path) as f:
             for batch in f.iter_batches(batch_size=chunk_rows, columns=columns):

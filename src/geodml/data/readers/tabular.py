@@ -330,6 +330,27 @@ class CellError(Exception):
         self.row, self.column, self.problem, self.value = row, column, problem, value
 
 
+def check_schema_columns(path: str, names: list[str], schema: TableSchema,
+                         line: int | None = None) -> None:
+    """DataFormatError unless every column the schema names is among ``names``."""
+    wanted = [schema.label, *schema.numeric, *schema.categorical, *schema.drop]
+    absent = [c for c in wanted if c not in names]
+    if absent:
+        raise DataFormatError(path, line,
+                              f"columns named in the schema are not in the file: {absent}",
+                              ",".join(names))
+
+
+def columns_to_read(path: str, names: list[str], converter: TableConverter,
+                    key: KeySpec | None) -> list[str]:
+    """The columns a chunk needs (schema and key); ConfigError for an absent key column."""
+    columns = converter.columns(key)
+    absent = [c for c in columns if c not in names]
+    if absent:
+        raise ConfigError(f"{path}: key columns not in the file: {absent}")
+    return columns
+
+
 def scale_of(transform: str) -> float | None:
     """``S`` of a ``scale:S`` transform with ``S`` finite and positive, else None."""
     if not transform.startswith("scale:"):
@@ -585,13 +606,7 @@ class CsvSource:
             self._data_skip = s.skip_rows
         if first is None:
             return
-        wanted = [s.label, *s.numeric, *s.categorical, *s.drop]
-        absent = [c for c in wanted if c not in self.names]
-        if absent:
-            raise DataFormatError(
-                self.path, line_no if header else None,
-                f"columns named in the schema are not in the file: {absent}",
-                ",".join(self.names))
+        check_schema_columns(self.path, self.names, s, line_no if header else None)
 
     def chunks(
         self, key: KeySpec | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
@@ -599,12 +614,9 @@ class CsvSource:
         """Yield chunks of at most ``chunk_rows`` rows; memory is one block plus one chunk."""
         if chunk_rows < 1:
             raise ConfigError(f"chunk_rows must be positive, got {chunk_rows}")
-        columns = self.converter.columns(key)
-        absent = [c for c in columns if c not in self.names]
-        if absent and not self._empty:
-            raise ConfigError(f"{self.path}: key columns not in the file: {absent}")
         if self._empty:
             return
+        columns = columns_to_read(self.path, self.names, self.converter, key)
         state = _RowState()
         done = 0
         for table in rebatch(self._batches(columns, state), chunk_rows):
