@@ -48,7 +48,7 @@ import numpy as np
 from geodml.data.dataset import FeatureSpace
 from geodml.data.hashing import mix64
 from geodml.data.source import DEFAULT_CHUNK_ROWS, Chunk, KeySpec, Source
-from geodml.data.store import DatasetWriter, read_meta
+from geodml.data.store import DatasetWriter, read_meta, read_versioned_json
 from geodml.errors import ConfigError, DataFormatError
 
 Scheme = Literal["iid", "by-column", "dirichlet"]
@@ -283,20 +283,10 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 def read_manifest(out_dir: str | os.PathLike) -> dict:
     """The manifest of a partition / generated directory, checked for its format."""
-    path = Path(out_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise DataFormatError(str(out_dir), None, f"no {MANIFEST_NAME}: not a partition "
-                              "directory, or an interrupted one")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataFormatError(str(path), e.lineno, f"invalid JSON: {e.msg}") from None
-    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
-        raise DataFormatError(
-            str(path), None, f"unsupported manifest format {manifest.get('format')!r} "
-            f"version {manifest.get('version')!r}",
-        )
-    return manifest
+    return read_versioned_json(
+        Path(out_dir) / MANIFEST_NAME, MANIFEST_FORMAT, MANIFEST_VERSION, "manifest format",
+        f"no {MANIFEST_NAME}: not a partition directory, or an interrupted one",
+        missing_at=out_dir)
 
 
 def site_dirs(out_dir: str | os.PathLike, split: str = "train") -> dict[str, Path]:

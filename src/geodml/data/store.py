@@ -132,23 +132,33 @@ def save_dataset(
     return read_meta(path)
 
 
+def read_versioned_json(path: Path, fmt: str, version: int, kind: str, missing: str,
+                        missing_at: str | os.PathLike | None = None) -> dict:
+    """A JSON file whose ``format`` and ``version`` must be ``fmt`` and ``version``.
+
+    Every problem is a DataFormatError: ``missing`` (reported at ``missing_at``, by
+    default the file) when the file is absent, the line of invalid JSON, or the
+    unsupported ``kind`` of format and version found.
+    """
+    if not path.is_file():
+        raise DataFormatError(str(missing_at or path), None, missing)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataFormatError(str(path), e.lineno, f"invalid JSON: {e.msg}") from None
+    if data.get("format") != fmt or data.get("version") != version:
+        raise DataFormatError(
+            str(path), None,
+            f"unsupported {kind} {data.get('format')!r} version {data.get('version')!r}",
+        )
+    return data
+
+
 def read_meta(path: str | os.PathLike) -> dict:
     """The metadata of a dataset directory, with a clear error if it is not one."""
-    meta_path = Path(path) / _META
-    if not meta_path.is_file():
-        raise DataFormatError(
-            str(path), None, f"not a complete geodml dataset directory (no {_META})"
-        )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataFormatError(str(meta_path), e.lineno, f"invalid JSON: {e.msg}") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise DataFormatError(
-            str(meta_path), None,
-            f"unsupported format {meta.get('format')!r} version {meta.get('version')!r}",
-        )
-    return meta
+    return read_versioned_json(
+        Path(path) / _META, FORMAT, VERSION, "format",
+        f"not a complete geodml dataset directory (no {_META})", missing_at=path)
 
 
 def load_dataset(path: str | os.PathLike, mmap: bool = False) -> Dataset:
