@@ -379,6 +379,25 @@ def from_spec(spec: Mapping[str, Any] | str | None) -> Transform:
     return _build(spec, "", 1, [0])
 
 
+
+#: short names of common specs (``geodml train --compress-up float16``)
+SHORT_SPECS: dict[str, dict[str, Any]] = {
+    "float32": {"kind": "cast", "dtype": "float32"},
+    "float16": {"kind": "cast", "dtype": "float16"},
+    "bfloat16": {"kind": "cast", "dtype": "bfloat16"},
+    "int8": {"kind": "quantize_int8"},
+}
+
+
+def spec_text(text: str | None, error_feedback: bool) -> str | None:
+    """A validated JSON spec from a short name (:data:`SHORT_SPECS`, with
+    ``error_feedback`` as given) or from JSON text; None stays None."""
+    if not text:
+        return None
+    spec = dict(SHORT_SPECS[text], error_feedback=error_feedback) if text in SHORT_SPECS \
+        else text
+    return json.dumps(to_spec(from_spec(spec)))
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

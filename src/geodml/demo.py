@@ -4,33 +4,32 @@
    sa-east), each with a held-out test split.
 2. Creates a CA and certificates, and starts one site server per DC as its own
    process on loopback, with mutual TLS. The EU site's policy forbids raw export.
-3. Trains geo-distributed (SQM L-BFGS by default; --method picks another): only
-   aggregates cross the WAN.
-4. Runs the centralized baseline for real: it is refused, naming eu-west; then it
-   runs again with an export exception for eu-west, to show what copying costs.
-5. Prints the comparison and writes ``report.json`` and the audit log.
+3. Writes ``deployment.toml``: the four sites at their loopback addresses, placed in
+   the AWS regions the names stand for, so the WAN model prices every link from the
+   region table (:mod:`geodml.wan`).
+4. Runs ``geodml compare`` on it (:mod:`geodml.compare`): the planner's predictions;
+   the centralized baseline, refused by eu-west's policy, then run again through a
+   second eu-west server granted an export exception, to show what copying costs;
+   and geo-distributed training (FADL-subspace with float16 vectors both ways).
+5. The report directory holds ``report.md``, ``report.json``, plots and audit logs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from geodml import metrics
-from geodml.algorithms.centralize import Refused, train_centralized_baseline
-from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.registry import TrainSpec, train
+from geodml.compare import Comparison, run_compare
+from geodml.compression import spec_text
+from geodml.connect import federation_factory
 from geodml.data.dataset import Dataset
 from geodml.data.partition import read_manifest, site_dirs
 from geodml.data.store import load_dataset
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
+from geodml.deployment import load_deployment
 from geodml.errors import GeodmlError
-from geodml.federation import AuditLog, Federation
+from geodml.planner import GeoVariant, Workload
 from geodml.site.config import DataConfig, SiteConfig, TlsConfig
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
@@ -39,16 +38,13 @@ from geodml.wire.tls import TlsFiles, init_ca, issue
 HOME = "us-east"
 REGIONS = ("us-east", "eu-west", "ap-south", "sa-east")
 FORBIDS_EXPORT = "eu-west"
+GTOL = 1e-3  # both plans stop at ||grad|| <= 1e-3 ||grad_0||: test AUC has settled there
 
 
-@dataclass
-class DemoOutcome:
-    geo: RunResult
-    refused: Refused
-    centralized: RunResult
-    test_metrics: dict[str, dict[str, float]]
-    out_dir: Path
-    seconds: float
+def demo_variant(method: str = "fadl-subspace", compress: str | None = "float16") -> GeoVariant:
+    """The demo's geo plan: ``method`` with ``compress`` vectors both ways."""
+    return GeoVariant(method, spec_text(compress, error_feedback=True),
+                      spec_text(compress, error_feedback=False), label=compress or "")
 
 
 def _data(out: Path, rows: int, test_rows: int, hash_bits: int, seed: int) -> Path:
@@ -64,13 +60,13 @@ def _data(out: Path, rows: int, test_rows: int, hash_bits: int, seed: int) -> Pa
     return data_dir
 
 
-def _certs(out: Path) -> tuple[Path, TlsFiles]:
+def _certs(out: Path) -> Path:
     certs = out / "certs"
     init_ca(certs, overwrite=True)
     for region in REGIONS:
         issue(certs, certs, region, "site", overwrite=True)
-    coordinator = issue(certs, certs, "coordinator", "coordinator", overwrite=True)
-    return certs, coordinator.tls_files()
+    issue(certs, certs, "coordinator", "coordinator", overwrite=True)
+    return certs
 
 
 def _site_config(region: str, data: Path, certs: Path, allow_export: bool) -> SiteConfig:
@@ -83,64 +79,52 @@ def _site_config(region: str, data: Path, certs: Path, allow_export: bool) -> Si
     )
 
 
-def _evaluator(test: Dataset):
-    def evaluate(w: np.ndarray) -> dict[str, float]:
-        z = np.asarray(test.X @ w)
-        return {"log_loss": metrics.log_loss(test.y, z), "auc": metrics.roc_auc(test.y, z)}
-    return evaluate
+def write_deployment(path: Path, addresses: dict[str, str], certs: Path) -> Path:
+    """The demo's deployment file: every site at its loopback address, in its region."""
+    lines = [f"home = {json.dumps(HOME)}", "",
+             "[tls]", f"ca = {json.dumps(str(certs / 'ca.pem'))}",
+             f"cert = {json.dumps(str(certs / 'coordinator.pem'))}",
+             f"key = {json.dumps(str(certs / 'coordinator.key'))}"]
+    for region in REGIONS:
+        lines += ["", "[[sites]]", f"name = {json.dumps(region)}",
+                  f"region = {json.dumps(region)}  # alias of an AWS region (geodml.wan)",
+                  f"address = {json.dumps(addresses[region])}",
+                  'tls_server_name = "localhost"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
-def run_demo(out: Path, rows: int = 20_000, test_rows: int = 4_000, hash_bits: int = 14,
-             seed: int = 0, method: str = "sqm-lbfgs", progress=print) -> DemoOutcome:
-    start = time.perf_counter()
+def run_demo(out: Path, rows: int = 200_000, test_rows: int = 20_000, hash_bits: int = 12,
+             seed: int = 0, method: str = "fadl-subspace", compress: str | None = "float16",
+             progress=print, on_row_factory=None) -> Comparison:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    progress(f"generating regional CTR data for {len(REGIONS)} DCs ({rows:,} rows each)")
+    progress(f"generating regional CTR data for {len(REGIONS)} DCs ({rows:,} rows each, "
+             f"2^{hash_bits} hashed features)")
     data_dir = _data(out, rows, test_rows, hash_bits, seed)
     train_dirs, test_dirs = site_dirs(data_dir), site_dirs(data_dir, "test")
     # The demo holds out test rows in every DC; the coordinator scores the pooled
     # test split only to report quality (a deployment evaluates at the sites).
     test = Dataset.concat([load_dataset(test_dirs[r]) for r in REGIONS])
-    evaluate = _evaluator(test)
-    progress("creating a CA and certificates; starting 4 site servers with mutual TLS")
-    certs, coordinator_tls = _certs(out)
+    progress("creating a CA and certificates; starting 4 site servers with mutual TLS "
+             f"({FORBIDS_EXPORT}'s policy forbids raw export)")
+    certs = _certs(out)
     configs = [_site_config(r, train_dirs[r], certs, r != FORBIDS_EXPORT) for r in REGIONS]
-    (out / "audit.jsonl").unlink(missing_ok=True)
-    with LocalCluster(configs, out / "sites", client_tls=coordinator_tls) as cluster:
-        with Federation(cluster.transports(), HOME, audit=AuditLog(out / "audit.jsonl")) as fed:
-            progress(f"training geo-distributed ({method}: only aggregates cross the WAN)")
-            geo = train(fed, method, TrainSpec(gtol=1e-6),
-                        RunRecorder(fed, path=out / "geo.jsonl"))
-        with Federation(cluster.transports(), HOME) as fed:
-            progress("centralized baseline: exporting every DC's rows to us-east")
-            refused = train_centralized_baseline(fed)
-        assert isinstance(refused, Refused), "eu-west's policy must refuse export"
-        progress(f"  {refused}; running it again with an export exception for {FORBIDS_EXPORT}")
-        exception = [_site_config(FORBIDS_EXPORT, train_dirs[FORBIDS_EXPORT], certs, True)]
-        with LocalCluster(exception, out / "sites-exception",
-                          client_tls=coordinator_tls) as eu_exception:
-            transports = [eu_exception.transport(FORBIDS_EXPORT) if r == FORBIDS_EXPORT
-                          else cluster.transport(r) for r in REGIONS]
-            with Federation(transports, HOME) as fed:
-                central = train_centralized_baseline(
-                    fed, gtol=1e-6, recorder=RunRecorder(fed, path=out / "centralized.jsonl"))
-    test_metrics = {"geo-distributed": evaluate(geo.w), "centralized": evaluate(central.w)}
-    outcome = DemoOutcome(geo, refused, central, test_metrics, out,
-                          time.perf_counter() - start)
-    (out / "report.json").write_text(json.dumps(_report(outcome), indent=2))
-    return outcome
-
-
-def _report(o: DemoOutcome) -> dict:
-    return {
-        "home": HOME,
-        "sites": list(REGIONS),
-        "geo_distributed": {**o.geo.summary(), "test": o.test_metrics["geo-distributed"],
-                            "links": o.geo.meter["links"]},
-        "centralized_under_policy": {"permitted": False, "refused_by": o.refused.sites,
-                                     "messages": o.refused.messages},
-        "centralized_with_exception": {**o.centralized.summary(),
-                                       "test": o.test_metrics["centralized"],
-                                       "links": o.centralized.meter["links"]},
-        "seconds": o.seconds,
-    }
+    exception = [_site_config(FORBIDS_EXPORT, train_dirs[FORBIDS_EXPORT], certs, True)]
+    client = TlsFiles(certs / "ca.pem", certs / "coordinator.pem", certs / "coordinator.key")
+    with LocalCluster(configs, out / "sites", client_tls=client) as cluster, \
+            LocalCluster(exception, out / "sites-exception", client_tls=client) as eu_exception:
+        path = write_deployment(out / "deployment.toml",
+                                {r: cluster.sites[r].address for r in REGIONS}, certs)
+        deployment = load_deployment(path)
+        progress(f"wrote {path}; running geodml compare on it")
+        report = out / "report"
+        with contextlib.suppress(FileNotFoundError):
+            (report / "calibration.json").unlink()  # plan afresh: the demo shows calibration
+        return run_compare(
+            federation_factory(deployment), deployment, [demo_variant(method, compress)],
+            report, Workload(gtol=GTOL), test=test,
+            exception_federation=federation_factory(
+                deployment, {FORBIDS_EXPORT: eu_exception.sites[FORBIDS_EXPORT].address}),
+            exception_sites=[FORBIDS_EXPORT], progress=progress,
+            on_row_factory=on_row_factory)

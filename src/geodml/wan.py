@@ -280,6 +280,32 @@ class ModeledRun:
         return asdict(self)
 
 
+def group_audit(records: Iterable[Mapping]) -> list[list[Mapping]]:
+    """Audit records grouped into rounds (see :func:`rounds_from_audit`)."""
+    groups: list[list[Mapping]] = []
+    by_id: dict[object, list[Mapping]] = {}
+    run: list[Mapping] | None = None
+    run_links: set[str] = set()
+    run_call: str | None = None
+    for rec in records:
+        round_id = rec.get("round")
+        if round_id is not None:
+            run = None
+            current = by_id.get(round_id)
+            if current is None:
+                current = by_id[round_id] = []
+                groups.append(current)
+        else:
+            call = rec.get("call")
+            if run is None or call != run_call or rec["link"] in run_links:
+                run, run_call, run_links = [], call, set()
+                groups.append(run)
+            run_links.add(rec["link"])
+            current = run
+        current.append(rec)
+    return groups
+
+
 def rounds_from_audit(records: Iterable[Mapping]) -> list[dict[str, int]]:
     """Bytes per link of every round, in order, from audit-log records.
 
@@ -289,27 +315,25 @@ def rounds_from_audit(records: Iterable[Mapping]) -> list[dict[str, int]]:
     concurrently), and a new round starts when the call changes or a link repeats
     (a second, sequential call such as exporting one site after another).
     """
-    rounds: list[dict[str, int]] = []
-    by_id: dict[object, dict[str, int]] = {}
-    run: dict[str, int] | None = None
-    run_call: str | None = None
-    for rec in records:
-        link, nbytes = rec["link"], int(rec["bytes"])
-        round_id = rec.get("round")
-        if round_id is not None:
-            run = None
-            current = by_id.get(round_id)
-            if current is None:
-                current = by_id[round_id] = {}
-                rounds.append(current)
-        else:
-            call = rec.get("call")
-            if run is None or call != run_call or link in run:
-                run, run_call = {}, call
-                rounds.append(run)
-            current = run
-        current[link] = current.get(link, 0) + nbytes
+    rounds = []
+    for group in group_audit(records):
+        per_link: dict[str, int] = {}
+        for rec in group:
+            per_link[rec["link"]] = per_link.get(rec["link"], 0) + int(rec["bytes"])
+        rounds.append(per_link)
     return rounds
+
+
+def call_seconds_from_audit(records: Iterable[Mapping]) -> list[float]:
+    """The slowest site's measured call duration in every round (the ``seconds`` the
+    federation writes on each reply's record; 0 for records without it).
+
+    On loopback this is the site's compute (plus local serialization); over a real
+    WAN it also holds the transfer, which the model then counts twice: use it as the
+    compute term only for runs on one machine or a fast LAN.
+    """
+    return [max((float(r.get("seconds") or 0.0) for r in group), default=0.0)
+            for group in group_audit(records)]
 
 
 def _is_audit(items: Sequence) -> bool:
@@ -318,17 +342,21 @@ def _is_audit(items: Sequence) -> bool:
 
 
 def model_run(source: Sequence[Mapping], deployment: Deployment,
-              compute_seconds_per_round: float | Sequence[float] = 0.0) -> ModeledRun:
+              compute_seconds_per_round: float | Sequence[float] | None = None) -> ModeledRun:
     """Modeled time and egress of a run, summed round by round.
 
     ``source`` is either audit-log records (:func:`geodml.federation.meter.read_audit`,
     grouped by :func:`rounds_from_audit`) or a list of rounds, each a mapping from
     link name to the bytes it moved in that round. ``compute_seconds_per_round`` is
     the slowest site's measured compute time: one number for every round or one per
-    round. ``seconds = sum over rounds r of round_seconds(r) + compute(r)``.
+    round; None takes it from the audit log (:func:`call_seconds_from_audit`), or 0
+    for a list of rounds. ``seconds = sum over rounds r of round_seconds(r) + compute(r)``.
     """
     items = list(source)
-    rounds = rounds_from_audit(items) if _is_audit(items) else [dict(r) for r in items]
+    audit = _is_audit(items)
+    rounds = rounds_from_audit(items) if audit else [dict(r) for r in items]
+    if compute_seconds_per_round is None:
+        compute_seconds_per_round = call_seconds_from_audit(items) if audit else 0.0
     if isinstance(compute_seconds_per_round, int | float):
         compute = [float(compute_seconds_per_round)] * len(rounds)
     else:

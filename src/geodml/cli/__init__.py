@@ -6,11 +6,12 @@ import click
 
 from geodml import __version__
 from geodml.cli.certs_cmd import certs
+from geodml.cli.compare_cmds import compare, demo, plan
 from geodml.cli.convert_cmd import convert
 from geodml.cli.generate_cmd import generate
 from geodml.cli.partition_cmd import partition
 from geodml.cli.site_cmd import site
-from geodml.cli.train_cmds import demo, train
+from geodml.cli.train_cmds import train
 from geodml.errors import GeodmlError
 
 
@@ -30,5 +31,5 @@ def main() -> None:
     """geodml: train one model on data born in many data centers."""
 
 
-for command in (demo, train, convert, partition, generate, certs, site):
+for command in (demo, plan, compare, train, convert, partition, generate, certs, site):
     main.add_command(command)

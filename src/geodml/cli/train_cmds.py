@@ -1,4 +1,4 @@
-"""`geodml train` and `geodml demo`."""
+"""`geodml train`."""
 
 from __future__ import annotations
 
@@ -191,21 +191,12 @@ def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_
                      audit, out_path, compression, topology)
 
 
-SHORT_SPECS = {"float32": {"kind": "cast", "dtype": "float32"},
-               "float16": {"kind": "cast", "dtype": "float16"},
-               "bfloat16": {"kind": "cast", "dtype": "bfloat16"},
-               "int8": {"kind": "quantize_int8"}}
-
-
 def _compression_spec(text: str | None, feedback: bool, option: str) -> str | None:
     """A JSON compression spec from a short name or JSON text, validated."""
-    if not text:
-        return None
-    from geodml.compression import CompressionError, from_spec, to_spec
+    from geodml.compression import CompressionError, spec_text
 
-    spec = dict(SHORT_SPECS[text], error_feedback=feedback) if text in SHORT_SPECS else text
     try:
-        return json.dumps(to_spec(from_spec(spec)))
+        return spec_text(text, feedback)
     except CompressionError as e:
         raise click.BadParameter(str(e), param_hint=option) from None
 
@@ -322,46 +313,3 @@ def _train_centralized(data_dir, test, loss, solver, lam, gtol, max_iter, thread
     console.print(f"model written to {out_path}")
     Path(out_path).with_suffix(".json").write_text(json.dumps({**model.info, **{
         f"{k}_{m}": v for k, r in rows.items() for m, v in r.items()}}, indent=2))
-
-
-@click.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="geodml-demo",
-              show_default=True, help="Where the data, certificates and report go.")
-@click.option("--rows", type=click.IntRange(min=1000), default=20_000, show_default=True,
-              help="Training rows per data center.")
-@click.option("--hash-bits", type=click.IntRange(8, 24), default=14, show_default=True)
-@click.option("--method", default="sqm-lbfgs", show_default=True,
-              help="The geo-distributed method (see geodml train --help).")
-def demo(out_dir: str, rows: int, hash_bits: int, method: str) -> None:
-    """Four DCs on this machine: geo-distributed training vs copying the data home."""
-    from geodml.demo import run_demo
-
-    outcome = run_demo(Path(out_dir), rows=rows, test_rows=max(1000, rows // 5),
-                       hash_bits=hash_bits, method=method,
-                       progress=lambda m: console.print(f"[dim]{m}[/]"))
-    table = Table(title="geodml demo: 4 DCs, home us-east, logistic regression, lambda = 1/N")
-    for col in ("plan", "objective", "test log loss", "test AUC", "WAN bytes", "rounds",
-                "wall s"):
-        table.add_column(col, justify="right" if col != "plan" else "left")
-    geo, central = outcome.geo, outcome.centralized
-    for name, run, test in ((f"geo-distributed ({method})", geo,
-                             outcome.test_metrics["geo-distributed"]),
-                            ("centralized, eu-west exception", central,
-                             outcome.test_metrics["centralized"])):
-        last = run.rows[-1]
-        table.add_row(name, f"{run.objective:.8f}", f"{test['log_loss']:.5f}",
-                      f"{test['auc']:.5f}", f"{run.wan_bytes:,}", str(last.rounds),
-                      f"{last.seconds:.1f}")
-    table.add_row("centralized under policy", "-", "-", "-", "-", "-", "-",
-                  style="red")
-    console.print(table)
-    console.print(f"[red]centralized under policy: {outcome.refused}[/] "
-                  "(eu-west's policy forbids raw export)")
-    ratio = central.wan_bytes / max(1, geo.wan_bytes)
-    comparison = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
-    auc_gap = abs(outcome.test_metrics["geo-distributed"]["auc"]
-                  - outcome.test_metrics["centralized"]["auc"])
-    console.print(f"geo-distributed moved {comparison} WAN bytes than centralizing; "
-                  f"|test AUC difference| = {auc_gap:.5f}")
-    console.print(f"report: {outcome.out_dir / 'report.json'}, audit log: "
-                  f"{outcome.out_dir / 'audit.jsonl'} ({outcome.seconds:.0f} s)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,12 +44,15 @@ class SiteInfo:
     capabilities: tuple[str, ...]
     support_size: int
     shards: int
+    raw_export_allowed: bool = False
+    export_bytes_estimate: int = 0  # what Export would send (Arrow IPC, zstd), estimated
 
     @classmethod
     def from_reply(cls, r: pb.DescribeReply) -> SiteInfo:
         return cls(r.site, r.region, r.rows, r.features, r.nnz, r.positives, r.data_fingerprint,
                    FeatureSpace.from_dict(json.loads(r.feature_space_json)), r.protocol_version,
-                   tuple(r.capabilities), r.support_size, r.shards)
+                   tuple(r.capabilities), r.support_size, r.shards, r.raw_export_allowed,
+                   r.export_bytes_estimate)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class SiteEval:
 class _Job:
     session: str
     support: np.ndarray | None  # global indices of the wire coordinates, or None (dense)
+    rows: int = 0  # rows the session computes over (fewer than the site's when sampled)
 
     @property
     def restricted(self) -> bool:
@@ -91,9 +96,15 @@ class Federation:
     def __init__(
         self, transports: Iterable[Transport], home: str, wire: WireFormat | None = None,
         audit: AuditLog | None = None, timeout: float | None = None,
-        compression: CompressionConfig | None = None,
+        compression: CompressionConfig | None = None, sample_fraction: float = 1.0,
     ):
+        """``sample_fraction`` < 1 binds every job to an evenly spaced sample of that
+        share of each site's rows (the planner's calibration runs); ``n_rows`` is then
+        the sample's total once a job is prepared."""
         self.transports = {t.site: t for t in transports}
+        if not 0 < sample_fraction <= 1:
+            raise GeodmlError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
+        self.sample_fraction = float(sample_fraction)
         if not self.transports:
             raise GeodmlError("a federation needs at least one site")
         self.home = home
@@ -120,6 +131,10 @@ class Federation:
 
     @property
     def n_rows(self) -> int:
+        """Rows of the prepared job (a sample when ``sample_fraction`` < 1), else of the
+        sites."""
+        if self._jobs:
+            return sum(job.rows for job in self._jobs.values())
         return sum(s.rows for s in self.sites.values())
 
     @property
@@ -161,13 +176,16 @@ class Federation:
             yield m
 
     def _record(self, site: str, direction: str, method: str, tally: list[int],
-                rows: int | None, round_id: int | None) -> None:
+                rows: int | None, round_id: int | None, seconds: float | None = None) -> None:
         self.meter.record(site, direction, method, tally[0], tally[1])
         if self.audit is not None:
-            self.audit.write({"link": link_name(self.home, site, direction),
-                              "wan": site != self.home, "site": site,
-                              "direction": direction, "call": method, "bytes": tally[0],
-                              "messages": tally[1], "rows": rows, "round": round_id})
+            record = {"link": link_name(self.home, site, direction),
+                      "wan": site != self.home, "site": site,
+                      "direction": direction, "call": method, "bytes": tally[0],
+                      "messages": tally[1], "rows": rows, "round": round_id}
+            if seconds is not None:  # the call's duration, on the up record
+                record["seconds"] = round(seconds, 6)
+            self.audit.write(record)
 
     def _call(self, site: str, method: str, request, round_id: int | None = None,
               lengths: Callable[[object], dict[int, int]] | None = None,
@@ -184,6 +202,7 @@ class Federation:
         else:
             down = [request.ByteSize(), 1]
         first, rest, assembler = None, [], None
+        start = time.perf_counter()
         try:
             replies = self.transports[site].call(method, request, self.timeout)
             for reply in self._counted(replies, up):
@@ -199,7 +218,7 @@ class Federation:
         finally:
             self._record(site, "down", method, down, None, round_id)
             rows = getattr(first, "rows", None) if first is not None else None
-            self._record(site, "up", method, up, rows, round_id)
+            self._record(site, "up", method, up, rows, round_id, time.perf_counter() - start)
         if first is None:
             raise SiteCallError(site, method, "INTERNAL", "empty reply")
         return first, (assembler if lengths is not None else rest)
@@ -312,11 +331,12 @@ class Federation:
             req = pb.PrepareRequest(
                 loss=loss, lam=lam, feature_space_fingerprint=info.space.fingerprint(),
                 features=self.n_features, restrict_to_support=restrict,
-                reply_format=reply_format, job=job, up_compression=cfg.up or "")
+                reply_format=reply_format, job=job, up_compression=cfg.up or "",
+                sample_fraction=self.sample_fraction if self.sample_fraction < 1 else 0.0)
             first, assembler = self._call(
                 site, "Prepare", req, lengths=lambda r: {0: r.support_size}, index_slots=(0,))
             support = assembler.result(0).astype(np.int64) if restrict else None
-            return _Job(first.session, support)
+            return _Job(first.session, support, int(first.rows))
 
         self._jobs = self._map(one)
 

@@ -43,7 +43,8 @@ from geodml.wire.codec import (
 from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
 
 CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step",
-                "subspace")
+                "subspace", "sample")
+EXPORT_SAMPLE_ROWS = 32768  # rows encoded to estimate the size of a full Export
 MAX_SUBSPACE = 64  # directions a subspace may hold
 MAX_SESSIONS = 64
 
@@ -133,6 +134,7 @@ class SiteService:
         self._lock = threading.Lock()
         self._support: np.ndarray | None = None
         self._restricted_X: sp.csr_matrix | None = None
+        self._export_estimate: int | None = None
         self.fingerprint = self._fingerprint()
 
     # -- data-derived facts --------------------------------------------------
@@ -157,6 +159,33 @@ class SiteService:
                 counts = np.bincount(indices, minlength=self.data.n_features)
                 self._support = np.flatnonzero(counts).astype(np.uint32)
         return self._support
+
+    def export_bytes_estimate(self) -> int:
+        """Bytes a full :meth:`export` would send, from encoding a sample of rows.
+
+        ``estimate = bytes(sample) * (nnz + rows) / (nnz(sample) + rows(sample))``: the
+        sample is up to ``EXPORT_SAMPLE_ROWS`` rows in 16 evenly spaced contiguous blocks
+        (contiguous, so zstd sees neighbouring rows as it does in a real export), encoded
+        exactly as Export encodes; all rows when there are fewer.
+        """
+        if self._export_estimate is None:
+            n = self.data.n_rows
+            if n <= EXPORT_SAMPLE_ROWS:
+                sample = self.data
+            else:
+                block = EXPORT_SAMPLE_ROWS // 16
+                starts = np.linspace(0, n - block, 16).astype(np.int64)
+                sample = self.data.take(np.concatenate([np.arange(s, s + block) for s in starts]))
+            nbytes = sum(len(blob) for _, blob in encode_rows(sample))
+            scale = (self.data.nnz + n) / max(1, sample.nnz + sample.n_rows)
+            self._export_estimate = round(nbytes * scale)
+        return self._export_estimate
+
+    def _sample(self, fraction: float) -> np.ndarray:
+        """An evenly spaced sample of ``round(fraction * rows)`` row numbers (at least 1)."""
+        n = self.data.n_rows
+        k = min(n, max(1, round(fraction * n)))
+        return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
     def _restricted(self) -> sp.csr_matrix:
         """The rows with columns renumbered to positions in :meth:`support`."""
@@ -191,7 +220,8 @@ class SiteService:
             feature_space_json=json.dumps(self.data.space.to_dict()),
             protocol_version=PROTOCOL_VERSION, capabilities=list(CAPABILITIES),
             support_size=len(self.support()) if self.policy.share_support else 0,
-            shards=self.shards,
+            shards=self.shards, raw_export_allowed=self.policy.allow_raw_export,
+            export_bytes_estimate=self.export_bytes_estimate(),
         )
 
     def prepare(self, request: pb.PrepareRequest, peer: str | None) -> Iterator[pb.PrepareReply]:
@@ -224,12 +254,20 @@ class SiteService:
             except CompressionError as e:
                 raise SiteError("INVALID_ARGUMENT",
                                 f"site {self.name}: up_compression: {e}") from None
+        fraction = request.sample_fraction
+        if not (np.isfinite(fraction) and 0 <= fraction <= 1):
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: sample_fraction must be in [0, 1], got {fraction}")
         support = None
-        X = self.data.X
+        X, y = self.data.X, self.data.y
         if request.restrict_to_support:
             self.policy.check_support(self.name)
             support, X = self.support(), self._restricted()
-        executor = ThreadExecutor(X, self.data.y, loss, self.shards, self.threads)
+        if 0 < fraction < 1:
+            rows = self._sample(fraction)
+            self.policy.check_aggregate(self.name, len(rows))
+            X, y = X[rows], y[rows]
+        executor = ThreadExecutor(X, y, loss, self.shards, self.threads)
         with self._lock:
             if len(self.sessions) >= MAX_SESSIONS:
                 executor.close()
@@ -238,13 +276,13 @@ class SiteService:
             session = Session(
                 uuid.uuid4().hex, request.job, loss, request.lam, executor,
                 X.shape[1], support, WireFormat.from_proto(request.reply_format),
-                X, self.data.y, self.shards, self.threads,
+                X, y, self.shards, self.threads,
             )
             if up is not None:
                 session.up, session.up_state = up, up.init(session.dim)
                 session.up_format = wire_format_for(up)
             self.sessions[session.id] = session
-        first = pb.PrepareReply(session=session.id, rows=self.data.n_rows,
+        first = pb.PrepareReply(session=session.id, rows=X.shape[0],
                                 support_size=0 if support is None else len(support))
         chunks = [] if support is None else encode_indices(support, 0, session.reply_format)
         return with_chunks(first, chunks, pb.PrepareReply)
@@ -362,7 +400,7 @@ class SiteService:
                 if s.support is None and self.policy.share_support:
                     touched = np.zeros(s.dim, dtype=bool)
                     touched[self.support()] = True
-                ctx = ProcedureContext(s.scratch(), s.loss, s.lam, self.data.n_rows,
+                ctx = ProcedureContext(s.scratch(), s.loss, s.lam, s.X.shape[0],
                                        s.executor.point if s.has_point else None, touched,
                                        s.state)
                 try:

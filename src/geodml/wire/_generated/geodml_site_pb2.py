@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11geodml_site.proto\x12\x0egeodml.site.v1\"\xd4\x01\n\x0bVectorChunk\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12$\n\x05\x64type\x18\x04 \x01(\x0e\x32\x15.geodml.site.v1.DType\x12&\n\x06layout\x18\x05 \x01(\x0e\x32\x16.geodml.site.v1.Layout\x12\x30\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32\x1b.geodml.site.v1.Compression\x12\x0b\n\x03nnz\x18\x07 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x08 \x01(\x0c\"z\n\nWireFormat\x12$\n\x05\x64type\x18\x01 \x01(\x0e\x32\x15.geodml.site.v1.DType\x12\x30\n\x0b\x63ompression\x18\x02 \x01(\x0e\x32\x1b.geodml.site.v1.Compression\x12\x14\n\x0c\x61llow_sparse\x18\x03 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\x9c\x02\n\rDescribeReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x0b\n\x03nnz\x18\x05 \x01(\x04\x12\x11\n\tpositives\x18\x06 \x01(\x04\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x07 \x01(\t\x12!\n\x19\x66\x65\x61ture_space_fingerprint\x18\x08 \x01(\t\x12\x1a\n\x12\x66\x65\x61ture_space_json\x18\t \x01(\t\x12\x18\n\x10protocol_version\x18\n \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t\x12\x14\n\x0csupport_size\x18\x0c \x01(\x04\x12\x0e\n\x06shards\x18\r \x01(\r\"\xd4\x01\n\x0ePrepareRequest\x12\x0c\n\x04loss\x18\x01 \x01(\t\x12\x0b\n\x03lam\x18\x02 \x01(\x01\x12!\n\x19\x66\x65\x61ture_space_fingerprint\x18\x03 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x1b\n\x13restrict_to_support\x18\x05 \x01(\x08\x12\x30\n\x0creply_format\x18\x06 \x01(\x0b\x32\x1a.geodml.site.v1.WireFormat\x12\x0b\n\x03job\x18\x07 \x01(\t\x12\x16\n\x0eup_compression\x18\x08 \x01(\t\"o\n\x0cPrepareReply\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x14\n\x0csupport_size\x18\x03 \x01(\x04\x12*\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"\xc9\x01\n\x0f\x45valuateRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x15\n\rwant_gradient\x18\x03 \x01(\x08\x12\x10\n\x08want_hvp\x18\x04 \x01(\x08\x12\r\n\x05has_w\x18\x05 \x01(\x08\x12\x11\n\x04step\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12*\n\x05\x63hunk\x18\x07 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\x12\x16\n\x0e\x66ull_precision\x18\x08 \x01(\x08\x42\x07\n\x05_step\"[\n\rEvaluateReply\x12\x10\n\x08loss_sum\x18\x01 \x01(\x01\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12*\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"s\n\x11LineSearchRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x12\n\nstep_sizes\x18\x03 \x03(\x01\x12*\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"K\n\x0fLineSearchReply\x12\x11\n\tloss_sums\x18\x01 \x03(\x01\x12\x17\n\x0f\x64\x65rivative_sums\x18\x02 \x03(\x01\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\x87\x01\n\x11LocalSolveRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x11\n\tprocedure\x18\x03 \x01(\t\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12*\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"^\n\x0fLocalSolveReply\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\x11\n\tinfo_json\x18\x02 \x01(\t\x12*\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"\xc9\x01\n\x0fSubspaceRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x16\n\x0enew_directions\x18\x03 \x01(\r\x12\x1c\n\x14\x61\x64\x64_last_local_input\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oefficients\x18\x05 \x03(\x01\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x08\x12\x0e\n\x06memory\x18\x07 \x01(\r\x12*\n\x05\x63hunk\x18\x08 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"f\n\rSubspaceReply\x12\x10\n\x08loss_sum\x18\x01 \x01(\x01\x12\x10\n\x08gradient\x18\x02 \x03(\x01\x12\x0f\n\x07hessian\x18\x03 \x03(\x01\x12\x12\n\ndirections\x18\x04 \x01(\r\x12\x0c\n\x04rows\x18\x05 \x01(\x04\"9\n\rExportRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\".\n\x0b\x45xportReply\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"\x1f\n\x0c\x43loseRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x0c\n\nCloseReply*j\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT64\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\x0c\n\x08\x42\x46LOAT16\x10\x04\x12\n\n\x06UINT32\x10\x05\x12\t\n\x05QINT8\x10\x06*7\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\t\n\x05\x44\x45NSE\x10\x01\x12\n\n\x06SPARSE\x10\x02*>\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x08\n\x04NONE\x10\x01\x12\x08\n\x04ZSTD\x10\x02\x32\xf0\x04\n\x04Site\x12J\n\x08\x44\x65scribe\x12\x1f.geodml.site.v1.DescribeRequest\x1a\x1d.geodml.site.v1.DescribeReply\x12I\n\x07Prepare\x12\x1e.geodml.site.v1.PrepareRequest\x1a\x1c.geodml.site.v1.PrepareReply0\x01\x12N\n\x08\x45valuate\x12\x1f.geodml.site.v1.EvaluateRequest\x1a\x1d.geodml.site.v1.EvaluateReply(\x01\x30\x01\x12R\n\nLineSearch\x12!.geodml.site.v1.LineSearchRequest\x1a\x1f.geodml.site.v1.LineSearchReply(\x01\x12T\n\nLocalSolve\x12!.geodml.site.v1.LocalSolveRequest\x1a\x1f.geodml.site.v1.LocalSolveReply(\x01\x30\x01\x12L\n\x08Subspace\x12\x1f.geodml.site.v1.SubspaceRequest\x1a\x1d.geodml.site.v1.SubspaceReply(\x01\x12\x46\n\x06\x45xport\x12\x1d.geodml.site.v1.ExportRequest\x1a\x1b.geodml.site.v1.ExportReply0\x01\x12\x41\n\x05\x43lose\x12\x1c.geodml.site.v1.CloseRequest\x1a\x1a.geodml.site.v1.CloseReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11geodml_site.proto\x12\x0egeodml.site.v1\"\xd4\x01\n\x0bVectorChunk\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12$\n\x05\x64type\x18\x04 \x01(\x0e\x32\x15.geodml.site.v1.DType\x12&\n\x06layout\x18\x05 \x01(\x0e\x32\x16.geodml.site.v1.Layout\x12\x30\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32\x1b.geodml.site.v1.Compression\x12\x0b\n\x03nnz\x18\x07 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x08 \x01(\x0c\"z\n\nWireFormat\x12$\n\x05\x64type\x18\x01 \x01(\x0e\x32\x15.geodml.site.v1.DType\x12\x30\n\x0b\x63ompression\x18\x02 \x01(\x0e\x32\x1b.geodml.site.v1.Compression\x12\x14\n\x0c\x61llow_sparse\x18\x03 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xd7\x02\n\rDescribeReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x0b\n\x03nnz\x18\x05 \x01(\x04\x12\x11\n\tpositives\x18\x06 \x01(\x04\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x07 \x01(\t\x12!\n\x19\x66\x65\x61ture_space_fingerprint\x18\x08 \x01(\t\x12\x1a\n\x12\x66\x65\x61ture_space_json\x18\t \x01(\t\x12\x18\n\x10protocol_version\x18\n \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x0b \x03(\t\x12\x14\n\x0csupport_size\x18\x0c \x01(\x04\x12\x0e\n\x06shards\x18\r \x01(\r\x12\x1a\n\x12raw_export_allowed\x18\x0e \x01(\x08\x12\x1d\n\x15\x65xport_bytes_estimate\x18\x0f \x01(\x04\"\xed\x01\n\x0ePrepareRequest\x12\x0c\n\x04loss\x18\x01 \x01(\t\x12\x0b\n\x03lam\x18\x02 \x01(\x01\x12!\n\x19\x66\x65\x61ture_space_fingerprint\x18\x03 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x01(\x04\x12\x1b\n\x13restrict_to_support\x18\x05 \x01(\x08\x12\x30\n\x0creply_format\x18\x06 \x01(\x0b\x32\x1a.geodml.site.v1.WireFormat\x12\x0b\n\x03job\x18\x07 \x01(\t\x12\x16\n\x0eup_compression\x18\x08 \x01(\t\x12\x17\n\x0fsample_fraction\x18\t \x01(\x01\"o\n\x0cPrepareReply\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x14\n\x0csupport_size\x18\x03 \x01(\x04\x12*\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"\xc9\x01\n\x0f\x45valuateRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x15\n\rwant_gradient\x18\x03 \x01(\x08\x12\x10\n\x08want_hvp\x18\x04 \x01(\x08\x12\r\n\x05has_w\x18\x05 \x01(\x08\x12\x11\n\x04step\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12*\n\x05\x63hunk\x18\x07 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\x12\x16\n\x0e\x66ull_precision\x18\x08 \x01(\x08\x42\x07\n\x05_step\"[\n\rEvaluateReply\x12\x10\n\x08loss_sum\x18\x01 \x01(\x01\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12*\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"s\n\x11LineSearchRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x12\n\nstep_sizes\x18\x03 \x03(\x01\x12*\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"K\n\x0fLineSearchReply\x12\x11\n\tloss_sums\x18\x01 \x03(\x01\x12\x17\n\x0f\x64\x65rivative_sums\x18\x02 \x03(\x01\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\x87\x01\n\x11LocalSolveRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x11\n\tprocedure\x18\x03 \x01(\t\x12\x13\n\x0bparams_json\x18\x04 \x01(\t\x12*\n\x05\x63hunk\x18\x05 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"^\n\x0fLocalSolveReply\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\x11\n\tinfo_json\x18\x02 \x01(\t\x12*\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"\xc9\x01\n\x0fSubspaceRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x16\n\x0enew_directions\x18\x03 \x01(\r\x12\x1c\n\x14\x61\x64\x64_last_local_input\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oefficients\x18\x05 \x03(\x01\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x08\x12\x0e\n\x06memory\x18\x07 \x01(\r\x12*\n\x05\x63hunk\x18\x08 \x01(\x0b\x32\x1b.geodml.site.v1.VectorChunk\"f\n\rSubspaceReply\x12\x10\n\x08loss_sum\x18\x01 \x01(\x01\x12\x10\n\x08gradient\x18\x02 \x03(\x01\x12\x0f\n\x07hessian\x18\x03 \x03(\x01\x12\x12\n\ndirections\x18\x04 \x01(\r\x12\x0c\n\x04rows\x18\x05 \x01(\x04\"9\n\rExportRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\".\n\x0b\x45xportReply\x12\x0c\n\x04rows\x18\x01 \x01(\x04\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"\x1f\n\x0c\x43loseRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\x0c\n\nCloseReply*j\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT64\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\x0b\n\x07\x46LOAT16\x10\x03\x12\x0c\n\x08\x42\x46LOAT16\x10\x04\x12\n\n\x06UINT32\x10\x05\x12\t\n\x05QINT8\x10\x06*7\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\t\n\x05\x44\x45NSE\x10\x01\x12\n\n\x06SPARSE\x10\x02*>\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x08\n\x04NONE\x10\x01\x12\x08\n\x04ZSTD\x10\x02\x32\xf0\x04\n\x04Site\x12J\n\x08\x44\x65scribe\x12\x1f.geodml.site.v1.DescribeRequest\x1a\x1d.geodml.site.v1.DescribeReply\x12I\n\x07Prepare\x12\x1e.geodml.site.v1.PrepareRequest\x1a\x1c.geodml.site.v1.PrepareReply0\x01\x12N\n\x08\x45valuate\x12\x1f.geodml.site.v1.EvaluateRequest\x1a\x1d.geodml.site.v1.EvaluateReply(\x01\x30\x01\x12R\n\nLineSearch\x12!.geodml.site.v1.LineSearchRequest\x1a\x1f.geodml.site.v1.LineSearchReply(\x01\x12T\n\nLocalSolve\x12!.geodml.site.v1.LocalSolveRequest\x1a\x1f.geodml.site.v1.LocalSolveReply(\x01\x30\x01\x12L\n\x08Subspace\x12\x1f.geodml.site.v1.SubspaceRequest\x1a\x1d.geodml.site.v1.SubspaceReply(\x01\x12\x46\n\x06\x45xport\x12\x1d.geodml.site.v1.ExportRequest\x1a\x1b.geodml.site.v1.ExportReply0\x01\x12\x41\n\x05\x43lose\x12\x1c.geodml.site.v1.CloseRequest\x1a\x1a.geodml.site.v1.CloseReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geodml_site_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=2197
-  _globals['_DTYPE']._serialized_end=2303
-  _globals['_LAYOUT']._serialized_start=2305
-  _globals['_LAYOUT']._serialized_end=2360
-  _globals['_COMPRESSION']._serialized_start=2362
-  _globals['_COMPRESSION']._serialized_end=2424
+  _globals['_DTYPE']._serialized_start=2281
+  _globals['_DTYPE']._serialized_end=2387
+  _globals['_LAYOUT']._serialized_start=2389
+  _globals['_LAYOUT']._serialized_end=2444
+  _globals['_COMPRESSION']._serialized_start=2446
+  _globals['_COMPRESSION']._serialized_end=2508
   _globals['_VECTORCHUNK']._serialized_start=38
   _globals['_VECTORCHUNK']._serialized_end=250
   _globals['_WIREFORMAT']._serialized_start=252
@@ -44,35 +44,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBEREQUEST']._serialized_start=376
   _globals['_DESCRIBEREQUEST']._serialized_end=393
   _globals['_DESCRIBEREPLY']._serialized_start=396
-  _globals['_DESCRIBEREPLY']._serialized_end=680
-  _globals['_PREPAREREQUEST']._serialized_start=683
-  _globals['_PREPAREREQUEST']._serialized_end=895
-  _globals['_PREPAREREPLY']._serialized_start=897
-  _globals['_PREPAREREPLY']._serialized_end=1008
-  _globals['_EVALUATEREQUEST']._serialized_start=1011
-  _globals['_EVALUATEREQUEST']._serialized_end=1212
-  _globals['_EVALUATEREPLY']._serialized_start=1214
-  _globals['_EVALUATEREPLY']._serialized_end=1305
-  _globals['_LINESEARCHREQUEST']._serialized_start=1307
-  _globals['_LINESEARCHREQUEST']._serialized_end=1422
-  _globals['_LINESEARCHREPLY']._serialized_start=1424
-  _globals['_LINESEARCHREPLY']._serialized_end=1499
-  _globals['_LOCALSOLVEREQUEST']._serialized_start=1502
-  _globals['_LOCALSOLVEREQUEST']._serialized_end=1637
-  _globals['_LOCALSOLVEREPLY']._serialized_start=1639
-  _globals['_LOCALSOLVEREPLY']._serialized_end=1733
-  _globals['_SUBSPACEREQUEST']._serialized_start=1736
-  _globals['_SUBSPACEREQUEST']._serialized_end=1937
-  _globals['_SUBSPACEREPLY']._serialized_start=1939
-  _globals['_SUBSPACEREPLY']._serialized_end=2041
-  _globals['_EXPORTREQUEST']._serialized_start=2043
-  _globals['_EXPORTREQUEST']._serialized_end=2100
-  _globals['_EXPORTREPLY']._serialized_start=2102
-  _globals['_EXPORTREPLY']._serialized_end=2148
-  _globals['_CLOSEREQUEST']._serialized_start=2150
-  _globals['_CLOSEREQUEST']._serialized_end=2181
-  _globals['_CLOSEREPLY']._serialized_start=2183
-  _globals['_CLOSEREPLY']._serialized_end=2195
-  _globals['_SITE']._serialized_start=2427
-  _globals['_SITE']._serialized_end=3051
+  _globals['_DESCRIBEREPLY']._serialized_end=739
+  _globals['_PREPAREREQUEST']._serialized_start=742
+  _globals['_PREPAREREQUEST']._serialized_end=979
+  _globals['_PREPAREREPLY']._serialized_start=981
+  _globals['_PREPAREREPLY']._serialized_end=1092
+  _globals['_EVALUATEREQUEST']._serialized_start=1095
+  _globals['_EVALUATEREQUEST']._serialized_end=1296
+  _globals['_EVALUATEREPLY']._serialized_start=1298
+  _globals['_EVALUATEREPLY']._serialized_end=1389
+  _globals['_LINESEARCHREQUEST']._serialized_start=1391
+  _globals['_LINESEARCHREQUEST']._serialized_end=1506
+  _globals['_LINESEARCHREPLY']._serialized_start=1508
+  _globals['_LINESEARCHREPLY']._serialized_end=1583
+  _globals['_LOCALSOLVEREQUEST']._serialized_start=1586
+  _globals['_LOCALSOLVEREQUEST']._serialized_end=1721
+  _globals['_LOCALSOLVEREPLY']._serialized_start=1723
+  _globals['_LOCALSOLVEREPLY']._serialized_end=1817
+  _globals['_SUBSPACEREQUEST']._serialized_start=1820
+  _globals['_SUBSPACEREQUEST']._serialized_end=2021
+  _globals['_SUBSPACEREPLY']._serialized_start=2023
+  _globals['_SUBSPACEREPLY']._serialized_end=2125
+  _globals['_EXPORTREQUEST']._serialized_start=2127
+  _globals['_EXPORTREQUEST']._serialized_end=2184
+  _globals['_EXPORTREPLY']._serialized_start=2186
+  _globals['_EXPORTREPLY']._serialized_end=2232
+  _globals['_CLOSEREQUEST']._serialized_start=2234
+  _globals['_CLOSEREQUEST']._serialized_end=2265
+  _globals['_CLOSEREPLY']._serialized_start=2267
+  _globals['_CLOSEREPLY']._serialized_end=2279
+  _globals['_SITE']._serialized_start=2511
+  _globals['_SITE']._serialized_end=3135
 # @@protoc_insertion_point(module_scope)

@@ -77,7 +77,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeReply(_message.Message):
-    __slots__ = ("site", "region", "rows", "features", "nnz", "positives", "data_fingerprint", "feature_space_fingerprint", "feature_space_json", "protocol_version", "capabilities", "support_size", "shards")
+    __slots__ = ("site", "region", "rows", "features", "nnz", "positives", "data_fingerprint", "feature_space_fingerprint", "feature_space_json", "protocol_version", "capabilities", "support_size", "shards", "raw_export_allowed", "export_bytes_estimate")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,8 @@ class DescribeReply(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_SIZE_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    RAW_EXPORT_ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_BYTES_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     site: str
     region: str
     rows: int
@@ -104,10 +106,12 @@ class DescribeReply(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     support_size: int
     shards: int
-    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., nnz: _Optional[int] = ..., positives: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., feature_space_fingerprint: _Optional[str] = ..., feature_space_json: _Optional[str] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., support_size: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
+    raw_export_allowed: bool
+    export_bytes_estimate: int
+    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., nnz: _Optional[int] = ..., positives: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., feature_space_fingerprint: _Optional[str] = ..., feature_space_json: _Optional[str] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., support_size: _Optional[int] = ..., shards: _Optional[int] = ..., raw_export_allowed: _Optional[bool] = ..., export_bytes_estimate: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression")
+    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression", "sample_fraction")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     LAM_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPACE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +120,7 @@ class PrepareRequest(_message.Message):
     REPLY_FORMAT_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     UP_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
     loss: str
     lam: float
     feature_space_fingerprint: str
@@ -124,7 +129,8 @@ class PrepareRequest(_message.Message):
     reply_format: WireFormat
     job: str
     up_compression: str
-    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ...) -> None: ...
+    sample_fraction: float
+    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ..., sample_fraction: _Optional[float] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ("session", "rows", "support_size", "chunk")

@@ -1,0 +1,370 @@
+"""``geodml compare``: plan, then run every plan for real on the same data, and report.
+
+1. The planner (:mod:`geodml.planner`) predicts every plan's bytes, modeled time and
+   dollars.
+2. The centralized baseline runs for real: every site exports its rows home, then the
+   home DC trains. A site whose policy forbids export refuses it; the refusal is
+   reported, and when a second server of that site with an export exception is given
+   (``exception_addresses``), the baseline runs again through it, to show what copying
+   would cost.
+3. Every geo-distributed plan runs for real, metered per link, with an audit log.
+4. The report directory gets ``report.json``, ``report.md``, plots and the audit logs;
+   each real run is recorded in the calibration store, so the next plan of the same
+   job is exact.
+
+Modeled time: a geo run's rounds over the deployment's links plus the slowest site's
+measured call time (:func:`geodml.wan.model_run`); the centralized plan's copy over the
+links into the home DC plus its measured training time
+(:func:`geodml.wan.model_centralized`). Suboptimality is relative to the lowest
+objective any run reached.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geodml import metrics
+from geodml.algorithms.centralize import Refused, train_centralized_baseline
+from geodml.algorithms.record import RoundRow, RunRecorder, RunResult
+from geodml.algorithms.registry import TrainSpec, train
+from geodml.connect import FederationFactory
+from geodml.data.dataset import Dataset
+from geodml.deployment import Deployment
+from geodml.federation.meter import read_audit
+from geodml.planner import (
+    Calibrate,
+    CalibrationStore,
+    GeoVariant,
+    Optimize,
+    Plan,
+    Workload,
+    make_plan,
+)
+from geodml.wan import call_seconds_from_audit, group_audit, model_centralized, model_run
+
+
+@dataclass
+class RunReport:
+    """One plan as it ran: quality, metered bytes, modeled time and dollars."""
+
+    plan: str
+    kind: str
+    permitted: bool
+    objective: float | None = None
+    test: dict[str, float] = field(default_factory=dict)
+    wan_bytes: int = 0
+    rounds: int = 0
+    vector_rounds: float = 0.0
+    modeled_seconds: float = 0.0
+    usd: float = 0.0
+    wall_seconds: float = 0.0
+    predicted_bytes: int | None = None
+    prediction_error: float | None = None  # (predicted - metered) / metered
+    per_link: dict[str, int] = field(default_factory=dict)
+    refused_by: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    audit: str = ""
+    curve: list[dict] = field(default_factory=list)  # per iteration: objective, bytes, time
+    converged: bool | None = None
+    reason: str = ""
+
+
+@dataclass
+class Comparison:
+    plan: Plan
+    runs: list[RunReport]
+    out_dir: Path
+    seconds: float
+    f_star: float | None
+
+    def run(self, plan: str) -> RunReport:
+        for r in self.runs:
+            if r.plan == plan:
+                return r
+        raise KeyError(plan)
+
+    def to_dict(self) -> dict:
+        return {"plan": self.plan.to_dict(), "f_star": self.f_star, "seconds": self.seconds,
+                "runs": [{k: v for k, v in asdict(r).items()} for r in self.runs]}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
+def _evaluator(test: Dataset | None) -> Callable[[np.ndarray], dict[str, float]] | None:
+    if test is None:
+        return None
+
+    def evaluate(w: np.ndarray) -> dict[str, float]:
+        z = np.asarray(test.X @ w)
+        return {"log_loss": metrics.log_loss(test.y, z), "auc": metrics.roc_auc(test.y, z)}
+    return evaluate
+
+
+def _geo_curve(rows: list[RoundRow], records: list[dict], deployment: Deployment) -> tuple[
+        list[dict], float]:
+    """Per recorded iteration: objective, WAN bytes and modeled seconds so far."""
+    groups = group_audit(records)
+    compute = call_seconds_from_audit(records)
+    modeled = model_run(records, deployment, compute)
+    ids = [next((r.get("round") for r in g if r.get("round") is not None), None)
+           for g in groups]
+    cumulative = np.cumsum(modeled.round_seconds) if groups else np.zeros(0)
+    curve = []
+    for row in rows:
+        upto = [i for i, rid in enumerate(ids) if rid is None or rid <= row.rounds]
+        t = float(cumulative[upto[-1]]) if upto else 0.0
+        curve.append({"iteration": row.iteration, "objective": row.objective,
+                      "wan_bytes": row.wan_bytes, "modeled_seconds": t,
+                      "wall_seconds": row.seconds})
+    return curve, modeled.seconds
+
+
+def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: Workload,
+             deployment: Deployment, out: Path, evaluate, on_row) -> tuple[RunReport,
+                                                                            RunResult]:
+    slug = _slug(variant.name)
+    audit = out / "audit" / f"{slug}.jsonl"
+    audit.unlink(missing_ok=True)
+    with open_federation(compression=variant.compression(), audit=str(audit)) as fed:
+        recorder = RunRecorder(fed, path=out / "runs" / f"{slug}.jsonl", on_row=on_row)
+        spec = TrainSpec(loss=workload.loss, lam=workload.lam, gtol=workload.gtol,
+                         params=dict(variant.params))
+        result = train(fed, variant.method, spec, recorder)
+        fed.close_sessions()
+        snapshot = fed.meter.snapshot()
+    records = read_audit(audit)
+    curve, modeled_seconds = _geo_curve(result.rows, records, deployment)
+    links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
+    modeled = model_run(records, deployment)
+    last = result.rows[-1]
+    report = RunReport(
+        variant.name, "geo", True, result.objective, evaluate(result.w) if evaluate else {},
+        snapshot["wan_bytes"], last.rounds, last.vector_rounds, modeled_seconds, modeled.usd,
+        last.seconds, per_link=links, audit=str(audit.relative_to(out)), curve=curve,
+        converged=result.converged, reason=result.reason)
+    return report, result
+
+
+def _run_central(open_federation: FederationFactory, workload: Workload,
+                 deployment: Deployment, out: Path, evaluate, on_row, name: str,
+                 ) -> tuple[RunReport, RunResult | Refused]:
+    slug = _slug(name)
+    audit = out / "audit" / f"{slug}.jsonl"
+    audit.unlink(missing_ok=True)
+    with open_federation(audit=str(audit)) as fed:
+        recorder = RunRecorder(fed, path=out / "runs" / f"{slug}.jsonl", on_row=on_row)
+        result = train_centralized_baseline(fed, workload.loss, workload.lam, workload.gtol,
+                                            recorder=recorder)
+        snapshot = fed.meter.snapshot()
+    if isinstance(result, Refused):
+        return RunReport(name, "centralized", False, refused_by=result.sites,
+                         messages=result.messages, audit=str(audit.relative_to(out)),
+                         reason=str(result)), result
+    links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
+    exports = {}
+    for link, nbytes in links.items():
+        src, _, dst = link.partition("->")
+        if dst == deployment.home:
+            exports[src] = exports.get(src, 0) + nbytes
+    modeled = model_centralized(exports, deployment, result.info["train_seconds"])
+    last = result.rows[-1]
+    copy = modeled.seconds - result.info["train_seconds"]
+    curve = [{"iteration": r.iteration, "objective": r.objective, "wan_bytes": r.wan_bytes,
+              "modeled_seconds": copy + (r.seconds - result.info["export_seconds"]),
+              "wall_seconds": r.seconds} for r in result.rows]
+    report = RunReport(
+        name, "centralized", True, result.objective, evaluate(result.w) if evaluate else {},
+        snapshot["wan_bytes"], last.rounds, 0.0, modeled.seconds, modeled.usd, last.seconds,
+        per_link=links, audit=str(audit.relative_to(out)), curve=curve,
+        converged=result.converged, reason=result.reason)
+    return report, result
+
+
+def run_compare(open_federation: FederationFactory, deployment: Deployment,
+                variants: Sequence[GeoVariant], out: str | Path, workload: Workload | None = None,
+                test: Dataset | None = None,
+                exception_federation: FederationFactory | None = None,
+                exception_sites: Sequence[str] = (), optimize: Optimize = "usd",
+                calibrate_mode: Calibrate = "auto", store: CalibrationStore | None = None,
+                progress: Callable[[str], None] | None = None,
+                on_row_factory: Callable[[str], Callable[[RoundRow], None]] | None = None,
+                ) -> Comparison:
+    """Plan, run the centralized baseline and every geo plan, and write the report."""
+    workload = workload or Workload()
+    start = time.perf_counter()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _m: None)
+    rows_hook = on_row_factory or (lambda _name: None)
+    evaluate = _evaluator(test)
+    store = store or CalibrationStore(out / "calibration.json")
+    say("planning: site statistics and calibration")
+    plan = make_plan(open_federation, deployment, variants, workload, optimize,
+                     calibrate_mode, store, progress=say)
+    runs: list[RunReport] = []
+    say("centralized baseline: exporting every DC's rows to the home DC")
+    central, outcome = _run_central(open_federation, workload, deployment, out, evaluate,
+                                    rows_hook("centralize"), "centralize")
+    runs.append(central)
+    if isinstance(outcome, Refused) and exception_federation is not None:
+        label = f"centralize (exception for {', '.join(exception_sites)})"
+        say(f"{outcome}; running it again with an export exception for "
+            f"{', '.join(exception_sites)}")
+        exc, _ = _run_central(exception_federation, workload, deployment, out, evaluate,
+                              rows_hook(label), label)
+        exc.permitted = False  # it ran only through the exception
+        runs.append(exc)
+    for variant in variants:
+        say(f"geo-distributed: {variant.name}")
+        report, result = _run_geo(open_federation, variant, workload, deployment, out,
+                                  evaluate, rows_hook(variant.name))
+        runs.append(report)
+        with open_federation() as fed:
+            sites = list(fed.sites.values())
+        lam = 1.0 / sum(s.rows for s in sites) if workload.lam is None else workload.lam
+        store.put(CalibrationStore.key(sites, workload, lam, variant),
+                  {"rounds": report.rounds, "vector_rounds": report.vector_rounds,
+                   "iterations": result.rows[-1].iteration, "links": report.per_link,
+                   "wan_bytes": report.wan_bytes, "seconds": report.modeled_seconds,
+                   "evaluations": _evaluations(out / report.audit),
+                   "evaluate_seconds": {}})
+    for run in runs:
+        predicted = _predicted_for(plan, run)
+        if predicted is not None and run.wan_bytes:
+            run.predicted_bytes = predicted
+            run.prediction_error = (predicted - run.wan_bytes) / run.wan_bytes
+    objectives = [r.objective for r in runs if r.objective is not None]
+    f_star = min(objectives) if objectives else None
+    comparison = Comparison(plan, runs, out, time.perf_counter() - start, f_star)
+    write_report(comparison, deployment)
+    return comparison
+
+
+def _evaluations(audit: Path) -> int:
+    return len({r.get("round") for r in read_audit(audit) if r.get("call") == "Evaluate"})
+
+
+def _predicted_for(plan: Plan, run: RunReport) -> int | None:
+    name = "centralize" if run.kind == "centralized" else run.plan
+    try:
+        return plan.estimate(name).wan_bytes
+    except KeyError:
+        return None
+
+
+# -- the report -------------------------------------------------------------------------
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
+        n /= 1000.0
+    return f"{n}"
+
+
+def table_rows(c: Comparison) -> list[dict[str, str]]:
+    """The report's table: one row per run (as strings, for Markdown and the terminal)."""
+    rows = []
+    for r in c.runs:
+        status = "ran" if r.permitted else ("refused" if r.refused_by else "exception")
+        rows.append({
+            "plan": r.plan, "status": status,
+            "objective": "-" if r.objective is None else f"{r.objective:.8f}",
+            "test log loss": f"{r.test['log_loss']:.5f}" if "log_loss" in r.test else "-",
+            "test AUC": f"{r.test['auc']:.5f}" if "auc" in r.test else "-",
+            "WAN bytes": "-" if r.refused_by else _fmt_bytes(r.wan_bytes),
+            "modeled time": "-" if r.refused_by else f"{r.modeled_seconds:,.1f} s",
+            "egress $": "-" if r.refused_by else f"{r.usd:.4f}",
+            "wall time": "-" if r.refused_by else f"{r.wall_seconds:.1f} s",
+            "planner error": "-" if r.prediction_error is None
+            else f"{100 * r.prediction_error:+.1f}%",
+        })
+    return rows
+
+
+def _markdown(c: Comparison, deployment: Deployment) -> str:
+    rows = table_rows(c)
+    cols = list(rows[0]) if rows else []
+    lines = [f"# geodml compare: {len(deployment.sites)} DCs, home {deployment.home}", ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(r[k] for k in cols) + " |" for r in rows]
+    plan = c.plan
+    lines += ["", f"**Planner's recommendation:** {plan.recommended} ({plan.reason}).", "",
+              "## The planner's predictions", "",
+              "| plan | permitted | WAN bytes | modeled time | egress $ | workload $ | basis |",
+              "|---|---|---|---|---|---|---|"]
+    for e in plan.estimates:
+        lines.append(f"| {e.plan} | {'yes' if e.permitted else 'no'} | "
+                     f"{_fmt_bytes(e.wan_bytes)} | {e.seconds:,.1f} s | {e.usd:.4f} | "
+                     f"{e.workload_usd:.4f} | {e.basis} |")
+    refused = [r for r in c.runs if r.refused_by]
+    if refused:
+        lines += ["", "## Refused", ""]
+        for r in refused:
+            lines += [f"* {r.plan}: {m}" for m in r.messages]
+    lines += ["", "## Bytes per link", "", "| plan | link | bytes |", "|---|---|---|"]
+    for r in c.runs:
+        for link, nbytes in sorted(r.per_link.items()):
+            lines.append(f"| {r.plan} | {link} | {nbytes:,} |")
+    lines += ["", "Plots: `suboptimality_vs_bytes.png`, `suboptimality_vs_time.png`, "
+              "`bytes_per_link.png`. Audit logs: `audit/`. Run records: `runs/`.",
+              f"Modeled time and dollars use the deployment's links; wall time is this run's "
+              f"({c.seconds:.0f} s in all).", ""]
+    return "\n".join(lines)
+
+
+def _plots(c: Comparison) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ran = [r for r in c.runs if r.curve]
+    for x_key, x_label, fname in (("wan_bytes", "WAN bytes", "suboptimality_vs_bytes.png"),
+                                  ("modeled_seconds", "modeled time over the deployment's "
+                                   "links (s)", "suboptimality_vs_time.png")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in ran:
+            xs = [p[x_key] for p in r.curve]
+            ys = [max((p["objective"] - c.f_star) / abs(c.f_star), 1e-12) for p in r.curve]
+            ax.plot(xs, ys, marker="." if len(xs) < 60 else None, label=r.plan)
+        ax.set_xscale("symlog" if x_key == "wan_bytes" else "linear")
+        ax.set_yscale("log")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("relative suboptimality (F - F*) / |F*|")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(c.out_dir / fname, dpi=110)
+        plt.close(fig)
+    links = sorted({link for r in ran for link in r.per_link})
+    fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(links) + 3), 4.5))
+    width = 0.8 / max(1, len(ran))
+    for i, r in enumerate(ran):
+        xs = np.arange(len(links)) + i * width
+        ax.bar(xs, [r.per_link.get(link, 0) for link in links], width, label=r.plan)
+    ax.set_xticks(np.arange(len(links)) + width * (len(ran) - 1) / 2)
+    ax.set_xticklabels(links, rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("bytes")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(c.out_dir / "bytes_per_link.png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(c: Comparison, deployment: Deployment) -> None:
+    """``report.json``, ``report.md`` and the plots, in ``c.out_dir``."""
+    (c.out_dir / "report.json").write_text(json.dumps(c.to_dict(), indent=2, default=str))
+    (c.out_dir / "report.md").write_text(_markdown(c, deployment))
+    if c.f_star is not None:
+        _plots(c)

@@ -1,0 +1,66 @@
+"""Connect a coordinator to the sites a deployment file lists.
+
+Every site needs an ``address``. Channels use mutual TLS with the deployment's
+``[tls]`` credentials; plaintext only when the deployment says ``insecure = true``,
+and then only to loopback addresses (:func:`geodml.wire.tls.check_insecure_address`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from geodml.deployment import Deployment
+from geodml.errors import ConfigError
+from geodml.federation import AuditLog, Federation
+from geodml.federation.base import CompressionConfig
+from geodml.federation.transport import GrpcTransport
+
+#: opens a federation over the deployment's sites with these keyword arguments
+FederationFactory = Callable[..., Federation]
+
+
+def site_transports(deployment: Deployment, addresses: Mapping[str, str] | None = None,
+                    timeout: float = 600.0) -> list[GrpcTransport]:
+    """One gRPC transport per site; ``addresses`` overrides a site's address (a second
+    server of the same data, e.g. one granted an export exception)."""
+    addresses = dict(addresses or {})
+    unknown = set(addresses) - {s.name for s in deployment.sites}
+    if unknown:
+        raise ConfigError(f"no site {sorted(unknown)} in the deployment; sites are "
+                          f"{', '.join(s.name for s in deployment.sites)}")
+    creds = None
+    if not deployment.insecure:
+        if deployment.tls is None:
+            raise ConfigError("deployment: [tls] (ca, cert, key of the coordinator) is needed "
+                              "unless insecure = true")
+        from geodml.wire.tls import TlsFiles, channel_credentials
+
+        tls = deployment.tls
+        creds = channel_credentials(TlsFiles(tls.ca, tls.cert, tls.key, field="tls"))
+    transports = []
+    for i, site in enumerate(deployment.sites):
+        address = addresses.get(site.name, site.address)
+        if not address:
+            raise ConfigError(f"deployment: sites.{i}.address: site {site.name!r} has no "
+                              "address to dial")
+        if deployment.insecure:
+            from geodml.wire.tls import check_insecure_address
+
+            check_insecure_address(address)
+        transports.append(GrpcTransport(site.name, address, creds, timeout=timeout,
+                                        server_name=site.tls_server_name))
+    return transports
+
+
+def federation_factory(deployment: Deployment,
+                       addresses: Mapping[str, str] | None = None) -> FederationFactory:
+    """``open(compression=None, sample_fraction=1.0, audit=None) -> Federation``: a fresh
+    federation (own channels, own meter) over the deployment's sites."""
+
+    def open_federation(compression: CompressionConfig | None = None,
+                        sample_fraction: float = 1.0, audit: str | None = None) -> Federation:
+        return Federation(site_transports(deployment, addresses), deployment.home,
+                          audit=AuditLog(audit) if audit else None, compression=compression,
+                          sample_fraction=sample_fraction)
+
+    return open_federation

@@ -1,0 +1,444 @@
+r"""The planner: should these DCs centralize or train geo-distributed, and at what cost?
+
+For every plan the planner predicts the WAN bytes, the modeled time and the egress
+dollars of one training run over the deployment's links (:mod:`geodml.wan`), and of a
+*workload* of retraining: ``J`` runs per data snapshot, one snapshot a day for ``D``
+days, the data growing by a share ``g`` of the first day's rows every day.
+
+Centralizing
+------------
+Each site's ``Describe`` reply carries ``export_bytes_estimate``: the size of its
+Export (Arrow IPC, zstd), measured by encoding a sample of its rows. The first
+snapshot copies everything home; each later day copies only the new rows::
+
+    B_central = sum_{s != home} E_s * (1 + g (D - 1))
+
+Training then runs at home ``J D`` times; one run takes about ``n_eval`` evaluations of
+value and gradient over all rows (``n_eval`` from the SQM L-BFGS calibration, which
+runs the same L-BFGS over exact sums, else :data:`DEFAULT_CENTRAL_EVALUATIONS`), each
+costing the sum over sites of their measured Evaluate time scaled to all their rows.
+A site whose policy forbids raw export makes the plan *not permitted*; it is still
+priced, as "what it would cost with an exception".
+
+Training geo-distributed
+------------------------
+A run's bytes are ``sum over rounds of the bytes of the round``: per round they follow
+from the model dimension (or each site's support), the wire format and the method;
+the number of rounds to the tolerance is what must be learned. The planner takes it
+
+1. from the calibration store: the recorded rounds of the same method on the same
+   data (the same sites' data fingerprints, loss, lambda, tolerance, compression):
+   ``geodml compare`` records every real run there, so retraining plans are exact;
+2. else from a *calibration run*: the method itself, over the same sites and wire,
+   on an evenly spaced sample of a share ``f`` of each site's rows, with
+   :math:`\lambda_f = \lambda / \sqrt{f}`. Support restriction keeps the full data's
+   support, so every vector has its full-run size and the metered bytes of the
+   calibration are the prediction. (With the same :math:`\lambda` a small sample is
+   less regularized relative to its rows and needs more rounds; :math:`1/\sqrt{f}`
+   compensated for that on the regional CTR data, see docs/planner.md.) A
+   calibration moves about as many WAN bytes as the run it predicts; it is reported
+   as the plan's calibration cost;
+3. else, when the plan's *lower bound* (:data:`MIN_VECTOR_ROUNDS` rounds moving one
+   model-sized vector each way) already costs more than a permitted centralized plan,
+   no calibration is run and the bound is reported (``calibrate="auto"``).
+
+Modeled time per round adds the slowest site's call time measured in the
+calibration, scaled by ``1/f``. For the workload, a geo plan repeats its run
+``J D`` times: ``B_geo = J D B_run`` (cold starts; warm starts from yesterday's model
+usually need fewer rounds, so this is conservative).
+
+The recommendation is the permitted plan with the lowest workload dollars (or
+bytes, or modeled time: ``optimize``); ties go to fewer bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from geodml.deployment import Deployment
+from geodml.errors import ConfigError
+from geodml.federation.base import CompressionConfig, SiteInfo
+from geodml.wan import model_centralized, model_run, transfer_seconds
+
+MIN_VECTOR_ROUNDS = 5  # no method reached gtol 1e-3 in fewer on any benchmark (BENCHMARKS.md)
+DEFAULT_CENTRAL_EVALUATIONS = 150
+DEFAULT_CALIBRATION_ROWS = 20_000
+_VALUE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+Optimize = Literal["usd", "bytes", "seconds"]
+Calibrate = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True)
+class GeoVariant:
+    """A geo-distributed plan: a method, its compression, dense or support-restricted.
+
+    ``compress_up`` / ``compress_down`` are JSON compression specs (or None);
+    ``restrict_to_support`` None restricts vectors wherever sites share their support.
+    """
+
+    method: str
+    compress_up: str | None = None
+    compress_down: str | None = None
+    restrict_to_support: bool | None = None
+    params: tuple[tuple[str, object], ...] = ()
+    label: str = ""  # how reports name the compression, e.g. "float16"
+
+    @property
+    def name(self) -> str:
+        parts = [self.method]
+        if self.label:
+            parts.append(self.label)
+        if self.restrict_to_support is False:
+            parts.append("dense")
+        return " ".join(parts)
+
+    def compression(self, full_precision_at: float = 1e-3) -> CompressionConfig | None:
+        if not (self.compress_up or self.compress_down):
+            return None
+        from geodml.compression import AdaptivePrecision
+
+        return CompressionConfig(up=self.compress_up, down=self.compress_down,
+                                 precision=AdaptivePrecision(threshold=full_precision_at))
+
+    def key(self) -> dict:
+        return {"method": self.method, "up": self.compress_up, "down": self.compress_down,
+                "restrict": self.restrict_to_support, "params": list(self.params)}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The training job and how often it runs."""
+
+    loss: str = "logistic"
+    lam: float | None = None  # None: 1 / (all rows)
+    gtol: float = 1e-3
+    runs_per_snapshot: int = 1  # J: e.g. a hyper-parameter sweep per snapshot
+    days: int = 1  # D: one snapshot per day
+    growth_per_day: float = 0.0  # g: new rows per day, as a share of the first day's
+
+    def __post_init__(self) -> None:
+        checks = [("runs_per_snapshot", self.runs_per_snapshot >= 1, ">= 1"),
+                  ("days", self.days >= 1, ">= 1"),
+                  ("growth_per_day", self.growth_per_day >= 0, ">= 0"),
+                  ("gtol", 0 < self.gtol < 1, "in (0, 1)")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"workload: {name} must be {rule}, got {getattr(self, name)}")
+
+    @property
+    def runs(self) -> int:
+        return self.runs_per_snapshot * self.days
+
+    @property
+    def copy_factor(self) -> float:
+        """Bytes copied over the horizon, in units of the first snapshot."""
+        return 1.0 + self.growth_per_day * (self.days - 1)
+
+
+@dataclass
+class Estimate:
+    """One plan's prediction: one run (``wan_bytes``, ``seconds``, ``usd``, ``per_link``)
+    and the whole workload (``workload_*``)."""
+
+    plan: str
+    kind: Literal["centralized", "geo"]
+    permitted: bool
+    wan_bytes: int
+    seconds: float
+    usd: float
+    workload_bytes: int
+    workload_seconds: float
+    workload_usd: float
+    basis: str  # where the rounds (or export size) come from
+    why_not: str = ""  # why the plan is not permitted
+    rounds: int = 0
+    vector_rounds: float = 0.0
+    calibration_wan_bytes: int = 0
+    per_link: dict[str, int] = field(default_factory=dict)
+    variant: dict | None = None
+
+
+@dataclass
+class Plan:
+    estimates: list[Estimate]
+    recommended: str | None
+    reason: str
+    workload: Workload
+    optimize: str
+    sites: list[dict]
+
+    def estimate(self, plan: str) -> Estimate:
+        for e in self.estimates:
+            if e.plan == plan:
+                return e
+        raise KeyError(plan)
+
+    def to_dict(self) -> dict:
+        return {"recommended": self.recommended, "reason": self.reason,
+                "optimize": self.optimize, "workload": asdict(self.workload),
+                "sites": self.sites, "estimates": [asdict(e) for e in self.estimates]}
+
+
+class CalibrationStore:
+    """Recorded rounds and bytes of real runs, keyed by data and job (a JSON file)."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+
+    @staticmethod
+    def key(sites: Sequence[SiteInfo], workload: Workload, lam: float,
+            variant: GeoVariant) -> str:
+        blob = json.dumps({"data": sorted((s.name, s.data_fingerprint) for s in sites),
+                           "loss": workload.loss, "lam": lam, "gtol": workload.gtol,
+                           **variant.key()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def _load(self) -> dict:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{self.path}: unreadable calibration store ({e}); delete it "
+                              "to start afresh") from None
+
+    def get(self, key: str) -> dict | None:
+        return self._load().get(key)
+
+    def put(self, key: str, record: dict) -> None:
+        if self.path is None:
+            return
+        data = self._load()
+        data[key] = {**record, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def _value_bytes(spec: str | None) -> int:
+    """Bytes per value on the wire of a compression spec (float64 without one)."""
+    if not spec:
+        return 8
+    text = json.dumps(json.loads(spec)) if spec.startswith(("{", "[")) else spec
+    for name, size in sorted(_VALUE_BYTES.items(), key=lambda kv: kv[1]):
+        if name in text or (name == "int8" and "quantize_int8" in text):
+            return size
+    return 8
+
+
+def lower_bound_bytes(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> int:
+    """:data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector each way to and
+    from every site outside the home DC."""
+    down, up = _value_bytes(variant.compress_down), _value_bytes(variant.compress_up)
+    total = 0
+    for s in sites:
+        if s.name == home:
+            continue
+        restrict = variant.restrict_to_support is not False and s.support_size > 0
+        dim = s.support_size if restrict else s.features
+        total += dim * (down + up)
+    return MIN_VECTOR_ROUNDS * total
+
+
+def _site_rows(sites: Sequence[SiteInfo]) -> dict[str, dict]:
+    return [{"site": s.name, "region": s.region, "rows": s.rows, "nnz": s.nnz,
+             "features": s.features, "support": s.support_size,
+             "raw_export_allowed": s.raw_export_allowed,
+             "export_bytes_estimate": s.export_bytes_estimate} for s in sites]
+
+
+def calibration_fraction(sites: Sequence[SiteInfo], rows: int) -> float:
+    """The share of rows a calibration samples: ``rows`` from the median site, at most all."""
+    counts = sorted(s.rows for s in sites)
+    median = counts[len(counts) // 2]
+    return min(1.0, rows / max(1, median))
+
+
+def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: float,
+              fraction: float, deployment: Deployment) -> dict:
+    """Run ``variant`` on a ``fraction`` sample of every site's rows; return its metered
+    rounds, bytes per link and modeled seconds (compute scaled by ``1 / fraction``)."""
+    from geodml.algorithms.record import RunRecorder
+    from geodml.algorithms.registry import TrainSpec, train
+    from geodml.federation.meter import read_audit
+
+    with tempfile.TemporaryDirectory(prefix="geodml-calibrate-") as scratch:
+        audit = str(Path(scratch) / "audit.jsonl")
+        with open_federation(compression=variant.compression(), sample_fraction=fraction,
+                             audit=audit) as fed:
+            spec = TrainSpec(loss=workload.loss, lam=lam / math.sqrt(fraction),
+                             gtol=workload.gtol, params=dict(variant.params))
+            result = train(fed, variant.method, spec, RunRecorder(fed))
+            fed.close_sessions()
+            links = {name: v["bytes"] for name, v in fed.meter.snapshot()["links"].items()
+                     if v["wan"]}
+        records = read_audit(audit)
+    from geodml.wan import call_seconds_from_audit
+
+    compute = [c / fraction for c in call_seconds_from_audit(records)]
+    modeled = model_run(records, deployment, compute)
+    evaluate_seconds = _evaluate_seconds(records, fraction)
+    last = result.rows[-1]
+    return {"rounds": last.rounds, "vector_rounds": last.vector_rounds,
+            "iterations": last.iteration, "evaluations": _count_calls(records, "Evaluate"),
+            "links": links, "wan_bytes": sum(links.values()), "seconds": modeled.seconds,
+            "evaluate_seconds": evaluate_seconds, "converged": result.converged,
+            "fraction": fraction}
+
+
+def _count_calls(records: list[dict], call: str) -> int:
+    return len({r.get("round") for r in records if r.get("call") == call})
+
+
+def _evaluate_seconds(records: list[dict], fraction: float) -> dict[str, float]:
+    """Per site: the median measured Evaluate call, scaled to all its rows."""
+    by_site: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("call") == "Evaluate" and r.get("direction") == "up" and "seconds" in r:
+            by_site.setdefault(r["site"], []).append(float(r["seconds"]))
+    return {site: sorted(v)[len(v) // 2] / fraction for site, v in by_site.items()}
+
+
+def _geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Deployment,
+                  workload: Workload, calibration_bytes: int = 0) -> Estimate:
+    from geodml.wan import egress_usd
+
+    links = {k: int(v) for k, v in record["links"].items()}
+    wan = sum(links.values())
+    usd = egress_usd(links, deployment)
+    seconds = float(record["seconds"])
+    return Estimate(variant.name, "geo", True, wan, seconds, usd, wan * workload.runs,
+                    seconds * workload.runs, usd * workload.runs, basis,
+                    rounds=int(record.get("rounds", 0)),
+                    vector_rounds=float(record.get("vector_rounds", 0.0)),
+                    calibration_wan_bytes=calibration_bytes, per_link=links,
+                    variant=variant.key())
+
+
+def _lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
+                          deployment: Deployment, workload: Workload) -> Estimate:
+    """The bound of :func:`lower_bound_bytes`, spread over the links it uses."""
+    down, up = _value_bytes(variant.compress_down), _value_bytes(variant.compress_up)
+    links: dict[str, int] = {}
+    seconds = 0.0
+    for s in sites:
+        if s.name == deployment.home:
+            continue
+        restrict = variant.restrict_to_support is not False and s.support_size > 0
+        dim = s.support_size if restrict else s.features
+        links[f"{deployment.home}->{s.name}"] = MIN_VECTOR_ROUNDS * dim * down
+        links[f"{s.name}->{deployment.home}"] = MIN_VECTOR_ROUNDS * dim * up
+        t = MIN_VECTOR_ROUNDS * (
+            transfer_seconds(dim * down, deployment.link(deployment.home, s.name))
+            + transfer_seconds(dim * up, deployment.link(s.name, deployment.home)))
+        seconds = max(seconds, t)
+    record = {"links": links, "seconds": seconds, "rounds": MIN_VECTOR_ROUNDS,
+              "vector_rounds": MIN_VECTOR_ROUNDS}
+    return _geo_estimate(variant, record, f"lower bound ({MIN_VECTOR_ROUNDS} vector rounds; "
+                         "not calibrated: cannot beat centralizing)", deployment, workload)
+
+
+def _central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workload: Workload,
+                      train_seconds: float, basis: str) -> Estimate:
+    exports = {s.name: s.export_bytes_estimate for s in sites if s.name != deployment.home}
+    modeled = model_centralized(exports, deployment, train_seconds)
+    refusing = [s.name for s in sites if not s.raw_export_allowed and s.name != deployment.home]
+    why = ""
+    if refusing:
+        why = (f"the policy of site {', '.join(refusing)} forbids raw export "
+               "(allow_raw_export = false); priced as if granted an exception")
+    copy = modeled.seconds - train_seconds
+    factor = workload.copy_factor
+    # later days copy only their new rows, and every run trains on the day's data
+    mean_rows = 1.0 + workload.growth_per_day * (workload.days - 1) / 2
+    return Estimate(
+        "centralize", "centralized", not refusing, modeled.wan_bytes, modeled.seconds,
+        modeled.usd, int(modeled.wan_bytes * factor),
+        copy * factor + train_seconds * mean_rows * workload.runs, modeled.usd * factor,
+        basis, why,
+        rounds=1, per_link={k: int(v["bytes"]) for k, v in modeled.per_link.items()})
+
+
+def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVariant],
+              workload: Workload = Workload(), optimize: Optimize = "usd",
+              calibrate_mode: Calibrate = "auto", store: CalibrationStore | None = None,
+              calibration_rows: int = DEFAULT_CALIBRATION_ROWS, progress=None) -> Plan:
+    """Predict every plan, calibrating geo plans as needed, and recommend one."""
+    store = store or CalibrationStore(None)
+    say = progress or (lambda _msg: None)
+    with open_federation() as fed:
+        sites = list(fed.sites.values())
+    n_rows = sum(s.rows for s in sites)
+    lam = 1.0 / n_rows if workload.lam is None else float(workload.lam)
+    fraction = calibration_fraction(sites, calibration_rows)
+    central_bytes = sum(s.export_bytes_estimate for s in sites if s.name != deployment.home)
+    central_permitted = all(s.raw_export_allowed for s in sites if s.name != deployment.home)
+    records: dict[str, tuple[dict, str, int]] = {}
+    lower: list[GeoVariant] = []
+    for variant in variants:
+        key = CalibrationStore.key(sites, workload, lam, variant)
+        recorded = store.get(key)
+        if recorded is not None:
+            records[variant.name] = (recorded, f"recorded run ({recorded.get('recorded')})", 0)
+            continue
+        bound = lower_bound_bytes(sites, deployment.home, variant) * workload.runs
+        skip = calibrate_mode == "never" or (
+            calibrate_mode == "auto" and central_permitted
+            and bound > central_bytes * workload.copy_factor)
+        if skip:
+            lower.append(variant)
+            continue
+        say(f"calibrating {variant.name} on {fraction:.0%} of every site's rows")
+        rec = calibrate(open_federation, variant, workload, lam, fraction, deployment)
+        records[variant.name] = (rec, f"calibration on a {fraction:.0%} row sample",
+                                 rec["wan_bytes"])
+    estimates: list[Estimate] = []
+    # the home DC trains on all rows: evaluations of L-BFGS times every site's evaluate time
+    lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
+    evaluations = lbfgs["evaluations"] if lbfgs else DEFAULT_CENTRAL_EVALUATIONS
+    per_eval = {}
+    for rec, _, _ in records.values():
+        for site, sec in rec.get("evaluate_seconds", {}).items():
+            per_eval[site] = min(per_eval.get(site, math.inf), sec)
+    train_seconds = evaluations * sum(per_eval.values())
+    basis = "export size from each site's sampled encoding"
+    if not lbfgs:
+        basis += f"; training time assumes {DEFAULT_CENTRAL_EVALUATIONS} evaluations"
+    estimates.append(_central_estimate(sites, deployment, workload, train_seconds, basis))
+    for variant in variants:
+        if variant.name in records:
+            rec, why, cal = records[variant.name]
+            estimates.append(_geo_estimate(variant, rec, why, deployment, workload, cal))
+    for variant in lower:
+        estimates.append(_lower_bound_estimate(variant, sites, deployment, workload))
+    recommended, reason = _recommend(estimates, optimize)
+    return Plan(estimates, recommended, reason, workload, optimize, _site_rows(sites))
+
+
+def _recommend(estimates: list[Estimate], optimize: Optimize) -> tuple[str | None, str]:
+    metric = {"usd": "workload_usd", "bytes": "workload_bytes",
+              "seconds": "workload_seconds"}[optimize]
+    permitted = [e for e in estimates if e.permitted]
+    if not permitted:
+        return None, "no plan is permitted by every site's policy"
+    best = min(permitted, key=lambda e: (getattr(e, metric), e.workload_bytes))
+    others = [e for e in permitted if e is not best]
+    reason = f"lowest workload {optimize}"
+    if others:
+        runner = min(others, key=lambda e: (getattr(e, metric), e.workload_bytes))
+        ratio = getattr(runner, metric) / max(getattr(best, metric), 1e-12)
+        reason += f" ({ratio:.1f}x less than {runner.plan})"
+    central = next((e for e in estimates if e.kind == "centralized"), None)
+    if central is not None and not central.permitted:
+        reason += f"; centralizing is excluded: {central.why_not}"
+    return best.plan, reason
