@@ -39,6 +39,7 @@ from geodml.data.dataset import Dataset
 from geodml.deployment import Deployment
 from geodml.federation.meter import read_audit
 from geodml.planner import (
+    DEFAULT_CALIBRATION_ROWS,
     Calibrate,
     CalibrationStore,
     GeoVariant,
@@ -195,6 +196,7 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
                 exception_federation: FederationFactory | None = None,
                 exception_sites: Sequence[str] = (), optimize: Optimize = "usd",
                 calibrate_mode: Calibrate = "auto", store: CalibrationStore | None = None,
+                calibration_rows: int = DEFAULT_CALIBRATION_ROWS,
                 progress: Callable[[str], None] | None = None,
                 on_row_factory: Callable[[str], Callable[[RoundRow], None]] | None = None,
                 ) -> Comparison:
@@ -209,7 +211,7 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
     store = store or CalibrationStore(out / "calibration.json")
     say("planning: site statistics and calibration")
     plan = make_plan(open_federation, deployment, variants, workload, optimize,
-                     calibrate_mode, store, progress=say)
+                     calibrate_mode, store, calibration_rows, progress=say)
     runs: list[RunReport] = []
     say("centralized baseline: exporting every DC's rows to the home DC")
     central, outcome = _run_central(open_federation, workload, deployment, out, evaluate,
@@ -235,8 +237,7 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
                   {"rounds": report.rounds, "vector_rounds": report.vector_rounds,
                    "iterations": result.rows[-1].iteration, "links": report.per_link,
                    "wan_bytes": report.wan_bytes, "seconds": report.modeled_seconds,
-                   "evaluations": _evaluations(out / report.audit),
-                   "evaluate_seconds": {}})
+                   "evaluations": _evaluations(out / report.audit)})
     for run in runs:
         predicted = _predicted_for(plan, run)
         if predicted is not None and run.wan_bytes:
@@ -334,13 +335,15 @@ def _plots(c: Comparison) -> None:
                                    "links (s)", "suboptimality_vs_time.png")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for r in ran:
-            xs = [p[x_key] for p in r.curve]
-            ys = [max((p["objective"] - c.f_star) / abs(c.f_star), 1e-12) for p in r.curve]
+            # the run that reached F* itself has suboptimality 0 there: not on a log scale
+            points = [(p[x_key], (p["objective"] - c.f_star) / abs(c.f_star)) for p in r.curve]
+            xs = [x for x, y in points if y > 0]
+            ys = [y for x, y in points if y > 0]
             ax.plot(xs, ys, marker="." if len(xs) < 60 else None, label=r.plan)
         ax.set_xscale("symlog" if x_key == "wan_bytes" else "linear")
         ax.set_yscale("log")
         ax.set_xlabel(x_label)
-        ax.set_ylabel("relative suboptimality (F - F*) / |F*|")
+        ax.set_ylabel("(F - F*) / |F*|, F* = lowest objective reached")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -16,7 +16,9 @@ snapshot copies everything home; each later day copies only the new rows::
 Training then runs at home ``J D`` times; one run takes about ``n_eval`` evaluations of
 value and gradient over all rows (``n_eval`` from the SQM L-BFGS calibration, which
 runs the same L-BFGS over exact sums, else :data:`DEFAULT_CENTRAL_EVALUATIONS`), each
-costing the sum over sites of their measured Evaluate time scaled to all their rows.
+costing ``nnz / r`` seconds, where ``r`` is this machine's measured value+gradient
+throughput (nonzeros per second, :func:`home_throughput`): the coordinator runs in
+the home DC, on the kind of machine that would train there.
 A site whose policy forbids raw export makes the plan *not permitted*; it is still
 priced, as "what it would cost with an exception".
 
@@ -43,7 +45,8 @@ the number of rounds to the tolerance is what must be learned. The planner takes
    no calibration is run and the bound is reported (``calibrate="auto"``).
 
 Modeled time per round adds the slowest site's call time measured in the
-calibration, scaled by ``1/f``. For the workload, a geo plan repeats its run
+calibration, its compute scaled by ``1/f``: ``o + (c - o) / f`` with ``o`` the quickest
+call of the calibration (the fixed overhead of a call). For the workload, a geo plan repeats its run
 ``J D`` times: ``B_geo = J D B_run`` (cold starts; warm starts from yesterday's model
 usually need fewer rounds, so this is conservative).
 
@@ -69,8 +72,9 @@ from geodml.federation.base import CompressionConfig, SiteInfo
 from geodml.wan import model_centralized, model_run, transfer_seconds
 
 MIN_VECTOR_ROUNDS = 5  # no method reached gtol 1e-3 in fewer on any benchmark (BENCHMARKS.md)
-DEFAULT_CENTRAL_EVALUATIONS = 150
-DEFAULT_CALIBRATION_ROWS = 20_000
+DEFAULT_CENTRAL_EVALUATIONS = 110  # L-BFGS to gtol 1e-3 on the benchmarks: 60-110
+DEFAULT_CALIBRATION_ROWS = 50_000
+SESSION_BYTES = 400  # Prepare (down and up), Export's request and Close of one site
 _VALUE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 Optimize = Literal["usd", "bytes", "seconds"]
@@ -285,28 +289,47 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         records = read_audit(audit)
     from geodml.wan import call_seconds_from_audit
 
-    compute = [c / fraction for c in call_seconds_from_audit(records)]
+    # a call's time is a fixed overhead o (the quickest call seen) plus compute over the
+    # sample's rows, which the full run does on 1/f times as many
+    calls = call_seconds_from_audit(records)
+    overhead = min((c for c in calls if c > 0), default=0.0)
+    compute = [overhead + max(0.0, c - overhead) / fraction for c in calls]
     modeled = model_run(records, deployment, compute)
-    evaluate_seconds = _evaluate_seconds(records, fraction)
     last = result.rows[-1]
     return {"rounds": last.rounds, "vector_rounds": last.vector_rounds,
             "iterations": last.iteration, "evaluations": _count_calls(records, "Evaluate"),
             "links": links, "wan_bytes": sum(links.values()), "seconds": modeled.seconds,
-            "evaluate_seconds": evaluate_seconds, "converged": result.converged,
+            "converged": result.converged,
             "fraction": fraction}
+
+
+def home_throughput(nnz_per_row: float, features: int, rows: int = 100_000,
+                    seed: int = 0) -> float:
+    """Nonzeros per second of one value+gradient evaluation on this machine, timed on a
+    random CSR matrix shaped like the data (best of three)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from geodml.models import get_loss
+    from geodml.models.site_sums import SiteSums
+
+    rng = np.random.default_rng(seed)
+    per_row = max(1, round(nnz_per_row))
+    indices = rng.integers(0, max(1, features), size=rows * per_row).astype(np.int32)
+    X = sp.csr_matrix((np.ones(len(indices), np.float32), indices,
+                       np.arange(0, len(indices) + 1, per_row)), shape=(rows, max(1, features)))
+    sums = SiteSums(X, (rng.random(rows) < 0.2).astype(np.float64), get_loss("logistic"))
+    w = rng.normal(0, 0.01, max(1, features))
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sums.evaluate(w)
+        best = min(best, time.perf_counter() - t0)
+    return X.nnz / max(best, 1e-9)
 
 
 def _count_calls(records: list[dict], call: str) -> int:
     return len({r.get("round") for r in records if r.get("call") == call})
-
-
-def _evaluate_seconds(records: list[dict], fraction: float) -> dict[str, float]:
-    """Per site: the median measured Evaluate call, scaled to all its rows."""
-    by_site: dict[str, list[float]] = {}
-    for r in records:
-        if r.get("call") == "Evaluate" and r.get("direction") == "up" and "seconds" in r:
-            by_site.setdefault(r["site"], []).append(float(r["seconds"]))
-    return {site: sorted(v)[len(v) // 2] / fraction for site, v in by_site.items()}
 
 
 def _geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Deployment,
@@ -349,8 +372,11 @@ def _lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
 
 
 def _central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workload: Workload,
-                      train_seconds: float, basis: str) -> Estimate:
-    exports = {s.name: s.export_bytes_estimate for s in sites if s.name != deployment.home}
+                      train_seconds: float, basis: str, describe: dict[str, int]) -> Estimate:
+    """Export bytes plus the calls around them: Describe (as measured), Prepare and Close
+    (:data:`SESSION_BYTES` per site)."""
+    exports = {s.name: s.export_bytes_estimate + describe.get(f"{s.name}->{deployment.home}", 0)
+               + SESSION_BYTES for s in sites if s.name != deployment.home}
     modeled = model_centralized(exports, deployment, train_seconds)
     refusing = [s.name for s in sites if not s.raw_export_allowed and s.name != deployment.home]
     why = ""
@@ -378,6 +404,8 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     say = progress or (lambda _msg: None)
     with open_federation() as fed:
         sites = list(fed.sites.values())
+        describe = {k: int(v["bytes"]) for k, v in fed.meter.snapshot()["links"].items()
+                    if v["wan"]}
     n_rows = sum(s.rows for s in sites)
     lam = 1.0 / n_rows if workload.lam is None else float(workload.lam)
     fraction = calibration_fraction(sites, calibration_rows)
@@ -406,15 +434,14 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     # the home DC trains on all rows: evaluations of L-BFGS times every site's evaluate time
     lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
     evaluations = lbfgs["evaluations"] if lbfgs else DEFAULT_CENTRAL_EVALUATIONS
-    per_eval = {}
-    for rec, _, _ in records.values():
-        for site, sec in rec.get("evaluate_seconds", {}).items():
-            per_eval[site] = min(per_eval.get(site, math.inf), sec)
-    train_seconds = evaluations * sum(per_eval.values())
+    nnz = sum(s.nnz for s in sites)
+    train_seconds = evaluations * nnz / home_throughput(nnz / max(1, n_rows),
+                                                        sites[0].features)
     basis = "export size from each site's sampled encoding"
     if not lbfgs:
         basis += f"; training time assumes {DEFAULT_CENTRAL_EVALUATIONS} evaluations"
-    estimates.append(_central_estimate(sites, deployment, workload, train_seconds, basis))
+    estimates.append(_central_estimate(sites, deployment, workload, train_seconds, basis,
+                                       describe))
     for variant in variants:
         if variant.name in records:
             rec, why, cal = records[variant.name]

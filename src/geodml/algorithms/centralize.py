@@ -36,7 +36,7 @@ def train_centralized_baseline(
 ) -> RunResult | Refused:
     """Export all rows to the home DC and train there; or say who refused."""
     lam = 1.0 / fed.n_rows if lam is None else float(lam)
-    fed.prepare(loss, lam)
+    fed.prepare(loss, lam, restrict_to_support=False)  # a session for Export; no support
     recorder = recorder or RunRecorder(fed)
     start = time.perf_counter()
     parts: dict[str, Dataset] = {}

@@ -1,0 +1,166 @@
+"""Is the planner right? Plan, then run every plan for real, in both regimes.
+
+Usage:
+    python bench/bench_planner.py [--regimes ipinyou,synthetic] [--rows 2000000]
+        [--bits 18] [--methods fadl-subspace] [--gtol 1e-3]
+        [--calibration-rows 200000] [--work DIR]
+
+Regimes (4 DCs named us-east (home), eu-west, ap-south, sa-east, priced by the
+region table of ``geodml.wan``; every site allows export so both plans can run):
+
+* ``ipinyou``: iPinYou split by region into 4 DCs (``../shared/datasets``): few rows,
+  many features; centralizing should be cheaper.
+* ``synthetic``: the regional CTR generator, ``--rows`` rows per DC at 2^``--bits``
+  hashed features: many rows per feature; geo-distributed should be cheaper.
+
+For each regime it runs ``geodml.compare.run_compare`` over in-process sites (the same
+messages and byte counts as gRPC) with ``calibrate="always"`` and a fresh calibration
+store: the planner predicts every plan (geo plans from a calibration run on a row
+sample), then the centralized baseline and every geo plan run to ``--gtol``. It prints
+the predicted and metered WAN bytes of every plan, the relative error, the plan the
+planner recommends and the plan that was actually cheapest (egress dollars).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from geodml.compare import run_compare
+from geodml.compression import spec_text
+from geodml.data import load_dataset
+from geodml.data.dataset import Dataset
+from geodml.data.partition import PartitionSpec, partition_source, site_dirs
+from geodml.data.readers import open_source, read_dataset
+from geodml.data.source import KeySpec
+from geodml.data.synthetic import RegionalCTRConfig, write_regional
+from geodml.deployment import parse_deployment
+from geodml.federation import AuditLog, Federation
+from geodml.federation.transport import InProcessTransport
+from geodml.planner import CalibrationStore, GeoVariant, Workload
+from geodml.site.policy import Policy
+from geodml.site.service import SiteService
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+NAMES = ("us-east", "eu-west", "ap-south", "sa-east")
+
+
+def ipinyou_sites(work: Path) -> tuple[dict[str, Dataset], Dataset]:
+    options = {"n_features": 133465, "dtype": np.float32,
+               "featindex": SHARED / "ipinyou_deepctr" / "featindex.fm.txt"}
+    src = open_source(SHARED / "ipinyou_deepctr" / "train.fm.txt", "libsvm", **options)
+    out = work / "ipinyou"
+    if not (out / "manifest.json").is_file():
+        partition_source(src, out, PartitionSpec("by-column", k=4,
+                                                 key=KeySpec(feature_prefix="region:")))
+    parts = [load_dataset(p) for p in site_dirs(out).values()]
+    test = read_dataset(SHARED / "ipinyou_deepctr" / "test.fm.txt", "libsvm", **options)
+    return dict(zip(NAMES, parts, strict=True)), test
+
+
+def synthetic_sites(work: Path, rows: int, bits: int) -> tuple[dict[str, Dataset], Dataset]:
+    out = work / f"synthetic-{rows}-{bits}"
+    config = RegionalCTRConfig(regions=NAMES, rows_per_region=rows,
+                               test_rows_per_region=min(50_000, rows // 10), hash_bits=bits)
+    if not (out / "manifest.json").is_file():
+        write_regional(config, out, overwrite=True, workers=2)
+    train = {n: load_dataset(p) for n, p in site_dirs(out).items()}
+    test = Dataset.concat([load_dataset(p) for p in site_dirs(out, "test").values()])
+    return train, test
+
+
+def factory(services: list[SiteService], home: str):
+    def open_federation(compression=None, sample_fraction=1.0, audit=None) -> Federation:
+        return Federation([InProcessTransport(s) for s in services], home,
+                          audit=AuditLog(audit) if audit else None, compression=compression,
+                          sample_fraction=sample_fraction)
+    return open_federation
+
+
+def run_regime(name: str, sites: dict[str, Dataset], test: Dataset | None, args,
+               console: Console, work: Path) -> list[list[str]]:
+    services = [SiteService(n, n, d, Policy(allow_raw_export=True)) for n, d in sites.items()]
+    deployment = parse_deployment({"home": NAMES[0], "insecure": True,
+                                   "sites": [{"name": n, "region": n} for n in sites]})
+    variants = []
+    for method in args.methods.split(","):
+        for compress in args.compress.split(","):
+            c = None if compress == "none" else compress
+            variants.append(GeoVariant(method, spec_text(c, True), spec_text(c, False),
+                                       label=c or ""))
+    out = work / f"report-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    rows = sum(d.n_rows for d in sites.values())
+    console.print(f"[bold]{name}[/]: {rows:,} rows in 4 DCs, "
+                  f"{next(iter(sites.values())).n_features:,} features")
+    start = time.perf_counter()
+    c = run_compare(factory(services, NAMES[0]), deployment, variants, out,
+                    Workload(gtol=args.gtol), test=test, calibrate_mode="always",
+                    store=CalibrationStore(out / "calibration.json"),
+                    calibration_rows=args.calibration_rows,
+                    progress=lambda m: console.print(f"  [dim]{m}[/]"))
+    cheapest = min((r for r in c.runs if r.objective is not None), key=lambda r: r.usd)
+    table = []
+    for r in c.runs:
+        if r.objective is None:
+            continue
+        est = c.plan.estimate("centralize" if r.kind == "centralized" else r.plan)
+        table.append([name, r.plan, f"{est.wan_bytes / 1e6:,.2f}", f"{r.wan_bytes / 1e6:,.2f}",
+                      f"{100 * r.prediction_error:+.1f}%", f"{est.usd:.4f}", f"{r.usd:.4f}",
+                      f"{r.test.get('auc', float('nan')):.5f}", f"{r.wall_seconds:.0f}",
+                      est.basis.split(";")[0],
+                      "yes" if c.plan.recommended == est.plan else "",
+                      "yes" if r is cheapest else ""])
+    console.print(f"  {name}: {time.perf_counter() - start:.0f} s; report in {out}")
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regimes", default="ipinyou,synthetic")
+    ap.add_argument("--rows", type=int, default=2_000_000, help="synthetic rows per DC")
+    ap.add_argument("--bits", type=int, default=18, help="synthetic hash bits")
+    ap.add_argument("--methods", default="fadl-subspace")
+    ap.add_argument("--compress", default="none", help="comma list: none, float16, ...")
+    ap.add_argument("--gtol", type=float, default=1e-3)
+    ap.add_argument("--calibration-rows", type=int, default=50_000,
+                    help="rows of the median site in a calibration run (the planner's default)")
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    console = Console(width=200)
+    work = args.work or Path(tempfile.mkdtemp(prefix="geodml-bench-planner-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cols = ["regime", "plan", "predicted MB", "metered MB", "error", "predicted $",
+            "metered $", "test AUC", "wall s", "basis", "recommended", "cheapest"]
+    rows: list[list[str]] = []
+    for regime in args.regimes.split(","):
+        if regime == "ipinyou":
+            if not SHARED.is_dir():
+                console.print(f"skipping ipinyou: {SHARED} not found")
+                continue
+            sites, test = ipinyou_sites(work)
+        elif regime == "synthetic":
+            sites, test = synthetic_sites(work, args.rows, args.bits)
+        else:
+            sys.exit(f"unknown regime {regime!r}")
+        rows += run_regime(regime, sites, test, args, console, work)
+    table = Table(title=f"planner vs metered (gtol {args.gtol:g}, 4 DCs, home us-east)")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("regime", "plan", "basis") else "right")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    console.print("\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                            + ["| " + " | ".join(r) + " |" for r in rows]), soft_wrap=True)
+
+
+if __name__ == "__main__":
+    main()
