@@ -21,7 +21,8 @@ parallel, so the round lasts as long as its slowest path::
     T_round = max over sites s of [ t_down(s) + t_up(s) ] + C
 
 where ``C`` is the measured compute time of the slowest site in that round (the
-caller supplies it; the audit log does not carry it). A link that touches neither
+caller supplies it, or it is the slowest call's duration from the audit log:
+:func:`call_seconds_from_audit`). A link that touches neither
 the home DC nor a site of the round is its own path. Traffic between the
 coordinator and a site in the home DC (``"home->home (local down|up)"``) takes no
 time and costs nothing. A run is the sum of its rounds.

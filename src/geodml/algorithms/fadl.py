@@ -191,6 +191,11 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         first = fed.subspace(send, add_last_local_input=local, coefficients=np.zeros(D.shape[1]))
         c, _f_new, _f0, (gr0, H0) = _newton(fed, model, first, D.shape[1],
                                             options.newton_rounds, options.newton_tol)
+        # along -g_sent the compressed sums promise slope -g.g_sent; the sites' exact
+        # subspace sums give the true one, -gr0[j]: when they disagree, compression
+        # noise dominates the gradient and the precision policy switches to exact
+        j = 1 if local else 0
+        fed.note_direction(-float(g @ g_sent), -float(gr0[j]))
         if options.adaptive and local:
             with_d = _model_decrease(gr0, H0)
             without_d = _model_decrease(gr0[1:], H0[1:, 1:])
