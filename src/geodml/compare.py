@@ -225,14 +225,14 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
                               rows_hook(label), label)
         exc.permitted = False  # it ran only through the exception
         runs.append(exc)
+    with open_federation() as fed:  # what the store keys real runs by
+        sites = list(fed.sites.values())
+    lam = 1.0 / sum(s.rows for s in sites) if workload.lam is None else workload.lam
     for variant in variants:
         say(f"geo-distributed: {variant.name}")
         report, result = _run_geo(open_federation, variant, workload, deployment, out,
                                   evaluate, rows_hook(variant.name))
         runs.append(report)
-        with open_federation() as fed:
-            sites = list(fed.sites.values())
-        lam = 1.0 / sum(s.rows for s in sites) if workload.lam is None else workload.lam
         store.put(CalibrationStore.key(sites, workload, lam, variant),
                   {"rounds": report.rounds, "vector_rounds": report.vector_rounds,
                    "iterations": result.rows[-1].iteration, "links": report.per_link,

@@ -41,8 +41,10 @@ the number of rounds to the tolerance is what must be learned. The planner takes
    calibration moves about as many WAN bytes as the run it predicts; it is reported
    as the plan's calibration cost;
 3. else, when the plan's *lower bound* (:data:`MIN_VECTOR_ROUNDS` rounds moving one
-   model-sized vector each way) already costs more than a permitted centralized plan,
-   no calibration is run and the bound is reported (``calibrate="auto"``).
+   model-sized vector each way) already costs more than a permitted centralized plan
+   in the workload's dollars or bytes (whichever ``optimize`` names; never for
+   seconds, whose centralized side is itself an estimate), no calibration is run and
+   the bound is reported (``calibrate="auto"``).
 
 Modeled time per round adds the slowest site's call time measured in the
 calibration, its compute scaled by ``1/f``: ``o + (c - o) / f`` with ``o`` the quickest
@@ -133,7 +135,9 @@ class Workload:
         checks = [("runs_per_snapshot", self.runs_per_snapshot >= 1, ">= 1"),
                   ("days", self.days >= 1, ">= 1"),
                   ("growth_per_day", self.growth_per_day >= 0, ">= 0"),
-                  ("gtol", 0 < self.gtol < 1, "in (0, 1)")]
+                  ("gtol", 0 < self.gtol < 1, "in (0, 1)"),
+                  ("lam", self.lam is None or (math.isfinite(self.lam) and self.lam >= 0),
+                   "finite and >= 0")]
         for name, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"workload: {name} must be {rule}, got {getattr(self, name)}")
@@ -409,8 +413,9 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     n_rows = sum(s.rows for s in sites)
     lam = 1.0 / n_rows if workload.lam is None else float(workload.lam)
     fraction = calibration_fraction(sites, calibration_rows)
-    central_bytes = sum(s.export_bytes_estimate for s in sites if s.name != deployment.home)
-    central_permitted = all(s.raw_export_allowed for s in sites if s.name != deployment.home)
+    # bytes and dollars of centralizing do not depend on its training time
+    central_probe = _central_estimate(sites, deployment, workload, 0.0, "", describe)
+    central_permitted = central_probe.permitted
     records: dict[str, tuple[dict, str, int]] = {}
     lower: list[GeoVariant] = []
     for variant in variants:
@@ -419,10 +424,10 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         if recorded is not None:
             records[variant.name] = (recorded, f"recorded run ({recorded.get('recorded')})", 0)
             continue
-        bound = lower_bound_bytes(sites, deployment.home, variant) * workload.runs
         skip = calibrate_mode == "never" or (
-            calibrate_mode == "auto" and central_permitted
-            and bound > central_bytes * workload.copy_factor)
+            calibrate_mode == "auto" and central_permitted and optimize != "seconds"
+            and _metric(_lower_bound_estimate(variant, sites, deployment, workload), optimize)
+            > _metric(central_probe, optimize))
         if skip:
             lower.append(variant)
             continue
@@ -452,9 +457,15 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     return Plan(estimates, recommended, reason, workload, optimize, _site_rows(sites))
 
 
+def _metric(estimate: Estimate, optimize: Optimize) -> float:
+    return float(getattr(estimate, _METRICS[optimize]))
+
+
+_METRICS = {"usd": "workload_usd", "bytes": "workload_bytes", "seconds": "workload_seconds"}
+
+
 def _recommend(estimates: list[Estimate], optimize: Optimize) -> tuple[str | None, str]:
-    metric = {"usd": "workload_usd", "bytes": "workload_bytes",
-              "seconds": "workload_seconds"}[optimize]
+    metric = _METRICS[optimize]
     permitted = [e for e in estimates if e.permitted]
     if not permitted:
         return None, "no plan is permitted by every site's policy"

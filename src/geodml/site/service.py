@@ -412,7 +412,7 @@ class SiteService:
                     s.state["last_local_input"] = inputs[0]
                 s.remember("local_solve", first.round, result)
         vector, info = result
-        head = pb.LocalSolveReply(rows=self.data.n_rows, info_json=json.dumps(info))
+        head = pb.LocalSolveReply(rows=s.X.shape[0], info_json=json.dumps(info))
         return with_chunks(head, encode_vector(vector, 0, s.reply_format), pb.LocalSolveReply)
 
     def subspace(self, requests: Iterable[pb.SubspaceRequest], peer: str | None
