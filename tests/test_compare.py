@@ -32,8 +32,8 @@ FORBIDS = "eu-west"
 GEO = GeoVariant("fadl-subspace")
 WORKLOAD = Workload(gtol=1e-3)
 EXCEPTION = f"centralize (exception for {FORBIDS})"
-TABLE_HEADER = ("| plan | status | objective | test log loss | test AUC | WAN bytes | "
-                "modeled time | egress $ | wall time | planner error |")
+TABLE_HEADER = ("| plan | status | objective | log loss | AUC | WAN bytes | "
+                "modeled | egress $ | wall | planner err |")
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,6 @@ def test_plan_cli_writes_the_plan_as_json(deployment_file, tmp_path):
     assert FORBIDS in estimates["centralize"]["why_not"]
     assert estimates["centralize"]["wan_bytes"] > 0
     assert estimates[GEO.name]["permitted"] and estimates[GEO.name]["wan_bytes"] > 0
-    assert estimates[GEO.name]["basis"].startswith("calibration on a")
+    assert estimates[GEO.name]["basis"].startswith("calibrated on")
     assert [s["site"] for s in plan["sites"]] == list(REGIONS)
     assert "recommended: fadl-subspace" in result.output

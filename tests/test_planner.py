@@ -257,7 +257,7 @@ def test_auto_calibrates_when_centralizing_is_not_permitted(datasets, deployment
                   calibrate_mode="auto", store=CalibrationStore(tmp_path / "none.json"),
                   calibration_rows=3000)
     assert sites.calibrations == 1
-    assert result.estimate(GEO.name).basis.startswith("calibration on a 50% row sample")
+    assert result.estimate(GEO.name).basis.startswith("calibrated on 50% of rows")
     assert result.recommended == GEO.name
 
 
@@ -276,7 +276,7 @@ def test_always_calibrates(calibrated):
     result, sites = calibrated
     assert [f for f in sites.fractions if f < 1] == [0.5]
     geo = result.estimate(GEO.name)
-    assert geo.basis == "calibration on a 50% row sample"
+    assert geo.basis == "calibrated on 50% of rows"
     assert geo.calibration_wan_bytes > 0
     assert geo.rounds > MIN_VECTOR_ROUNDS
     assert geo.wan_bytes >= lower_bound_bytes(sites.infos(), HOME, GEO)

@@ -279,14 +279,14 @@ def table_rows(c: Comparison) -> list[dict[str, str]]:
         status = "ran" if r.permitted else ("refused" if r.refused_by else "exception")
         rows.append({
             "plan": r.plan, "status": status,
-            "objective": "-" if r.objective is None else f"{r.objective:.8f}",
-            "test log loss": f"{r.test['log_loss']:.5f}" if "log_loss" in r.test else "-",
-            "test AUC": f"{r.test['auc']:.5f}" if "auc" in r.test else "-",
+            "objective": "-" if r.objective is None else f"{r.objective:.7f}",
+            "log loss": f"{r.test['log_loss']:.5f}" if "log_loss" in r.test else "-",
+            "AUC": f"{r.test['auc']:.5f}" if "auc" in r.test else "-",
             "WAN bytes": "-" if r.refused_by else _fmt_bytes(r.wan_bytes),
-            "modeled time": "-" if r.refused_by else f"{r.modeled_seconds:,.1f} s",
+            "modeled": "-" if r.refused_by else f"{r.modeled_seconds:,.1f} s",
             "egress $": "-" if r.refused_by else f"{r.usd:.4f}",
-            "wall time": "-" if r.refused_by else f"{r.wall_seconds:.1f} s",
-            "planner error": "-" if r.prediction_error is None
+            "wall": "-" if r.refused_by else f"{r.wall_seconds:.1f} s",
+            "planner err": "-" if r.prediction_error is None
             else f"{100 * r.prediction_error:+.1f}%",
         })
     return rows

@@ -33,11 +33,13 @@ the number of rounds to the tolerance is what must be learned. The planner takes
    ``geodml compare`` records every real run there, so retraining plans are exact;
 2. else from a *calibration run*: the method itself, over the same sites and wire,
    on an evenly spaced sample of a share ``f`` of each site's rows, with
-   :math:`\lambda_f = \lambda / \sqrt{f}`. Support restriction keeps the full data's
-   support, so every vector has its full-run size and the metered bytes of the
-   calibration are the prediction. (With the same :math:`\lambda` a small sample is
-   less regularized relative to its rows and needs more rounds; :math:`1/\sqrt{f}`
-   compensated for that on the regional CTR data, see docs/planner.md.) A
+   :math:`\lambda_f = \lambda / f^{3/4}` (:data:`LAMBDA_EXPONENT`). Support restriction
+   keeps the full data's support, so every vector has its full-run size and the
+   metered bytes of the calibration are the prediction. (With the same
+   :math:`\lambda` a small sample is less regularized relative to its rows and needs
+   more rounds; :math:`f^{-3/4}` matched the full run's rounds on the regional CTR
+   data where :math:`f^{-1/2}` overshot by a third and :math:`f^{-1}` undershot:
+   BENCHMARKS.md.) A
    calibration moves about as many WAN bytes as the run it predicts; it is reported
    as the plan's calibration cost;
 3. else, when the plan's *lower bound* (:data:`MIN_VECTOR_ROUNDS` rounds moving one
@@ -76,6 +78,7 @@ from geodml.wan import model_centralized, model_run, transfer_seconds
 MIN_VECTOR_ROUNDS = 5  # no method reached gtol 1e-3 in fewer on any benchmark (BENCHMARKS.md)
 DEFAULT_CENTRAL_EVALUATIONS = 110  # L-BFGS to gtol 1e-3 on the benchmarks: 60-110
 DEFAULT_CALIBRATION_ROWS = 50_000
+LAMBDA_EXPONENT = 0.75  # calibration on a share f of the rows uses lambda / f**0.75
 SESSION_BYTES = 400  # Prepare (down and up), Export's request and Close of one site
 _VALUE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
@@ -284,7 +287,7 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         audit = str(Path(scratch) / "audit.jsonl")
         with open_federation(compression=variant.compression(), sample_fraction=fraction,
                              audit=audit) as fed:
-            spec = TrainSpec(loss=workload.loss, lam=lam / math.sqrt(fraction),
+            spec = TrainSpec(loss=workload.loss, lam=lam / fraction**LAMBDA_EXPONENT,
                              gtol=workload.gtol, params=dict(variant.params))
             result = train(fed, variant.method, spec, RunRecorder(fed))
             fed.close_sessions()
@@ -371,8 +374,8 @@ def _lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
         seconds = max(seconds, t)
     record = {"links": links, "seconds": seconds, "rounds": MIN_VECTOR_ROUNDS,
               "vector_rounds": MIN_VECTOR_ROUNDS}
-    return _geo_estimate(variant, record, f"lower bound ({MIN_VECTOR_ROUNDS} vector rounds; "
-                         "not calibrated: cannot beat centralizing)", deployment, workload)
+    return _geo_estimate(variant, record, f"lower bound ({MIN_VECTOR_ROUNDS} vector rounds): "
+                         "cannot beat centralizing", deployment, workload)
 
 
 def _central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workload: Workload,
@@ -433,7 +436,7 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
             continue
         say(f"calibrating {variant.name} on {fraction:.0%} of every site's rows")
         rec = calibrate(open_federation, variant, workload, lam, fraction, deployment)
-        records[variant.name] = (rec, f"calibration on a {fraction:.0%} row sample",
+        records[variant.name] = (rec, f"calibrated on {fraction:.0%} of rows",
                                  rec["wan_bytes"])
     estimates: list[Estimate] = []
     # the home DC trains on all rows: evaluations of L-BFGS times every site's evaluate time
@@ -442,9 +445,9 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     nnz = sum(s.nnz for s in sites)
     train_seconds = evaluations * nnz / home_throughput(nnz / max(1, n_rows),
                                                         sites[0].features)
-    basis = "export size from each site's sampled encoding"
+    basis = "sampled export size"
     if not lbfgs:
-        basis += f"; training time assumes {DEFAULT_CENTRAL_EVALUATIONS} evaluations"
+        basis += f"; {DEFAULT_CENTRAL_EVALUATIONS} evaluations assumed"
     estimates.append(_central_estimate(sites, deployment, workload, train_seconds, basis,
                                        describe))
     for variant in variants:

@@ -49,11 +49,11 @@ def _fmt_bytes(n: float) -> str:
 
 def plan_table(plan) -> Table:
     w = plan.workload
-    title = (f"plans for {w.runs_per_snapshot} run(s) per snapshot, {w.days} day(s), "
-             f"growth {w.growth_per_day:.1%}/day")
+    title = (f"the planner's predictions (one run; workload: {w.runs_per_snapshot} run(s) per "
+             f"snapshot, {w.days} day(s), growth {w.growth_per_day:.1%}/day)")
     table = Table(title=title)
-    for col in ("plan", "permitted", "WAN bytes / run", "modeled time / run", "$ / run",
-                "workload bytes", "workload $", "basis"):
+    for col in ("plan", "permitted", "WAN bytes", "modeled", "$", "workload bytes",
+                "workload $", "basis"):
         table.add_column(col, justify="left" if col in ("plan", "basis") else "right")
     for e in plan.estimates:
         style = "bold green" if e.plan == plan.recommended else (None if e.permitted else "red")
