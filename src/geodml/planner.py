@@ -70,17 +70,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from geodml.compression import wire_format_for
 from geodml.deployment import Deployment
 from geodml.errors import ConfigError
 from geodml.federation.base import CompressionConfig, SiteInfo
-from geodml.wan import model_centralized, model_run, transfer_seconds
+from geodml.wan import model_centralized, model_run, round_seconds
+from geodml.wire.codec import WireFormat
 
 MIN_VECTOR_ROUNDS = 5  # no method reached gtol 1e-3 in fewer on any benchmark (BENCHMARKS.md)
 DEFAULT_CENTRAL_EVALUATIONS = 110  # L-BFGS to gtol 1e-3 on the benchmarks: 60-110
 DEFAULT_CALIBRATION_ROWS = 50_000
 LAMBDA_EXPONENT = 0.75  # calibration on a share f of the rows uses lambda / f**0.75
 SESSION_BYTES = 400  # Prepare (down and up), Export's request and Close of one site
-_VALUE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 Optimize = Literal["usd", "bytes", "seconds"]
 Calibrate = Literal["auto", "always", "never"]
@@ -237,28 +238,30 @@ class CalibrationStore:
 
 
 def _value_bytes(spec: str | None) -> int:
-    """Bytes per value on the wire of a compression spec (float64 without one)."""
-    if not spec:
-        return 8
-    text = json.dumps(json.loads(spec)) if spec.startswith(("{", "[")) else spec
-    for name, size in sorted(_VALUE_BYTES.items(), key=lambda kv: kv[1]):
-        if name in text or (name == "int8" and "quantize_int8" in text):
-            return size
-    return 8
+    """Bytes per value on the wire of a compression spec (the codec's own format for it;
+    float64 without one)."""
+    return wire_format_for(spec).itemsize if spec else WireFormat().itemsize
 
 
-def lower_bound_bytes(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> int:
-    """:data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector each way to and
-    from every site outside the home DC."""
+def _bound_links(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> dict[str, int]:
+    """Bytes per link of :data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector
+    (or the site's support) each way to and from every site outside the home DC."""
     down, up = _value_bytes(variant.compress_down), _value_bytes(variant.compress_up)
-    total = 0
+    links: dict[str, int] = {}
     for s in sites:
         if s.name == home:
             continue
         restrict = variant.restrict_to_support is not False and s.support_size > 0
         dim = s.support_size if restrict else s.features
-        total += dim * (down + up)
-    return MIN_VECTOR_ROUNDS * total
+        links[f"{home}->{s.name}"] = MIN_VECTOR_ROUNDS * dim * down
+        links[f"{s.name}->{home}"] = MIN_VECTOR_ROUNDS * dim * up
+    return links
+
+
+def lower_bound_bytes(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> int:
+    """WAN bytes of :data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector each way
+    to and from every site outside the home DC: no method needs fewer."""
+    return sum(_bound_links(sites, home, variant).values())
 
 
 def _site_rows(sites: Sequence[SiteInfo]) -> dict[str, dict]:
@@ -304,7 +307,7 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
     modeled = model_run(records, deployment, compute)
     last = result.rows[-1]
     return {"rounds": last.rounds, "vector_rounds": last.vector_rounds,
-            "iterations": last.iteration, "evaluations": _count_calls(records, "Evaluate"),
+            "iterations": last.iteration, "evaluations": count_calls(records, "Evaluate"),
             "links": links, "wan_bytes": sum(links.values()), "seconds": modeled.seconds,
             "converged": result.converged,
             "fraction": fraction}
@@ -335,7 +338,8 @@ def home_throughput(nnz_per_row: float, features: int, rows: int = 100_000,
     return X.nnz / max(best, 1e-9)
 
 
-def _count_calls(records: list[dict], call: str) -> int:
+def count_calls(records: list[dict], call: str) -> int:
+    """Rounds of ``call`` in audit records (one round id per round)."""
     return len({r.get("round") for r in records if r.get("call") == call})
 
 
@@ -357,23 +361,13 @@ def _geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Dep
 
 def _lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
                           deployment: Deployment, workload: Workload) -> Estimate:
-    """The bound of :func:`lower_bound_bytes`, spread over the links it uses."""
-    down, up = _value_bytes(variant.compress_down), _value_bytes(variant.compress_up)
-    links: dict[str, int] = {}
-    seconds = 0.0
-    for s in sites:
-        if s.name == deployment.home:
-            continue
-        restrict = variant.restrict_to_support is not False and s.support_size > 0
-        dim = s.support_size if restrict else s.features
-        links[f"{deployment.home}->{s.name}"] = MIN_VECTOR_ROUNDS * dim * down
-        links[f"{s.name}->{deployment.home}"] = MIN_VECTOR_ROUNDS * dim * up
-        t = MIN_VECTOR_ROUNDS * (
-            transfer_seconds(dim * down, deployment.link(deployment.home, s.name))
-            + transfer_seconds(dim * up, deployment.link(s.name, deployment.home)))
-        seconds = max(seconds, t)
-    record = {"links": links, "seconds": seconds, "rounds": MIN_VECTOR_ROUNDS,
-              "vector_rounds": MIN_VECTOR_ROUNDS}
+    """The bound of :func:`lower_bound_bytes` as an estimate: its links' bytes, and the
+    slowest site's path, one round at a time."""
+    home = deployment.home
+    links = _bound_links(sites, home, variant)
+    per_round = {name: nbytes // MIN_VECTOR_ROUNDS for name, nbytes in links.items()}
+    record = {"links": links, "rounds": MIN_VECTOR_ROUNDS, "vector_rounds": MIN_VECTOR_ROUNDS,
+              "seconds": MIN_VECTOR_ROUNDS * round_seconds(per_round, deployment)}
     return _geo_estimate(variant, record, f"lower bound ({MIN_VECTOR_ROUNDS} vector rounds): "
                          "cannot beat centralizing", deployment, workload)
 
@@ -420,19 +414,19 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     central_probe = _central_estimate(sites, deployment, workload, 0.0, "", describe)
     central_permitted = central_probe.permitted
     records: dict[str, tuple[dict, str, int]] = {}
-    lower: list[GeoVariant] = []
+    lower: list[Estimate] = []
     for variant in variants:
         key = CalibrationStore.key(sites, workload, lam, variant)
         recorded = store.get(key)
         if recorded is not None:
             records[variant.name] = (recorded, f"recorded run ({recorded.get('recorded')})", 0)
             continue
+        bound = _lower_bound_estimate(variant, sites, deployment, workload)
         skip = calibrate_mode == "never" or (
             calibrate_mode == "auto" and central_permitted and optimize != "seconds"
-            and _metric(_lower_bound_estimate(variant, sites, deployment, workload), optimize)
-            > _metric(central_probe, optimize))
+            and _metric(bound, optimize) > _metric(central_probe, optimize))
         if skip:
-            lower.append(variant)
+            lower.append(bound)
             continue
         say(f"calibrating {variant.name} on {fraction:.0%} of every site's rows")
         rec = calibrate(open_federation, variant, workload, lam, fraction, deployment)
@@ -454,8 +448,7 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         if variant.name in records:
             rec, why, cal = records[variant.name]
             estimates.append(_geo_estimate(variant, rec, why, deployment, workload, cal))
-    for variant in lower:
-        estimates.append(_lower_bound_estimate(variant, sites, deployment, workload))
+    estimates += lower
     recommended, reason = _recommend(estimates, optimize)
     return Plan(estimates, recommended, reason, workload, optimize, _site_rows(sites))
 
