@@ -109,6 +109,10 @@ def test_compare_runs_every_plan_reports_and_records(comparison, deployment_file
     assert geo.test["auc"] > 0.7  # a model, not a constant
     assert exc.per_link[f"{FORBIDS}->{HOME}"] > 0 and geo.per_link[f"{FORBIDS}->{HOME}"] > 0
 
+    # the curves grow with the run: modeled time counts only the rounds done so far
+    times = [p["modeled_seconds"] for p in geo.curve]
+    assert times == sorted(times) and times[0] < times[-1] <= geo.modeled_seconds
+
     # every run that moved bytes was predicted, with a finite error
     with_bytes = [r for r in c.runs if r.wan_bytes]
     assert [r.plan for r in with_bytes] == [EXCEPTION, GEO.name]

@@ -21,6 +21,7 @@ objective any run reached.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import time
@@ -46,9 +47,10 @@ from geodml.planner import (
     Optimize,
     Plan,
     Workload,
+    count_calls,
     make_plan,
 )
-from geodml.wan import call_seconds_from_audit, group_audit, model_centralized, model_run
+from geodml.wan import ModeledRun, group_audit, model_centralized, model_run
 
 
 @dataclass
@@ -100,38 +102,32 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
-def _evaluator(test: Dataset | None) -> Callable[[np.ndarray], dict[str, float]] | None:
-    if test is None:
-        return None
+def _geo_curve(rows: list[RoundRow], records: list[dict],
+               modeled: ModeledRun) -> list[dict]:
+    """Per recorded iteration: objective, WAN bytes and modeled seconds so far.
 
-    def evaluate(w: np.ndarray) -> dict[str, float]:
-        z = np.asarray(test.X @ w)
-        return {"log_loss": metrics.log_loss(test.y, z), "auc": metrics.roc_auc(test.y, z)}
-    return evaluate
-
-
-def _geo_curve(rows: list[RoundRow], records: list[dict], deployment: Deployment) -> tuple[
-        list[dict], float]:
-    """Per recorded iteration: objective, WAN bytes and modeled seconds so far."""
-    groups = group_audit(records)
-    compute = call_seconds_from_audit(records)
-    modeled = model_run(records, deployment, compute)
-    ids = [next((r.get("round") for r in g if r.get("round") is not None), None)
-           for g in groups]
-    cumulative = np.cumsum(modeled.round_seconds) if groups else np.zeros(0)
+    ``modeled.round_seconds`` follows :func:`group_audit`'s rounds; an iteration's time is
+    the sum up to the last round whose id it has counted (rounds without an id, such as
+    Describe and Prepare, count where they fall; a final Close does not).
+    """
+    cumulative = np.cumsum(modeled.round_seconds)
+    numbered = [(group[0]["round"], i) for i, group in enumerate(group_audit(records))
+                if group[0].get("round") is not None]
+    ids = [rid for rid, _ in numbered]
     curve = []
     for row in rows:
-        upto = [i for i, rid in enumerate(ids) if rid is None or rid <= row.rounds]
-        t = float(cumulative[upto[-1]]) if upto else 0.0
+        k = bisect.bisect_right(ids, row.rounds)
+        t = float(cumulative[numbered[k - 1][1]]) if k else 0.0
         curve.append({"iteration": row.iteration, "objective": row.objective,
                       "wan_bytes": row.wan_bytes, "modeled_seconds": t,
                       "wall_seconds": row.seconds})
-    return curve, modeled.seconds
+    return curve
 
 
 def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: Workload,
-             deployment: Deployment, out: Path, evaluate, on_row) -> tuple[RunReport,
-                                                                            RunResult]:
+             deployment: Deployment, out: Path, evaluate, on_row,
+             ) -> tuple[RunReport, RunResult, int]:
+    """The run's report and result, and how many Evaluate rounds it made."""
     slug = _slug(variant.name)
     audit = out / "audit" / f"{slug}.jsonl"
     audit.unlink(missing_ok=True)
@@ -143,16 +139,16 @@ def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: 
         fed.close_sessions()
         snapshot = fed.meter.snapshot()
     records = read_audit(audit)
-    curve, modeled_seconds = _geo_curve(result.rows, records, deployment)
-    links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
     modeled = model_run(records, deployment)
+    links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
     last = result.rows[-1]
     report = RunReport(
         variant.name, "geo", True, result.objective, evaluate(result.w) if evaluate else {},
-        snapshot["wan_bytes"], last.rounds, last.vector_rounds, modeled_seconds, modeled.usd,
-        last.seconds, per_link=links, audit=str(audit.relative_to(out)), curve=curve,
-        converged=result.converged, reason=result.reason)
-    return report, result
+        snapshot["wan_bytes"], last.rounds, last.vector_rounds, modeled.seconds, modeled.usd,
+        last.seconds, per_link=links, audit=str(audit.relative_to(out)),
+        curve=_geo_curve(result.rows, records, modeled), converged=result.converged,
+        reason=result.reason)
+    return report, result, count_calls(records, "Evaluate")
 
 
 def _run_central(open_federation: FederationFactory, workload: Workload,
@@ -207,7 +203,7 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _m: None)
     rows_hook = on_row_factory or (lambda _name: None)
-    evaluate = _evaluator(test)
+    evaluate = metrics.held_out_evaluator(test)
     store = store or CalibrationStore(out / "calibration.json")
     say("planning: site statistics and calibration")
     plan = make_plan(open_federation, deployment, variants, workload, optimize,
@@ -230,14 +226,15 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
     lam = 1.0 / sum(s.rows for s in sites) if workload.lam is None else workload.lam
     for variant in variants:
         say(f"geo-distributed: {variant.name}")
-        report, result = _run_geo(open_federation, variant, workload, deployment, out,
-                                  evaluate, rows_hook(variant.name))
+        report, result, evaluations = _run_geo(open_federation, variant, workload,
+                                               deployment, out, evaluate,
+                                               rows_hook(variant.name))
         runs.append(report)
         store.put(CalibrationStore.key(sites, workload, lam, variant),
                   {"rounds": report.rounds, "vector_rounds": report.vector_rounds,
                    "iterations": result.rows[-1].iteration, "links": report.per_link,
                    "wan_bytes": report.wan_bytes, "seconds": report.modeled_seconds,
-                   "evaluations": _evaluations(out / report.audit)})
+                   "evaluations": evaluations})
     for run in runs:
         predicted = _predicted_for(plan, run)
         if predicted is not None and run.wan_bytes:
@@ -250,10 +247,6 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
     return comparison
 
 
-def _evaluations(audit: Path) -> int:
-    return len({r.get("round") for r in read_audit(audit) if r.get("call") == "Evaluate"})
-
-
 def _predicted_for(plan: Plan, run: RunReport) -> int | None:
     name = "centralize" if run.kind == "centralized" else run.plan
     try:
@@ -264,7 +257,7 @@ def _predicted_for(plan: Plan, run: RunReport) -> int | None:
 
 # -- the report -------------------------------------------------------------------------
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
@@ -282,7 +275,7 @@ def table_rows(c: Comparison) -> list[dict[str, str]]:
             "objective": "-" if r.objective is None else f"{r.objective:.7f}",
             "log loss": f"{r.test['log_loss']:.5f}" if "log_loss" in r.test else "-",
             "AUC": f"{r.test['auc']:.5f}" if "auc" in r.test else "-",
-            "WAN bytes": "-" if r.refused_by else _fmt_bytes(r.wan_bytes),
+            "WAN bytes": "-" if r.refused_by else fmt_bytes(r.wan_bytes),
             "modeled": "-" if r.refused_by else f"{r.modeled_seconds:,.1f} s",
             "egress $": "-" if r.refused_by else f"{r.usd:.4f}",
             "wall": "-" if r.refused_by else f"{r.wall_seconds:.1f} s",
@@ -305,7 +298,7 @@ def _markdown(c: Comparison, deployment: Deployment) -> str:
               "|---|---|---|---|---|---|---|"]
     for e in plan.estimates:
         lines.append(f"| {e.plan} | {'yes' if e.permitted else 'no'} | "
-                     f"{_fmt_bytes(e.wan_bytes)} | {e.seconds:,.1f} s | {e.usd:.4f} | "
+                     f"{fmt_bytes(e.wan_bytes)} | {e.seconds:,.1f} s | {e.usd:.4f} | "
                      f"{e.workload_usd:.4f} | {e.basis} |")
     refused = [r for r in c.runs if r.refused_by]
     if refused:

@@ -15,6 +15,8 @@ share a bin; 2^16 bins make it negligible for CTR-sized data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.special import expit
 from scipy.stats import rankdata
@@ -75,3 +77,14 @@ def auc_from_histogram(hist: np.ndarray) -> float:
         return float("nan")
     neg_below = np.cumsum(neg) - neg
     return float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
+
+
+def held_out_evaluator(test) -> Callable[[np.ndarray], dict[str, float]] | None:
+    """``w -> {"log_loss", "auc"}`` on a held-out dataset (None without one)."""
+    if test is None:
+        return None
+
+    def evaluate(w: np.ndarray) -> dict[str, float]:
+        z = np.asarray(test.X @ w)
+        return {"log_loss": log_loss(test.y, z), "auc": roc_auc(test.y, z)}
+    return evaluate

@@ -41,13 +41,9 @@ def _workload(loss, lam, gtol, runs, days, growth):
                     growth_per_day=growth)
 
 
-def _fmt_bytes(n: float) -> str:
-    from geodml.compare import _fmt_bytes as fmt
-
-    return fmt(n)
-
-
 def plan_table(plan) -> Table:
+    from geodml.compare import fmt_bytes
+
     w = plan.workload
     title = (f"the planner's predictions (one run; workload: {w.runs_per_snapshot} run(s) per "
              f"snapshot, {w.days} day(s), growth {w.growth_per_day:.1%}/day)")
@@ -57,8 +53,8 @@ def plan_table(plan) -> Table:
         table.add_column(col, justify="left" if col in ("plan", "basis") else "right")
     for e in plan.estimates:
         style = "bold green" if e.plan == plan.recommended else (None if e.permitted else "red")
-        table.add_row(e.plan, "yes" if e.permitted else "no", _fmt_bytes(e.wan_bytes),
-                      f"{e.seconds:,.1f} s", f"{e.usd:.4f}", _fmt_bytes(e.workload_bytes),
+        table.add_row(e.plan, "yes" if e.permitted else "no", fmt_bytes(e.wan_bytes),
+                      f"{e.seconds:,.1f} s", f"{e.usd:.4f}", fmt_bytes(e.workload_bytes),
                       f"{e.workload_usd:.4f}", e.basis, style=style)
     return table
 
@@ -113,13 +109,15 @@ def _progress():
                   console=console, transient=False) as bars:
         tasks: dict[str, int] = {}
 
+        from geodml.compare import fmt_bytes
+
         def factory(name: str):
             task = tasks[name] = bars.add_task(f"{name}: starting", total=None)
 
             def on_row(row) -> None:
                 bars.update(task, description=(
                     f"{name}: iteration {row.iteration}, rounds {row.rounds}, "
-                    f"WAN {_fmt_bytes(row.wan_bytes)}, F = {row.objective:.8f}"))
+                    f"WAN {fmt_bytes(row.wan_bytes)}, F = {row.objective:.8f}"))
             return on_row
 
         yield factory

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -227,13 +226,9 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
         raise click.BadParameter(
             f"unknown method {method!r}; known: centralized, centralized-export, "
             f"{', '.join(sorted(METHODS))}", param_hint="--method")
-    evaluate = None
-    if test is not None:
-        from geodml import metrics
+    from geodml.metrics import held_out_evaluator
 
-        def evaluate(w):
-            z = np.asarray(test.X @ w)
-            return {"log_loss": metrics.log_loss(test.y, z), "auc": metrics.roc_auc(test.y, z)}
+    evaluate = held_out_evaluator(test)
 
     scratch = None
     if topology is not None and audit is None:  # the model reads the audit log
