@@ -45,7 +45,7 @@ def _load_test(path: str | None):
 
 def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
                 tls_dir: str | None, insecure: bool, allow_export: tuple[str, ...],
-                audit: str | None, compression=None):
+                audit: str | None, compression=None, reliability=None, journal=None):
     """In-process sites from a sites directory, or remote sites over gRPC."""
     from geodml.data.partition import site_dirs
     from geodml.federation import AuditLog, Federation
@@ -88,7 +88,7 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
     names = [t.site for t in transports]
     home = home or names[0]
     return Federation(transports, home, audit=AuditLog(audit) if audit else None,
-                      compression=compression)
+                      compression=compression, reliability=reliability, journal=journal)
 
 
 @click.command()
@@ -140,13 +140,68 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
 @click.option("--threads", type=int, default=None, help="Threads for row blocks (default: cores).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="model.npz",
               show_default=True, help="Where to write the model.")
-def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Make a geo-distributed run resumable: its settings, call journal, "
+                   "checkpoints, audit log and record go here (docs/reliability.md).")
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
+              help="Resume the run of this --run-dir after a crash; every other option "
+                   "comes from the run directory.")
+@click.option("--site-deadline", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True,
+              help="Seconds a site may stay unreachable (retrying with backoff) before the "
+                   "run stops, naming it.")
+@click.option("--drop-lost-sites", is_flag=True,
+              help="Continue without a site unreachable past --site-deadline; the result "
+                   "says which DCs it covers.")
+@click.pass_context
+def train(ctx, data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
           solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
           full_precision_at, warm_start, record, audit, deployment, threads,
-          out_path) -> None:
+          out_path, run_dir, resume_dir, site_deadline, drop_lost_sites) -> None:
     """Train a linear model: centrally on a dataset directory, or geo-distributed over
     the sites of DATA_DIR (a `geodml partition` / `geodml generate` output) or over
     remote sites (--site)."""
+    from geodml.runs import RunDir
+
+    run = None
+    if resume_dir:
+        given = [f"--{n.replace('_', '-')}" for n in ctx.params if n != "resume_dir"
+                 and ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--resume takes every option from {resume_dir}; "
+                                   f"drop {', '.join(given)}")
+        run = RunDir(resume_dir)
+        saved, checkpoint = run.settings(), run.checkpoint()
+        if checkpoint is not None and checkpoint.get("done"):
+            console.print(f"the run in {resume_dir} has finished; its model is "
+                          f"{checkpoint.get('model')}")
+            return
+        console.print(f"resuming the run in {resume_dir} from iteration "
+                      f"{checkpoint['iteration'] if checkpoint else 0}")
+        _run(**saved, run=run, resume=True)
+        return
+    if run_dir:
+        if method in ("centralized",):
+            raise click.UsageError("--run-dir is for geo-distributed runs (and "
+                                   "centralized-export), not --method centralized")
+        settings = {n: ctx.params[n] for n in ctx.params
+                    if n not in ("run_dir", "resume_dir")}
+        for name in ("data_dir", "tls_dir", "test_dir", "warm_start", "record", "audit",
+                     "deployment", "out_path"):
+            if settings[name] is not None:
+                settings[name] = str(Path(settings[name]).resolve())
+        run = RunDir.create(run_dir, settings)
+    _run(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
+         solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
+         full_precision_at, warm_start, record, audit, deployment, threads, out_path,
+         site_deadline, drop_lost_sites, run=run)
+
+
+def _run(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
+         solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
+         full_precision_at, warm_start, record, audit, deployment, threads, out_path,
+         site_deadline, drop_lost_sites, run=None, resume=False) -> None:
+    """`geodml train`'s work, from its options (also a resumed run's saved ones)."""
     if lam is not None and lam < 0:
         raise click.BadParameter("lambda must be >= 0", param_hint="--lam")
     w0, reference = None, None
@@ -185,9 +240,13 @@ def train(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_
             raise click.BadParameter(f"{deployment} says home is {topology.home}",
                                      param_hint="--home")
         home = topology.home
-    _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test,
-                     loss, lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record,
-                     audit, out_path, compression, topology)
+    from geodml.federation.reliability import Reliability
+
+    reliability = Reliability(site_deadline=site_deadline, drop_lost_sites=drop_lost_sites)
+    _train_federated(data_dir, method, tuple(remote), home, tls_dir, insecure,
+                     tuple(allow_export), test, loss, lam, gtol, max_iter, max_wan_bytes,
+                     tuple(params), w0, reference, record, audit, out_path, compression,
+                     topology, reliability, run, resume)
 
 
 def _compression_spec(text: str | None, feedback: bool, option: str) -> str | None:
@@ -215,7 +274,8 @@ def _parse_params(params: tuple[str, ...]) -> dict:
 
 def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test, loss,
                      lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record, audit,
-                     out_path, compression=None, topology=None) -> None:
+                     out_path, compression=None, topology=None, reliability=None, run=None,
+                     resume=False) -> None:
     from geodml.algorithms.centralize import Refused, train_centralized_baseline
     from geodml.algorithms.record import RunRecorder
     from geodml.algorithms.registry import METHODS, TrainSpec
@@ -230,20 +290,28 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
 
     evaluate = held_out_evaluator(test)
 
-    scratch = None
+    scratch, journal = None, None
+    if run is not None:
+        audit = audit or str(run.audit_path)
+        record = record or str(run.record_path)
+        journal = run.open_journal(resume)
     if topology is not None and audit is None:  # the model reads the audit log
         import tempfile
 
         scratch = tempfile.TemporaryDirectory(prefix="geodml-audit-")
         audit = str(Path(scratch.name) / "audit.jsonl")
     with _federation(data_dir, remote, home, tls_dir, insecure, allow_export, audit,
-                     compression) as fed:
+                     compression, reliability, journal) as fed:
         console.print(f"{len(fed.sites)} sites, home {fed.home}: {fed.n_rows:,} rows, "
                       f"{fed.n_features:,} features")
         with console.status(f"training ({method})") as status:
-            recorder = RunRecorder(fed, path=record, on_row=lambda row: status.update(
-                f"{method}: iteration {row.iteration}, F = {row.objective:.10g}, "
-                f"WAN {row.wan_bytes:,} bytes"))
+            def on_row(row) -> None:
+                status.update(f"{method}: iteration {row.iteration}, "
+                              f"F = {row.objective:.10g}, WAN {row.wan_bytes:,} bytes")
+                if run is not None:
+                    run.save_checkpoint(_progress(fed, row))
+
+            recorder = RunRecorder(fed, path=record, on_row=on_row)
             if method == "centralized-export":
                 result = train_centralized_baseline(fed, loss, lam, gtol, max_iter, recorder)
             else:
@@ -254,9 +322,21 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
         if isinstance(result, Refused):
             raise click.ClickException(f"the centralized plan is {result}:\n  "
                                        + "\n  ".join(result.messages))
+        if fed.dropped:
+            result.info["dropped_sites"] = dict(fed.dropped)
+            result.info["covers_sites"] = fed.names
+            console.print(f"[bold yellow]warning[/]: the run continued without "
+                          f"{', '.join(fed.dropped)}; the model covers only "
+                          f"{', '.join(fed.names)}")
+        if fed.recoveries:
+            result.info["recovered_sites"] = dict(fed.recoveries)
         model = LinearModel(result.w, loss, result.info.get("lam", lam), fed.space,
                             {**result.summary(), "reference_grad_norm": result.info.get(
                                 "reference_grad_norm")})
+        if run is not None:
+            run.save_checkpoint({**_progress(fed, result.rows[-1] if result.rows else None),
+                                 "done": True, "model": str(Path(out_path).resolve())},
+                                force=True)
     model.save(out_path)
     table = Table(title=f"{method}: {result.reason}")
     for col in ("objective", "iterations", "rounds", "vector rounds", "WAN bytes", "wall s"):
@@ -278,6 +358,16 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
         if scratch is not None:
             scratch.cleanup()
     console.print(f"model written to {out_path}")
+
+
+def _progress(fed, row) -> dict:
+    """What ``checkpoint.json`` records (see :mod:`geodml.runs`)."""
+    return {"iteration": row.iteration if row else 0,
+            "objective": row.objective if row else None, "rounds": fed.rounds,
+            "vector_rounds": fed.vector_rounds, "meter": fed.meter.snapshot(),
+            "journal": fed.journal.counts() if fed.journal is not None else {},
+            "dropped_sites": dict(fed.dropped), "recovered_sites": dict(fed.recoveries),
+            "done": False}
 
 
 def _train_centralized(data_dir, test, loss, solver, lam, gtol, max_iter, threads, w0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +22,21 @@ import numpy as np
 from geodml.compression import AdaptivePrecision, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import GeodmlError
+from geodml.federation.journal import CallRecord, Journal, JournalError
 from geodml.federation.meter import AuditLog, Meter, link_name
-from geodml.federation.transport import SiteCallError, Transport
+from geodml.federation.reliability import TRANSIENT, Reliability, SiteLostError
+from geodml.federation.transport import METHODS, SiteCallError, Transport
 from geodml.site.export import decode_rows
 from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector, roundtrip
 from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
 
-__all__ = ["CompressionConfig", "Federation", "SiteCallError", "SiteEval", "SiteInfo"]
+__all__ = ["CompressionConfig", "Federation", "SiteCallError", "SiteEval", "SiteInfo",
+           "SiteLostError"]
+
+SESSION_CALLS = frozenset({"Evaluate", "LineSearch", "LocalSolve", "Subspace", "Export",
+                           "Close"})  # requests that name a session
+REPLAYED_ON_RECOVERY = frozenset({"Prepare", "Evaluate", "LineSearch", "LocalSolve",
+                                  "Subspace"})  # the calls that build a session's state
 
 
 @dataclass(frozen=True)
@@ -97,10 +106,18 @@ class Federation:
         self, transports: Iterable[Transport], home: str, wire: WireFormat | None = None,
         audit: AuditLog | None = None, timeout: float | None = None,
         compression: CompressionConfig | None = None, sample_fraction: float = 1.0,
+        reliability: Reliability | None = None, journal: Journal | None = None,
     ):
         """``sample_fraction`` < 1 binds every job to an evenly spaced sample of that
         share of each site's rows (the planner's calibration runs); ``n_rows`` is then
-        the sample's total once a job is prepared."""
+        the sample's total once a job is prepared.
+
+        ``reliability``: deadlines, retries and site recovery
+        (:mod:`geodml.federation.reliability`). ``journal``: where every call is
+        journaled (a run directory's, for ``--resume``); a journal opened with
+        ``resume=True`` answers the calls it holds, in order, before any goes to a
+        site. Without one, remote sites get a temporary journal, so a restarted site
+        can still be recovered."""
         self.transports = {t.site: t for t in transports}
         if not 0 < sample_fraction <= 1:
             raise GeodmlError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
@@ -115,7 +132,18 @@ class Federation:
         self._full_precision_pending = False
         self.meter = Meter(home)
         self.audit = audit
-        self.timeout = timeout
+        self.reliability = reliability or Reliability()
+        self.timeout = timeout or self.reliability.call_timeout
+        self._scratch_journal: tempfile.TemporaryDirectory | None = None
+        if journal is None and self.reliability.recover_sites and any(
+                getattr(t, "remote", False) for t in self.transports.values()):
+            self._scratch_journal = tempfile.TemporaryDirectory(prefix="geodml-journal-")
+            journal = Journal(self._scratch_journal.name)
+        self.journal = journal
+        self._replaying = set(self.transports) if journal is not None and journal.resume \
+            else set()
+        self.dropped: dict[str, str] = {}  # sites the run continued without, and why
+        self.recoveries: dict[str, int] = {}  # restarted sites recovered, per site
         self._pool = ThreadPoolExecutor(len(self.transports))
         self._round = 0
         self.vectors_down = 0  # model-sized vectors sent to every site, counted per round
@@ -146,8 +174,33 @@ class Federation:
         return next(iter(self.sites.values())).space
 
     def _map(self, fn: Callable[[str], object], names: Iterable[str] | None = None) -> dict:
+        """``fn(site)`` for every site, concurrently; waits for all of them. A site lost
+        for good is dropped when the reliability policy allows, else its error raises
+        (after the other sites' calls have finished, so the journal stays whole)."""
         names = list(names or self.transports)
-        return dict(zip(names, self._pool.map(fn, names), strict=True))
+        futures = {n: self._pool.submit(fn, n) for n in names}
+        out, errors = {}, []
+        for name, future in futures.items():
+            try:
+                out[name] = future.result()
+            except SiteLostError as e:
+                if not self.reliability.drop_lost_sites:
+                    errors.append(e)
+                else:
+                    self._drop(name, str(e))
+            except Exception as e:  # re-raised below, the first one wins
+                errors.append(e)
+        if errors:
+            raise errors[0]
+        return out
+
+    def _drop(self, site: str, why: str) -> None:
+        """Continue without ``site`` (the policy allows it)."""
+        self.dropped[site] = why
+        self.transports.pop(site, None)
+        self._jobs.pop(site, None)
+        if not self.transports:
+            raise GeodmlError(f"every site is lost; the last: {why}")
 
     def map_sites(self, fn: Callable[[str], object]) -> list:
         """``fn(site)`` for every site, concurrently, in site order."""
@@ -169,59 +222,262 @@ class Federation:
         """Rounds' worth of model-sized vectors: one vector each way per site is 1."""
         return (self.vectors_down + self.vectors_up) / 2
 
-    def _counted(self, messages: Iterable, tally: list[int]) -> Iterator:
+    def _counted(self, messages: Iterable, tally: list[int], journal=None) -> Iterator:
         for m in messages:
             tally[0] += m.ByteSize()
             tally[1] += 1
+            if journal is not None:
+                journal(m.SerializeToString())
             yield m
 
-    def _record(self, site: str, direction: str, method: str, tally: list[int],
-                rows: int | None, round_id: int | None, seconds: float | None = None) -> None:
+    def _record(self, site: str, direction: str, method: str, tally, rows: int | None,
+                round_id: int | None, seconds: float | None = None,
+                audit: bool = True, **extra) -> None:
         self.meter.record(site, direction, method, tally[0], tally[1])
-        if self.audit is not None:
+        if self.audit is not None and audit:
             record = {"link": link_name(self.home, site, direction),
                       "wan": site != self.home, "site": site,
                       "direction": direction, "call": method, "bytes": tally[0],
-                      "messages": tally[1], "rows": rows, "round": round_id}
+                      "messages": tally[1], "rows": rows, "round": round_id, **extra}
             if seconds is not None:  # the call's duration, on the up record
                 record["seconds"] = round(seconds, 6)
             self.audit.write(record)
 
+    def _messages(self, site: str, method: str, request):
+        """A fresh copy of the request (``request`` is a message, or a function making
+        the message stream anew for every attempt), naming the site's current session
+        (a recovered site has a new one)."""
+        req = request() if callable(request) else request
+        job = self._jobs.get(site)
+        if job is None or method not in SESSION_CALLS:
+            return req
+        if hasattr(req, "ByteSize"):
+            req = type(req).FromString(req.SerializeToString())
+            req.session = job.session
+            return req
+
+        def with_session(messages: Iterable) -> Iterator:
+            it = iter(messages)
+            for first in it:
+                first.session = job.session
+                yield first
+                break
+            yield from it
+        return with_session(req)
+
     def _call(self, site: str, method: str, request, round_id: int | None = None,
               lengths: Callable[[object], dict[int, int]] | None = None,
-              index_slots: tuple[int, ...] = ()):
-        """Send a request (message or message stream), meter both ways.
+              index_slots: tuple[int, ...] = (), journal: bool = True, retry: bool = True):
+        """Send a request (a message, or a function making the message stream), meter
+        both ways, journal the call; retry transient failures and recover a restarted
+        site (see :mod:`geodml.federation.reliability`).
 
         Returns the first reply and, when ``lengths`` is given, an assembler
         holding the vectors streamed in all replies (else the list of all replies).
+        ``retry=False``: one attempt (freeing a session needs no second).
         """
+        site_journal = self.journal.site(site) if self.journal is not None and journal \
+            else None
+        if site_journal is not None and site in self._replaying:
+            record = self._next_replayed(site, site_journal, method, round_id, request)
+            if record is not None:
+                return self._from_record(site, method, record, lengths, index_slots)
+        policy, first_failure, attempt, recoveries = self.reliability, None, 0, 0
+        while True:
+            writer = site_journal.begin(method, round_id) if site_journal else None
+            try:
+                return self._attempt(site, method, self._messages(site, method, request),
+                                     round_id, lengths, index_slots, writer, site_journal)
+            except SiteCallError as e:
+                if site_journal is not None:
+                    site_journal.abandon()
+                if e.code in TRANSIENT and retry:
+                    now = time.monotonic()
+                    first_failure = first_failure or now
+                    waited = now - first_failure
+                    if waited < policy.site_deadline:
+                        time.sleep(min(policy.backoff(attempt), policy.site_deadline - waited))
+                        attempt += 1
+                        continue
+                    lost = SiteLostError(site, method, waited, str(e))
+                    self._journal_outcome(site_journal, method, round_id, ("LOST", str(lost)))
+                    raise lost from None
+                if (e.code == "NOT_FOUND" and method in SESSION_CALLS and method != "Close"
+                        and site_journal is not None and policy.recover_sites
+                        and site in self._jobs and recoveries < 3):
+                    self._recover(site, site_journal)
+                    recoveries += 1
+                    continue
+                self._journal_outcome(site_journal, method, round_id, (e.code, str(e)),
+                                      *getattr(e, "tallies", ()))
+                raise
+            except BaseException:
+                if site_journal is not None:
+                    site_journal.abandon()
+                raise
+
+    @staticmethod
+    def _journal_outcome(site_journal, method: str, round_id: int | None,
+                         error: tuple[str, str], down=(0, 0), up=(0, 0),
+                         seconds: float = 0.0) -> None:
+        """Journal a call that failed for good, so a resumed run fails it the same way."""
+        if site_journal is not None:
+            site_journal.begin(method, round_id).finish(down, up, seconds, error)
+            site_journal.commit()
+
+    def _attempt(self, site: str, method: str, request, round_id: int | None,
+                 lengths, index_slots, writer, site_journal):
+        """One try of a call (see :meth:`_call`)."""
         down, up = [0, 0], [0, 0]
         streaming = not hasattr(request, "ByteSize")
         if streaming:
-            request = self._counted(request, down)
+            request = self._counted(request, down, writer.request if writer else None)
         else:
             down = [request.ByteSize(), 1]
-        first, rest, assembler = None, [], None
+            if writer is not None:
+                writer.request(request.SerializeToString())
+        first, result = None, None
         start = time.perf_counter()
         try:
             replies = self.transports[site].call(method, request, self.timeout)
-            for reply in self._counted(replies, up):
-                if first is None:
-                    first = reply
-                    if lengths is not None:
-                        assembler = VectorAssembler(lengths(first), index_slots=index_slots)
-                if assembler is not None:
-                    if reply.HasField("chunk"):
-                        assembler.add(reply.chunk)
-                else:
-                    rest.append(reply)
+            first, result = self._assemble(
+                self._counted(replies, up, writer.reply if writer else None),
+                lengths, index_slots)
+        except SiteCallError as e:
+            e.tallies = (tuple(down), tuple(up), time.perf_counter() - start)
+            raise
         finally:
+            seconds = time.perf_counter() - start
             self._record(site, "down", method, down, None, round_id)
             rows = getattr(first, "rows", None) if first is not None else None
-            self._record(site, "up", method, up, rows, round_id, time.perf_counter() - start)
+            self._record(site, "up", method, up, rows, round_id, seconds)
         if first is None:
             raise SiteCallError(site, method, "INTERNAL", "empty reply")
+        if writer is not None:
+            writer.finish(down, up, seconds, None)
+            site_journal.commit()
+        return first, result
+
+    @staticmethod
+    def _assemble(replies: Iterable, lengths, index_slots):
+        """The first reply, and an assembler of the streamed vectors (``lengths``
+        given) or the list of the other replies."""
+        first, rest, assembler = None, [], None
+        for reply in replies:
+            if first is None:
+                first = reply
+                if lengths is not None:
+                    assembler = VectorAssembler(lengths(first), index_slots=index_slots)
+            if assembler is not None:
+                if reply.HasField("chunk"):
+                    assembler.add(reply.chunk)
+            else:
+                rest.append(reply)
         return first, (assembler if lengths is not None else rest)
+
+    # -- resuming from a journal -------------------------------------------------------
+    def _next_replayed(self, site: str, site_journal, method: str, round_id: int | None,
+                       request) -> CallRecord | None:
+        """The journaled outcome of this call, checked against what the run asks now;
+        None once the site's journal is used up (from then on calls go to the site)."""
+        for record in site_journal.pending:
+            if record.method == "Recover":
+                self._replay_recovery(site, record)
+                continue
+            if record.method != method or record.round != round_id:
+                raise JournalError(
+                    f"resume diverged at site {site}: the journal holds {record.method} "
+                    f"round {record.round}, the run now asks {method} round {round_id}. "
+                    "Resume with the same settings, data and geodml version.")
+            messages = self._messages(site, method, request)
+            sent = [messages.SerializeToString()] if hasattr(messages, "ByteSize") else [
+                m.SerializeToString() for m in messages]
+            if sent != record.requests:
+                raise JournalError(
+                    f"resume diverged at site {site}: {method} round {round_id} sends "
+                    "other data than the journaled run did. Resume with the same "
+                    "settings, data and geodml version.")
+            return record
+        self._replaying.discard(site)
+        return None
+
+    def _from_record(self, site: str, method: str, record: CallRecord, lengths,
+                     index_slots):
+        """A journaled call's outcome: meter its bytes again (they crossed before the
+        crash; the audit log already lists them), return or raise what it returned."""
+        self.meter.record(site, "down", method, *record.down)
+        self.meter.record(site, "up", method, *record.up)
+        if record.error is not None:
+            code, message = record.error
+            if code == "LOST":
+                raise SiteLostError(site, method, 0.0, message)
+            raise SiteCallError(site, method, code, message.split("): ", 1)[-1])
+        reply_type = METHODS[method][1]
+        return self._assemble((reply_type.FromString(b) for b in record.replies), lengths,
+                              index_slots)
+
+    def _replay_recovery(self, site: str, record: CallRecord) -> None:
+        self.meter.record(site, "down", "Recover", *record.down)
+        self.meter.record(site, "up", "Recover", *record.up)
+        self._jobs[site].session = pb.PrepareReply.FromString(record.replies[0]).session
+        self.recoveries[site] = self.recoveries.get(site, 0) + 1
+
+    # -- recovering a restarted site -----------------------------------------------------
+    def _recover(self, site: str, site_journal) -> None:
+        """Re-prepare a restarted site and re-send its journaled calls since its last
+        Prepare, checking every reply against the journal, so that its session is
+        exactly what it was; journal the new session id."""
+        info = self._describe(site)
+        before = self.sites[site]
+        if info.data_fingerprint != before.data_fingerprint:
+            raise GeodmlError(
+                f"site {site} came back with other data (fingerprint {info.data_fingerprint}, "
+                f"was {before.data_fingerprint}): the run cannot continue from the same "
+                "iterate")
+        transport, down, up, session = self.transports[site], [0, 0], [0, 0], None
+        for record in site_journal.since_last_prepare():
+            if record.method not in REPLAYED_ON_RECOVERY:
+                continue
+            req_type, _, client_streams, _ = METHODS[record.method]
+            messages = [req_type.FromString(b) for b in record.requests]
+            if session is not None:
+                messages[0].session = session
+            try:
+                replies = list(self._counted(transport.call(
+                    record.method, self._counted(messages, down) if client_streams
+                    else messages[0], self.timeout), up))
+                if not client_streams:
+                    down[0] += messages[0].ByteSize()
+                    down[1] += 1
+                error = None
+            except SiteCallError as e:
+                if e.code in TRANSIENT:
+                    raise
+                replies, error = [], e.code
+            got = [r.SerializeToString() for r in replies]
+            if record.method == "Prepare" and replies:
+                session = replies[0].session
+                first = type(replies[0]).FromString(record.replies[0])
+                first.session = session
+                want = [first.SerializeToString(), *record.replies[1:]]
+            else:
+                want = record.replies
+            if got != want or error != (record.error[0] if record.error else None):
+                raise GeodmlError(
+                    f"site {site} came back but answers {record.method} round "
+                    f"{record.round} differently than before its restart (its data or "
+                    "software changed): the run cannot continue from the same iterate")
+        if session is None:
+            raise GeodmlError(f"site {site} lost its session and the journal holds no "
+                              "Prepare to rebuild it")
+        self._record(site, "down", "Recover", down, None, None, recovery=True)
+        self._record(site, "up", "Recover", up, None, None, recovery=True)
+        writer = site_journal.begin("Recover", None)
+        writer.reply(pb.PrepareReply(session=session).SerializeToString())
+        writer.finish(down, up, 0.0, None)
+        site_journal.commit()
+        self._jobs[site].session = session
+        self.recoveries[site] = self.recoveries.get(site, 0) + 1
 
     def _check_compatible(self) -> None:
         ref = next(iter(self.sites.values()))
@@ -235,7 +491,7 @@ class Federation:
                     f"(feature space {info.space.fingerprint()} vs {ref.space.fingerprint()})")
 
     def _describe(self, site: str) -> SiteInfo:
-        reply, _ = self._call(site, "Describe", pb.DescribeRequest())
+        reply, _ = self._call(site, "Describe", pb.DescribeRequest(), journal=False)
         return SiteInfo.from_reply(reply)
 
     def _job(self, site: str) -> _Job:
@@ -362,7 +618,7 @@ class Federation:
                 vectors.append((1, self._down(site, v)))
             dim = self._dim(site)
             first, asm = self._call(
-                site, "Evaluate", self._stream(head, pb.EvaluateRequest, vectors), round_id,
+                site, "Evaluate", lambda: self._stream(head, pb.EvaluateRequest, vectors), round_id,
                 lengths=lambda _r: {0: dim if want_grad else 0, 1: dim if v is not None else 0})
             grad = self._up(site, asm.result(0)) if want_grad else None
             hvp = self._up(site, asm.result(1)) if v is not None else None
@@ -384,8 +640,9 @@ class Federation:
             job = self._job(site)
             head = pb.LineSearchRequest(session=job.session, round=round_id, step_sizes=alphas)
             vectors = [] if p is None else [(0, self._down(site, p))]
-            reply, _ = self._call(site, "LineSearch",
-                                  self._stream(head, pb.LineSearchRequest, vectors), round_id)
+            reply, _ = self._call(
+                site, "LineSearch", lambda: self._stream(head, pb.LineSearchRequest, vectors),
+                round_id)
             return np.array(reply.loss_sums), np.array(reply.derivative_sums)
 
         return list(self._map(one).values())
@@ -401,9 +658,9 @@ class Federation:
                                         procedure=procedure, params_json=json.dumps(params))
             vectors = [(slot, self._down(site, v)) for slot, v in enumerate(inputs)]
             dim = self._dim(site)
-            first, asm = self._call(site, "LocalSolve",
-                                    self._stream(head, pb.LocalSolveRequest, vectors), round_id,
-                                    lengths=lambda _r: {0: dim})
+            first, asm = self._call(
+                site, "LocalSolve", lambda: self._stream(head, pb.LocalSolveRequest, vectors),
+                round_id, lengths=lambda _r: {0: dim})
             return self._up(site, asm.result(0)), json.loads(first.info_json or "{}"), first.rows
 
         return list(self._map(one).values())
@@ -426,7 +683,7 @@ class Federation:
                 commit=commit, memory=memory)
             vectors = [(slot, self._down(site, v)) for slot, v in enumerate(new)]
             reply, _ = self._call(site, "Subspace",
-                                  self._stream(head, pb.SubspaceRequest, vectors), round_id)
+                                  lambda: self._stream(head, pb.SubspaceRequest, vectors), round_id)
             m = reply.directions
             hess = None
             if reply.hessian:
@@ -455,7 +712,7 @@ class Federation:
         jobs, self._jobs = self._jobs, {}
         for site, job in jobs.items():
             with contextlib.suppress(SiteCallError):  # a site already gone has nothing to free
-                self._call(site, "Close", pb.CloseRequest(session=job.session))
+                self._call(site, "Close", pb.CloseRequest(session=job.session), retry=False)
 
     def close(self) -> None:
         self.close_sessions()
@@ -464,6 +721,10 @@ class Federation:
         self._pool.shutdown(wait=False)
         if self.audit is not None:
             self.audit.close()
+        if self.journal is not None:
+            self.journal.close()
+        if self._scratch_journal is not None:
+            self._scratch_journal.cleanup()
 
     def __enter__(self) -> Federation:
         return self

@@ -28,6 +28,7 @@ METHODS = {
     "Close": (pb.CloseRequest, pb.CloseReply, False, False),
 }
 MAX_MESSAGE_BYTES = 64 << 20
+KEEPALIVE_MS = 30_000  # the coordinator's keepalive ping interval
 
 
 class SiteCallError(GeodmlError):
@@ -71,7 +72,13 @@ class InProcessTransport:
 
 
 class GrpcTransport:
-    """A site server reached over gRPC (mutual TLS unless ``credentials`` is None)."""
+    """A site server reached over gRPC (mutual TLS unless ``credentials`` is None).
+
+    Keepalive pings every 30 s (also between calls) detect a dead peer within 40 s;
+    the site's server accepts them (:func:`geodml.site.server.start_server`).
+    """
+
+    remote = True  # a separate process that can fail and restart on its own
 
     def __init__(
         self, site: str, address: str, credentials: grpc.ChannelCredentials | None = None,
@@ -81,8 +88,14 @@ class GrpcTransport:
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
             ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            # reconnect soon after a site restarts (gRPC's default waits up to 120 s)
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
         ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))

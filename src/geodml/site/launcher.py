@@ -98,7 +98,7 @@ class LocalCluster:
                "--port-file", str(port_file)]
         if self.insecure:
             cmd.append("--insecure")
-        with open(log_path, "wb") as log:
+        with open(log_path, "ab") as log:  # a restarted site appends
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL)
         return proc, port_file, log_path
@@ -156,6 +156,20 @@ class LocalCluster:
         site = self.sites[name]
         site.process.kill()
         site.process.wait()
+
+    def restart(self, name: str) -> None:
+        """Start a killed site again on the same port with the same data, and wait until
+        it serves (a restarted site has lost its sessions; see docs/reliability.md)."""
+        site = self.sites[name]
+        if site.process.poll() is None:
+            raise LaunchError(f"site {name} is still running; kill it first")
+        host = site.config.listen.rsplit(":", 1)[0]
+        cfg = site.config.model_copy(update={"listen": f"{host}:{site.port}"})
+        proc, port_file, log_path = self._spawn(cfg)
+        deadline = time.monotonic() + self.ready_timeout
+        port = self._wait_for_port(name, proc, port_file, log_path, deadline)
+        self.sites[name] = RunningSite(site.config, proc, port, log_path)
+        self._wait_until_serving(self.sites[name], deadline)
 
     def stop(self, timeout: float = 10.0) -> None:
         for site in self.sites.values():

@@ -18,7 +18,7 @@ import grpc
 
 from geodml.data.store import load_dataset
 from geodml.errors import ConfigError
-from geodml.federation.transport import MAX_MESSAGE_BYTES
+from geodml.federation.transport import KEEPALIVE_MS, MAX_MESSAGE_BYTES
 from geodml.site.config import SiteConfig
 from geodml.site.service import SiteError, SiteService
 from geodml.wire.protocol import pb_grpc
@@ -100,7 +100,12 @@ def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = F
     server = grpc.server(
         ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"site-{config.name}"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                 # accept the coordinator's keepalive pings, also during a long local
+                 # solve when no data flows (else the server answers GOAWAY)
+                 ("grpc.keepalive_permit_without_calls", 1),
+                 ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_MS // 3),
+                 ("grpc.http2.max_ping_strikes", 0)],
     )
     pb_grpc.add_SiteServicer_to_server(SiteServicer(service, config.tls is not None), server)
     if config.tls is None:
