@@ -491,7 +491,9 @@ class Federation:
                     f"(feature space {info.space.fingerprint()} vs {ref.space.fingerprint()})")
 
     def _describe(self, site: str) -> SiteInfo:
-        reply, _ = self._call(site, "Describe", pb.DescribeRequest(), journal=False)
+        # one attempt: a site that is not there when a run starts is reported at once
+        reply, _ = self._call(site, "Describe", pb.DescribeRequest(), journal=False,
+                              retry=False)
         return SiteInfo.from_reply(reply)
 
     def _job(self, site: str) -> _Job:
