@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geodml import __version__
+from geodml.cli.audit_cmd import audit
 from geodml.cli.certs_cmd import certs
 from geodml.cli.compare_cmds import compare, demo, plan
 from geodml.cli.convert_cmd import convert
@@ -31,5 +32,5 @@ def main() -> None:
     """geodml: train one model on data born in many data centers."""
 
 
-for command in (demo, plan, compare, train, convert, partition, generate, certs, site):
+for command in (demo, plan, compare, train, convert, partition, generate, certs, site, audit):
     main.add_command(command)

@@ -26,6 +26,7 @@ from geodml.federation.journal import CallRecord, Journal, JournalError
 from geodml.federation.meter import AuditLog, Meter, link_name
 from geodml.federation.reliability import TRANSIENT, Reliability, SiteLostError
 from geodml.federation.transport import METHODS, SiteCallError, Transport
+from geodml.site.audit import add_message, message_digest
 from geodml.site.export import decode_rows
 from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector, roundtrip
 from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
@@ -222,12 +223,18 @@ class Federation:
         """Rounds' worth of model-sized vectors: one vector each way per site is 1."""
         return (self.vectors_down + self.vectors_up) / 2
 
-    def _counted(self, messages: Iterable, tally: list[int], journal=None) -> Iterator:
+    def _counted(self, messages: Iterable, tally: list[int], journal=None,
+                 digest=None) -> Iterator:
+        """Count the messages (and journal them, and add them to an audit digest)."""
         for m in messages:
             tally[0] += m.ByteSize()
             tally[1] += 1
-            if journal is not None:
-                journal(m.SerializeToString())
+            if journal is not None or digest is not None:
+                data = m.SerializeToString()
+                if journal is not None:
+                    journal(data)
+                if digest is not None:
+                    add_message(digest, data)
             yield m
 
     def _record(self, site: str, direction: str, method: str, tally, rows: int | None,
@@ -336,13 +343,15 @@ class Federation:
             down = [request.ByteSize(), 1]
             if writer is not None:
                 writer.request(request.SerializeToString())
-        first, result = None, None
+        first, result, complete = None, None, False
+        digest = message_digest() if self.audit is not None else None
         start = time.perf_counter()
         try:
             replies = self.transports[site].call(method, request, self.timeout)
             first, result = self._assemble(
-                self._counted(replies, up, writer.reply if writer else None),
+                self._counted(replies, up, writer.reply if writer else None, digest),
                 lengths, index_slots)
+            complete = True
         except SiteCallError as e:
             e.tallies = (tuple(down), tuple(up), time.perf_counter() - start)
             raise
@@ -350,7 +359,9 @@ class Federation:
             seconds = time.perf_counter() - start
             self._record(site, "down", method, down, None, round_id)
             rows = getattr(first, "rows", None) if first is not None else None
-            self._record(site, "up", method, up, rows, round_id, seconds)
+            extra = {"digest": digest.hexdigest(), "complete": complete} if (
+                digest is not None and up[1]) else {}
+            self._record(site, "up", method, up, rows, round_id, seconds, **extra)
         if first is None:
             raise SiteCallError(site, method, "INTERNAL", "empty reply")
         if writer is not None:

@@ -74,6 +74,12 @@ class TlsConfig(_Strict):
                          key=resolve_path(self.key, base))
 
 
+class AuditConfig(_Strict):
+    """The site's own signed audit log (docs/security.md); needs ``[tls]`` (its key signs)."""
+
+    path: Path
+
+
 class SiteConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     region: str = ""
@@ -83,11 +89,14 @@ class SiteConfig(_Strict):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     policy: Policy = Field(default_factory=Policy)
     tls: TlsConfig | None = None
+    audit: AuditConfig | None = None
 
     def resolve(self, base: Path) -> SiteConfig:
         """Paths made absolute relative to ``base`` (the config file's folder)."""
         out = self.model_copy(deep=True)
         out.data.path = resolve_path(out.data.path, base)
+        if out.audit is not None:
+            out.audit.path = resolve_path(out.audit.path, base)
         if out.tls is not None:
             out.tls = out.tls.resolve(base)
         return out
@@ -119,6 +128,9 @@ def load_site_config(path: str | os.PathLike) -> SiteConfig:
         raise ConfigError(format_validation_error(str(path), e)) from None
     if config.tls is None and not config.insecure:
         raise ConfigError(f"{path}: tls: missing; mutual TLS is required unless insecure = true")
+    if config.audit is not None and config.tls is None:
+        raise ConfigError(f"{path}: audit: a signed audit log needs [tls] (the site's key "
+                          "signs it)")
     return config.resolve(path.parent)
 
 

@@ -90,8 +90,16 @@ def build_service(config: SiteConfig) -> SiteService:
         from geodml.data.readers import read_dataset
 
         data = read_dataset(config.data.path, fmt, **config.data.options)
-    return SiteService(config.name, config.region, data, config.policy,
-                       config.executor.shards, config.executor.threads)
+    service = SiteService(config.name, config.region, data, config.policy,
+                          config.executor.shards, config.executor.threads)
+    if config.audit is not None:
+        if config.tls is None:
+            raise ConfigError(f"site {config.name}: audit: a signed audit log needs [tls]")
+        from geodml.site.audit import SignedAuditLog
+
+        service.audit = SignedAuditLog(config.audit.path, config.tls.cert, config.tls.key,
+                                       config.name, service.fingerprint)
+    return service
 
 
 def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = False

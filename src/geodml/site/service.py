@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from geodml.compression import CompressionError, Transform, from_spec, wire_form
 from geodml.data.dataset import Dataset
 from geodml.errors import GeodmlError
 from geodml.models.losses import Loss, get_loss
+from geodml.site.audit import CONTENT, SignedAuditLog, add_message, message_digest
 from geodml.site.executor import ThreadExecutor
 from geodml.site.export import encode_rows
 from geodml.site.policy import Policy, PolicyError
@@ -136,6 +138,7 @@ class SiteService:
         self._restricted_X: sp.csr_matrix | None = None
         self._export_estimate: int | None = None
         self.fingerprint = self._fingerprint()
+        self.audit: SignedAuditLog | None = None  # the site's own signed log, if configured
 
     # -- data-derived facts --------------------------------------------------
     def _fingerprint(self) -> str:
@@ -496,16 +499,37 @@ class SiteService:
             raise SiteError("UNIMPLEMENTED", f"site {self.name}: no method {method!r}")
         try:
             out = fn(request, peer)
-            if isinstance(out, Message):
-                yield out
+            replies = (out,) if isinstance(out, Message) else out
+            if self.audit is None:
+                yield from replies
             else:
-                yield from out
+                yield from self._audited(method, replies, peer)
         except SiteError:
             raise
         except PolicyError as e:
             raise SiteError("PERMISSION_DENIED", str(e)) from None
         except CodecError as e:
             raise SiteError("INVALID_ARGUMENT", f"site {self.name}: {e}") from None
+
+    def _audited(self, method: str, replies: Iterable, peer: str | None) -> Iterator:
+        """Yield the replies and write one signed record of them to the site's audit
+        log (:mod:`geodml.site.audit`), also when the stream stops early."""
+        digest, count, size, rows = message_digest(), 0, 0, None
+        try:
+            for reply in replies:
+                data = reply.SerializeToString()
+                add_message(digest, data)
+                count, size = count + 1, size + len(data)
+                if rows is None:
+                    rows = getattr(reply, "rows", None)
+                yield reply
+        finally:
+            if count:
+                kind, content = CONTENT[method]
+                self.audit.append({"peer": peer, "call": method, "kind": kind,
+                                   "content": content, "rows": rows, "messages": count,
+                                   "bytes": size, "digest": digest.hexdigest(),
+                                   "complete": sys.exc_info()[0] is None})
 
     @property
     def _methods(self) -> dict[str, Callable]:
@@ -521,5 +545,7 @@ class SiteService:
             sessions, self.sessions = list(self.sessions.values()), {}
         for s in sessions:
             s.close()
+        if self.audit is not None:
+            self.audit.close()
 
 
