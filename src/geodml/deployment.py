@@ -61,14 +61,14 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geodml.errors import ConfigError
-from geodml.site.config import TlsConfig, load_toml, resolve_path
+from geodml.site.config import FilePath, TlsConfig, field_location, load_toml, resolve_path
 from geodml.wan import AREAS, LinkModel, Region, default_link, find_region
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SiteEntry(_Strict):
@@ -77,7 +77,7 @@ class SiteEntry(_Strict):
     name: str = Field(min_length=1, pattern=_NAME)
     region: str | None = None
     address: str | None = None  # host:port the coordinator dials
-    data: Path | None = None  # the site's dataset directory, when run from here
+    data: FilePath | None = None  # the site's dataset directory, when run from here
     tls_server_name: str | None = None  # the name checked in the site's certificate
 
 
@@ -254,9 +254,8 @@ def _format(source: str, e: ValidationError) -> str:
         if isinstance(problem, _FieldError):
             lines.append(f"  {problem.field}: {problem.message}")
             continue
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {msg}")
+        lines.append(f"  {field_location(err['loc'])}: {msg}")
     return "\n".join(lines)
 
 

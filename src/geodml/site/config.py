@@ -34,20 +34,29 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from geodml.errors import ConfigError
 from geodml.site.policy import Policy
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _no_nul(path: Path) -> Path:
+    if "\x00" in str(path):
+        raise ValueError("a path may not contain a NUL character")
+    return path
+
+
+FilePath = Annotated[Path, AfterValidator(_no_nul)]  # a path from a config file
 
 
 class DataConfig(_Strict):
-    path: Path
+    path: FilePath
     format: str = "geodml"
     mmap: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
@@ -65,9 +74,9 @@ def resolve_path(path: Path, base: Path) -> Path:
 
 
 class TlsConfig(_Strict):
-    ca: Path
-    cert: Path
-    key: Path
+    ca: FilePath
+    cert: FilePath
+    key: FilePath
 
     def resolve(self, base: Path) -> TlsConfig:
         return TlsConfig(ca=resolve_path(self.ca, base), cert=resolve_path(self.cert, base),
@@ -77,7 +86,7 @@ class TlsConfig(_Strict):
 class AuditConfig(_Strict):
     """The site's own signed audit log (docs/security.md); needs ``[tls]`` (its key signs)."""
 
-    path: Path
+    path: FilePath
 
 
 class SiteConfig(_Strict):
@@ -102,11 +111,15 @@ class SiteConfig(_Strict):
         return out
 
 
+def field_location(loc: tuple) -> str:
+    """A validation error's location as ``a.b.0.c`` (an empty key shown as ``""``)."""
+    return ".".join(str(x) if str(x) else '""' for x in loc) or "(top level)"
+
+
 def format_validation_error(source: str, e: ValidationError) -> str:
     lines = [f"{source}: invalid configuration"]
     for err in e.errors():
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
+        lines.append(f"  {field_location(err['loc'])}: {err['msg']}")
     return "\n".join(lines)
 
 
@@ -116,6 +129,12 @@ def load_toml(path: str | os.PathLike) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 

@@ -11,17 +11,19 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from geodml.data.store import load_dataset
 from geodml.errors import ConfigError
-from geodml.federation.transport import KEEPALIVE_MS, MAX_MESSAGE_BYTES
+from geodml.federation.transport import KEEPALIVE_MS, MAX_MESSAGE_BYTES, METHODS
 from geodml.site.config import SiteConfig
 from geodml.site.service import SiteError, SiteService
-from geodml.wire.protocol import pb_grpc
+from geodml.wire.protocol import SERVICE_NAME
 
 log = logging.getLogger("geodml.site")
 
@@ -30,8 +32,12 @@ def _status(code: str) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
 
 
-class SiteServicer(pb_grpc.SiteServicer):
-    """Every RPC forwards to :meth:`SiteService.handle` with the caller's identity."""
+class SiteServicer:
+    """Every RPC forwards to :meth:`SiteService.handle` with the caller's identity.
+
+    Requests arrive as raw bytes and are parsed here, so that bytes which are not the
+    call's message get INVALID_ARGUMENT naming the site and the call (gRPC's own
+    parsing would answer INTERNAL)."""
 
     def __init__(self, service: SiteService, tls: bool):
         self.service, self.tls = service, tls
@@ -43,42 +49,52 @@ class SiteServicer(pb_grpc.SiteServicer):
 
         return peer_identity(context)
 
+    def _parse(self, method: str, data: bytes):
+        try:
+            return METHODS[method][0].FromString(data)
+        except (DecodeError, RecursionError) as e:
+            raise SiteError("INVALID_ARGUMENT", f"site {self.service.name}: malformed "
+                            f"{method} request ({type(e).__name__}: {e})") from None
+
+    def _parsed_stream(self, method: str, chunks: Iterator[bytes]) -> Iterator:
+        for data in chunks:
+            yield self._parse(method, data)
+
     def _replies(self, method: str, request, context):
         try:
+            if METHODS[method][2]:
+                request = self._parsed_stream(method, request)
+            else:
+                request = self._parse(method, request)
             yield from self.service.handle(method, request, self._peer(context))
         except SiteError as e:
             context.abort(_status(e.code), str(e))
+        except grpc.RpcError:  # the client went away mid-upload: nothing to answer
+            log.debug("site %s: %s cancelled by the client", self.service.name, method)
         except Exception as e:  # one bad call must not take the site down
             log.exception("site %s: %s failed", self.service.name, method)
             context.abort(grpc.StatusCode.INTERNAL,
                           f"site {self.service.name}: {method}: {type(e).__name__}: {e}")
 
-    def _unary(self, method: str, request, context):
-        return next(iter(self._replies(method, request, context)))
+    def handlers(self) -> grpc.GenericRpcHandler:
+        """The Site service's method handlers, taking raw request bytes."""
+        table = {}
+        for method, (_, reply_type, client_streams, server_streams) in METHODS.items():
+            def replies(request, context, method=method):
+                return self._replies(method, request, context)
 
-    def Describe(self, request, context):
-        return self._unary("Describe", request, context)
+            def unary(request, context, method=method):
+                return next(iter(self._replies(method, request, context)), None)
 
-    def Prepare(self, request, context):
-        return self._replies("Prepare", request, context)
-
-    def Evaluate(self, request_iterator, context):
-        return self._replies("Evaluate", request_iterator, context)
-
-    def LineSearch(self, request_iterator, context):
-        return self._unary("LineSearch", request_iterator, context)
-
-    def LocalSolve(self, request_iterator, context):
-        return self._replies("LocalSolve", request_iterator, context)
-
-    def Subspace(self, request_iterator, context):
-        return self._unary("Subspace", request_iterator, context)
-
-    def Export(self, request, context):
-        return self._replies("Export", request, context)
-
-    def Close(self, request, context):
-        return self._unary("Close", request, context)
+            make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                    (False, True): grpc.unary_stream_rpc_method_handler,
+                    (True, False): grpc.stream_unary_rpc_method_handler,
+                    (True, True): grpc.stream_stream_rpc_method_handler}[
+                        (client_streams, server_streams)]
+            table[method] = make(replies if server_streams else unary,
+                                 request_deserializer=None,
+                                 response_serializer=reply_type.SerializeToString)
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, table)
 
 
 def build_service(config: SiteConfig) -> SiteService:
@@ -115,7 +131,7 @@ def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = F
                  ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_MS // 3),
                  ("grpc.http2.max_ping_strikes", 0)],
     )
-    pb_grpc.add_SiteServicer_to_server(SiteServicer(service, config.tls is not None), server)
+    server.add_generic_rpc_handlers((SiteServicer(service, config.tls is not None).handlers(),))
     if config.tls is None:
         from geodml.wire.tls import check_insecure_address
 

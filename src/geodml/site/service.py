@@ -49,6 +49,9 @@ CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "supp
 EXPORT_SAMPLE_ROWS = 32768  # rows encoded to estimate the size of a full Export
 MAX_SUBSPACE = 64  # directions a subspace may hold
 MAX_SESSIONS = 64
+MAX_PARAMS_JSON = 65536  # bytes of a LocalSolve's parameters
+EXPORT_CHUNK_BYTES = (64 << 10, 32 << 20)  # the range Export's max_chunk_bytes is clamped to
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class SiteError(GeodmlError):
@@ -106,19 +109,29 @@ class Session:
 
 
 def read_message_stream(
-    requests: Iterable, lengths: Callable[[object], dict[int, int]], float32: bool = False
+    requests: Iterable, lengths: Callable[[object], dict[int, int]], site: str,
+    float32: bool = False, float32_range: bool = False,
 ) -> tuple[object, VectorAssembler]:
     """The first (header) message and an assembler holding every chunk of the stream
-    (decoding into float32 when the receiver computes in float32)."""
+    (decoding into float32 when the receiver computes in float32; ``float32_range``:
+    refuse values a float32 site cannot hold, kept in float64)."""
     it = iter(requests)
     first = next(it, None)
     if first is None:
-        raise SiteError("INVALID_ARGUMENT", "empty request stream")
+        raise SiteError("INVALID_ARGUMENT", f"site {site}: empty request stream")
     slots = lengths(first)
     assembler = VectorAssembler(slots, float32_slots=slots if float32 else ())
     for msg in itertools.chain((first,), it):  # one message at a time: bounded memory
         if msg.HasField("chunk"):
             assembler.add(msg.chunk)
+    if float32_range:
+        for slot in slots:
+            if slots[slot] and assembler.is_complete(slot):
+                v = assembler.result(slot)
+                if v.size and np.abs(v).max() > FLOAT32_MAX:
+                    raise SiteError("INVALID_ARGUMENT",
+                                    f"site {site}: slot {slot}: a value beyond float32's "
+                                    "range; this site computes in float32")
     return first, assembler
 
 
@@ -139,6 +152,7 @@ class SiteService:
         self._export_estimate: int | None = None
         self.fingerprint = self._fingerprint()
         self.audit: SignedAuditLog | None = None  # the site's own signed log, if configured
+        self._float32 = self.data.X.dtype == np.float32
 
     # -- data-derived facts --------------------------------------------------
     def _fingerprint(self) -> str:
@@ -299,7 +313,7 @@ class SiteService:
             s = self._session(first.session)
             return {0: s.dim if first.has_w else 0, 1: s.dim if first.want_hvp else 0}
 
-        first, vectors = read_message_stream(requests, lengths, self.data.X.dtype == np.float32)
+        first, vectors = read_message_stream(requests, lengths, self.name, self._float32)
         s = self._session(first.session)
         with s.lock:
             result = s.cached("evaluate", first.round)
@@ -347,9 +361,10 @@ class SiteService:
 
         def lengths(first):
             s = self._session(first.session)
-            return {0: s.dim if first.HasField("chunk") else 0}
+            return {0: s.dim}  # p may come in the header's chunk or after it, or not at all
 
-        first, vectors = read_message_stream(requests, lengths)
+        first, vectors = read_message_stream(requests, lengths, self.name,
+                                             float32_range=self._float32)
         s = self._session(first.session)
         alphas = np.array(first.step_sizes, dtype=np.float64)
         if alphas.size == 0 or alphas.size > 1024 or not np.all(np.isfinite(alphas)):
@@ -362,7 +377,7 @@ class SiteService:
             if not s.has_point:
                 raise SiteError("FAILED_PRECONDITION",
                                 f"site {self.name}: line search before any Evaluate")
-            if first.HasField("chunk"):
+            if vectors.received(0):
                 s.executor.set_direction(vectors.result(0))
             elif not s.executor.has_direction:
                 raise SiteError("FAILED_PRECONDITION",
@@ -386,12 +401,18 @@ class SiteService:
                                 f"known: {', '.join(sorted(PROCEDURES))}")
             return {slot: s.dim for slot in range(proc.input_slots)}
 
-        first, vectors = read_message_stream(requests, lengths)
+        first, vectors = read_message_stream(requests, lengths, self.name,
+                                             float32_range=self._float32)
         s = self._session(first.session)
+        if len(first.params_json) > MAX_PARAMS_JSON:
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: params_json longer than {MAX_PARAMS_JSON}")
         try:
             params = json.loads(first.params_json or "{}")
-        except json.JSONDecodeError as e:
-            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: params_json: {e}") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: params_json: "
+                            f"{'nested too deeply' if isinstance(e, RecursionError) else e}"
+                            ) from None
         if not isinstance(params, dict):
             raise SiteError("INVALID_ARGUMENT", f"site {self.name}: params_json is not an object")
         proc = PROCEDURES[first.procedure]
@@ -429,7 +450,8 @@ class SiteService:
                                 f"site {self.name}: at most {MAX_SUBSPACE} new directions")
             return {slot: s.dim for slot in range(first.new_directions)}
 
-        first, vectors = read_message_stream(requests, lengths)
+        first, vectors = read_message_stream(requests, lengths, self.name,
+                                             float32_range=self._float32)
         s = self._session(first.session)
         with s.lock:
             hit = s.cached("subspace", first.round)
@@ -474,7 +496,8 @@ class SiteService:
         self.policy.check_client(self.name, peer)
         self.policy.check_export(self.name)
         self._session(request.session)
-        size = request.max_chunk_bytes or (4 << 20)
+        low, high = EXPORT_CHUNK_BYTES
+        size = min(max(request.max_chunk_bytes or (4 << 20), low), high)
         for rows, blob in encode_rows(self.data, size):
             yield pb.ExportReply(rows=rows, arrow_ipc=blob)
 

@@ -508,6 +508,10 @@ class VectorAssembler:
     def is_complete(self, slot: int) -> bool:
         return self._slot(slot, None).complete
 
+    def received(self, slot: int) -> bool:
+        """Whether any chunk of ``slot`` arrived."""
+        return self._slot(slot, None).wire_bytes > 0
+
     @property
     def payload_bytes(self) -> dict[int, int]:
         """Bytes of chunk payloads (VectorChunk.data, as received) per slot."""

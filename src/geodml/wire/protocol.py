@@ -9,6 +9,9 @@ PROTOCOL_VERSION = 1
 
 
 
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Site"].full_name  # "geodml.site.v1.Site"
+
+
 def with_chunks(head, chunks: Iterable[pb.VectorChunk], cls) -> Iterator:
     """A call's message stream: ``head`` (the header fields) carrying the first chunk,
     then one ``cls`` message per further chunk. Lazy: one chunk in memory at a time."""
@@ -21,4 +24,4 @@ def with_chunks(head, chunks: Iterable[pb.VectorChunk], cls) -> Iterator:
         yield cls(chunk=c)
 
 
-__all__ = ["PROTOCOL_VERSION", "pb", "pb_grpc", "with_chunks"]
+__all__ = ["PROTOCOL_VERSION", "SERVICE_NAME", "pb", "pb_grpc", "with_chunks"]
