@@ -63,7 +63,11 @@ class DataConfig(_Strict):
 
 
 class ExecutorConfig(_Strict):
-    kind: str = Field(default="threads", pattern="^threads$")
+    """``threads``: shards on a thread pool in the site process; ``ray``: each shard a
+    Ray actor reading its rows from storage (geodml.site.ray_executor)."""
+
+    kind: str = Field(default="threads", pattern="^(threads|ray)$")
+    ray_address: str = "auto"  # "auto" starts a local Ray; else a cluster's address
     shards: int = Field(default=1, ge=1, le=4096)
     threads: int | None = Field(default=None, ge=1, le=1024)
 
@@ -147,6 +151,10 @@ def load_site_config(path: str | os.PathLike) -> SiteConfig:
         raise ConfigError(format_validation_error(str(path), e)) from None
     if config.tls is None and not config.insecure:
         raise ConfigError(f"{path}: tls: missing; mutual TLS is required unless insecure = true")
+    if config.executor.kind == "ray" and config.data.format != "geodml":
+        raise ConfigError(f"{path}: executor.kind: ray reads each shard from a geodml "
+                          f"dataset directory; convert the {config.data.format} data first "
+                          "(geodml convert)")
     if config.audit is not None and config.tls is None:
         raise ConfigError(f"{path}: audit: a signed audit log needs [tls] (the site's key "
                           "signs it)")

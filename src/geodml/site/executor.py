@@ -12,12 +12,15 @@ from __future__ import annotations
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from geodml.models.losses import Loss
 from geodml.models.site_sums import SiteSums, Sums
+
+Executor = Any  # ThreadExecutor, or geodml.site.ray_executor.RayExecutor: the same calls
 
 
 class ThreadExecutor:

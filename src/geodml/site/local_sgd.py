@@ -48,7 +48,8 @@ def _shard_rows(executor: object) -> list[tuple[sp.csr_matrix, np.ndarray]]:
     """The (rows, labels) of every shard of the site's executor."""
     shards = getattr(executor, "shards", None)
     if not shards:
-        raise RuntimeError("local_sgd needs an executor with in-process shards (rows and labels)")
+        raise ValueError("local_sgd (FedAvg) needs the thread executor: its minibatches "
+                         "visit the shards' rows in this process")
     return [(s.X, s.y) for s in shards]
 
 

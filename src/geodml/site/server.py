@@ -106,8 +106,13 @@ def build_service(config: SiteConfig) -> SiteService:
         from geodml.data.readers import read_dataset
 
         data = read_dataset(config.data.path, fmt, **config.data.options)
+    ray = None
+    if config.executor.kind == "ray":
+        from geodml.site.service import RayPlacement
+
+        ray = RayPlacement(str(config.data.path), config.executor.ray_address)
     service = SiteService(config.name, config.region, data, config.policy,
-                          config.executor.shards, config.executor.threads)
+                          config.executor.shards, config.executor.threads, ray)
     if config.audit is not None:
         if config.tls is None:
             raise ConfigError(f"site {config.name}: audit: a signed audit log needs [tls]")

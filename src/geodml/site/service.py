@@ -31,7 +31,7 @@ from geodml.data.dataset import Dataset
 from geodml.errors import GeodmlError
 from geodml.models.losses import Loss, get_loss
 from geodml.site.audit import CONTENT, SignedAuditLog, add_message, message_digest
-from geodml.site.executor import ThreadExecutor
+from geodml.site.executor import Executor, ThreadExecutor
 from geodml.site.export import encode_rows
 from geodml.site.policy import Policy, PolicyError
 from geodml.site.procedures import PROCEDURES, ProcedureContext
@@ -54,6 +54,14 @@ EXPORT_CHUNK_BYTES = (64 << 10, 32 << 20)  # the range Export's max_chunk_bytes 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+@dataclass(frozen=True)
+class RayPlacement:
+    """Where a site's Ray executor finds its rows and its cluster."""
+
+    path: str  # the geodml dataset directory the site's data was loaded from
+    address: str = "auto"
+
+
 class SiteError(GeodmlError):
     """A refused or failed call: ``code`` is a gRPC status name."""
 
@@ -68,7 +76,7 @@ class Session:
     job: str
     loss: Loss
     lam: float
-    executor: ThreadExecutor
+    executor: Executor
     dim: int
     support: np.ndarray | None
     reply_format: WireFormat
@@ -81,22 +89,24 @@ class Session:
     up: Transform | None = None  # compression of the gradient sums sent up, with its state
     up_state: object = None
     up_format: WireFormat | None = None
-    _scratch: ThreadExecutor | None = None
+    _scratch: Executor | None = None
+    make_executor: Callable[[], Executor] | None = None  # a fresh executor on these rows
     # (call, round) -> result of the last round of each call, to answer a retry
     cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
     has_point: bool = False
 
-    def scratch(self) -> ThreadExecutor:
+    def scratch(self) -> Executor:
         """A second executor on the same rows, for local procedures: they never move
         the session's point or its cached directions."""
         if self._scratch is None:
-            self._scratch = ThreadExecutor(self.X, self.y, self.loss, self.shards, self.threads)
+            sibling = getattr(self.executor, "sibling", None)  # same workers, own state
+            self._scratch = sibling() if sibling is not None else self.make_executor()
         return self._scratch
 
     def close(self) -> None:
-        self.executor.close()
         if self._scratch is not None:
             self._scratch.close()
+        self.executor.close()
 
     def cached(self, call: str, round_id: int) -> tuple | None:
         return self.cache.get((call, round_id)) if round_id else None
@@ -140,11 +150,18 @@ class SiteService:
 
     def __init__(
         self, name: str, region: str, data: Dataset, policy: Policy | None = None,
-        shards: int = 1, threads: int | None = None,
+        shards: int = 1, threads: int | None = None, ray: RayPlacement | None = None,
     ):
+        """``ray``: run each session's shards as Ray actors that read the rows from
+        ``ray.path`` (the dataset directory ``data`` was loaded from); else threads."""
         self.name, self.region, self.data = name, region, data
         self.policy = policy or Policy()
         self.shards, self.threads = shards, threads
+        self.ray = ray
+        if ray is not None:  # connect now, in the site's main thread (Ray needs it)
+            from geodml.site.ray_executor import ensure_ray
+
+            ensure_ray(ray.address)
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._support: np.ndarray | None = None
@@ -216,6 +233,19 @@ class SiteService:
         return self._restricted_X
 
     # -- helpers ---------------------------------------------------------------
+    def _executor_factory(self, X: sp.csr_matrix, y: np.ndarray, loss: Loss,
+                          rows: np.ndarray | None, support: np.ndarray | None
+                          ) -> Callable[[], Executor]:
+        """Makes executors over a session's rows: threads here, or Ray actors that
+        read the same rows from storage (:mod:`geodml.site.ray_executor`)."""
+        if self.ray is None:
+            return lambda: ThreadExecutor(X, y, loss, self.shards, self.threads)
+        from geodml.site.ray_executor import RayExecutor, ShardSource
+
+        source = ShardSource(self.ray.path, rows, support)
+        return lambda: RayExecutor(X, y, loss, source, self.shards, self.threads,
+                                   self.ray.address)
+
     def _session(self, session_id: str) -> Session:
         s = self.sessions.get(session_id)
         if s is None:
@@ -275,7 +305,7 @@ class SiteService:
         if not (np.isfinite(fraction) and 0 <= fraction <= 1):
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: sample_fraction must be in [0, 1], got {fraction}")
-        support = None
+        support, rows = None, None
         X, y = self.data.X, self.data.y
         if request.restrict_to_support:
             self.policy.check_support(self.name)
@@ -284,7 +314,8 @@ class SiteService:
             rows = self._sample(fraction)
             self.policy.check_aggregate(self.name, len(rows))
             X, y = X[rows], y[rows]
-        executor = ThreadExecutor(X, y, loss, self.shards, self.threads)
+        make_executor = self._executor_factory(X, y, loss, rows, support)
+        executor = make_executor()
         with self._lock:
             if len(self.sessions) >= MAX_SESSIONS:
                 executor.close()
@@ -293,7 +324,7 @@ class SiteService:
             session = Session(
                 uuid.uuid4().hex, request.job, loss, request.lam, executor,
                 X.shape[1], support, WireFormat.from_proto(request.reply_format),
-                X, y, self.shards, self.threads,
+                X, y, self.shards, self.threads, make_executor=make_executor,
             )
             if up is not None:
                 session.up, session.up_state = up, up.init(session.dim)
