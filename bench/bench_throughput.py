@@ -1,0 +1,116 @@
+"""Value+gradient throughput of a big site, as a fraction of this machine's memory
+bandwidth.
+
+Usage: python bench/bench_throughput.py [--rows 10000000] [--bits 20] [--threads 2]
+           [--dtype float32,float64] [--repeat 5] [--work DIR]
+
+1. **Memory bandwidth**: the best of ``--repeat`` copies of a 1 GiB float64 array
+   (``np.copyto``, one thread: read 1 GiB + write 1 GiB), and the same split over
+   ``--threads`` threads; bytes moved / second.
+2. **A site's value+gradient**: ``--rows`` rows of the synthetic regional CTR
+   generator (30 nonzeros per row, 2^``--bits`` hashed features), written once to
+   ``--work`` and memory-mapped; one :class:`~geodml.models.site_sums.SiteSums` with
+   ``--threads`` row blocks, timing ``evaluate(w)`` (margins ``z = X w``, then loss and
+   gradient ``X^T l'(z)``), best of ``--repeat``. An evaluation reads the CSR arrays
+   twice (``data`` + ``indices`` + ``indptr`` per pass), which is the number it
+   reports as bytes of CSR read per second, and the ratio to the threaded copy
+   bandwidth.
+3. **float32 accuracy**: loss and gradient of the float32 data (float64 accumulation
+   of per-row terms) against the same matrix in float64: relative errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from geodml.data import load_dataset
+from geodml.data.partition import site_dirs
+from geodml.data.synthetic import RegionalCTRConfig, write_regional
+from geodml.models import SiteSums, get_loss
+
+
+def copy_bandwidth(nbytes: int, threads: int, repeat: int) -> float:
+    """Bytes moved per second (read + write) by copying ``nbytes`` of float64."""
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    parts = np.array_split(np.arange(len(src)), threads)
+    bounds = [(p[0], p[-1] + 1) for p in parts]
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        workers = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b]))
+                   for a, b in bounds]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best
+
+
+def csr_bytes(X) -> int:
+    return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--bits", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32,float64")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    console = Console()
+    work = args.work or Path(tempfile.mkdtemp(prefix="geodml-throughput-"))
+    out = work / f"site-{args.rows}-{args.bits}"
+    if not (out / "manifest.json").is_file():
+        console.print(f"generating {args.rows:,} rows into {out}")
+        write_regional(RegionalCTRConfig(regions=("site",), rows_per_region=args.rows,
+                                         test_rows_per_region=1, hash_bits=args.bits),
+                       out, overwrite=True, workers=args.threads)
+    one = copy_bandwidth(1 << 30, 1, args.repeat)
+    many = copy_bandwidth(1 << 30, args.threads, args.repeat)
+    data = load_dataset(site_dirs(out)["site"], mmap=True)
+    loss = get_loss("logistic")
+    w = np.random.default_rng(0).normal(scale=0.01, size=data.n_features)
+    table = Table(title=f"value+gradient on {data.n_rows:,} rows, {data.nnz:,} nonzeros, "
+                        f"{args.threads} threads")
+    for col in ("dtype", "CSR GB", "best s", "CSR GB/s read", "of copy bandwidth",
+                "Gnnz/s"):
+        table.add_column(col, justify="right")
+    results = {}
+    for dtype in args.dtype.split(","):
+        X = data.X if data.X.dtype == np.dtype(dtype) else data.X.astype(dtype)
+        sums = SiteSums(X, data.y, loss, n_threads=args.threads)
+        sums.evaluate(w)  # warm: page the memory-mapped arrays in
+        best = float("inf")
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            results[dtype] = sums.evaluate(w)
+            best = min(best, time.perf_counter() - start)
+        read = 2 * csr_bytes(X)
+        table.add_row(dtype, f"{csr_bytes(X) / 1e9:.2f}", f"{best:.3f}",
+                      f"{read / best / 1e9:.2f}", f"{read / best / many:.2f}",
+                      f"{2 * X.nnz / best / 1e9:.2f}")
+        sums.close()
+    console.print(f"copy bandwidth: {one / 1e9:.2f} GB/s on 1 thread, {many / 1e9:.2f} GB/s "
+                  f"on {args.threads} (read + write)")
+    console.print(table)
+    if {"float32", "float64"} <= set(results):
+        a, b = results["float32"], results["float64"]
+        console.print(f"float32 vs float64 data: loss rel. error "
+                      f"{abs(a.loss - b.loss) / abs(b.loss):.2e}, gradient rel. error "
+                      f"{np.linalg.norm(a.grad - b.grad) / np.linalg.norm(b.grad):.2e}")
+
+
+if __name__ == "__main__":
+    main()
