@@ -277,3 +277,23 @@ def test_a_journal_shorter_than_its_checkpoint_is_refused(tmp_path):
     run.save_checkpoint({"journal": {"eu-west": 5}}, force=True)
     with pytest.raises(RunDirError, match=r"2 calls, but checkpoint\.json says 5"):
         run.open_journal(resume=True)
+
+
+def test_a_compact_journal_keeps_only_the_history_since_the_last_prepare(tmp_path):
+    from geodml.federation.journal import DIGEST_PREFIX, replies_digest
+
+    sj = Journal(tmp_path / "j", compact=True).site("eu-west")
+    for method, round_id in [("Prepare", None), ("Evaluate", 1), ("Prepare", None),
+                             ("Evaluate", 2)]:
+        w = sj.begin(method, round_id)
+        w.request(b"req")
+        w.reply(b"a" * 1000)
+        w.reply(b"b")
+        w.finish((3, 1), (1001, 2), 0.0, None)
+        sj.commit()
+    history = list(sj.since_last_prepare())
+    assert [(r.method, r.round) for r in history] == [("Prepare", None), ("Evaluate", 2)]
+    assert history[0].replies == [b"a" * 1000, b"b"]  # a Prepare's replies are kept whole
+    assert history[1].replies == [replies_digest([b"a" * 1000, b"b"])]
+    assert history[1].replies[0].startswith(DIGEST_PREFIX)
+    assert sj.path.stat().st_size < 2500  # the first Prepare and Evaluate are gone

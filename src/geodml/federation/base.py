@@ -22,7 +22,13 @@ import numpy as np
 from geodml.compression import AdaptivePrecision, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import GeodmlError
-from geodml.federation.journal import CallRecord, Journal, JournalError
+from geodml.federation.journal import (
+    DIGEST_PREFIX,
+    CallRecord,
+    Journal,
+    JournalError,
+    replies_digest,
+)
 from geodml.federation.meter import AuditLog, Meter, link_name
 from geodml.federation.reliability import TRANSIENT, Reliability, SiteLostError
 from geodml.federation.transport import METHODS, SiteCallError, Transport
@@ -139,7 +145,7 @@ class Federation:
         if journal is None and self.reliability.recover_sites and any(
                 getattr(t, "remote", False) for t in self.transports.values()):
             self._scratch_journal = tempfile.TemporaryDirectory(prefix="geodml-journal-")
-            journal = Journal(self._scratch_journal.name)
+            journal = Journal(self._scratch_journal.name, compact=True)
         self.journal = journal
         self._replaying = set(self.transports) if journal is not None and journal.resume \
             else set()
@@ -150,8 +156,12 @@ class Federation:
         self.vectors_down = 0  # model-sized vectors sent to every site, counted per round
         self.vectors_up = 0  # and received from every site
         self._jobs: dict[str, _Job] = {}
-        self.sites = self._map(self._describe)
-        self._check_compatible()
+        try:
+            self.sites = self._map(self._describe)
+            self._check_compatible()
+        except BaseException:
+            self._release()  # the caller gets no object to close
+            raise
 
     # -- plumbing ------------------------------------------------------------------
     @property
@@ -471,6 +481,8 @@ class Federation:
                 first = type(replies[0]).FromString(record.replies[0])
                 first.session = session
                 want = [first.SerializeToString(), *record.replies[1:]]
+            elif record.replies and record.replies[0].startswith(DIGEST_PREFIX):
+                got, want = [replies_digest(got)], record.replies  # a compact journal
             else:
                 want = record.replies
             if got != want or error != (record.error[0] if record.error else None):
@@ -605,9 +617,16 @@ class Federation:
             first, assembler = self._call(
                 site, "Prepare", req, lengths=lambda r: {0: r.support_size}, index_slots=(0,))
             support = assembler.result(0).astype(np.int64) if restrict else None
-            return _Job(first.session, support, int(first.rows))
+            opened[site] = _Job(first.session, support, int(first.rows))
+            return opened[site]
 
-        self._jobs = self._map(one)
+        opened: dict[str, _Job] = {}
+        try:
+            self._jobs = self._map(one)
+        except BaseException:
+            self._jobs = opened  # close the sessions that did open, then fail
+            self.close_sessions()
+            raise
 
     def evaluate(self, w: np.ndarray | None = None, *, step: float | None = None,
                  want_grad: bool = True, v: np.ndarray | None = None) -> list[SiteEval]:
@@ -729,6 +748,10 @@ class Federation:
 
     def close(self) -> None:
         self.close_sessions()
+        self._release()
+
+    def _release(self) -> None:
+        """Channels, worker threads, audit log and journal (no call to any site)."""
         for t in self.transports.values():
             t.close()
         self._pool.shutdown(wait=False)

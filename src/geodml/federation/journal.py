@@ -71,12 +71,26 @@ class CallRecord:
     error: tuple[str, str] | None = None
 
 
-class _Writer:
-    """The record being written for one call."""
+DIGEST_PREFIX = b"sha256:"
 
-    def __init__(self, file, method: str, round_id: int | None):
+
+def replies_digest(replies: list[bytes]) -> bytes:
+    """What a compact journal keeps of a call's replies: ``sha256:`` + digest."""
+    h = hashlib.sha256()
+    for data in replies:
+        h.update(_U32.pack(len(data)))
+        h.update(data)
+    return DIGEST_PREFIX + h.digest()
+
+
+class _Writer:
+    """The record being written for one call (``digest_replies``: keep only a digest
+    of the replies, see :class:`Journal`)."""
+
+    def __init__(self, file, method: str, round_id: int | None, digest_replies: bool = False):
         self._file = file
         self._hash = hashlib.blake2b(digest_size=_DIGEST)
+        self._replies: list[bytes] | None = [] if digest_replies else None
         self._put(b"R", json.dumps({"method": method, "round": round_id}).encode())
 
     def _put(self, tag: bytes, payload: bytes) -> None:
@@ -88,9 +102,14 @@ class _Writer:
         self._put(b"Q", message)
 
     def reply(self, message: bytes) -> None:
-        self._put(b"A", message)
+        if self._replies is not None:
+            self._replies.append(message)
+        else:
+            self._put(b"A", message)
 
     def finish(self, down, up, seconds: float, error: tuple[str, str] | None) -> None:
+        if self._replies:
+            self._put(b"A", replies_digest(self._replies))
         trailer = {"down": list(down), "up": list(up), "seconds": seconds,
                    "error": list(error) if error else None}
         self._put(b"E", json.dumps(trailer).encode())
@@ -106,8 +125,8 @@ class SiteJournal:
     was in flight, and offers the kept ones, oldest first, in :attr:`pending`.
     """
 
-    def __init__(self, path: Path, resume: bool):
-        self.path = path
+    def __init__(self, path: Path, resume: bool, compact: bool = False):
+        self.path, self.compact = path, compact
         self.records = 0
         self.last_prepare: int | None = None  # byte offset of the last Prepare record
         self._start = 0  # where the record being written begins
@@ -131,8 +150,13 @@ class SiteJournal:
             self._end = len(MAGIC)
 
     def begin(self, method: str, round_id: int | None) -> _Writer:
+        if self.compact and method == "Prepare":  # recovery reads from the last Prepare on
+            self._end = len(MAGIC)
+            self.abandon()
+            self.records = 0
         self._start, self._method = self._end, method
-        return _Writer(self._file, method, round_id)
+        return _Writer(self._file, method, round_id,
+                       digest_replies=self.compact and method != "Prepare")
 
     def commit(self) -> None:
         """The record just finished (``_Writer.finish``) is part of the journal."""
@@ -234,12 +258,17 @@ def _read_record(f, tag: bytes, path: Path, index: int, offset: int) -> CallReco
 
 
 class Journal:
-    """Per-site journals in one directory."""
+    """Per-site journals in one directory.
 
-    def __init__(self, directory: str | os.PathLike, resume: bool = False):
+    ``compact``: for site recovery only (not for resuming a run): each site's file
+    starts again at every Prepare and keeps a digest of each call's replies instead
+    of the replies, so it holds about the requests since the last Prepare."""
+
+    def __init__(self, directory: str | os.PathLike, resume: bool = False,
+                 compact: bool = False):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.resume = resume
+        self.resume, self.compact = resume, compact
         self._sites: dict[str, SiteJournal] = {}
         self._lock = threading.Lock()
 
@@ -248,7 +277,7 @@ class Journal:
             j = self._sites.get(name)
             if j is None:
                 j = self._sites[name] = SiteJournal(
-                    self.directory / f"{name}.journal", self.resume)
+                    self.directory / f"{name}.journal", self.resume, self.compact)
             return j
 
     def counts(self) -> dict[str, int]:
