@@ -136,7 +136,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 @dataclass(frozen=True)
 class Counts:
-    """This process's threads and descriptors at one moment."""
+    """This process's threads and descriptors at one moment. ``os_threads`` leaves out
+    gRPC's core threads: its event engine sizes its own pool, process-wide, and keeps
+    helper threads a while after busy periods of any earlier test."""
 
     py_threads: int
     os_threads: int
@@ -144,7 +146,8 @@ class Counts:
 
     @classmethod
     def now(cls) -> Counts:
-        return cls(threading.active_count(), os_threads(), open_fds())
+        total, grpc = thread_counts()
+        return cls(threading.active_count(), total - grpc, open_fds())
 
     def at_most(self, other: Counts) -> bool:
         return (self.py_threads <= other.py_threads and self.os_threads <= other.os_threads

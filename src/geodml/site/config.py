@@ -130,7 +130,8 @@ def format_validation_error(source: str, e: ValidationError) -> str:
 def load_toml(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:  # as TOML says: no newline translation (a bare CR is
+            return tomllib.load(f)    # an error, not a line break)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
