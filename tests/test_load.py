@@ -54,7 +54,7 @@ WARMUP = 30  # rounds before the reference sample (10%)
 EVERY = 10  # rounds between samples
 GROWTH_LIMIT = 0.10
 SLACK = 4  # gRPC's event engine helper threads (it sizes its pool itself), descriptors
-SETTLE = 10.0  # seconds for pool threads and sockets to go after a close
+SETTLE = 30.0  # seconds (a deadline, polled) for pool threads and sockets to go after a close
 IDLE = 30.0  # seconds for transient descriptors and threads to go once idle
 NAMES = [f"dc{i:02d}" for i in range(SITES)]
 
