@@ -89,6 +89,7 @@ class LinkSpec(_Strict):
     bandwidth_mbps: float = Field(gt=0)
     rtt_ms: float = Field(ge=0)
     egress_usd_per_gb: float = Field(ge=0)
+    loss: float = Field(default=0.0, ge=0, lt=1)  # per-frame loss probability
 
     @property
     def name(self) -> str:
@@ -96,7 +97,7 @@ class LinkSpec(_Strict):
 
     @property
     def model(self) -> LinkModel:
-        return LinkModel(self.bandwidth_mbps, self.rtt_ms, self.egress_usd_per_gb)
+        return LinkModel(self.bandwidth_mbps, self.rtt_ms, self.egress_usd_per_gb, self.loss)
 
 
 class LinkDefaults(_Strict):
@@ -105,6 +106,7 @@ class LinkDefaults(_Strict):
     bandwidth_mbps: float | None = Field(default=None, gt=0)
     rtt_ms: float | None = Field(default=None, ge=0)
     egress_usd_per_gb: float | None = Field(default=None, ge=0)
+    loss: float | None = Field(default=None, ge=0, lt=1)
 
 
 class RegionSpec(_Strict):
@@ -234,7 +236,8 @@ class Deployment(_Strict):
             else d.bandwidth_mbps,
             rtt_ms=derived.rtt_ms if d.rtt_ms is None else d.rtt_ms,
             egress_usd_per_gb=derived.egress_usd_per_gb if d.egress_usd_per_gb is None
-            else d.egress_usd_per_gb)
+            else d.egress_usd_per_gb,
+            loss=0.0 if d.loss is None else d.loss)
 
     def resolve(self, base: Path) -> Deployment:
         """Paths made absolute relative to ``base`` (the deployment file's folder)."""

@@ -68,6 +68,7 @@ aliases of the AWS regions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -184,6 +185,7 @@ class LinkModel:
     bandwidth_mbps: float
     rtt_ms: float
     egress_usd_per_gb: float
+    loss: float = 0.0  # probability that a frame is lost (each way)
 
 
 def default_link(src: Region, dst: Region) -> LinkModel:
@@ -207,6 +209,61 @@ def default_link(src: Region, dst: Region) -> LinkModel:
 class _Link(Protocol):
     bandwidth_mbps: float
     rtt_ms: float
+
+
+#: TCP payload of one frame at MTU 1500 (with timestamps)
+MSS_BYTES = 1448
+#: how late a message that lost a frame arrives, in RTTs: loss detection (SACK/RACK
+#: or a tail-loss probe), the retransmission, and the HTTP/2 window stalled behind the
+#: hole; measured 1.8-4.2 (median ~2.5) with BBR over emulated links
+#: (bench/bench_netns_wan.py)
+LOSS_RECOVERY_RTTS = 2.5
+
+
+def lossy_probability(nbytes: float, link) -> float:
+    """Probability that a message of ``nbytes`` loses at least one of its
+    ``ceil(nbytes / MSS_BYTES)`` frames on ``link``."""
+    loss = getattr(link, "loss", 0.0) or 0.0
+    if nbytes <= 0 or loss <= 0:
+        return 0.0
+    return 1.0 - (1.0 - loss) ** math.ceil(nbytes / MSS_BYTES)
+
+
+def _count_distribution(probabilities: Sequence[float]) -> list[float]:
+    """P(k of the independent events happen), k = 0..len(probabilities)."""
+    dist = [1.0]
+    for q in probabilities:
+        nxt = [0.0] * (len(dist) + 1)
+        for k, pk in enumerate(dist):
+            nxt[k] += pk * (1 - q)
+            nxt[k + 1] += pk * q
+        dist = nxt
+    return dist
+
+
+def expected_loss_seconds(paths: Mapping[str, tuple[float, Sequence[float]]],
+                          recovery_rtts: float = LOSS_RECOVERY_RTTS) -> float:
+    """``E[max over paths s of recovery_rtts * RTT_s * N_s]``: ``paths[s]`` is
+    ``(RTT_s seconds, [probability that each of its messages loses a frame])``,
+    ``N_s`` the number of its messages that do (they are sequential on a path; paths
+    run in parallel and the round waits for the worst)."""
+    dists = [(recovery_rtts * rtt, _count_distribution(qs)) for rtt, qs in paths.values()
+             if any(qs)]
+    if not dists:
+        return 0.0
+    levels = sorted({unit * k for unit, dist in dists for k in range(len(dist))})
+
+    def below(x: float) -> float:  # P(max <= x)
+        out = 1.0
+        for unit, dist in dists:
+            out *= sum(p for k, p in enumerate(dist) if unit * k <= x + 1e-12)
+        return out
+
+    total, prev = 0.0, 0.0
+    for level in levels[1:]:
+        total += (level - prev) * (1.0 - below(prev))
+        prev = level
+    return total
 
 
 def transfer_seconds(nbytes: float, link: _Link) -> float:
@@ -243,8 +300,10 @@ def round_seconds(per_link_bytes: Mapping[str, float], deployment: Deployment,
     take no time.
     """
     paths: dict[str, float] = {}
+    lossy: dict[str, tuple[float, list[float]]] = {}
     for _, src, dst, nbytes in _wan_links(per_link_bytes):
-        t = transfer_seconds(nbytes, deployment.link(src, dst))
+        link = deployment.link(src, dst)
+        t = transfer_seconds(nbytes, link)
         if src == deployment.home:
             key = dst
         elif dst == deployment.home:
@@ -252,7 +311,9 @@ def round_seconds(per_link_bytes: Mapping[str, float], deployment: Deployment,
         else:
             key = f"{src}->{dst}"
         paths[key] = paths.get(key, 0.0) + t
-    return max(paths.values(), default=0.0) + compute_seconds
+        lossy.setdefault(key, (link.rtt_ms / 1000.0, []))[1].append(
+            lossy_probability(nbytes, link))
+    return max(paths.values(), default=0.0) + expected_loss_seconds(lossy) + compute_seconds
 
 
 def egress_usd(per_link_bytes: Mapping[str, float], deployment: Deployment) -> float:

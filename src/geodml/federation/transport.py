@@ -94,7 +94,8 @@ class GrpcTransport:
             ("grpc.http2.max_pings_without_data", 0),
             # reconnect soon after a site restarts (gRPC's default waits up to 120 s)
             ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
+            # not grpc.min_reconnect_backoff_ms: gRPC core also takes it as the minimum
+            # connect timeout, and a TCP + TLS + HTTP/2 handshake takes ~4 RTT
             ("grpc.max_reconnect_backoff_ms", 5_000),
         ]
         if server_name:

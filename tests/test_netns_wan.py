@@ -1,0 +1,76 @@
+"""Real WAN emulation: a 4-DC FADL run over kernel-shaped links with delay and loss.
+
+Every DC runs in its own Linux network namespace (created and deleted here): us-east
+is home (coordinator and its own site), eu-west, ap-south and sa-east each run
+``geodml site serve`` with mutual TLS. Every home <-> DC link is 50 Mbit/s each way,
+shaped by the kernel (tbf/htb on the sending veth), with 80 ms RTT and 0.5% frame
+loss each way added by a packet-level relay (``tests/tools/wan_relay.py``), exactly as
+the deployment file the run uses says (``tests/tools/wan_experiment.py``). The
+measured wall time is compared with ``geodml.wan.model_run`` over the run's audit log,
+its compute per round taken from the same job run first over a plain LAN.
+
+Needs root, ``ip netns`` and ``tc`` with tbf and htb; skipped with the reason
+otherwise.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from tests.tools.netns import unavailable_reason
+from tests.tools.wan_experiment import Settings, run_experiment
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = Settings(rows=1500, bits=15, method="fadl-subspace", gtol=1e-3, bandwidth_mbps=50.0,
+                    rtt_ms=80.0, loss=0.005, seed=1, probe_bulk_bytes=3_000_000,
+                    probe_pings=8)
+GOODPUT = 50.0 * 1448 / 1514  # TCP payload rate of a 50 Mbit/s Ethernet link
+
+
+@pytest.fixture(scope="module")
+def wan(tmp_path_factory):
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return run_experiment(tmp_path_factory.mktemp("netns-wan"), SETTINGS, log=lambda _: None)
+
+
+def test_a_4_dc_fadl_run_completes_and_converges_over_the_emulated_wan(wan):
+    assert wan.converged, wan.reason
+    assert wan.same_rounds  # the LAN calibration followed the same trajectory
+    assert wan.rounds > 30 and wan.wan_bytes > 1_000_000
+    links = {k: v for k, v in wan.relay.items() if not k.startswith("_")}
+    assert set(links) == {f"{a}->{b}" for dc in ("eu-west", "ap-south", "sa-east")
+                          for a, b in (("us-east", dc), (dc, "us-east"))}
+    assert wan.relay["_relay"]["oversize_frames"] == 0  # offloads off: wire-sized frames
+    assert all(v["send_errors"] == 0 for v in links.values())
+
+
+def test_the_links_are_really_shaped_delayed_and_lossy(wan):
+    for dc, probe in wan.probes.items():
+        assert 79.0 <= probe["ping_ms"] <= 90.0, (dc, probe)  # 80 ms + relay + stack
+        assert 79.0 <= probe["connect_ms"] <= 95.0, (dc, probe)
+    (bulk,) = [p for p in wan.probes.values() if "lossless_to_target_mbps" in p]
+    for key in ("lossless_to_target_mbps", "lossless_from_target_mbps"):
+        assert 0.85 * GOODPUT <= bulk[key] <= 1.02 * GOODPUT, bulk  # the kernel's 50 Mbit/s
+    links = [v for k, v in wan.relay.items() if not k.startswith("_")]
+    frames = sum(v["frames"] for v in links)
+    dropped = sum(v["dropped"] for v in links)
+    # binomial: 0.5% of tens of thousands of frames, within ~5 standard deviations
+    sd = (SETTINGS.loss * (1 - SETTINGS.loss) / frames) ** 0.5
+    assert abs(dropped / frames - SETTINGS.loss) <= 5 * sd, (dropped, frames)
+    assert statistics.median(v["late_mean_ms"] for v in links) < 2.0  # the relay keeps up
+
+
+def test_wall_time_is_within_20_percent_of_the_wan_model(wan):
+    assert abs(wan.error) <= 0.20, (wan.measured_seconds, wan.modeled_seconds)
+
+
+def test_the_stock_grpc_transport_connects_across_the_wan(wan):
+    """geodml's own transport reaches a site 80 ms away over mutual TLS: its connect
+    timeout allows the TCP + TLS + HTTP/2 handshake (~4 RTT; gRPC takes
+    grpc.min_reconnect_backoff_ms as the minimum connect timeout, so geodml leaves it)."""
+    assert wan.stock_grpc["ok"], wan.stock_grpc
