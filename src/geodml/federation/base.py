@@ -137,6 +137,7 @@ class Federation:
         self._down_transform: Transform | None = None  # active down compression, and its state
         self._down_state: object = None
         self._full_precision_pending = False
+        self._up_exact = False  # the sites were told to stop compressing their gradients
         self.meter = Meter(home)
         self.audit = audit
         self.reliability = reliability or Reliability()
@@ -603,7 +604,7 @@ class Federation:
         cfg = self.compression
         self._down_transform = t = from_spec(cfg.down) if cfg.down else None
         self._down_state = t.init(self.n_features) if t is not None else None
-        self._full_precision_pending = False
+        self._full_precision_pending = self._up_exact = False
 
         def one(site: str) -> _Job:
             info = self.sites[site]
@@ -635,6 +636,9 @@ class Federation:
         round_id = self._next_round(down=(w is not None) + (v is not None),
                                     up=want_grad + (v is not None))
         full_precision, self._full_precision_pending = self._full_precision_pending, False
+        # a site compressing its gradient sends it as a per-row mean (see SiteService)
+        per_row = bool(self.compression.up) and not full_precision and not self._up_exact
+        self._up_exact = self._up_exact or full_precision
 
         def one(site: str) -> SiteEval:
             job = self._job(site)
@@ -653,6 +657,8 @@ class Federation:
                 site, "Evaluate", lambda: self._stream(head, pb.EvaluateRequest, vectors), round_id,
                 lengths=lambda _r: {0: dim if want_grad else 0, 1: dim if v is not None else 0})
             grad = self._up(site, asm.result(0)) if want_grad else None
+            if grad is not None and per_row:
+                grad = grad * first.rows
             hvp = self._up(site, asm.result(1)) if v is not None else None
             return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
 

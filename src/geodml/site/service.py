@@ -381,7 +381,9 @@ class SiteService:
             s.up = s.up_state = s.up_format = None  # exact from now on; no residual owed
         grad, grad_format = sums.grad if first.want_gradient else None, s.reply_format
         if grad is not None and s.up is not None:
-            grad, s.up_state = s.up.update(grad, s.up_state)
+            # compressed sums travel as per-row means: a sum over millions of rows would
+            # saturate float16 (largest 65504); the coordinator multiplies by ``rows``
+            grad, s.up_state = s.up.update(grad / max(1, sums.rows), s.up_state)
             grad_format = s.up_format
         return sums.loss, sums.rows, grad, hvp, grad_format
 
