@@ -48,6 +48,7 @@ from hypothesis import strategies as st
 from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
+from geodml.federation.transport import METHODS  # name -> (request, reply, streams)
 from geodml.models.losses import LOSSES
 from geodml.site.config import DataConfig, ExecutorConfig, SiteConfig
 from geodml.site.launcher import LocalCluster
@@ -65,17 +66,6 @@ CALL_TIMEOUT = 30.0  # a call that takes longer counts as a hang
 EXPECTED = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION",
                       "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "OUT_OF_RANGE",
                       "UNIMPLEMENTED"})
-# name -> (request class, reply class, client streams, server streams)
-METHODS = {
-    "Describe": (pb.DescribeRequest, pb.DescribeReply, False, False),
-    "Prepare": (pb.PrepareRequest, pb.PrepareReply, False, True),
-    "Evaluate": (pb.EvaluateRequest, pb.EvaluateReply, True, True),
-    "LineSearch": (pb.LineSearchRequest, pb.LineSearchReply, True, False),
-    "LocalSolve": (pb.LocalSolveRequest, pb.LocalSolveReply, True, True),
-    "Subspace": (pb.SubspaceRequest, pb.SubspaceReply, True, False),
-    "Export": (pb.ExportRequest, pb.ExportReply, False, True),
-    "Close": (pb.CloseRequest, pb.CloseReply, False, False),
-}
 FRESH = "<a session prepared for this call>"  # Close: prepare one, close it twice
 
 NAN, INF = float("nan"), float("inf")
