@@ -153,18 +153,18 @@ def site_args(cluster) -> list[str]:
     return [a for name, s in cluster.sites.items() for a in ("--site", f"{name}={s.address}")]
 
 
-def wait_for_iteration(run_dir: Path, iteration: int, process, deadline: float = 120) -> None:
+def wait_for_calls(journal: Path, calls: int, process, deadline: float = 120) -> None:
+    """Until the run has journaled ``calls`` complete calls to a site (each record is
+    fsync-ed as its call ends, so this sees the run's progress call by call)."""
+    from geodml.federation.journal import _scan
+
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        try:
-            cp = read_checked_json(run_dir / "checkpoint.json")
-            if cp["iteration"] >= iteration:
-                return
-        except RunDirError:
-            pass  # not written yet
+        if journal.exists() and sum(1 for _ in _scan(journal)) >= calls:
+            return
         assert process.poll() is None, process.stdout.read()
-        time.sleep(0.02)  # polling a file the run writes; bounded by the deadline
-    raise AssertionError(f"no checkpoint at iteration {iteration} within {deadline} s")
+        time.sleep(0.005)  # polling a file the run writes; bounded by the deadline
+    raise AssertionError(f"fewer than {calls} calls journaled within {deadline} s")
 
 
 def test_a_killed_coordinator_resumes_to_the_same_model_and_byte_totals(cluster, tmp_path):
@@ -176,11 +176,14 @@ def test_a_killed_coordinator_resumes_to_the_same_model_and_byte_totals(cluster,
     crashed = geodml(*common, "--run-dir", str(tmp_path / "run"),
                      "--out", str(tmp_path / "run.npz"))
     ref_cp = read_checked_json(tmp_path / "ref" / "checkpoint.json")
-    assert ref_cp["iteration"] >= 12, ref_cp["iteration"]  # room to be killed mid-way
-    wait_for_iteration(tmp_path / "run", 3, crashed)
+    total = ref_cp["journal"]["eu-west"]
+    assert total >= 40, total  # room to be killed mid-way
+    wait_for_calls(tmp_path / "run" / "journal" / "eu-west.journal", total // 3, crashed)
     crashed.send_signal(signal.SIGKILL)
     crashed.wait()
-    before = read_checked_json(tmp_path / "run" / "checkpoint.json")
+    checkpoint = tmp_path / "run" / "checkpoint.json"
+    before = read_checked_json(checkpoint) if checkpoint.exists() else {
+        "done": False, "meter": {"wan_bytes": 0}}
     assert not before["done"]
 
     resumed = geodml("train", "--resume", str(tmp_path / "run"))
