@@ -301,3 +301,29 @@ def test_a_compact_journal_keeps_only_the_history_since_the_last_prepare(tmp_pat
     assert history[1].replies == [replies_digest([b"a" * 1000, b"b"])]
     assert history[1].replies[0].startswith(DIGEST_PREFIX)
     assert sj.path.stat().st_size < 2500  # the first Prepare and Evaluate are gone
+
+
+def test_a_run_stopped_by_a_lost_site_resumes_once_the_site_is_back(cluster, tmp_path):
+    """The whole story of the SiteLostError message: the run stops naming the site; the
+    site comes back (a new process, same data); --resume finishes with the same model."""
+    common = ["train", "--method", "sqm-lbfgs", "--insecure", "--home", "us-east",
+              "--gtol", "1e-8", *site_args(cluster)]
+    ref = geodml(*common, "--out", str(tmp_path / "ref.npz"))
+    assert ref.wait(180) == 0, ref.stdout.read()
+
+    run = geodml(*common, "--site-deadline", "1", "--run-dir", str(tmp_path / "run"),
+                 "--out", str(tmp_path / "run.npz"))
+    wait_for_calls(tmp_path / "run" / "journal" / "ap-south.journal", 8, run)
+    cluster.kill("ap-south")
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 1, out
+    assert "site ap-south unreachable" in out and "--resume" in out
+
+    cluster.restart("ap-south")
+    resumed = geodml("train", "--resume", str(tmp_path / "run"))
+    out, _ = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, out
+    a, b = LinearModel.load(tmp_path / "run.npz"), LinearModel.load(tmp_path / "ref.npz")
+    assert relative(a.w, b.w) <= 1e-9
+    assert read_checked_json(tmp_path / "run" / "checkpoint.json")["recovered_sites"] == {
+        "ap-south": 1}

@@ -318,7 +318,9 @@ class Federation:
                         attempt += 1
                         continue
                     lost = SiteLostError(site, method, waited, str(e))
-                    self._journal_outcome(site_journal, method, round_id, ("LOST", str(lost)))
+                    if policy.drop_lost_sites:  # the run goes on without it: so must a resume
+                        self._journal_outcome(site_journal, method, round_id,
+                                              ("LOST", str(lost)))
                     raise lost from None
                 if (e.code == "NOT_FOUND" and method in SESSION_CALLS and method != "Close"
                         and site_journal is not None and policy.recover_sites
@@ -746,14 +748,20 @@ class Federation:
             session=job.session, max_chunk_bytes=max_chunk_bytes))
         return decode_rows([r.arrow_ipc for r in replies], self.sites[site].space)
 
-    def close_sessions(self) -> None:
+    def close_sessions(self, journal: bool = True) -> None:
+        """Free every site's session (``journal=False``: at shutdown, not part of the run
+        a resume replays)."""
         jobs, self._jobs = self._jobs, {}
         for site, job in jobs.items():
             with contextlib.suppress(SiteCallError):  # a site already gone has nothing to free
-                self._call(site, "Close", pb.CloseRequest(session=job.session), retry=False)
+                self._call(site, "Close", pb.CloseRequest(session=job.session), retry=False,
+                           journal=journal)
 
-    def close(self) -> None:
-        self.close_sessions()
+    def close(self, keep_sessions: bool = False) -> None:
+        """Close the sessions (unless ``keep_sessions``: a failed resumable run leaves
+        them at the sites for ``--resume``), the channels and the journal."""
+        if not keep_sessions:
+            self.close_sessions(journal=False)
         self._release()
 
     def _release(self) -> None:
@@ -771,5 +779,7 @@ class Federation:
     def __enter__(self) -> Federation:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # a run with a resumable journal that failed keeps its sessions for --resume
+        resumable = self.journal is not None and self._scratch_journal is None
+        self.close(keep_sessions=exc_type is not None and resumable)
