@@ -28,9 +28,8 @@ connect and echo RTT to every DC), runs the job for real (``geodml train
   LAN run's compute per round (error = measured / modeled - 1);
 * default: ``model_run`` with the WAN run's own call times as compute, as
   ``geodml train --deployment`` reports it (transfer counted twice);
-* +loss: modeled plus the proposed loss term (``wan_experiment.loss_penalties``:
-  2.5 RTT per message that loses a frame, worst site per round), and the cost in
-  RTTs per such message that would make it exact (``c fit``).
+* c fit: the loss cost, in RTTs per message that loses a frame, that would make the
+  model exact (``geodml.wan.LOSS_RECOVERY_RTTS`` is 2.5, fitted from these runs).
 """
 
 from __future__ import annotations
@@ -99,7 +98,7 @@ def main() -> None:
                         f"gtol {args.gtol:g}, TCP {cc}")
     for col in ("Mbit/s", "RTT ms", "loss", "rounds", "WAN bytes", "probe RTT ms",
                 "probe Mbit/s", "relay loss", "measured s", "modeled s", "error",
-                "default s", "+loss s", "error", "c fit", "conv"):
+                "default s", "c fit", "conv"):
         table.add_column(col, justify="right")
     runs = [(b, r, loss, i) for b in args.bandwidth for r in args.rtt for loss in args.loss
             for i in range(args.repeat)]
@@ -126,20 +125,18 @@ def main() -> None:
                       f"{dropped / frames:.2%}" if frames else "-",
                       f"{r.measured_seconds:.1f}", f"{r.modeled_seconds:.1f}",
                       f"{r.error:+.1%}", f"{r.modeled_default_seconds:.1f}",
-                      f"{r.modeled_loss_seconds:.1f}", f"{r.loss_error:+.1%}",
                       "-" if r.cost_rtts_fit is None else f"{r.cost_rtts_fit:.2f}",
                       "yes" if r.converged else "NO")
         console.print(f"  measured {r.measured_seconds:.1f} s, modeled {r.modeled_seconds:.1f} s "
-                      f"({r.error:+.1%}), +loss {r.modeled_loss_seconds:.1f} s "
-                      f"({r.loss_error:+.1%}); compute {r.compute_seconds:.1f} s")
+                      f"({r.error:+.1%}); compute {r.compute_seconds:.1f} s")
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     console.print(table)
     console.print("modeled: geodml.wan.model_run over the run's audit log, compute per round "
                   "from the same job over a LAN; default: model_run with the WAN run's call "
-                  "times (transfer counted twice); +loss: modeled plus 2.5 RTT per message "
-                  "that lost a frame (worst site per round); c fit: the RTTs per such message "
-                  "that would make +loss exact. probe Mbit/s: bulk goodput to/from one DC.")
+                  "times (transfer counted twice); c fit: the RTTs per message that lost a "
+                  "frame that would make modeled exact (geodml.wan uses 2.5). probe Mbit/s: "
+                  "bulk goodput to/from one DC.")
     if not args.keep:
         import shutil
 

@@ -43,6 +43,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from geodml.wan import (
+    LOSS_RECOVERY_RTTS,
+    expected_loss_seconds,
+    group_audit,
+    lossy_probability,
+)
 from tests.tools.netns import SUBNET, WanTopology, star_links, wait_for_file
 
 DCS = ("us-east", "eu-west", "ap-south", "sa-east")
@@ -89,8 +95,7 @@ class Result:
     modeled_seconds: float  # model_run, compute per round from the LAN calibration
     modeled_default_seconds: float  # model_run with the WAN audit's own call times
     modeled_wan_seconds: float  # model_run without compute
-    loss_penalty_seconds: float  # the proposed loss term (loss_penalties), summed
-    loss_events: float  # expected loss events on the slowest path, summed over rounds
+    loss_events: float  # expected messages that lose a frame, worst site, summed (loss_events)
     compute_seconds: float  # the calibration's compute (calibration_compute), summed
     calibration_seconds: float  # the calibration run's wall time (same span)
     same_rounds: bool  # the calibration moved the same bytes, round for round
@@ -107,52 +112,23 @@ class Result:
         return (self.measured_seconds - self.modeled_seconds) / self.modeled_seconds
 
     @property
-    def modeled_loss_seconds(self) -> float:
-        """geodml's prediction plus the proposed loss term."""
-        return self.modeled_seconds + self.loss_penalty_seconds
-
-    @property
-    def loss_error(self) -> float:
-        return (self.measured_seconds - self.modeled_loss_seconds) / self.modeled_loss_seconds
-
-    @property
     def cost_rtts_fit(self) -> float | None:
-        """The loss cost (RTTs per message that lost a packet) that would make the
-        loss-aware prediction exact."""
+        """The loss cost (RTTs per message that lost a frame) that would make the
+        prediction exact: geodml.wan's ``LOSS_RECOVERY_RTTS`` plus the error per event."""
         if self.loss_events <= 0:
             return None
         rtt = self.settings["rtt_ms"] / 1e3
-        return (self.measured_seconds - self.modeled_seconds) / (self.loss_events * rtt)
+        return LOSS_RECOVERY_RTTS + (self.measured_seconds - self.modeled_seconds) / (
+            self.loss_events * rtt)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "error": self.error,
-                "modeled_loss_seconds": self.modeled_loss_seconds,
-                "loss_error": self.loss_error, "cost_rtts_fit": self.cost_rtts_fit}
+        return {**asdict(self), "error": self.error, "cost_rtts_fit": self.cost_rtts_fit}
 
 
-MSS = 1448  # TCP payload per frame at MTU 1500 with timestamps
-LOSS_COST_RTTS = 2.5  # measured here with BBR (see loss_penalties)
-
-
-def loss_penalties(records: list[dict], deployment, loss: float,
-                   cost_rtts: float = LOSS_COST_RTTS) -> tuple[list[float], list[float]]:
-    """The proposed loss term of the WAN model, per round: (seconds, expected events).
-
-    A message of ``b`` bytes (one call's request or reply on one link) is
-    ``n = ceil(b / MSS)`` frames; it loses at least one with probability
-    ``q = 1 - (1 - loss)^n``, and then arrives ``cost_rtts`` RTTs late (loss detection
-    by SACK/RACK or a tail-loss probe, the retransmission, and the HTTP/2 window stalled
-    behind the hole). A site's messages in a round are sequential, so its delay is
-    ``cost_rtts * RTT * N_s``, ``N_s`` the number of its messages that lost a frame (a
-    Poisson-binomial count); sites run in parallel, so the round waits for the worst
-    one: ``E[max_s cost_rtts * RTT_s * N_s]``, computed exactly from the counts'
-    distributions.
-    """
-    import math
-
-    from geodml.wan import group_audit
-
-    seconds, events = [], []
+def loss_events(records: list[dict], deployment) -> float:
+    """Expected number of messages that lose a frame on the worst site's path, summed
+    over the rounds: geodml.wan's loss term with a cost of one per event."""
+    total = 0.0
     for group in group_audit(records):
         paths: dict[str, tuple[float, list[float]]] = {}
         for rec in group:
@@ -160,52 +136,10 @@ def loss_penalties(records: list[dict], deployment, loss: float,
                 continue
             home, site = deployment.home, rec["site"]
             src, dst = (home, site) if rec["direction"] == "down" else (site, home)
-            rtt = deployment.link(src, dst).rtt_ms / 1e3
-            n = max(1, math.ceil(int(rec["bytes"]) / MSS))
-            paths.setdefault(site, (rtt, []))[1].append(1 - (1 - loss) ** n)
-        seconds.append(_expected_max(
-            [(cost_rtts * rtt, _poisson_binomial(qs)) for rtt, qs in paths.values()]))
-        events.append(_expected_max([(1.0, _poisson_binomial(qs)) for _, qs in paths.values()]))
-    return seconds, events
-
-
-def _poisson_binomial(qs: list[float]) -> list[float]:
-    """P(k successes), k = 0..len(qs), of independent Bernoulli(q) trials."""
-    dist = [1.0]
-    for q in qs:
-        nxt = [0.0] * (len(dist) + 1)
-        for k, pk in enumerate(dist):
-            nxt[k] += pk * (1 - q)
-            nxt[k + 1] += pk * q
-        dist = nxt
-    return dist
-
-
-def _expected_max(paths: list[tuple[float, list[float]]]) -> float:
-    """E[max_s unit_s * N_s] for independent counts N_s with the given distributions."""
-    if not paths:
-        return 0.0
-    levels = sorted({unit * k for unit, dist in paths for k in range(len(dist))})
-
-    def cdf(x: float) -> float:  # P(max <= x)
-        out = 1.0
-        for unit, dist in paths:
-            out *= sum(p for k, p in enumerate(dist) if unit * k <= x + 1e-12)
-        return out
-
-    total, prev = 0.0, 0.0
-    for level in levels[1:]:
-        total += (level - prev) * (1 - cdf(prev))
-        prev = level
+            paths.setdefault(site, (1.0, []))[1].append(
+                lossy_probability(int(rec["bytes"]), deployment.link(src, dst)))
+        total += expected_loss_seconds(paths, recovery_rtts=1.0)
     return total
-
-
-def loss_supported() -> bool:
-    """Whether geodml's deployment links carry a packet-loss probability (``loss``),
-    which the WAN model would then account for."""
-    from geodml.deployment import LinkSpec
-
-    return "loss" in LinkSpec.model_fields
 
 
 def _geodml() -> list[str]:
@@ -228,9 +162,8 @@ def write_deployment(path: Path, home: str, addresses: dict[str, str], settings:
             lines += ["", "[[links]]", f'src = "{src}"', f'dst = "{dst}"',
                       f"bandwidth_mbps = {settings.bandwidth_mbps}",
                       f"rtt_ms = {settings.rtt_ms}",
-                      f"egress_usd_per_gb = {PRICES.get(src, 0.02)}"]
-            if loss_supported():
-                lines.append(f"loss = {settings.loss}")
+                      f"egress_usd_per_gb = {PRICES.get(src, 0.02)}",
+                      f"loss = {settings.loss}"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -247,8 +180,6 @@ def calibration_compute(records: list[dict]) -> list[float]:
     call); the last round, its own duration. Their sum is the run's wall time (:func:`audit_span`).
     geodml's default compute term (:func:`geodml.wan.call_seconds_from_audit`) is the
     slowest call alone and leaves out the coordinator's work between rounds."""
-    from geodml.wan import group_audit
-
     bounds = []
     for group in group_audit(records):
         starts = [r["time"] - float(r.get("seconds") or 0.0) for r in group]
@@ -259,8 +190,6 @@ def calibration_compute(records: list[dict]) -> list[float]:
 
 def _round_spans(records: list[dict]) -> list[tuple[str, float]]:
     """(call, measured duration) of every round, grouped as the model groups them."""
-    from geodml.wan import group_audit
-
     out = []
     for group in group_audit(records):
         starts = [r["time"] - float(r.get("seconds") or 0.0) for r in group]
@@ -488,8 +417,6 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
     if not same:  # fall back to the calibration's median compute per call
         compute = _compute_by_call(calib_records, records)
     modeled = model_run(records, dep, compute)
-    # once geodml models loss itself (loss_supported), modeled_seconds holds it already
-    penalties, events = loss_penalties(records, dep, 0.0 if loss_supported() else settings.loss)
     measured = audit_span(records)
     spans = _round_spans(records)
     relay = _relay_delta(before, after)
@@ -501,7 +428,7 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
         modeled_seconds=modeled.seconds,
         modeled_default_seconds=model_run(records, dep).seconds,
         modeled_wan_seconds=model_run(records, dep, 0.0).seconds,
-        loss_penalty_seconds=sum(penalties), loss_events=sum(events),
+        loss_events=loss_events(records, dep),
         compute_seconds=sum(compute), calibration_seconds=audit_span(calib_records),
         same_rounds=same, coordinator_gap_seconds=measured - sum(s for _, s in spans),
         probes=summarize_probes(probes), relay=relay,
@@ -540,8 +467,6 @@ def _wan_rounds(rounds: list[dict[str, int]]) -> list[dict[str, int]]:
 def _compute_by_call(calib: list[dict], records: list[dict]) -> list[float]:
     """Per round of ``records``: the calibration's median compute of that call."""
     import statistics
-
-    from geodml.wan import group_audit
 
     per_call: dict[str, list[float]] = defaultdict(list)
     for group, c in zip(group_audit(calib), calibration_compute(calib), strict=True):
