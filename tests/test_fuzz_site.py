@@ -465,21 +465,6 @@ class Call:
     peak: float = 0.0  # the largest finite magnitude in the vectors sent
     edited: bool = False  # bytes edited after serialization
 
-    def params_depth(self) -> int:
-        texts = [getattr(m, "params_json", "") for m in self.messages[:1]]
-        return max((_depth(t) for t in texts), default=0)
-
-
-def _depth(text: str) -> int:
-    depth = deepest = 0
-    for ch in text:
-        if ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
 
 @st.composite
 def structured_call(draw, target: Target, method: str) -> Call:
