@@ -51,7 +51,6 @@ MAX_SUBSPACE = 64  # directions a subspace may hold
 MAX_SESSIONS = 64
 MAX_PARAMS_JSON = 65536  # bytes of a LocalSolve's parameters
 EXPORT_CHUNK_BYTES = (64 << 10, 32 << 20)  # the range Export's max_chunk_bytes is clamped to
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -130,18 +129,11 @@ def read_message_stream(
     if first is None:
         raise SiteError("INVALID_ARGUMENT", f"site {site}: empty request stream")
     slots = lengths(first)
-    assembler = VectorAssembler(slots, float32_slots=slots if float32 else ())
+    assembler = VectorAssembler(slots, float32_slots=slots if float32 else (),
+                                float32_range_slots=slots if float32_range else ())
     for msg in itertools.chain((first,), it):  # one message at a time: bounded memory
         if msg.HasField("chunk"):
             assembler.add(msg.chunk)
-    if float32_range:
-        for slot in slots:
-            if slots[slot] and assembler.is_complete(slot):
-                v = assembler.result(slot)
-                if v.size and np.abs(v).max() > FLOAT32_MAX:
-                    raise SiteError("INVALID_ARGUMENT",
-                                    f"site {site}: slot {slot}: a value beyond float32's "
-                                    "range; this site computes in float32")
     return first, assembler
 
 

@@ -455,6 +455,7 @@ class _Slot:
     length: int
     index: bool
     float32: bool = False  # decode into float32 (a receiver computing in float32)
+    float32_range: bool = False  # refuse values beyond float32's range (also when float64)
     next_start: int = 0
     chunks: int = 0
     payload_bytes: int = 0
@@ -472,15 +473,18 @@ class VectorAssembler:
     lengths maps each expected slot to its number of elements. Slots listed in index_slots
     hold UINT32 index vectors (output uint32); the others hold floating vectors (output
     float64, or float32 for slots in float32_slots: a receiver that computes in float32
-    then holds one 4-byte copy; a value beyond float32's range is an error).
+    then holds one 4-byte copy; a value beyond float32's range is an error, as it is in
+    float32_range_slots, which stay float64).
     max_elements, if given, bounds the total elements over all slots (a guard against
     hostile lengths before anything is allocated).
     """
 
     def __init__(self, lengths: dict[int, int], max_elements: int | None = None, *,
-                 index_slots: Iterable[int] = (), float32_slots: Iterable[int] = ()):
+                 index_slots: Iterable[int] = (), float32_slots: Iterable[int] = (),
+                 float32_range_slots: Iterable[int] = ()):
         index, narrow = set(index_slots), set(float32_slots)
-        unknown = (index | narrow) - set(lengths)
+        in_range = narrow | set(float32_range_slots)
+        unknown = (index | in_range) - set(lengths)
         if unknown:
             raise CodecError(f"index or float32 slots {sorted(unknown)} have no length")
         total = 0
@@ -492,7 +496,8 @@ class VectorAssembler:
                                  slot=slot)
             total += int(n)
             self._slots[int(slot)] = _Slot(length=int(n), index=slot in index,
-                                           float32=slot in narrow)
+                                           float32=slot in narrow,
+                                           float32_range=slot in in_range)
         if max_elements is not None and total > max_elements:
             raise CodecError(f"message declares {total} elements, more than the limit "
                              f"{max_elements}")
@@ -565,7 +570,7 @@ class VectorAssembler:
             values = _decode_qint8(payload, values, offsets, slot, start)
         if code != pb.UINT32:
             _check_decoded(values, offsets, slot, start)
-            if s.float32 and values.dtype.itemsize > 4 and values.size and (
+            if s.float32_range and values.dtype.itemsize > 4 and values.size and (
                     np.abs(values).max() > np.finfo(np.float32).max):
                 raise CodecError("a value exceeds the float32 range of this receiver",
                                  slot=slot, start=start)
