@@ -327,3 +327,23 @@ def test_a_run_stopped_by_a_lost_site_resumes_once_the_site_is_back(cluster, tmp
     assert relative(a.w, b.w) <= 1e-9
     assert read_checked_json(tmp_path / "run" / "checkpoint.json")["recovered_sites"] == {
         "ap-south": 1}
+
+
+def test_late_request_writes_of_an_abandoned_call_do_not_corrupt_the_journal(tmp_path):
+    """gRPC reads a request stream on its own thread, which can still be writing the
+    journal after the call failed and was abandoned (seen when a site was killed)."""
+    sj = Journal(tmp_path / "j").site("ap-south")
+    failed = sj.begin("Evaluate", 7)
+    failed.request(b"first chunk")
+    sj.abandon()
+    failed.request(b"late chunk, after the failure")  # must be dropped
+    retry = sj.begin("Evaluate", 7)
+    retry.request(b"whole request")
+    failed.request(b"even later")  # still dropped: the retry's record stays whole
+    retry.reply(b"reply")
+    retry.finish((13, 1), (5, 1), 0.0, None)
+    sj.commit()
+    sj.close()
+    reopened = Journal(tmp_path / "j", resume=True).site("ap-south")
+    (record,) = list(reopened.pending)
+    assert record.requests == [b"whole request"] and record.replies == [b"reply"]

@@ -85,18 +85,26 @@ def replies_digest(replies: list[bytes]) -> bytes:
 
 class _Writer:
     """The record being written for one call (``digest_replies``: keep only a digest
-    of the replies, see :class:`Journal`)."""
+    of the replies, see :class:`Journal`).
 
-    def __init__(self, file, method: str, round_id: int | None, digest_replies: bool = False):
-        self._file = file
+    gRPC reads a call's request stream on its own thread, which may go on after the
+    call has failed: once the record is finished or abandoned (``active`` false, under
+    ``lock``) such late writes are dropped instead of landing in the next record."""
+
+    def __init__(self, file, lock: threading.Lock, method: str, round_id: int | None,
+                 digest_replies: bool = False):
+        self._file, self._lock, self.active = file, lock, True
         self._hash = hashlib.blake2b(digest_size=_DIGEST)
         self._replies: list[bytes] | None = [] if digest_replies else None
         self._put(b"R", json.dumps({"method": method, "round": round_id}).encode())
 
     def _put(self, tag: bytes, payload: bytes) -> None:
         chunk = tag + _U32.pack(len(payload)) + payload
-        self._hash.update(chunk)
-        self._file.write(chunk)
+        with self._lock:
+            if not self.active:
+                return
+            self._hash.update(chunk)
+            self._file.write(chunk)
 
     def request(self, message: bytes) -> None:
         self._put(b"Q", message)
@@ -113,9 +121,11 @@ class _Writer:
         trailer = {"down": list(down), "up": list(up), "seconds": seconds,
                    "error": list(error) if error else None}
         self._put(b"E", json.dumps(trailer).encode())
-        self._file.write(self._hash.digest())
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with self._lock:
+            self.active = False
+            self._file.write(self._hash.digest())
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
 
 class SiteJournal:
@@ -131,6 +141,8 @@ class SiteJournal:
         self.last_prepare: int | None = None  # byte offset of the last Prepare record
         self._start = 0  # where the record being written begins
         self._method: str | None = None
+        self._writer: _Writer | None = None  # the record being written
+        self._lock = threading.Lock()  # between the caller and gRPC's request thread
         self.pending: Iterator[CallRecord] = iter(())
         if resume and path.exists():
             self._end = len(MAGIC)
@@ -155,8 +167,9 @@ class SiteJournal:
             self.abandon()
             self.records = 0
         self._start, self._method = self._end, method
-        return _Writer(self._file, method, round_id,
-                       digest_replies=self.compact and method != "Prepare")
+        self._writer = _Writer(self._file, self._lock, method, round_id,
+                               digest_replies=self.compact and method != "Prepare")
+        return self._writer
 
     def commit(self) -> None:
         """The record just finished (``_Writer.finish``) is part of the journal."""
@@ -167,9 +180,12 @@ class SiteJournal:
 
     def abandon(self) -> None:
         """Cut off the record being written (its call failed and will be retried)."""
-        self._file.flush()
-        self._file.truncate(self._end)
-        self._file.seek(self._end)
+        with self._lock:
+            if self._writer is not None:
+                self._writer.active = False  # late writes from gRPC's thread are dropped
+            self._file.flush()
+            self._file.truncate(self._end)
+            self._file.seek(self._end)
 
     def since_last_prepare(self) -> Iterator[CallRecord]:
         """The records from the last Prepare on (a recovering site's history)."""
