@@ -108,6 +108,7 @@ def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: i
     c = np.zeros(m)
     f, gr, H = model.assemble(first, c)
     f0, at_zero = f, (gr, H)
+    noise = 2 * fed.sum_resolution / model.N  # phi's values are known to within this
     for _ in range(max_rounds):
         step = np.linalg.lstsq(H, -gr, rcond=None)[0]
         slope = float(gr @ step)
@@ -120,7 +121,8 @@ def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: i
             trial = c + t * step
             parts = fed.subspace(coefficients=trial)
             f_t, gr_t, H_t = model.assemble(parts, trial)
-            if f_t <= f + 1e-4 * t * slope:
+            if f_t <= f + 1e-4 * t * slope + noise:  # the gradient and Hessian are exact
+                # enough to trust a Newton step whose gain is below the noise in phi
                 c, f, gr, H = trial, f_t, gr_t, H_t
                 break
             t *= 0.5
@@ -138,7 +140,10 @@ def _model_decrease(gr: np.ndarray, H: np.ndarray) -> float:
 
 
 def _combine(fed: Federation, results, g: np.ndarray, lam: float) -> np.ndarray:
-    """Per-coordinate weighted average of the sites' local directions."""
+    """Per-coordinate weighted average of the sites' local directions (under secure
+    aggregation, the one result is already the row-weighted average)."""
+    if fed.secure is not None:
+        return results[0][0]
     d = np.zeros(fed.n_features)
     weight = np.zeros(fed.n_features)
     for site, (vec, _info, rows) in zip(fed.names, results, strict=True):

@@ -17,6 +17,7 @@ import numpy as np
 
 from geodml.algorithms.admm import train_admm
 from geodml.algorithms.dane import train_dane
+from geodml.algorithms.dpgd import train_dp_gd
 from geodml.algorithms.fedavg import train_fedavg
 from geodml.algorithms.oneshot import train_oneshot
 from geodml.algorithms.record import RunRecorder, RunResult
@@ -76,6 +77,11 @@ METHODS["oneshot"] = train_oneshot
 METHODS["fedavg"] = train_fedavg
 METHODS["admm"] = train_admm
 METHODS["dane"] = train_dane
+METHODS["dp-gd"] = train_dp_gd
+# methods that use only sums over the sites, so they run under secure aggregation
+# (the others need each site's own local solution or its info)
+SECURE_METHODS = frozenset({"sqm-lbfgs", "sqm-gd", "sqm-tron", "fadl", "fadl-subspace",
+                            "dp-gd"})
 
 
 def train(fed: Federation, method: str, spec: TrainSpec | None = None,
@@ -84,4 +90,8 @@ def train(fed: Federation, method: str, spec: TrainSpec | None = None,
     fn = METHODS.get(method)
     if fn is None:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
+    if fed.secure is not None and method not in SECURE_METHODS:
+        raise ConfigError(f"{method} needs each site's own local solution, which secure "
+                          "aggregation hides; methods that run with it: "
+                          f"{', '.join(sorted(SECURE_METHODS))}")
     return fn(fed, spec or TrainSpec(), recorder or RunRecorder(fed))

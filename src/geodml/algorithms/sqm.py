@@ -46,26 +46,38 @@ def train_sqm(
     recorder = recorder or RunRecorder(fed)
     objective = FederatedObjective(fed, lam)
     stop_reason: list[str] = []
+    done = [0]  # iterations of earlier solves (a site dropped: the solve restarted)
 
     def callback(rec, w) -> bool:
-        row = recorder.add(rec.iteration, rec.f, w, rec.grad_norm)
+        row = recorder.add(done[0] + rec.iteration, rec.f, w, rec.grad_norm)
         if tol is not None and row.suboptimality is not None and row.suboptimality <= tol:
             stop_reason.append(f"relative suboptimality below {tol:g}")
         elif max_wan_bytes is not None and row.wan_bytes >= max_wan_bytes:
             stop_reason.append(f"WAN byte budget of {max_wan_bytes} reached")
         return bool(stop_reason)
 
-    if method == "tron":
-        result = tron(objective, w0=w0, gtol=gtol, max_iter=max_iter, callback=callback,
-                      reference_grad_norm=grad_reference)
-    else:
-        options = LbfgsOptions(memory=0 if method == "gd" else 10, gtol=gtol, max_iter=max_iter,
-                               line_search_batch=line_search_batch,
-                               reference_grad_norm=grad_reference)
-        result = lbfgs(objective, w0=w0, options=options, callback=callback)
+    while True:
+        sites = len(fed.names)
+        if method == "tron":
+            result = tron(objective, w0=w0, gtol=gtol, max_iter=max_iter - done[0],
+                          callback=callback, reference_grad_norm=grad_reference)
+        else:
+            options = LbfgsOptions(memory=0 if method == "gd" else 10, gtol=gtol,
+                                   max_iter=max_iter - done[0],
+                                   line_search_batch=line_search_batch,
+                                   reference_grad_norm=grad_reference,
+                                   f_noise=fed.sum_resolution / fed.n_rows)
+            result = lbfgs(objective, w0=w0, options=options, callback=callback)
+        grad_reference = grad_reference or result.history[0].grad_norm
+        done[0] += len(result.history) - 1
+        # a site dropped mid-solve changed the objective under the solver's feet (its
+        # curvature pairs and last value are the old objective's): solve again from here
+        if (len(fed.names) == sites or (result.converged and result.reason.startswith(
+                "relative gradient")) or stop_reason or done[0] >= max_iter):
+            break
+        w0 = result.w
     converged = result.converged or (bool(stop_reason) and stop_reason[0].startswith("relative"))
     return RunResult(f"sqm-{method}", result.w, result.f, converged,
                      stop_reason[0] if stop_reason else result.reason, recorder.rows,
                      fed.meter.snapshot(), {"lam": lam, "loss": loss,
-                                            "reference_grad_norm": grad_reference or (
-                                                result.history[0].grad_norm)})
+                                            "reference_grad_norm": grad_reference})

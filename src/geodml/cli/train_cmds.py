@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,18 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def _privacy_table(privacy: dict[str, dict]) -> Table:
+    """Each site's budget and what its ledger has spent (the RDP accountant's epsilon)."""
+    table = Table(title="differential privacy, per site")
+    for col in ("site", "epsilon spent", "budget epsilon", "delta", "noise multiplier",
+                "releases"):
+        table.add_column(col, justify="right")
+    for site, p in privacy.items():
+        table.add_row(site, f"{p['epsilon_spent']:.4g}", f"{p['epsilon']:g}",
+                      f"{p['delta']:g}", f"{p['noise_multiplier']:.4g}", str(p["releases"]))
+    return table
+
+
 def _load_test(path: str | None):
     """A test dataset: a dataset directory, or a sites directory's pooled test splits."""
     if path is None:
@@ -45,8 +58,11 @@ def _load_test(path: str | None):
 
 def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
                 tls_dir: str | None, insecure: bool, allow_export: tuple[str, ...],
-                audit: str | None, compression=None, reliability=None, journal=None):
-    """In-process sites from a sites directory, or remote sites over gRPC."""
+                audit: str | None, compression=None, reliability=None, journal=None,
+                secure=None, nonce_seed: bytes | None = None,
+                dp_budget: tuple[float, float] | None = None):
+    """In-process sites from a sites directory, or remote sites over gRPC
+    (``dp_budget``: the in-process sites' policy ``(dp_epsilon, dp_delta)``)."""
     from geodml.data.partition import site_dirs
     from geodml.federation import AuditLog, Federation
     from geodml.federation.transport import GrpcTransport, InProcessTransport
@@ -81,14 +97,17 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
         if unknown:
             raise click.BadParameter(f"no site {sorted(unknown)} in {data_dir}",
                                      param_hint="--allow-export")
+        eps, delta = dp_budget or (None, None)
         transports = [InProcessTransport(SiteService(
             name, name, load_dataset(path),
-            Policy(allow_raw_export="all" in allow_export or name in allow_export)))
+            Policy(allow_raw_export="all" in allow_export or name in allow_export,
+                   dp_epsilon=eps, dp_delta=delta)))
             for name, path in dirs.items()]
     names = [t.site for t in transports]
     home = home or names[0]
     return Federation(transports, home, audit=AuditLog(audit) if audit else None,
-                      compression=compression, reliability=reliability, journal=journal)
+                      compression=compression, reliability=reliability, journal=journal,
+                      secure=secure, nonce_seed=nonce_seed)
 
 
 @click.command()
@@ -97,7 +116,7 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
               help="centralized (on DATA_DIR), centralized-export (copy every site's rows "
                    "home, then train), or a geo-distributed method: "
                    "fadl-subspace, fadl, sqm-lbfgs, sqm-gd, sqm-tron, oneshot, fedavg, admm, "
-                   "dane.")
+                   "dane, dp-gd (differentially private: the sites need a budget).")
 @click.option("--site", "remote", multiple=True, metavar="NAME=HOST:PORT",
               help="A remote site (repeat). Without it, DATA_DIR's sites run in this process.")
 @click.option("--home", default=None, help="The coordinator's DC (default: the first site).")
@@ -153,11 +172,22 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
 @click.option("--drop-lost-sites", is_flag=True,
               help="Continue without a site unreachable past --site-deadline; the result "
                    "says which DCs it covers.")
+@click.option("--secure-aggregation", is_flag=True,
+              help="Mask every site's sums so the coordinator learns only their total "
+                   "(X25519 pairwise masks; docs/security.md).")
+@click.option("--secure-fraction-bits", type=click.IntRange(0, 52), default=None,
+              help="Fixed-point fraction bits of masked sums (default: resolve per-row "
+                   "means to 2^-44; fewer bits: a larger range).")
+@click.option("--dp-epsilon", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="In-process sites' privacy budget epsilon (remote sites: their policy).")
+@click.option("--dp-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="In-process sites' privacy budget delta.")
 @click.pass_context
 def train(ctx, data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
           solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
           full_precision_at, warm_start, record, audit, deployment, threads,
-          out_path, run_dir, resume_dir, site_deadline, drop_lost_sites) -> None:
+          out_path, run_dir, resume_dir, site_deadline, drop_lost_sites, secure_aggregation,
+          secure_fraction_bits, dp_epsilon, dp_delta) -> None:
     """Train a linear model: centrally on a dataset directory, or geo-distributed over
     the sites of DATA_DIR (a `geodml partition` / `geodml generate` output) or over
     remote sites (--site)."""
@@ -190,20 +220,33 @@ def train(ctx, data_dir, method, remote, home, tls_dir, insecure, allow_export, 
                      "deployment", "out_path"):
             if settings[name] is not None:
                 settings[name] = str(Path(settings[name]).resolve())
+        # job nonces derive from this, so that a resumed run sends the same requests
+        settings["nonce_seed"] = os.urandom(16).hex()
         run = RunDir.create(run_dir, settings)
     _run(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
          solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
          full_precision_at, warm_start, record, audit, deployment, threads, out_path,
-         site_deadline, drop_lost_sites, run=run)
+         site_deadline, drop_lost_sites, secure_aggregation, secure_fraction_bits,
+         dp_epsilon, dp_delta, run=run, nonce_seed=settings["nonce_seed"] if run else None)
 
 
 def _run(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_dir, loss,
          solver, lam, gtol, max_iter, max_wan_bytes, params, compress_up, compress_down,
          full_precision_at, warm_start, record, audit, deployment, threads, out_path,
-         site_deadline, drop_lost_sites, run=None, resume=False) -> None:
+         site_deadline, drop_lost_sites, secure_aggregation=False,
+         secure_fraction_bits=None, dp_epsilon=None, dp_delta=None,
+         run=None, resume=False, nonce_seed=None) -> None:
     """`geodml train`'s work, from its options (also a resumed run's saved ones)."""
     if lam is not None and lam < 0:
         raise click.BadParameter("lambda must be >= 0", param_hint="--lam")
+    if (dp_epsilon is None) != (dp_delta is None):
+        raise click.UsageError("--dp-epsilon and --dp-delta go together")
+    if dp_epsilon is not None and remote:
+        raise click.UsageError("--dp-epsilon sets in-process sites' budgets; a remote "
+                               "site's budget is in its own configuration")
+    if secure_aggregation and (compress_up or compress_down):
+        raise click.UsageError("--secure-aggregation sums exact fixed-point values: it does "
+                               "not combine with --compress-up/--compress-down")
     w0, reference = None, None
     if warm_start:
         from geodml.model import LinearModel
@@ -243,10 +286,16 @@ def _run(data_dir, method, remote, home, tls_dir, insecure, allow_export, test_d
     from geodml.federation.reliability import Reliability
 
     reliability = Reliability(site_deadline=site_deadline, drop_lost_sites=drop_lost_sites)
+    from geodml.federation.base import SecureAggregation
+
+    privacy = dict(
+        secure=SecureAggregation(secure_fraction_bits) if secure_aggregation else None,
+        nonce_seed=bytes.fromhex(nonce_seed) if nonce_seed else None,
+        dp_budget=(dp_epsilon, dp_delta) if dp_epsilon is not None else None)
     _train_federated(data_dir, method, tuple(remote), home, tls_dir, insecure,
                      tuple(allow_export), test, loss, lam, gtol, max_iter, max_wan_bytes,
                      tuple(params), w0, reference, record, audit, out_path, compression,
-                     topology, reliability, run, resume)
+                     topology, reliability, run, resume, privacy)
 
 
 def _compression_spec(text: str | None, feedback: bool, option: str) -> str | None:
@@ -275,7 +324,7 @@ def _parse_params(params: tuple[str, ...]) -> dict:
 def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_export, test, loss,
                      lam, gtol, max_iter, max_wan_bytes, params, w0, reference, record, audit,
                      out_path, compression=None, topology=None, reliability=None, run=None,
-                     resume=False) -> None:
+                     resume=False, privacy=None) -> None:
     from geodml.algorithms.centralize import Refused, train_centralized_baseline
     from geodml.algorithms.record import RunRecorder
     from geodml.algorithms.registry import METHODS, TrainSpec
@@ -301,7 +350,7 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
         scratch = tempfile.TemporaryDirectory(prefix="geodml-audit-")
         audit = str(Path(scratch.name) / "audit.jsonl")
     with _federation(data_dir, remote, home, tls_dir, insecure, allow_export, audit,
-                     compression, reliability, journal) as fed:
+                     compression, reliability, journal, **(privacy or {})) as fed:
         console.print(f"{len(fed.sites)} sites, home {fed.home}: {fed.n_rows:,} rows, "
                       f"{fed.n_features:,} features")
         with console.status(f"training ({method})") as status:
@@ -347,6 +396,8 @@ def _train_federated(data_dir, method, remote, home, tls_dir, insecure, allow_ex
     console.print(table)
     if evaluate is not None:
         console.print(_metrics_table("test quality", {"test": evaluate(result.w)}))
+    if "privacy" in result.info:
+        console.print(_privacy_table(result.info["privacy"]))
     if topology is not None:
         from geodml.federation.meter import read_audit
         from geodml.wan import model_run

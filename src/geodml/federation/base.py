@@ -10,6 +10,7 @@ only the coordinates a site's rows touch when that is enabled.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import tempfile
 import time
@@ -32,13 +33,22 @@ from geodml.federation.journal import (
 from geodml.federation.meter import AuditLog, Meter, link_name
 from geodml.federation.reliability import TRANSIENT, Reliability, SiteLostError
 from geodml.federation.transport import METHODS, SiteCallError, Transport
+from geodml.privacy.secure_aggregation import (
+    MEAN_BITS,
+    decode,
+    fraction_bits_for,
+    new_nonce,
+    ring_sum,
+)
 from geodml.site.audit import add_message, message_digest
 from geodml.site.export import decode_rows
 from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector, roundtrip
 from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
 
-__all__ = ["CompressionConfig", "Federation", "SiteCallError", "SiteEval", "SiteInfo",
-           "SiteLostError"]
+__all__ = ["AGGREGATE", "CompressionConfig", "Federation", "SecureAggregation", "SiteCallError",
+           "SiteEval", "SiteInfo", "SiteLostError"]
+
+AGGREGATE = "(all sites)"  # the one "site" a secure-aggregation round returns
 
 SESSION_CALLS = frozenset({"Evaluate", "LineSearch", "LocalSolve", "Subspace", "Export",
                            "Close"})  # requests that name a session
@@ -62,13 +72,40 @@ class SiteInfo:
     shards: int
     raw_export_allowed: bool = False
     export_bytes_estimate: int = 0  # what Export would send (Arrow IPC, zstd), estimated
+    secure_aggregation_key: bytes = b""
+    requires_secure_aggregation: bool = False
+    privacy: PrivacyBudget | None = None  # the site's DP budget, when its policy sets one
 
     @classmethod
     def from_reply(cls, r: pb.DescribeReply) -> SiteInfo:
+        budget = None
+        if r.HasField("privacy"):
+            p = r.privacy
+            budget = PrivacyBudget(p.epsilon, p.delta, p.epsilon_spent,
+                                   tuple(p.noise_multipliers))
         return cls(r.site, r.region, r.rows, r.features, r.nnz, r.positives, r.data_fingerprint,
                    FeatureSpace.from_dict(json.loads(r.feature_space_json)), r.protocol_version,
                    tuple(r.capabilities), r.support_size, r.shards, r.raw_export_allowed,
-                   r.export_bytes_estimate)
+                   r.export_bytes_estimate, r.secure_aggregation_key,
+                   r.requires_secure_aggregation, budget)
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    epsilon: float
+    delta: float
+    epsilon_spent: float
+    noise_multipliers: tuple[float, ...]  # the site's ledger: one Gaussian release each
+
+
+@dataclass(frozen=True)
+class SecureAggregation:
+    """Mask every reply so the coordinator learns only sums over the sites
+    (:mod:`geodml.privacy.secure_aggregation`). Fixed point: ``fraction_bits``, or
+    (None) as many as resolve per-row means to ``2^-mean_bits``."""
+
+    fraction_bits: int | None = None
+    mean_bits: int = MEAN_BITS
 
 
 @dataclass
@@ -95,6 +132,22 @@ class SiteEval:
     hvp: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class PrivacyJob:
+    """A differentially private job: per-row clip norm, and each site's noise
+    multiplier (calibrated to its remaining budget, :mod:`geodml.privacy.dp`)."""
+
+    clip: float
+    noise_multipliers: dict[str, float]
+
+
+def _symmetric(upper: np.ndarray, m: int) -> np.ndarray:
+    """The symmetric ``m x m`` matrix from its upper triangle, row by row."""
+    out = np.zeros((m, m))
+    out[np.triu_indices(m)] = upper
+    return out + np.triu(out, 1).T
+
+
 @dataclass
 class _Job:
     session: str
@@ -114,6 +167,7 @@ class Federation:
         audit: AuditLog | None = None, timeout: float | None = None,
         compression: CompressionConfig | None = None, sample_fraction: float = 1.0,
         reliability: Reliability | None = None, journal: Journal | None = None,
+        secure: SecureAggregation | None = None, nonce_seed: bytes | None = None,
     ):
         """``sample_fraction`` < 1 binds every job to an evenly spaced sample of that
         share of each site's rows (the planner's calibration runs); ``n_rows`` is then
@@ -124,7 +178,11 @@ class Federation:
         journaled (a run directory's, for ``--resume``); a journal opened with
         ``resume=True`` answers the calls it holds, in order, before any goes to a
         site. Without one, remote sites get a temporary journal, so a restarted site
-        can still be recovered."""
+        can still be recovered.
+
+        ``secure``: secure aggregation. Every round then returns one result, the sum
+        over the sites (named :data:`AGGREGATE`); a site that drops out of a round is
+        left out of the masks and the survivors are asked again."""
         self.transports = {t.site: t for t in transports}
         if not 0 < sample_fraction <= 1:
             raise GeodmlError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
@@ -157,6 +215,15 @@ class Federation:
         self.vectors_down = 0  # model-sized vectors sent to every site, counted per round
         self.vectors_up = 0  # and received from every site
         self._jobs: dict[str, _Job] = {}
+        self.secure = secure
+        self.nonce_seed = nonce_seed  # makes job nonces reproducible (a resumed run's)
+        self._jobs_prepared = 0
+        self._peers: set[str] = set()  # the sites the current job's masks cover
+        self._fraction_bits = 0  # the current job's fixed point
+        if secure is not None and (self.compression.up or self.compression.down):
+            self._release()
+            raise GeodmlError("secure aggregation sums exact fixed-point vectors: it does not "
+                              "combine with compression")
         try:
             self.sites = self._map(self._describe)
             self._check_compatible()
@@ -285,13 +352,14 @@ class Federation:
 
     def _call(self, site: str, method: str, request, round_id: int | None = None,
               lengths: Callable[[object], dict[int, int]] | None = None,
-              index_slots: tuple[int, ...] = (), journal: bool = True, retry: bool = True):
+              slot_kinds: dict | None = None, journal: bool = True, retry: bool = True):
         """Send a request (a message, or a function making the message stream), meter
         both ways, journal the call; retry transient failures and recover a restarted
         site (see :mod:`geodml.federation.reliability`).
 
         Returns the first reply and, when ``lengths`` is given, an assembler
         holding the vectors streamed in all replies (else the list of all replies).
+        ``slot_kinds``: the assembler's integer slots (``index_slots``, ``ring_slots``).
         ``retry=False``: one attempt (freeing a session needs no second).
         """
         site_journal = self.journal.site(site) if self.journal is not None and journal \
@@ -299,13 +367,13 @@ class Federation:
         if site_journal is not None and site in self._replaying:
             record = self._next_replayed(site, site_journal, method, round_id, request)
             if record is not None:
-                return self._from_record(site, method, record, lengths, index_slots)
+                return self._from_record(site, method, record, lengths, slot_kinds)
         policy, first_failure, attempt, recoveries = self.reliability, None, 0, 0
         while True:
             writer = site_journal.begin(method, round_id) if site_journal else None
             try:
                 return self._attempt(site, method, self._messages(site, method, request),
-                                     round_id, lengths, index_slots, writer, site_journal)
+                                     round_id, lengths, slot_kinds, writer, site_journal)
             except SiteCallError as e:
                 if site_journal is not None:
                     site_journal.abandon()
@@ -346,7 +414,7 @@ class Federation:
             site_journal.commit()
 
     def _attempt(self, site: str, method: str, request, round_id: int | None,
-                 lengths, index_slots, writer, site_journal):
+                 lengths, slot_kinds, writer, site_journal):
         """One try of a call (see :meth:`_call`)."""
         down, up = [0, 0], [0, 0]
         streaming = not hasattr(request, "ByteSize")
@@ -363,7 +431,7 @@ class Federation:
             replies = self.transports[site].call(method, request, self.timeout)
             first, result = self._assemble(
                 self._counted(replies, up, writer.reply if writer else None, digest),
-                lengths, index_slots)
+                lengths, slot_kinds)
             complete = True
         except SiteCallError as e:
             e.tallies = (tuple(down), tuple(up), time.perf_counter() - start)
@@ -383,7 +451,7 @@ class Federation:
         return first, result
 
     @staticmethod
-    def _assemble(replies: Iterable, lengths, index_slots):
+    def _assemble(replies: Iterable, lengths, slot_kinds):
         """The first reply, and an assembler of the streamed vectors (``lengths``
         given) or the list of the other replies."""
         first, rest, assembler = None, [], None
@@ -391,7 +459,7 @@ class Federation:
             if first is None:
                 first = reply
                 if lengths is not None:
-                    assembler = VectorAssembler(lengths(first), index_slots=index_slots)
+                    assembler = VectorAssembler(lengths(first), **(slot_kinds or {}))
             if assembler is not None:
                 if reply.HasField("chunk"):
                     assembler.add(reply.chunk)
@@ -426,7 +494,7 @@ class Federation:
         return None
 
     def _from_record(self, site: str, method: str, record: CallRecord, lengths,
-                     index_slots):
+                     slot_kinds):
         """A journaled call's outcome: meter its bytes again (they crossed before the
         crash; the audit log already lists them), return or raise what it returned."""
         self.meter.record(site, "down", method, *record.down)
@@ -438,7 +506,7 @@ class Federation:
             raise SiteCallError(site, method, code, message.split("): ", 1)[-1])
         reply_type = METHODS[method][1]
         return self._assemble((reply_type.FromString(b) for b in record.replies), lengths,
-                              index_slots)
+                              slot_kinds)
 
     def _replay_recovery(self, site: str, record: CallRecord) -> None:
         self.meter.record(site, "down", "Recover", *record.down)
@@ -508,6 +576,11 @@ class Federation:
     def _check_compatible(self) -> None:
         ref = next(iter(self.sites.values()))
         for info in self.sites.values():
+            if self.secure is None and info.requires_secure_aggregation:
+                raise GeodmlError(f"site {info.name}'s policy requires secure aggregation "
+                                  "(require_secure_aggregation): train with it on")
+            if self.secure is not None and "secure_aggregation" not in info.capabilities:
+                raise GeodmlError(f"site {info.name} does not support secure aggregation")
             if info.protocol_version != PROTOCOL_VERSION:
                 raise GeodmlError(f"site {info.name} speaks protocol {info.protocol_version}, "
                                   f"this coordinator {PROTOCOL_VERSION}")
@@ -599,9 +672,15 @@ class Federation:
 
     # -- the interface algorithms use -----------------------------------------------
     def prepare(self, loss: str, lam: float, restrict_to_support: bool | None = None,
-                job: str = "train") -> None:
-        """Open a session at every site. ``restrict_to_support=None``: wherever allowed."""
+                job: str = "train", privacy: PrivacyJob | None = None) -> None:
+        """Open a session at every site. ``restrict_to_support=None``: wherever allowed
+        (never under secure aggregation: masked vectors are dense). ``privacy``: a
+        differentially private job (the sites then send only noisy gradient sums)."""
         self.close_sessions()
+        secure = self._secure_setup()
+        if secure is not None or privacy is not None:  # dense: the support is data too
+            restrict_to_support = False
+        dp_nonce = self._job_nonce() if privacy is not None else b""
         reply_format = self.wire.to_proto()
         cfg = self.compression
         self._down_transform = t = from_spec(cfg.down) if cfg.down else None
@@ -617,8 +696,15 @@ class Federation:
                 features=self.n_features, restrict_to_support=restrict,
                 reply_format=reply_format, job=job, up_compression=cfg.up or "",
                 sample_fraction=self.sample_fraction if self.sample_fraction < 1 else 0.0)
+            if secure is not None:
+                req.secure.CopyFrom(secure)
+            if privacy is not None:
+                req.privacy.CopyFrom(pb.PrivacyRequest(
+                    clip=privacy.clip, noise_multiplier=privacy.noise_multipliers[site],
+                    nonce=dp_nonce))
             first, assembler = self._call(
-                site, "Prepare", req, lengths=lambda r: {0: r.support_size}, index_slots=(0,))
+                site, "Prepare", req, lengths=lambda r: {0: r.support_size},
+                slot_kinds={"index_slots": (0,)})
             support = assembler.result(0).astype(np.int64) if restrict else None
             opened[site] = _Job(first.session, support, int(first.rows))
             return opened[site]
@@ -630,6 +716,70 @@ class Federation:
             self._jobs = opened  # close the sessions that did open, then fail
             self.close_sessions()
             raise
+        if secure is not None and len(self._jobs) < len(secure.peers):
+            self.close_sessions()  # a site lost while preparing: its peers mask with it
+            return self.prepare(loss, lam, restrict_to_support, job, privacy)
+        self._peers = {p.site for p in secure.peers} if secure is not None else set()
+
+    def _job_nonce(self) -> bytes:
+        """A fresh nonce per job: random, or from ``nonce_seed`` (a resumed run must
+        send the same requests as the run it resumes)."""
+        self._jobs_prepared += 1
+        if self.nonce_seed is None:
+            return new_nonce()
+        return hashlib.blake2b(self.nonce_seed + self._jobs_prepared.to_bytes(8, "little"),
+                               digest_size=16, person=b"geodml-job").digest()
+
+    def _secure_setup(self) -> pb.SecureAggregation | None:
+        """The peers (every site, with its public key), a fresh nonce, the fixed point."""
+        if self.secure is None:
+            return None
+        if len(self.transports) < 2:
+            raise GeodmlError("secure aggregation needs at least 2 sites: the sum over one "
+                              f"site is that site's numbers (sites: {self.names})")
+        peers = [pb.SecureAggregation.Peer(site=n, public_key=self.sites[n].secure_aggregation_key)
+                 for n in sorted(self.transports)]
+        bits = self.secure.fraction_bits
+        if bits is None:
+            bits = fraction_bits_for(sum(self.sites[n].rows for n in self.transports),
+                                     self.secure.mean_bits)
+        self._fraction_bits = bits
+        return pb.SecureAggregation(peers=peers, nonce=self._job_nonce(), fraction_bits=bits)
+
+    @property
+    def sum_resolution(self) -> float:
+        """Largest rounding error of a sum over the sites: 0 for float64 sums; under
+        secure aggregation, half a fixed-point unit per site."""
+        if self.secure is None:
+            return 0.0
+        return len(self.transports) * 2.0 ** -(self._fraction_bits + 1)
+
+    def _dropped_peers(self) -> list[str]:
+        """Sites of the current job lost since it was prepared: masks leave them out."""
+        return sorted(self._peers & set(self.dropped))
+
+    def _secure_map(self, one: Callable[[str], object]) -> dict:
+        """``_map(one)``, asked again of the survivors while sites drop out of the round
+        (their masks would not cancel); ``one`` reads :meth:`_dropped_peers`."""
+        while True:
+            before = len(self.dropped)
+            out = self._map(one)
+            if len(self.dropped) == before:
+                return out
+            if len(self.transports) < 2:
+                raise GeodmlError("secure aggregation needs at least 2 sites; only "
+                                  f"{self.names} remain (lost: {sorted(self.dropped)})")
+
+    def _unmask(self, parts: Iterable[np.ndarray]) -> np.ndarray:
+        return decode(ring_sum(parts), self._fraction_bits)
+
+    @staticmethod
+    def _masked_field(site: str, method: str, reply, n: int) -> np.ndarray:
+        """A unary reply's masked sums, checked for length."""
+        if len(reply.masked) != n:
+            raise SiteCallError(site, method, "INTERNAL",
+                                f"{len(reply.masked)} masked values, expected {n}")
+        return np.array(reply.masked, dtype=np.uint64)
 
     def evaluate(self, w: np.ndarray | None = None, *, step: float | None = None,
                  want_grad: bool = True, v: np.ndarray | None = None) -> list[SiteEval]:
@@ -646,7 +796,8 @@ class Federation:
             job = self._job(site)
             head = pb.EvaluateRequest(session=job.session, round=round_id,
                                       want_gradient=want_grad, want_hvp=v is not None,
-                                      has_w=w is not None, full_precision=full_precision)
+                                      has_w=w is not None, full_precision=full_precision,
+                                      dropped_peers=self._dropped_peers())
             if step is not None and w is None:
                 head.step = step
             vectors = []
@@ -655,6 +806,12 @@ class Federation:
             if v is not None:
                 vectors.append((1, self._down(site, v)))
             dim = self._dim(site)
+            if self.secure is not None:  # one masked vector: loss, gradient, Hv
+                n = 1 + dim * (want_grad + (v is not None))
+                first, asm = self._call(
+                    site, "Evaluate", lambda: self._stream(head, pb.EvaluateRequest, vectors),
+                    round_id, lengths=lambda _r: {0: n}, slot_kinds={"ring_slots": (0,)})
+                return first.rows, asm.result(0)
             first, asm = self._call(
                 site, "Evaluate", lambda: self._stream(head, pb.EvaluateRequest, vectors), round_id,
                 lengths=lambda _r: {0: dim if want_grad else 0, 1: dim if v is not None else 0})
@@ -664,7 +821,15 @@ class Federation:
             hvp = self._up(site, asm.result(1)) if v is not None else None
             return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
 
-        return list(self._map(one).values())
+        if self.secure is None:
+            return list(self._map(one).values())
+        replies = self._secure_map(one).values()
+        total = self._unmask(masked for _, masked in replies)
+        d = self.n_features
+        grad = total[1:1 + d] if want_grad else None
+        hvp = total[1 + d * want_grad:] if v is not None else None
+        return [SiteEval(AGGREGATE, float(total[0]), sum(rows for rows, _ in replies), grad,
+                         hvp)]
 
     def line_search(self, p: np.ndarray | None, alphas: np.ndarray
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -678,14 +843,20 @@ class Federation:
 
         def one(site: str):
             job = self._job(site)
-            head = pb.LineSearchRequest(session=job.session, round=round_id, step_sizes=alphas)
+            head = pb.LineSearchRequest(session=job.session, round=round_id, step_sizes=alphas,
+                                        dropped_peers=self._dropped_peers())
             vectors = [] if p is None else [(0, self._down(site, p))]
             reply, _ = self._call(
                 site, "LineSearch", lambda: self._stream(head, pb.LineSearchRequest, vectors),
                 round_id)
+            if self.secure is not None:
+                return self._masked_field(site, "LineSearch", reply, 2 * len(alphas))
             return np.array(reply.loss_sums), np.array(reply.derivative_sums)
 
-        return list(self._map(one).values())
+        if self.secure is None:
+            return list(self._map(one).values())
+        total = self._unmask(self._secure_map(one).values())
+        return [(total[:len(alphas)], total[len(alphas):])]
 
     def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray]
                     ) -> list[tuple[np.ndarray, dict, int]]:
@@ -695,15 +866,23 @@ class Federation:
         def one(site: str):
             job = self._job(site)
             head = pb.LocalSolveRequest(session=job.session, round=round_id,
-                                        procedure=procedure, params_json=json.dumps(params))
+                                        procedure=procedure, params_json=json.dumps(params),
+                                        dropped_peers=self._dropped_peers())
             vectors = [(slot, self._down(site, v)) for slot, v in enumerate(inputs)]
             dim = self._dim(site)
+            ring = {"ring_slots": (0,)} if self.secure is not None else None
             first, asm = self._call(
                 site, "LocalSolve", lambda: self._stream(head, pb.LocalSolveRequest, vectors),
-                round_id, lengths=lambda _r: {0: dim})
+                round_id, lengths=lambda _r: {0: dim}, slot_kinds=ring)
+            if self.secure is not None:
+                return first.rows, asm.result(0)
             return self._up(site, asm.result(0)), json.loads(first.info_json or "{}"), first.rows
 
-        return list(self._map(one).values())
+        if self.secure is None:
+            return list(self._map(one).values())
+        replies = self._secure_map(one).values()  # masked sums of rows * vector
+        rows = sum(r for r, _ in replies)
+        return [(self._unmask(masked for _, masked in replies) / rows, {}, rows)]
 
     def subspace(self, new: list[np.ndarray] | None = None, *, add_last_local_input: bool = False,
                  coefficients: np.ndarray | None = None, commit: bool = False,
@@ -720,22 +899,35 @@ class Federation:
             head = pb.SubspaceRequest(
                 session=job.session, round=round_id, new_directions=len(new),
                 add_last_local_input=add_last_local_input, coefficients=coeffs,
-                commit=commit, memory=memory)
+                commit=commit, memory=memory, dropped_peers=self._dropped_peers())
             vectors = [(slot, self._down(site, v)) for slot, v in enumerate(new)]
             reply, _ = self._call(site, "Subspace",
                                   lambda: self._stream(head, pb.SubspaceRequest, vectors), round_id)
             m = reply.directions
+            if self.secure is not None and not commit:
+                n = 1 + m + m * (m + 1) // 2
+                return m, reply.rows, self._masked_field(site, "Subspace", reply, n)
             hess = None
             if reply.hessian:
                 if len(reply.hessian) != m * (m + 1) // 2:
                     raise SiteCallError(site, "Subspace", "INTERNAL",
                                         f"{len(reply.hessian)} Hessian values for {m} directions")
-                hess = np.zeros((m, m))
-                hess[np.triu_indices(m)] = reply.hessian
-                hess = hess + np.triu(hess, 1).T
+                hess = _symmetric(np.array(reply.hessian), m)
             return reply.loss_sum, np.array(reply.gradient), hess, reply.rows
 
-        return list(self._map(one).values())
+        if self.secure is None or commit:
+            return list(self._map(one).values())
+        replies = list(self._secure_map(one).values())
+        m = replies[0][0]
+        if any(r[0] != m for r in replies):
+            raise GeodmlError(f"sites hold subspaces of different sizes: {[r[0] for r in replies]}")
+        total = self._unmask(masked for _, _, masked in replies)
+        return [(float(total[0]), total[1:1 + m], _symmetric(total[1 + m:], m),
+                 sum(r[1] for r in replies))]
+
+    def describe_site(self, site: str) -> SiteInfo:
+        """The site's Describe, asked now (e.g. the privacy budget it has spent)."""
+        return self._describe(site)
 
     def support(self, site: str) -> np.ndarray | None:
         """The global feature indices a site's vectors cover (None: all of them)."""

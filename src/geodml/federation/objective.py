@@ -26,11 +26,15 @@ class FederatedObjective:
         self.fed = federation
         self.lam = float(lam)
         self.n_features = federation.n_features
-        self.n_rows = federation.n_rows
         self.w: np.ndarray | None = None
         self.p: np.ndarray | None = None
         self._p_pending = False
         self._g: np.ndarray | None = None  # the last gradient, as assembled from the sites
+
+    @property
+    def n_rows(self) -> int:
+        """The rows of the sites still in the run (fewer once a lost site is dropped)."""
+        return self.fed.n_rows
 
     def _as_received(self, v: np.ndarray) -> np.ndarray:
         return self.fed.as_received(v)

@@ -9,7 +9,8 @@ point, from the cached margins: one ``X p`` and one ``X^T r`` per iteration.
 
 Stops when ``||g_k|| <= gtol * ||g_0||`` (relative gradient norm; a warm start
 passes the reference norm of the original run instead of ``||g_0||``), when the
-relative decrease ``(f_{k-1} - f_k) / max(|f_k|, 1) <= ftol``, or after
+relative decrease ``(f_{k-1} - f_k) / max(|f_k|, 1) <= ftol`` (less twice ``f_noise``, the
+noise in the objective's values), or after
 ``max_iter`` iterations. For a ``mu``-strongly convex ``F`` (``mu >= lambda``),
 ``F(w_k) - F* <= ||g_k||^2 / (2 mu)``.
 """
@@ -35,6 +36,7 @@ class LbfgsOptions:
     max_iter: int = 2000
     line_search_batch: int = 1  # step sizes per line-search round
     reference_grad_norm: float | None = None  # gtol is relative to this (default: ||g(w0)||)
+    f_noise: float = 0.0  # the objective's values are known to within this (fixed-point sums)
 
 
 @dataclass
@@ -114,7 +116,7 @@ def lbfgs(
                 p = oracle.set_direction(-g / gnorm)
                 p = -g / gnorm if p is None else p
                 d0 = float(g @ p)
-        ls = wolfe_line_search(oracle, f, d0, batch=opt.line_search_batch)
+        ls = wolfe_line_search(oracle, f, d0, batch=opt.line_search_batch, eps=opt.f_noise)
         if ls.alpha == 0.0:
             if pairs:  # the curvature model went bad: drop it and try steepest descent
                 pairs.clear()
@@ -139,7 +141,7 @@ def lbfgs(
         if gnorm <= opt.gtol * g0_norm:
             reason, converged = "relative gradient norm below gtol", True
             break
-        if decrease <= opt.ftol * max(abs(f), 1.0):
+        if decrease <= opt.ftol * max(abs(f), 1.0) - 2 * opt.f_noise:
             reason, converged = "relative decrease below ftol", True
             break
         if stop:

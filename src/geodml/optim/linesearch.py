@@ -6,6 +6,11 @@ Along ``phi(a) = F(w + a p)`` with ``phi(0) = f0`` and ``phi'(0) = d0 < 0``, a s
     phi(a) <= f0 + c1 a d0            (sufficient decrease)
     |phi'(a)| <= c2 |d0|              (curvature)
 
+When ``phi`` is only known to within ``eps`` (sums rounded to fixed point under
+secure aggregation), a decrease below ``eps`` cannot be seen: then a step with
+``phi(a) <= f0 + eps`` and the curvature condition is accepted too (the approximate
+Wolfe conditions of Hager and Zhang, which rely on the accurate derivative).
+
 Each round sends a batch of candidates to the oracle, which returns ``phi`` and
 ``phi'`` at all of them at once (over the WAN: scalars only, one round trip). The
 search keeps a bracket ``[lo, hi]``: ``lo`` is the largest step known to decrease
@@ -59,8 +64,10 @@ def wolfe_line_search(
     c1: float = 1e-4,
     c2: float = 0.9,
     max_rounds: int = 30,
+    eps: float = 0.0,
 ) -> LineSearchResult:
-    """Find a strong-Wolfe step along the direction cached in ``oracle``."""
+    """Find a strong-Wolfe step along the direction cached in ``oracle`` (``eps``: the
+    noise in ``phi``'s values)."""
     if not d0 < 0:
         raise ValueError(f"not a descent direction: phi'(0) = {d0}")
     lo, f_lo, d_lo = 0.0, f0, d0
@@ -74,7 +81,7 @@ def wolfe_line_search(
         points += len(alphas)
         accepted = [
             (f, a) for a, f, d in zip(alphas, fs, ds, strict=True)
-            if f <= f0 + c1 * a * d0 and abs(d) <= c2 * abs(d0)
+            if f <= f0 + c1 * a * d0 + eps and abs(d) <= c2 * abs(d0)
         ]
         if accepted:
             f, a = min(accepted)
@@ -84,10 +91,10 @@ def wolfe_line_search(
                 if a < hi:
                     hi, f_hi, d_hi = a, math.inf, math.inf
                 continue
-            sufficient = f <= f0 + c1 * a * d0
+            sufficient = f <= f0 + c1 * a * d0 + eps
             if sufficient and f < best[1]:
                 best = (float(a), float(f))
-            if not sufficient or d >= 0 or f >= f_lo:
+            if not sufficient or d >= 0 or f >= f_lo + eps:
                 if a < hi:
                     hi, f_hi, d_hi = a, f, d
             elif a > lo:

@@ -22,6 +22,9 @@ Example::
     allowed_clients = ["coordinator"]
     share_support = true
 
+    [privacy]                        # with policy dp_epsilon / dp_delta
+    ledger = "state/privacy.json"    # the budget spent, kept across restarts
+
     [tls]
     ca = "certs/ca.pem"
     cert = "certs/eu-west.pem"
@@ -93,6 +96,12 @@ class AuditConfig(_Strict):
     path: FilePath
 
 
+class PrivacyConfig(_Strict):
+    """Where the site keeps its privacy ledger (the budget its releases spent)."""
+
+    ledger: FilePath
+
+
 class SiteConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     region: str = ""
@@ -103,6 +112,7 @@ class SiteConfig(_Strict):
     policy: Policy = Field(default_factory=Policy)
     tls: TlsConfig | None = None
     audit: AuditConfig | None = None
+    privacy: PrivacyConfig | None = None
 
     def resolve(self, base: Path) -> SiteConfig:
         """Paths made absolute relative to ``base`` (the config file's folder)."""
@@ -110,6 +120,8 @@ class SiteConfig(_Strict):
         out.data.path = resolve_path(out.data.path, base)
         if out.audit is not None:
             out.audit.path = resolve_path(out.audit.path, base)
+        if out.privacy is not None:
+            out.privacy.ledger = resolve_path(out.privacy.ledger, base)
         if out.tls is not None:
             out.tls = out.tls.resolve(base)
         return out
@@ -159,6 +171,10 @@ def load_site_config(path: str | os.PathLike) -> SiteConfig:
     if config.audit is not None and config.tls is None:
         raise ConfigError(f"{path}: audit: a signed audit log needs [tls] (the site's key "
                           "signs it)")
+    if config.policy.dp_epsilon is not None and config.privacy is None:
+        raise ConfigError(f"{path}: privacy: a privacy budget (policy.dp_epsilon) needs "
+                          "[privacy] ledger = PATH, so that a restart does not forget what "
+                          "was spent")
     return config.resolve(path.parent)
 
 

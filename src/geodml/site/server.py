@@ -111,8 +111,13 @@ def build_service(config: SiteConfig) -> SiteService:
         from geodml.site.service import RayPlacement
 
         ray = RayPlacement(str(config.data.path), config.executor.ray_address)
+    # the TLS key seeds the site's secure-aggregation key and privacy noise, so a
+    # restarted site answers a replayed round with the same bits
+    secret = config.tls.key.read_bytes() if config.tls is not None else None
+    ledger = config.privacy.ledger if config.privacy is not None else None
     service = SiteService(config.name, config.region, data, config.policy,
-                          config.executor.shards, config.executor.threads, ray)
+                          config.executor.shards, config.executor.threads, ray, secret,
+                          ledger)
     if config.audit is not None:
         if config.tls is None:
             raise ConfigError(f"site {config.name}: audit: a signed audit log needs [tls]")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import sys
 import threading
 import uuid
@@ -30,6 +31,22 @@ from geodml.compression import CompressionError, Transform, from_spec, wire_form
 from geodml.data.dataset import Dataset
 from geodml.errors import GeodmlError
 from geodml.models.losses import Loss, get_loss
+from geodml.privacy.dp import (
+    PrivacyBudgetError,
+    PrivacyLedger,
+    PrivacyReplayError,
+    clipped_gradient_sum,
+    gaussian_noise,
+    row_l2_norms,
+)
+from geodml.privacy.secure_aggregation import (
+    FixedPointOverflowError,
+    Masker,
+    Peer,
+    SecureAggregationError,
+    public_bytes,
+    site_key,
+)
 from geodml.site.audit import CONTENT, SignedAuditLog, add_message, message_digest
 from geodml.site.executor import Executor, ThreadExecutor
 from geodml.site.export import encode_rows
@@ -40,12 +57,13 @@ from geodml.wire.codec import (
     VectorAssembler,
     WireFormat,
     encode_indices,
+    encode_ring,
     encode_vector,
 )
 from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
 
 CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step",
-                "subspace", "sample")
+                "subspace", "sample", "secure_aggregation", "privacy")
 EXPORT_SAMPLE_ROWS = 32768  # rows encoded to estimate the size of a full Export
 MAX_SUBSPACE = 64  # directions a subspace may hold
 MAX_SESSIONS = 64
@@ -93,6 +111,9 @@ class Session:
     # (call, round) -> result of the last round of each call, to answer a retry
     cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
     has_point: bool = False
+    masker: Masker | None = None  # secure aggregation: every reply's sums masked
+    privacy: pb.PrivacyRequest | None = None  # differential privacy: noisy gradients only
+    row_norms: np.ndarray | None = None  # ||x_i||, for per-row clipping
 
     def scratch(self) -> Executor:
         """A second executor on the same rows, for local procedures: they never move
@@ -143,9 +164,16 @@ class SiteService:
     def __init__(
         self, name: str, region: str, data: Dataset, policy: Policy | None = None,
         shards: int = 1, threads: int | None = None, ray: RayPlacement | None = None,
+        secret: bytes | None = None, privacy_ledger: str | os.PathLike | None = None,
     ):
         """``ray``: run each session's shards as Ray actors that read the rows from
-        ``ray.path`` (the dataset directory ``data`` was loaded from); else threads."""
+        ``ray.path`` (the dataset directory ``data`` was loaded from); else threads.
+
+        ``secret``: bytes only this site knows (its TLS private key), from which its
+        secure-aggregation key and its privacy noise are derived, so that a restarted
+        site answers a replayed round identically; random when not given.
+        ``privacy_ledger``: a file keeping the privacy budget spent (the policy's
+        ``dp_epsilon``) across restarts."""
         self.name, self.region, self.data = name, region, data
         self.policy = policy or Policy()
         self.shards, self.threads = shards, threads
@@ -162,6 +190,12 @@ class SiteService:
         self.fingerprint = self._fingerprint()
         self.audit: SignedAuditLog | None = None  # the site's own signed log, if configured
         self._float32 = self.data.X.dtype == np.float32
+        self._secret = secret if secret is not None else os.urandom(32)
+        self._secure_key = site_key(self._secret)
+        self.ledger = None
+        if self.policy.dp_epsilon is not None:
+            self.ledger = PrivacyLedger(self.policy.dp_epsilon, self.policy.dp_delta,
+                                        privacy_ledger)
 
     # -- data-derived facts --------------------------------------------------
     def _fingerprint(self) -> str:
@@ -261,7 +295,55 @@ class SiteService:
             support_size=len(self.support()) if self.policy.share_support else 0,
             shards=self.shards, raw_export_allowed=self.policy.allow_raw_export,
             export_bytes_estimate=self.export_bytes_estimate(),
+            secure_aggregation_key=public_bytes(self._secure_key),
+            requires_secure_aggregation=self.policy.require_secure_aggregation,
+            privacy=self._budget(),
         )
+
+    def _budget(self) -> pb.PrivacyBudget | None:
+        if self.ledger is None:
+            return None
+        spent = list(self.ledger.releases.values())
+        return pb.PrivacyBudget(epsilon=self.ledger.epsilon, delta=self.ledger.delta,
+                                epsilon_spent=self.ledger.spent, noise_multipliers=spent)
+
+    def _masker(self, request: pb.PrepareRequest) -> Masker | None:
+        """The job's secure aggregation, checked against the policy."""
+        if not request.HasField("secure"):
+            self.policy.check_unmasked(self.name)
+            return None
+        if request.restrict_to_support or request.up_compression:
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: secure aggregation sums dense, exact vectors: "
+                            "no support restriction, no up compression")
+        sa = request.secure
+        try:
+            return Masker(self.name, self._secure_key,
+                          [Peer(p.site, p.public_key) for p in sa.peers], sa.nonce,
+                          sa.fraction_bits)
+        except SecureAggregationError as e:
+            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: {e}") from None
+
+    def _privacy(self, request: pb.PrepareRequest) -> pb.PrivacyRequest | None:
+        """The job's differential privacy, checked against the policy."""
+        if not request.HasField("privacy"):
+            self.policy.check_unprivate(self.name)
+            return None
+        dp = request.privacy
+        if request.restrict_to_support:
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: a private job may not restrict vectors to the "
+                            "site's feature support (it would reveal which features rows touch)")
+        if self.ledger is None:
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {self.name}: no privacy budget: its policy sets no "
+                            "dp_epsilon, so it cannot account for a private job")
+        if not (np.isfinite(dp.clip) and dp.clip > 0 and np.isfinite(dp.noise_multiplier)
+                and dp.noise_multiplier > 0 and len(dp.nonce) == 16):
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: privacy needs a positive clip and noise "
+                            "multiplier and a 16-byte nonce")
+        return dp
 
     def prepare(self, request: pb.PrepareRequest, peer: str | None) -> Iterator[pb.PrepareReply]:
         self._guard(peer)
@@ -297,6 +379,7 @@ class SiteService:
         if not (np.isfinite(fraction) and 0 <= fraction <= 1):
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: sample_fraction must be in [0, 1], got {fraction}")
+        masker, privacy = self._masker(request), self._privacy(request)
         support, rows = None, None
         X, y = self.data.X, self.data.y
         if request.restrict_to_support:
@@ -321,6 +404,7 @@ class SiteService:
             if up is not None:
                 session.up, session.up_state = up, up.init(session.dim)
                 session.up_format = wire_format_for(up)
+            session.masker, session.privacy = masker, privacy
             self.sessions[session.id] = session
         first = pb.PrepareReply(session=session.id, rows=X.shape[0],
                                 support_size=0 if support is None else len(support))
@@ -343,6 +427,11 @@ class SiteService:
             if result is None:
                 result = s.remember("evaluate", first.round, self._evaluate(s, first, vectors))
         loss, rows, grad, hvp, grad_format = result
+        if s.masker is not None:  # one masked vector: loss, then gradient, then Hv
+            parts = [np.array([loss]), *(v for v in (grad, hvp) if v is not None)]
+            masked = self._mask(s, first, "Evaluate", np.concatenate(parts))
+            return with_chunks(pb.EvaluateReply(rows=rows),
+                               encode_ring(masked, 0, s.reply_format), pb.EvaluateReply)
         chunks = []
         if grad is not None:
             chunks.append(encode_vector(grad, 0, grad_format))
@@ -351,7 +440,54 @@ class SiteService:
         head = pb.EvaluateReply(loss_sum=loss, rows=rows)
         return with_chunks(head, itertools.chain(*chunks), pb.EvaluateReply)
 
+    def _mask(self, s: Session, request, kind: str, values: np.ndarray) -> np.ndarray:
+        """``values`` fixed-point encoded and masked for the request's round."""
+        if not request.round:
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: a masked reply needs a round number")
+        try:
+            return s.masker.mask(values, request.round, kind, request.dropped_peers)
+        except SecureAggregationError as e:
+            code = "OUT_OF_RANGE" if isinstance(e, FixedPointOverflowError) else (
+                "INVALID_ARGUMENT")
+            raise SiteError(code, f"site {self.name}: {kind} round {request.round}: {e}"
+                            ) from None
+
+    def _refuse_private(self, s: Session, call: str) -> None:
+        if s.privacy is not None:
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {self.name}: a differentially private session sends only "
+                            f"noisy gradient sums at a given point; {call} is refused")
+
+    def _private_gradient(self, s: Session, first: pb.EvaluateRequest,
+                          vectors: VectorAssembler) -> tuple:
+        """The clipped gradient sum at w plus Gaussian noise, charged to the ledger
+        first (see :mod:`geodml.privacy.dp`)."""
+        if not (first.has_w and first.want_gradient) or first.want_hvp or not first.round:
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {self.name}: a differentially private session answers "
+                            "only Evaluate with a point w, for its gradient, in a round")
+        dp = s.privacy
+        w = np.asarray(vectors.result(0), dtype=np.float64)
+        digest = hashlib.sha256(w.tobytes() + f"{dp.clip!r} {dp.noise_multiplier!r}".encode()
+                                ).hexdigest()  # what the release depends on
+        try:
+            self.ledger.charge(f"{dp.nonce.hex()}:{first.round}", dp.noise_multiplier,
+                               self.name, digest)
+        except PrivacyBudgetError as e:
+            raise SiteError("RESOURCE_EXHAUSTED", str(e)) from None
+        except PrivacyReplayError as e:
+            raise SiteError("PERMISSION_DENIED", str(e)) from None
+        if s.row_norms is None:
+            s.row_norms = row_l2_norms(s.X)
+        grad = clipped_gradient_sum(s.X, s.y, w, s.loss, dp.clip, s.row_norms)
+        grad += gaussian_noise(self._secret, dp.nonce, first.round, len(grad),
+                               dp.noise_multiplier * dp.clip)
+        return 0.0, s.X.shape[0], grad, None, s.reply_format
+
     def _evaluate(self, s: Session, first: pb.EvaluateRequest, vectors: VectorAssembler) -> tuple:
+        if s.privacy is not None:
+            return self._private_gradient(s, first, vectors)
         ex = s.executor
         if first.has_w:
             sums = ex.evaluate(vectors.result(0), first.want_gradient)
@@ -395,10 +531,11 @@ class SiteService:
         if alphas.size == 0 or alphas.size > 1024 or not np.all(np.isfinite(alphas)):
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: step sizes must be 1..1024 finite numbers")
+        self._refuse_private(s, "LineSearch")
         with s.lock:
             hit = s.cached("line_search", first.round)
             if hit is not None:
-                return hit[0]
+                return self._masked_line_search(s, first, hit[0])
             if not s.has_point:
                 raise SiteError("FAILED_PRECONDITION",
                                 f"site {self.name}: line search before any Evaluate")
@@ -410,7 +547,16 @@ class SiteService:
             vals, ders = s.executor.line_sums(alphas)
             reply = pb.LineSearchReply(loss_sums=vals.tolist(), derivative_sums=ders.tolist(),
                                        rows=s.executor.n_rows)
-            return s.remember("line_search", first.round, (reply,))[0]
+            s.remember("line_search", first.round, (reply,))
+        return self._masked_line_search(s, first, reply)
+
+    def _masked_line_search(self, s: Session, first, reply: pb.LineSearchReply
+                            ) -> pb.LineSearchReply:
+        if s.masker is None:
+            return reply
+        values = np.concatenate([reply.loss_sums, reply.derivative_sums])
+        return pb.LineSearchReply(rows=reply.rows,
+                                  masked=self._mask(s, first, "LineSearch", values).tolist())
 
     def local_solve(
         self, requests: Iterable[pb.LocalSolveRequest], peer: str | None
@@ -441,12 +587,13 @@ class SiteService:
         if not isinstance(params, dict):
             raise SiteError("INVALID_ARGUMENT", f"site {self.name}: params_json is not an object")
         proc = PROCEDURES[first.procedure]
+        self._refuse_private(s, "LocalSolve")
         with s.lock:
             result = s.cached("local_solve", first.round)
             if result is None:
                 inputs = [vectors.result(slot) for slot in range(proc.input_slots)]
                 touched = None
-                if s.support is None and self.policy.share_support:
+                if s.support is None and self.policy.share_support and s.masker is None:
                     touched = np.zeros(s.dim, dtype=bool)
                     touched[self.support()] = True
                 ctx = ProcedureContext(s.scratch(), s.loss, s.lam, s.X.shape[0],
@@ -461,7 +608,12 @@ class SiteService:
                     s.state["last_local_input"] = inputs[0]
                 s.remember("local_solve", first.round, result)
         vector, info = result
-        head = pb.LocalSolveReply(rows=s.X.shape[0], info_json=json.dumps(info))
+        rows = s.X.shape[0]
+        if s.masker is not None:  # the sum of rows * vector: the coordinator averages
+            masked = self._mask(s, first, "LocalSolve", rows * np.asarray(vector))
+            return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
+                               encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
+        head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
         return with_chunks(head, encode_vector(vector, 0, s.reply_format), pb.LocalSolveReply)
 
     def subspace(self, requests: Iterable[pb.SubspaceRequest], peer: str | None
@@ -478,10 +630,11 @@ class SiteService:
         first, vectors = read_message_stream(requests, lengths, self.name,
                                              float32_range=self._float32)
         s = self._session(first.session)
+        self._refuse_private(s, "Subspace")
         with s.lock:
             hit = s.cached("subspace", first.round)
             if hit is not None:
-                return hit[0]
+                return self._masked_subspace(s, first, hit[0])
             if not s.has_point:
                 raise SiteError("FAILED_PRECONDITION",
                                 f"site {self.name}: subspace call before any Evaluate")
@@ -515,7 +668,15 @@ class SiteService:
                 upper = hess[np.triu_indices(m)]  # symmetric: the upper triangle suffices
                 reply = pb.SubspaceReply(loss_sum=loss, gradient=grad.tolist(),
                                          hessian=upper.tolist(), directions=m, rows=ex.n_rows)
-            return s.remember("subspace", first.round, (reply,))[0]
+            s.remember("subspace", first.round, (reply,))
+        return self._masked_subspace(s, first, reply)
+
+    def _masked_subspace(self, s: Session, first, reply: pb.SubspaceReply) -> pb.SubspaceReply:
+        if s.masker is None or first.commit:  # a commit reply carries no sums
+            return reply
+        values = np.concatenate([[reply.loss_sum], reply.gradient, reply.hessian])
+        return pb.SubspaceReply(directions=reply.directions, rows=reply.rows,
+                                masked=self._mask(s, first, "Subspace", values).tolist())
 
     def export(self, request: pb.ExportRequest, peer: str | None) -> Iterator[pb.ExportReply]:
         self.policy.check_client(self.name, peer)

@@ -14,7 +14,8 @@ Wire dtypes (``itemsize`` in bytes), all little-endian
     ``FLOAT64`` IEEE binary64 (8), ``FLOAT32`` binary32 (4), ``FLOAT16`` binary16 (2),
     ``BFLOAT16`` the top 16 bits of a binary32 (2), ``QINT8`` int8 codes with one float32
     scale per chunk (1, plus 4 bytes per chunk), ``UINT32`` unsigned 32-bit integers (4;
-    index vectors only, always ``DENSE``).
+    index vectors only, always ``DENSE``), ``UINT64`` ring elements mod ``2^64`` (8; the
+    masked sums of secure aggregation only, always ``DENSE``).
 
 Chunk payload (``VectorChunk.data`` before compression)
     ``DENSE``:  ``count`` values: ``count * itemsize`` bytes; ``nnz = 0``.
@@ -62,9 +63,11 @@ Casting and saturation
 Validation (``VectorAssembler.add``); every violation raises ``CodecError`` naming the slot,
 the chunk start and the problem
     * the slot is one the receiver expects, with the kind it expects (``UINT32`` for the
-      slots it declared as index slots, a floating dtype for the others);
-    * ``dtype``, ``layout`` and ``compression`` are known values (``UINT32`` chunks are
-      ``DENSE``; ``DENSE`` chunks have ``nnz = 0``; ``SPARSE`` chunks have ``nnz <= count``);
+      slots it declared as index slots, ``UINT64`` for ring slots, a floating dtype for
+      the others);
+    * ``dtype``, ``layout`` and ``compression`` are known values (``UINT32`` and ``UINT64``
+      chunks are ``DENSE``; ``DENSE`` chunks have ``nnz = 0``; ``SPARSE`` chunks have
+      ``nnz <= count``);
     * chunks of a slot are contiguous and in order (``start`` equals the next expected
       element), ``start + count <= length``, and ``count > 0`` except for the single chunk of a
       zero-length vector; no chunk follows the one that completes the vector;
@@ -75,8 +78,8 @@ the chunk start and the problem
     * a ``QINT8`` scale is finite and ``>= +0.0`` (no sign bit), its codes are not ``-128``;
     * decoded values are finite.
     A chunk that fails validation changes nothing, so the assembler's state stays consistent.
-    Output arrays are float64 (``uint32`` for index slots), decoded straight into a
-    preallocated array, so a receiver holds the output plus one chunk at a time.
+    Output arrays are float64 (``uint32`` for index slots, ``uint64`` for ring slots), decoded
+    straight into a preallocated array, so a receiver holds the output plus one chunk at a time.
 """
 
 from __future__ import annotations
@@ -108,7 +111,9 @@ _WIRE = {
     pb.BFLOAT16: ("bfloat16", 2, np.dtype("<u2")),
     pb.QINT8: ("qint8", 1, np.dtype("i1")),
     pb.UINT32: ("uint32", 4, np.dtype("<u4")),
+    pb.UINT64: ("uint64", 8, np.dtype("<u8")),
 }
+_INTEGER_CODES = frozenset({pb.UINT32, pb.UINT64})
 _FLOAT_CODES = frozenset({pb.FLOAT64, pb.FLOAT32, pb.FLOAT16, pb.BFLOAT16, pb.QINT8})
 _CODE_OF = {name: code for code, (name, _, _) in _WIRE.items()}
 _COMPRESSION_CODE = {"none": pb.NONE, "zstd": pb.ZSTD}
@@ -149,7 +154,7 @@ class WireFormat:
     zstd_level: int = 1
 
     def __post_init__(self) -> None:
-        if self.dtype not in _CODE_OF or self.dtype == "uint32":
+        if self.dtype not in _CODE_OF or self.dtype in ("uint32", "uint64"):
             raise CodecError(f"unknown wire dtype {self.dtype!r}; use float64, float32, "
                              "float16, bfloat16 or qint8")
         if self.compression not in _COMPRESSION_CODE:
@@ -428,6 +433,20 @@ def _encode_indices(idx: np.ndarray, slot: int, fmt: WireFormat) -> Iterator[pb.
         yield packer.pack(start, x.astype("<u4", copy=False))
 
 
+def encode_ring(values: np.ndarray, slot: int, fmt: WireFormat) -> Iterator[pb.VectorChunk]:
+    """The chunks of a vector of ring elements (uint64): UINT64, DENSE, never compressed
+    (masked values are uniformly random). fmt gives only the chunk size."""
+    _check_slot(slot)
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype != np.uint64:
+        raise CodecError(f"expected a 1-D uint64 vector, got shape {values.shape} "
+                         f"dtype {values.dtype}", slot=int(slot))
+    packer = _Packer(int(slot), pb.UINT64, WireFormat(chunk_bytes=fmt.chunk_bytes),
+                     sparse_ok=False)
+    for start, stop in _chunk_bounds(len(values), _elements_per_chunk(fmt.chunk_bytes, 8)):
+        yield packer.pack(start, values[start:stop].astype("<u8", copy=False))
+
+
 def vector_bytes(chunks: Iterable[pb.VectorChunk]) -> int:
     """Serialized bytes of the chunks (what a meter sees of a vector)."""
     return sum(c.ByteSize() for c in chunks)
@@ -454,6 +473,7 @@ def expected_dense_bytes(n: int, dtype: str, chunk_bytes: int = 1 << 20) -> int:
 class _Slot:
     length: int
     index: bool
+    ring: bool = False  # UINT64 ring elements (secure aggregation)
     float32: bool = False  # decode into float32 (a receiver computing in float32)
     float32_range: bool = False  # refuse values beyond float32's range (also when float64)
     next_start: int = 0
@@ -471,7 +491,8 @@ class VectorAssembler:
     """Rebuilds the vectors of one message from its chunks, validating everything.
 
     lengths maps each expected slot to its number of elements. Slots listed in index_slots
-    hold UINT32 index vectors (output uint32); the others hold floating vectors (output
+    hold UINT32 index vectors (output uint32), those in ring_slots UINT64 ring elements
+    (output uint64); the others hold floating vectors (output
     float64, or float32 for slots in float32_slots: a receiver that computes in float32
     then holds one 4-byte copy; a value beyond float32's range is an error, as it is in
     float32_range_slots, which stay float64).
@@ -481,10 +502,10 @@ class VectorAssembler:
 
     def __init__(self, lengths: dict[int, int], max_elements: int | None = None, *,
                  index_slots: Iterable[int] = (), float32_slots: Iterable[int] = (),
-                 float32_range_slots: Iterable[int] = ()):
-        index, narrow = set(index_slots), set(float32_slots)
+                 float32_range_slots: Iterable[int] = (), ring_slots: Iterable[int] = ()):
+        index, narrow, ring = set(index_slots), set(float32_slots), set(ring_slots)
         in_range = narrow | set(float32_range_slots)
-        unknown = (index | in_range) - set(lengths)
+        unknown = (index | in_range | ring) - set(lengths)
         if unknown:
             raise CodecError(f"index or float32 slots {sorted(unknown)} have no length")
         total = 0
@@ -496,6 +517,7 @@ class VectorAssembler:
                                  slot=slot)
             total += int(n)
             self._slots[int(slot)] = _Slot(length=int(n), index=slot in index,
+                                           ring=slot in ring,
                                            float32=slot in narrow,
                                            float32_range=slot in in_range)
         if max_elements is not None and total > max_elements:
@@ -568,7 +590,7 @@ class VectorAssembler:
             values = bfloat16_to_float32(values)
         elif code == pb.QINT8:
             values = _decode_qint8(payload, values, offsets, slot, start)
-        if code != pb.UINT32:
+        if code not in _INTEGER_CODES:
             _check_decoded(values, offsets, slot, start)
             if s.float32_range and values.dtype.itemsize > 4 and values.size and (
                     np.abs(values).max() > np.finfo(np.float32).max):
@@ -604,12 +626,15 @@ class VectorAssembler:
             raise fail(f"unknown dtype {_enum_name(pb.DType, chunk.dtype)}")
         if s.index and chunk.dtype != pb.UINT32:
             raise fail(f"index vector expected (UINT32), got {pb.DType.Name(chunk.dtype)}")
-        if not s.index and chunk.dtype == pb.UINT32:
+        if s.ring != (chunk.dtype == pb.UINT64):
+            raise fail("ring vector expected (UINT64), got " + pb.DType.Name(chunk.dtype)
+                       if s.ring else "UINT64 where no ring vector is expected")
+        if not s.index and not s.ring and chunk.dtype == pb.UINT32:
             raise fail("floating vector expected, got UINT32")
         if chunk.layout not in (pb.DENSE, pb.SPARSE):
             raise fail(f"unknown layout {_enum_name(pb.Layout, chunk.layout)}")
-        if chunk.dtype == pb.UINT32 and chunk.layout != pb.DENSE:
-            raise fail("UINT32 chunks must be DENSE")
+        if chunk.dtype in _INTEGER_CODES and chunk.layout != pb.DENSE:
+            raise fail(f"{pb.DType.Name(chunk.dtype)} chunks must be DENSE")
         if chunk.compression not in (pb.NONE, pb.ZSTD):
             raise fail(f"unknown compression {_enum_name(pb.Compression, chunk.compression)}")
         if chunk.layout == pb.DENSE and chunk.nnz != 0:
@@ -660,7 +685,8 @@ class VectorAssembler:
 
     @staticmethod
     def _allocate(s: _Slot) -> np.ndarray:
-        dtype = np.uint32 if s.index else np.float32 if s.float32 else np.float64
+        dtype = (np.uint32 if s.index else np.uint64 if s.ring else
+                 np.float32 if s.float32 else np.float64)
         return np.empty(s.length, dtype=dtype)
 
 
@@ -739,6 +765,7 @@ __all__ = [
     "chunk_bounds",
     "dequantize_qint8",
     "encode_indices",
+    "encode_ring",
     "encode_vector",
     "expected_dense_bytes",
     "qint8_scale",

@@ -16,6 +16,7 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BFLOAT16: _ClassVar[DType]
     UINT32: _ClassVar[DType]
     QINT8: _ClassVar[DType]
+    UINT64: _ClassVar[DType]
 
 class Layout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ FLOAT16: DType
 BFLOAT16: DType
 UINT32: DType
 QINT8: DType
+UINT64: DType
 LAYOUT_UNSPECIFIED: Layout
 DENSE: Layout
 SPARSE: Layout
@@ -77,7 +79,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeReply(_message.Message):
-    __slots__ = ("site", "region", "rows", "features", "nnz", "positives", "data_fingerprint", "feature_space_fingerprint", "feature_space_json", "protocol_version", "capabilities", "support_size", "shards", "raw_export_allowed", "export_bytes_estimate")
+    __slots__ = ("site", "region", "rows", "features", "nnz", "positives", "data_fingerprint", "feature_space_fingerprint", "feature_space_json", "protocol_version", "capabilities", "support_size", "shards", "raw_export_allowed", "export_bytes_estimate", "secure_aggregation_key", "requires_secure_aggregation", "privacy")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +95,9 @@ class DescribeReply(_message.Message):
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     RAW_EXPORT_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     EXPORT_BYTES_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    SECURE_AGGREGATION_KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     site: str
     region: str
     rows: int
@@ -108,10 +113,52 @@ class DescribeReply(_message.Message):
     shards: int
     raw_export_allowed: bool
     export_bytes_estimate: int
-    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., nnz: _Optional[int] = ..., positives: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., feature_space_fingerprint: _Optional[str] = ..., feature_space_json: _Optional[str] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., support_size: _Optional[int] = ..., shards: _Optional[int] = ..., raw_export_allowed: _Optional[bool] = ..., export_bytes_estimate: _Optional[int] = ...) -> None: ...
+    secure_aggregation_key: bytes
+    requires_secure_aggregation: bool
+    privacy: PrivacyBudget
+    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., rows: _Optional[int] = ..., features: _Optional[int] = ..., nnz: _Optional[int] = ..., positives: _Optional[int] = ..., data_fingerprint: _Optional[str] = ..., feature_space_fingerprint: _Optional[str] = ..., feature_space_json: _Optional[str] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., support_size: _Optional[int] = ..., shards: _Optional[int] = ..., raw_export_allowed: _Optional[bool] = ..., export_bytes_estimate: _Optional[int] = ..., secure_aggregation_key: _Optional[bytes] = ..., requires_secure_aggregation: _Optional[bool] = ..., privacy: _Optional[_Union[PrivacyBudget, _Mapping]] = ...) -> None: ...
+
+class PrivacyBudget(_message.Message):
+    __slots__ = ("epsilon", "delta", "epsilon_spent", "noise_multipliers")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIERS_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    delta: float
+    epsilon_spent: float
+    noise_multipliers: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., noise_multipliers: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class SecureAggregation(_message.Message):
+    __slots__ = ("peers", "nonce", "fraction_bits")
+    class Peer(_message.Message):
+        __slots__ = ("site", "public_key")
+        SITE_FIELD_NUMBER: _ClassVar[int]
+        PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+        site: str
+        public_key: bytes
+        def __init__(self, site: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BITS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[SecureAggregation.Peer]
+    nonce: bytes
+    fraction_bits: int
+    def __init__(self, peers: _Optional[_Iterable[_Union[SecureAggregation.Peer, _Mapping]]] = ..., nonce: _Optional[bytes] = ..., fraction_bits: _Optional[int] = ...) -> None: ...
+
+class PrivacyRequest(_message.Message):
+    __slots__ = ("clip", "noise_multiplier", "nonce")
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    clip: float
+    noise_multiplier: float
+    nonce: bytes
+    def __init__(self, clip: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression", "sample_fraction")
+    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression", "sample_fraction", "secure", "privacy")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     LAM_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPACE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +168,8 @@ class PrepareRequest(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     UP_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     loss: str
     lam: float
     feature_space_fingerprint: str
@@ -130,7 +179,9 @@ class PrepareRequest(_message.Message):
     job: str
     up_compression: str
     sample_fraction: float
-    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ..., sample_fraction: _Optional[float] = ...) -> None: ...
+    secure: SecureAggregation
+    privacy: PrivacyRequest
+    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ..., sample_fraction: _Optional[float] = ..., secure: _Optional[_Union[SecureAggregation, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ("session", "rows", "support_size", "chunk")
@@ -145,7 +196,7 @@ class PrepareReply(_message.Message):
     def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision")
+    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision", "dropped_peers")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     WANT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +205,7 @@ class EvaluateRequest(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     FULL_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PEERS_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     want_gradient: bool
@@ -162,7 +214,8 @@ class EvaluateRequest(_message.Message):
     step: float
     chunk: VectorChunk
     full_precision: bool
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ...) -> None: ...
+    dropped_peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
     __slots__ = ("loss_sum", "rows", "chunk")
@@ -175,40 +228,46 @@ class EvaluateReply(_message.Message):
     def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
 
 class LineSearchRequest(_message.Message):
-    __slots__ = ("session", "round", "step_sizes", "chunk")
+    __slots__ = ("session", "round", "step_sizes", "chunk", "dropped_peers")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STEP_SIZES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PEERS_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     step_sizes: _containers.RepeatedScalarFieldContainer[float]
     chunk: VectorChunk
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., step_sizes: _Optional[_Iterable[float]] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    dropped_peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., step_sizes: _Optional[_Iterable[float]] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., dropped_peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LineSearchReply(_message.Message):
-    __slots__ = ("loss_sums", "derivative_sums", "rows")
+    __slots__ = ("loss_sums", "derivative_sums", "rows", "masked")
     LOSS_SUMS_FIELD_NUMBER: _ClassVar[int]
     DERIVATIVE_SUMS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
     loss_sums: _containers.RepeatedScalarFieldContainer[float]
     derivative_sums: _containers.RepeatedScalarFieldContainer[float]
     rows: int
-    def __init__(self, loss_sums: _Optional[_Iterable[float]] = ..., derivative_sums: _Optional[_Iterable[float]] = ..., rows: _Optional[int] = ...) -> None: ...
+    masked: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, loss_sums: _Optional[_Iterable[float]] = ..., derivative_sums: _Optional[_Iterable[float]] = ..., rows: _Optional[int] = ..., masked: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LocalSolveRequest(_message.Message):
-    __slots__ = ("session", "round", "procedure", "params_json", "chunk")
+    __slots__ = ("session", "round", "procedure", "params_json", "chunk", "dropped_peers")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PROCEDURE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PEERS_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     procedure: str
     params_json: str
     chunk: VectorChunk
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., procedure: _Optional[str] = ..., params_json: _Optional[str] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    dropped_peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., procedure: _Optional[str] = ..., params_json: _Optional[str] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., dropped_peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LocalSolveReply(_message.Message):
     __slots__ = ("rows", "info_json", "chunk")
@@ -221,7 +280,7 @@ class LocalSolveReply(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., info_json: _Optional[str] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
 
 class SubspaceRequest(_message.Message):
-    __slots__ = ("session", "round", "new_directions", "add_last_local_input", "coefficients", "commit", "memory", "chunk")
+    __slots__ = ("session", "round", "new_directions", "add_last_local_input", "coefficients", "commit", "memory", "chunk", "dropped_peers")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     NEW_DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +289,7 @@ class SubspaceRequest(_message.Message):
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_PEERS_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     new_directions: int
@@ -238,21 +298,24 @@ class SubspaceRequest(_message.Message):
     commit: bool
     memory: int
     chunk: VectorChunk
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., new_directions: _Optional[int] = ..., add_last_local_input: _Optional[bool] = ..., coefficients: _Optional[_Iterable[float]] = ..., commit: _Optional[bool] = ..., memory: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    dropped_peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., new_directions: _Optional[int] = ..., add_last_local_input: _Optional[bool] = ..., coefficients: _Optional[_Iterable[float]] = ..., commit: _Optional[bool] = ..., memory: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., dropped_peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubspaceReply(_message.Message):
-    __slots__ = ("loss_sum", "gradient", "hessian", "directions", "rows")
+    __slots__ = ("loss_sum", "gradient", "hessian", "directions", "rows", "masked")
     LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
     HESSIAN_FIELD_NUMBER: _ClassVar[int]
     DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
     loss_sum: float
     gradient: _containers.RepeatedScalarFieldContainer[float]
     hessian: _containers.RepeatedScalarFieldContainer[float]
     directions: int
     rows: int
-    def __init__(self, loss_sum: _Optional[float] = ..., gradient: _Optional[_Iterable[float]] = ..., hessian: _Optional[_Iterable[float]] = ..., directions: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+    masked: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, loss_sum: _Optional[float] = ..., gradient: _Optional[_Iterable[float]] = ..., hessian: _Optional[_Iterable[float]] = ..., directions: _Optional[int] = ..., rows: _Optional[int] = ..., masked: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("session", "max_chunk_bytes")
