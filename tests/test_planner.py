@@ -68,11 +68,12 @@ class Sites:
             for n, d in datasets.items()}
         self.fractions: list[float] = []
 
-    def __call__(self, compression=None, sample_fraction=1.0, audit=None) -> Federation:
+    def __call__(self, compression=None, sample_fraction=1.0, audit=None,
+                 secure=None) -> Federation:
         self.fractions.append(sample_fraction)
         return Federation([InProcessTransport(s) for s in self.services.values()], HOME,
                           audit=AuditLog(audit) if audit else None, compression=compression,
-                          sample_fraction=sample_fraction)
+                          sample_fraction=sample_fraction, secure=secure)
 
     @property
     def calibrations(self) -> int:
@@ -371,3 +372,23 @@ def test_workload_refuses_a_negative_or_nan_lambda():
     for lam in (-1.0, float("nan")):
         with pytest.raises(ConfigError, match="lam"):
             Workload(lam=lam)
+
+
+def test_a_secure_aggregation_plan_prices_its_masked_dense_sums(datasets, deployment):
+    """Masked sums are dense 8-byte ring elements: the plan calibrates under secure
+    aggregation and predicts the full secure run's bytes."""
+    from geodml.federation.base import SecureAggregation
+
+    secure = GeoVariant(GEO.method, restrict_to_support=False, secure=True)
+    assert secure.name == f"{GEO.method} secure"
+    sites = Sites(datasets)
+    result = make_plan(sites, deployment, [GEO, secure], Workload(gtol=GTOL),
+                       calibrate_mode="always", calibration_rows=ROWS // 2)
+    masked, plain = result.estimate(secure.name), result.estimate(GEO.name)
+    assert masked.wan_bytes >= lower_bound_bytes(sites.infos(), HOME, secure)
+    with Federation([InProcessTransport(s) for s in sites.services.values()], HOME,
+                    secure=SecureAggregation()) as fed:
+        train(fed, GEO.method, TrainSpec(gtol=GTOL))
+        metered = fed.meter.snapshot()["wan_bytes"]
+    assert masked.wan_bytes == pytest.approx(metered, rel=0.30)
+    assert plain.wan_bytes > 0 and masked.basis.startswith("calibrated")

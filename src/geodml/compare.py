@@ -131,7 +131,8 @@ def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: 
     slug = _slug(variant.name)
     audit = out / "audit" / f"{slug}.jsonl"
     audit.unlink(missing_ok=True)
-    with open_federation(compression=variant.compression(), audit=str(audit)) as fed:
+    with open_federation(compression=variant.compression(), audit=str(audit),
+                         secure=variant.secure_aggregation()) as fed:
         recorder = RunRecorder(fed, path=out / "runs" / f"{slug}.jsonl", on_row=on_row)
         spec = TrainSpec(loss=workload.loss, lam=workload.lam, gtol=workload.gtol,
                          params=dict(variant.params))

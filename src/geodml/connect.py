@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from geodml.deployment import Deployment
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation
-from geodml.federation.base import CompressionConfig
+from geodml.federation.base import CompressionConfig, SecureAggregation
 from geodml.federation.transport import GrpcTransport
 
 #: opens a federation over the deployment's sites with these keyword arguments
@@ -54,13 +54,15 @@ def site_transports(deployment: Deployment, addresses: Mapping[str, str] | None 
 
 def federation_factory(deployment: Deployment,
                        addresses: Mapping[str, str] | None = None) -> FederationFactory:
-    """``open(compression=None, sample_fraction=1.0, audit=None) -> Federation``: a fresh
-    federation (own channels, own meter) over the deployment's sites."""
+    """``open(compression=None, sample_fraction=1.0, audit=None, secure=None) ->
+    Federation``: a fresh federation (own channels, own meter) over the deployment's
+    sites (``secure``: secure aggregation on)."""
 
     def open_federation(compression: CompressionConfig | None = None,
-                        sample_fraction: float = 1.0, audit: str | None = None) -> Federation:
+                        sample_fraction: float = 1.0, audit: str | None = None,
+                        secure: SecureAggregation | None = None) -> Federation:
         return Federation(site_transports(deployment, addresses), deployment.home,
                           audit=AuditLog(audit) if audit else None, compression=compression,
-                          sample_fraction=sample_fraction)
+                          sample_fraction=sample_fraction, secure=secure)
 
     return open_federation

@@ -101,15 +101,23 @@ class GeoVariant:
     restrict_to_support: bool | None = None
     params: tuple[tuple[str, object], ...] = ()
     label: str = ""  # how reports name the compression, e.g. "float16"
+    secure: bool = False  # secure aggregation: dense, 8-byte masked sums up
 
     @property
     def name(self) -> str:
         parts = [self.method]
         if self.label:
             parts.append(self.label)
-        if self.restrict_to_support is False:
+        if self.restrict_to_support is False and not self.secure:
             parts.append("dense")
+        if self.secure:
+            parts.append("secure")
         return " ".join(parts)
+
+    def secure_aggregation(self):
+        from geodml.federation.base import SecureAggregation
+
+        return SecureAggregation() if self.secure else None
 
     def compression(self, full_precision_at: float = 1e-3) -> CompressionConfig | None:
         if not (self.compress_up or self.compress_down):
@@ -120,8 +128,9 @@ class GeoVariant:
                                  precision=AdaptivePrecision(threshold=full_precision_at))
 
     def key(self) -> dict:
-        return {"method": self.method, "up": self.compress_up, "down": self.compress_down,
-                "restrict": self.restrict_to_support, "params": list(self.params)}
+        key = {"method": self.method, "up": self.compress_up, "down": self.compress_down,
+               "restrict": self.restrict_to_support, "params": list(self.params)}
+        return {**key, "secure": True} if self.secure else key
 
 
 @dataclass(frozen=True)
@@ -247,11 +256,14 @@ def _bound_links(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> d
     """Bytes per link of :data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector
     (or the site's support) each way to and from every site outside the home DC."""
     down, up = _value_bytes(variant.compress_down), _value_bytes(variant.compress_up)
+    if variant.secure:  # masked sums: 8-byte ring elements
+        up = 8
     links: dict[str, int] = {}
     for s in sites:
         if s.name == home:
             continue
-        restrict = variant.restrict_to_support is not False and s.support_size > 0
+        restrict = (variant.restrict_to_support is not False and s.support_size > 0
+                    and not variant.secure)
         dim = s.support_size if restrict else s.features
         links[f"{home}->{s.name}"] = MIN_VECTOR_ROUNDS * dim * down
         links[f"{s.name}->{home}"] = MIN_VECTOR_ROUNDS * dim * up
@@ -289,7 +301,7 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
     with tempfile.TemporaryDirectory(prefix="geodml-calibrate-") as scratch:
         audit = str(Path(scratch) / "audit.jsonl")
         with open_federation(compression=variant.compression(), sample_fraction=fraction,
-                             audit=audit) as fed:
+                             audit=audit, secure=variant.secure_aggregation()) as fed:
             spec = TrainSpec(loss=workload.loss, lam=lam / fraction**LAMBDA_EXPONENT,
                              gtol=workload.gtol, params=dict(variant.params))
             result = train(fed, variant.method, spec, RunRecorder(fed))

@@ -13,9 +13,9 @@ from geodml.cli.train_cmds import _compression_spec, _load_test, _parse_params, 
 
 
 def _variants(methods: tuple[str, ...], compress: tuple[str, ...], dense: bool,
-              params: tuple[str, ...]):
+              params: tuple[str, ...], secure: bool = False):
     """One plan per method, per compression (none unless given) and, with --dense,
-    per wire shape."""
+    per wire shape; with --secure-aggregation, also each method with masked sums."""
     from geodml.algorithms.registry import METHODS
     from geodml.planner import GeoVariant
 
@@ -31,6 +31,11 @@ def _variants(methods: tuple[str, ...], compress: tuple[str, ...], dense: bool,
             down = _compression_spec(c, feedback=False, option="--compress")
             for restrict in ((None, False) if dense else (None,)):
                 out.append(GeoVariant(m, up, down, restrict, extra, label=c or ""))
+    if secure:
+        from geodml.algorithms.registry import SECURE_METHODS
+
+        out += [GeoVariant(m, None, None, False, extra, secure=True)
+                for m in methods if m in SECURE_METHODS]
     return out
 
 
@@ -133,6 +138,8 @@ _common = [
                       "float16, bfloat16, int8 or a JSON spec (repeat)."),
     click.option("--dense", is_flag=True,
                  help="Also plan each method with dense vectors (not support-restricted)."),
+    click.option("--secure-aggregation", "secure", is_flag=True,
+                 help="Also plan each method under secure aggregation (masked dense sums)."),
     click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
                  help="A method parameter (repeat)."),
     click.option("--loss", default="logistic", show_default=True),
@@ -175,7 +182,7 @@ def _store(store: str | None, deployment: str):
 @_with_common
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the plan as JSON here.")
-def plan(deployment, methods, compress, dense, params, loss, lam, gtol, runs, days, growth,
+def plan(deployment, methods, compress, dense, secure, params, loss, lam, gtol, runs, days, growth,
          optimize, calibrate_mode, store, json_out) -> None:
     """Predict bytes, modeled time and dollars of centralizing and of each geo-distributed
     plan over DEPLOYMENT's sites and links, and recommend one."""
@@ -186,7 +193,8 @@ def plan(deployment, methods, compress, dense, params, loss, lam, gtol, runs, da
     from geodml.planner import make_plan
 
     dep = load_deployment(deployment)
-    result = make_plan(federation_factory(dep), dep, _variants(methods, compress, dense, params),
+    variants = _variants(methods, compress, dense, params, secure)
+    result = make_plan(federation_factory(dep), dep, variants,
                        _workload(loss, lam, gtol, runs, days, growth), optimize, calibrate_mode,
                        _store(store, deployment),
                        progress=lambda m: console.print(f"[dim]{m}[/]"))
@@ -205,8 +213,8 @@ def plan(deployment, methods, compress, dense, params, loss, lam, gtol, runs, da
                    "refused centralized baseline runs again through it (repeat).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="geodml-report",
               show_default=True, help="The report directory.")
-def compare(deployment, methods, compress, dense, params, loss, lam, gtol, runs, days, growth,
-            optimize, calibrate_mode, store, test_dir, exceptions, out_dir) -> None:
+def compare(deployment, methods, compress, dense, secure, params, loss, lam, gtol, runs, days,
+            growth, optimize, calibrate_mode, store, test_dir, exceptions, out_dir) -> None:
     """Plan, then run the centralized baseline and each geo-distributed plan for real over
     DEPLOYMENT's sites, and write a report (report.md, report.json, plots, audit logs)."""
     from geodml.compare import run_compare
@@ -223,7 +231,8 @@ def compare(deployment, methods, compress, dense, params, loss, lam, gtol, runs,
         overrides[name] = address
     with _progress() as rows:
         result = run_compare(
-            federation_factory(dep), dep, _variants(methods, compress, dense, params), out_dir,
+            federation_factory(dep), dep, _variants(methods, compress, dense, params, secure),
+            out_dir,
             _workload(loss, lam, gtol, runs, days, growth), test=_load_test(test_dir),
             exception_federation=federation_factory(dep, overrides) if overrides else None,
             exception_sites=list(overrides), optimize=optimize, calibrate_mode=calibrate_mode,
