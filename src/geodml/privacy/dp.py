@@ -111,20 +111,28 @@ class PrivacyLedger:
     on every charge; without it the ledger lives as long as the site process.
     """
 
-    def __init__(self, epsilon: float, delta: float, path: str | os.PathLike | None = None):
+    def __init__(self, epsilon: float, delta: float, path: str | os.PathLike | None = None,
+                 secret: bytes = b""):
+        """``secret``: the site's noise secret; the ledger keeps its fingerprint, so that
+        a site restarted with another secret (no TLS key) refuses to answer a release it
+        already made: its noise could not be drawn the same again."""
         self.epsilon, self.delta = float(epsilon), float(delta)
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
         self.releases: dict[str, float] = {}  # release id -> noise multiplier
         self.inputs: dict[str, str] = {}  # release id -> digest of what it was computed at
+        self.secret_id = hashlib.blake2b(secret, digest_size=16,
+                                         person=b"geodml-dp-ledger").hexdigest()
+        self.secrets: dict[str, str] = {}  # release id -> fingerprint of its noise secret
         if self.path is not None and self.path.exists():
             self._read()
 
     def _read(self) -> None:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            for key, (z, digest) in data["releases"].items():
+            for key, (z, digest, secret) in data["releases"].items():
                 self.releases[str(key)], self.inputs[str(key)] = float(z), str(digest)
+                self.secrets[str(key)] = str(secret)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise GeodmlError(f"{self.path}: not a privacy ledger ({e}); a site must not "
                               "forget what it spent, so it will not start") from None
@@ -143,6 +151,10 @@ class PrivacyLedger:
         asked at another input, the two replies' difference would be noise-free."""
         with self._lock:
             if release in self.releases:
+                if self.secrets.get(release) != self.secret_id:
+                    raise PrivacyReplayError(
+                        f"site {site}: release {release} was made with another noise secret "
+                        "(the site restarted without its TLS key); it is not answered again")
                 if self.inputs.get(release) != input_digest:
                     raise PrivacyReplayError(
                         f"site {site}: release {release} was already answered at another "
@@ -156,9 +168,11 @@ class PrivacyLedger:
                     f"{len(self.releases)} releases so far")
             self.releases[release] = float(noise_multiplier)
             self.inputs[release] = input_digest
+            self.secrets[release] = self.secret_id
             if self.path is not None:
                 tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-                entries = {k: [z, self.inputs[k]] for k, z in self.releases.items()}
+                entries = {k: [z, self.inputs[k], self.secrets[k]]
+                           for k, z in self.releases.items()}
                 with open(tmp, "w", encoding="utf-8") as f:
                     json.dump({"epsilon": self.epsilon, "delta": self.delta,
                                "releases": entries}, f)
@@ -174,7 +188,8 @@ def clipped_gradient_sum(X: sp.csr_matrix, y: np.ndarray, w: np.ndarray, loss: L
         row_norms = row_l2_norms(X)
     d = loss.deriv(y, X @ w)
     size = np.abs(d) * row_norms
-    scale = np.minimum(1.0, clip / np.maximum(size, np.finfo(float).tiny))
+    over = size > clip
+    scale = np.where(over, clip / np.where(over, size, 1.0), 1.0)
     return X.T @ (d * scale)
 
 

@@ -195,7 +195,7 @@ class SiteService:
         self.ledger = None
         if self.policy.dp_epsilon is not None:
             self.ledger = PrivacyLedger(self.policy.dp_epsilon, self.policy.dp_delta,
-                                        privacy_ledger)
+                                        privacy_ledger, self._secret)
 
     # -- data-derived facts --------------------------------------------------
     def _fingerprint(self) -> str:
