@@ -54,6 +54,27 @@ call of the calibration (the fixed overhead of a call). For the workload, a geo 
 ``J D`` times: ``B_geo = J D B_run`` (cold starts; warm starts from yesterday's model
 usually need fewer rounds, so this is conservative).
 
+Policies
+--------
+A geo plan that some site's policy refuses is *not permitted*, named with the site and
+the rule, and is priced by its lower bound without a calibration run (the site would
+refuse it): an unmasked plan where a site requires secure aggregation, a non-private
+plan where a site has a differential-privacy budget, a private plan where one has none.
+Secure-aggregation plans are calibrated under masking, so their bytes include the
+dense 8-byte masked sums; their accuracy is the unmasked one (fixed point to 2^-44).
+
+Private plans (``dp-gd``) are never calibrated on the sites, since every release
+spends budget. Their rounds are fixed (``rounds``), so their bytes come from a *twin*:
+the same method over in-process sites with the real names, feature spaces and budgets
+but a handful of random rows each, run for :data:`TWIN_ROUNDS` rounds through the same
+wire, its last gradient round repeated for the rest (every round moves the same dense
+vectors). Compute per round is a value+gradient pass over the site's nonzeros at this
+machine's throughput. Each site's noise multiplier is calibrated now against its
+remaining budget, exactly as the run will, and its cost in objective is bounded by
+:mod:`geodml.privacy.noise_cost`. A budget that cannot pay for the rounds, or a
+workload of more than one run (``dp-gd`` spends what a site has left in one run),
+makes the plan not permitted.
+
 The recommendation is the permitted plan with the lowest workload dollars (or
 bytes, or modeled time: ``optimize``); ties go to fewer bytes.
 """
@@ -72,8 +93,8 @@ from typing import Literal
 
 from geodml.compression import wire_format_for
 from geodml.deployment import Deployment
-from geodml.errors import ConfigError
-from geodml.federation.base import CompressionConfig, SiteInfo
+from geodml.errors import ConfigError, GeodmlError
+from geodml.federation.base import CompressionConfig, PrivacyBudget, SiteInfo
 from geodml.wan import model_centralized, model_run, round_seconds
 from geodml.wire.codec import WireFormat
 
@@ -82,6 +103,9 @@ DEFAULT_CENTRAL_EVALUATIONS = 110  # L-BFGS to gtol 1e-3 on the benchmarks: 60-1
 DEFAULT_CALIBRATION_ROWS = 50_000
 LAMBDA_EXPONENT = 0.75  # calibration on a share f of the rows uses lambda / f**0.75
 SESSION_BYTES = 400  # Prepare (down and up), Export's request and Close of one site
+PRIVATE_METHODS = frozenset({"dp-gd"})  # methods that release only noisy sums
+TWIN_ROUNDS = 3  # rounds a private plan's twin runs; the rest repeat its last round
+TWIN_ROWS = 16  # random rows per twin site
 
 Optimize = Literal["usd", "bytes", "seconds"]
 Calibrate = Literal["auto", "always", "never"]
@@ -186,6 +210,7 @@ class Estimate:
     calibration_wan_bytes: int = 0
     per_link: dict[str, int] = field(default_factory=dict)
     variant: dict | None = None
+    privacy: dict | None = None  # a private plan: each site's noise and budget, its cost
 
 
 @dataclass
@@ -263,7 +288,7 @@ def _bound_links(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> d
         if s.name == home:
             continue
         restrict = (variant.restrict_to_support is not False and s.support_size > 0
-                    and not variant.secure)
+                    and not variant.secure and variant.method not in PRIVATE_METHODS)
         dim = s.support_size if restrict else s.features
         links[f"{home}->{s.name}"] = MIN_VECTOR_ROUNDS * dim * down
         links[f"{s.name}->{home}"] = MIN_VECTOR_ROUNDS * dim * up
@@ -356,15 +381,17 @@ def count_calls(records: list[dict], call: str) -> int:
 
 
 def _geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Deployment,
-                  workload: Workload, calibration_bytes: int = 0) -> Estimate:
+                  workload: Workload, calibration_bytes: int = 0,
+                  refusals: Sequence[str] = ()) -> Estimate:
     from geodml.wan import egress_usd
 
     links = {k: int(v) for k, v in record["links"].items()}
     wan = sum(links.values())
     usd = egress_usd(links, deployment)
     seconds = float(record["seconds"])
-    return Estimate(variant.name, "geo", True, wan, seconds, usd, wan * workload.runs,
+    return Estimate(variant.name, "geo", not refusals, wan, seconds, usd, wan * workload.runs,
                     seconds * workload.runs, usd * workload.runs, basis,
+                    why_not="; ".join(refusals),
                     rounds=int(record.get("rounds", 0)),
                     vector_rounds=float(record.get("vector_rounds", 0.0)),
                     calibration_wan_bytes=calibration_bytes, per_link=links,
@@ -372,7 +399,8 @@ def _geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Dep
 
 
 def _lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
-                          deployment: Deployment, workload: Workload) -> Estimate:
+                          deployment: Deployment, workload: Workload,
+                          refusals: Sequence[str] = ()) -> Estimate:
     """The bound of :func:`lower_bound_bytes` as an estimate: its links' bytes, and the
     slowest site's path, one round at a time."""
     home = deployment.home
@@ -380,8 +408,125 @@ def _lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
     per_round = {name: nbytes // MIN_VECTOR_ROUNDS for name, nbytes in links.items()}
     record = {"links": links, "rounds": MIN_VECTOR_ROUNDS, "vector_rounds": MIN_VECTOR_ROUNDS,
               "seconds": MIN_VECTOR_ROUNDS * round_seconds(per_round, deployment)}
+    why = "not calibrated: refused by policy" if refusals else "cannot beat centralizing"
     return _geo_estimate(variant, record, f"lower bound ({MIN_VECTOR_ROUNDS} vector rounds): "
-                         "cannot beat centralizing", deployment, workload)
+                         f"{why}", deployment, workload, refusals=refusals)
+
+
+def policy_refusals(variant: GeoVariant, sites: Sequence[SiteInfo],
+                    workload: Workload) -> list[str]:
+    """Why the sites' policies (or budgets) refuse ``variant``; empty: it may run."""
+    private = variant.method in PRIVATE_METHODS
+    out = []
+    for s in sites:
+        if s.requires_secure_aggregation and not variant.secure:
+            out.append(f"site {s.name} sends only masked sums "
+                       "(require_secure_aggregation = true)")
+        if s.privacy is not None and not private:
+            out.append(f"site {s.name} sends only differentially private sums "
+                       f"(dp_epsilon = {s.privacy.epsilon:g}): plan dp-gd")
+        if s.privacy is None and private:
+            out.append(f"site {s.name} has no privacy budget (dp_epsilon, dp_delta): "
+                       f"{variant.method} needs one at every site")
+    if private and workload.runs > 1:
+        out.append(f"{variant.method} spends what every site's budget has left in one run; "
+                   f"a workload of {workload.runs} runs cannot be trained privately")
+    return out
+
+
+def _twin_rounds(variant: GeoVariant, sites: Sequence[SiteInfo], home: str,
+                 workload: Workload, lam: float, rounds: int) -> tuple[list[dict], list[bool]]:
+    """Bytes per link of every round of a private run, and which rounds are gradient
+    rounds, from its twin (see the module docstring)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from geodml.algorithms.record import RunRecorder
+    from geodml.algorithms.registry import TrainSpec, train
+    from geodml.data.dataset import Dataset
+    from geodml.federation import AuditLog, Federation
+    from geodml.federation.meter import read_audit
+    from geodml.federation.transport import InProcessTransport
+    from geodml.site.policy import Policy
+    from geodml.site.service import SiteService
+    from geodml.wan import group_audit, rounds_from_audit
+
+    rng = np.random.default_rng(0)
+    services = []
+    for s in sites:
+        X = sp.random(TWIN_ROWS, s.features, density=min(1.0, 4 / max(1, s.features)),
+                      format="csr", random_state=rng, dtype=np.float32)
+        data = Dataset(X, (rng.random(TWIN_ROWS) < 0.5).astype(np.float64), s.space)
+        budget = s.privacy or PrivacyBudget(1.0, 1e-5, 0.0, ())
+        services.append(SiteService(s.name, s.region, data, Policy(
+            dp_epsilon=budget.epsilon, dp_delta=budget.delta)))
+    twin = min(rounds, TWIN_ROUNDS)
+    params = {**dict(variant.params), "rounds": twin}
+    with tempfile.TemporaryDirectory(prefix="geodml-twin-") as scratch:
+        audit = str(Path(scratch) / "audit.jsonl")
+        with Federation([InProcessTransport(s) for s in services], home,
+                        audit=AuditLog(audit), compression=variant.compression(),
+                        secure=variant.secure_aggregation()) as fed:
+            spec = TrainSpec(loss=workload.loss, lam=lam, params=params)
+            train(fed, variant.method, spec, RunRecorder(fed))
+            fed.close_sessions()
+        records = read_audit(audit)
+    per_round = rounds_from_audit(records)
+    gradient = [group[0].get("call") == "Evaluate" for group in group_audit(records)]
+    last = max(i for i, g in enumerate(gradient) if g)
+    extra = rounds - twin
+    return (per_round[:last + 1] + [per_round[last]] * extra + per_round[last + 1:],
+            gradient[:last + 1] + [True] * extra + gradient[last + 1:])
+
+
+def _private_estimate(variant: GeoVariant, sites: Sequence[SiteInfo], deployment: Deployment,
+                      workload: Workload, lam: float, nnz_per_second: float,
+                      refusals: list[str]) -> Estimate:
+    """A private plan priced from its twin, with every site's noise and its cost."""
+    from geodml.algorithms.dpgd import dp_gd_settings
+    from geodml.algorithms.registry import TrainSpec
+    from geodml.privacy.dp import calibrate_noise, epsilon_spent
+    from geodml.privacy.noise_cost import mean_gradient_noise_std, objective_cost_bound
+
+    rounds, clip, step = dp_gd_settings(dict(variant.params), lam, TrainSpec().max_rounds)
+    sigma: dict[str, float] = {}
+    privacy_sites = {}
+    for s in sites:
+        if s.privacy is None:
+            continue
+        b = s.privacy
+        try:
+            sigma[s.name] = calibrate_noise(b.epsilon, b.delta, rounds, b.noise_multipliers)
+        except GeodmlError as e:
+            refusals.append(f"site {s.name}: {e}")
+            continue
+        privacy_sites[s.name] = {
+            "epsilon": b.epsilon, "delta": b.delta, "epsilon_spent_before": b.epsilon_spent,
+            "noise_multiplier": sigma[s.name],
+            "epsilon_spent_after": epsilon_spent([*b.noise_multipliers,
+                                                  *[sigma[s.name]] * rounds], b.delta)}
+    n_rows = sum(s.rows for s in sites)
+    noise_std = mean_gradient_noise_std(sigma, clip, n_rows)
+    bound = objective_cost_bound(sites[0].features, step, rounds, noise_std, lam)
+    if all(s.privacy is not None for s in sites):
+        per_round, gradient = _twin_rounds(variant, sites, deployment.home, workload, lam,
+                                           rounds)
+    else:  # refused, and no twin can run it: one dense vector each way per round
+        vector = {k: v // MIN_VECTOR_ROUNDS
+                  for k, v in _bound_links(sites, deployment.home, variant).items()}
+        per_round, gradient = [vector] * rounds, [True] * rounds
+    compute = max(s.nnz for s in sites) / max(nnz_per_second, 1e-9)
+    modeled = model_run(per_round, deployment, [compute if g else 0.0 for g in gradient])
+    record = {"links": {k: v["bytes"] for k, v in modeled.per_link.items()},
+              "seconds": modeled.seconds, "rounds": len(per_round),
+              "vector_rounds": float(rounds)}
+    basis = (f"{rounds} private rounds (fixed); the noise adds <= {bound:.2g} to the "
+             "objective (quadratic model; clipping bias not included)")
+    estimate = _geo_estimate(variant, record, basis, deployment, workload, refusals=refusals)
+    estimate.privacy = {"sites": privacy_sites, "clip": clip, "step": step,
+                        "rounds": rounds, "noise_std": noise_std,
+                        "objective_cost_bound": bound}
+    return estimate
 
 
 def _central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workload: Workload,
@@ -392,10 +537,16 @@ def _central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workloa
                + SESSION_BYTES for s in sites if s.name != deployment.home}
     modeled = model_centralized(exports, deployment, train_seconds)
     refusing = [s.name for s in sites if not s.raw_export_allowed and s.name != deployment.home]
-    why = ""
+    masked = [s.name for s in sites if s.requires_secure_aggregation]
+    reasons = []
     if refusing:
-        why = (f"the policy of site {', '.join(refusing)} forbids raw export "
-               "(allow_raw_export = false); priced as if granted an exception")
+        reasons.append(f"the policy of site {', '.join(refusing)} forbids raw export "
+                       "(allow_raw_export = false)")
+    if masked:  # such a site refuses every unmasked session, the export's too
+        reasons.append(f"site {', '.join(masked)} sends only masked sums "
+                       "(require_secure_aggregation = true)")
+        refusing += masked
+    why = "; ".join(reasons) + "; priced as if granted an exception" if reasons else ""
     copy = modeled.seconds - train_seconds
     factor = workload.copy_factor
     # later days copy only their new rows, and every run trains on the day's data
@@ -427,7 +578,17 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     central_permitted = central_probe.permitted
     records: dict[str, tuple[dict, str, int]] = {}
     lower: list[Estimate] = []
+    private: list[GeoVariant] = []
+    refused: dict[str, list[str]] = {}
     for variant in variants:
+        refused[variant.name] = policy_refusals(variant, sites, workload)
+        if variant.method in PRIVATE_METHODS:
+            private.append(variant)  # priced below, from a twin: no budget is spent
+            continue
+        if refused[variant.name]:
+            lower.append(_lower_bound_estimate(variant, sites, deployment, workload,
+                                               refused[variant.name]))
+            continue
         key = CalibrationStore.key(sites, workload, lam, variant)
         recorded = store.get(key)
         if recorded is not None:
@@ -449,8 +610,8 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
     evaluations = lbfgs["evaluations"] if lbfgs else DEFAULT_CENTRAL_EVALUATIONS
     nnz = sum(s.nnz for s in sites)
-    train_seconds = evaluations * nnz / home_throughput(nnz / max(1, n_rows),
-                                                        sites[0].features)
+    throughput = home_throughput(nnz / max(1, n_rows), sites[0].features)
+    train_seconds = evaluations * nnz / throughput
     basis = "sampled export size"
     if not lbfgs:
         basis += f"; {DEFAULT_CENTRAL_EVALUATIONS} evaluations assumed"
@@ -460,6 +621,10 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         if variant.name in records:
             rec, why, cal = records[variant.name]
             estimates.append(_geo_estimate(variant, rec, why, deployment, workload, cal))
+    for variant in private:
+        say(f"pricing {variant.name} from a twin of the sites (no budget is spent)")
+        estimates.append(_private_estimate(variant, sites, deployment, workload, lam,
+                                           throughput, refused[variant.name]))
     estimates += lower
     recommended, reason = _recommend(estimates, optimize)
     return Plan(estimates, recommended, reason, workload, optimize, _site_rows(sites))

@@ -21,7 +21,8 @@ from geodml.optim import LbfgsOptions
 
 @dataclass
 class Refused:
-    """The centralized plan is not permitted: these sites' policies forbid export."""
+    """The centralized plan is not permitted: these sites' policies forbid export (or
+    any session that is not masked or private)."""
 
     sites: list[str]
     messages: list[str]
@@ -36,7 +37,12 @@ def train_centralized_baseline(
 ) -> RunResult | Refused:
     """Export all rows to the home DC and train there; or say who refused."""
     lam = 1.0 / fed.n_rows if lam is None else float(lam)
-    fed.prepare(loss, lam, restrict_to_support=False)  # a session for Export; no support
+    try:  # a session for Export; no support. Masked-only or private sites refuse it
+        fed.prepare(loss, lam, restrict_to_support=False, job="export")
+    except SiteCallError as e:
+        if e.code != "PERMISSION_DENIED":
+            raise
+        return Refused([e.site], [str(e)])
     recorder = recorder or RunRecorder(fed)
     start = time.perf_counter()
     parts: dict[str, Dataset] = {}

@@ -53,13 +53,19 @@ def noise_multipliers(fed: Federation, rounds: int) -> dict[str, float]:
     return out
 
 
-def train_dp_gd(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
-    p = read_params("dp-gd", spec.params, SCHEMA)
-    rounds, clip = min(p["rounds"], spec.max_rounds), p["clip"]
+def dp_gd_settings(params: dict, lam: float, max_rounds: int) -> tuple[int, float, float]:
+    """``(rounds, clip, step)`` of a dp-gd job from its params (defaults in the module
+    docstring); the planner prices a private plan with the same numbers."""
+    p = read_params("dp-gd", params, SCHEMA)
+    rounds, clip = min(p["rounds"], max_rounds), p["clip"]
     if rounds < 1 or not clip > 0 or (p["step"] is not None and not p["step"] > 0):
         raise ConfigError("dp-gd: rounds >= 1, clip > 0 and step > 0 are required")
+    return rounds, clip, p["step"] or 1.0 / (0.25 * clip * clip + lam)
+
+
+def train_dp_gd(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
     lam = spec.lam_for(fed)
-    step = p["step"] or 1.0 / (0.25 * clip * clip + lam)
+    rounds, clip, step = dp_gd_settings(spec.params, lam, spec.max_rounds)
     sigma = noise_multipliers(fed, rounds)
     fed.prepare(spec.loss, lam, privacy=PrivacyJob(clip, sigma))
     N = fed.n_rows

@@ -69,6 +69,10 @@ def _print_plan(plan) -> None:
     for e in plan.estimates:
         if not e.permitted:
             console.print(f"[red]{e.plan} is not permitted:[/] {e.why_not}")
+        for site, b in sorted((e.privacy or {}).get("sites", {}).items()):
+            console.print(f"{e.plan}: site {site} adds noise x{b['noise_multiplier']:.3g} and "
+                          f"will have spent epsilon {b['epsilon_spent_after']:.3g} of "
+                          f"{b['epsilon']:g} (delta {b['delta']:g})")
     if plan.recommended:
         console.print(f"[bold]recommended: {plan.recommended}[/] ({plan.reason})")
     else:
@@ -95,7 +99,7 @@ def _summary(c) -> None:
             console.print(f"[red]{r.plan}: refused[/] by {', '.join(r.refused_by)} "
                           f"({r.messages[0]})")
     for r in c.runs:
-        if r.kind != "geo" or central is None:
+        if r.kind != "geo" or central is None or r.refused_by:
             continue
         ratio = central.wan_bytes / max(1, r.wan_bytes)
         than = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"

@@ -576,9 +576,6 @@ class Federation:
     def _check_compatible(self) -> None:
         ref = next(iter(self.sites.values()))
         for info in self.sites.values():
-            if self.secure is None and info.requires_secure_aggregation:
-                raise GeodmlError(f"site {info.name}'s policy requires secure aggregation "
-                                  "(require_secure_aggregation): train with it on")
             if self.secure is not None and "secure_aggregation" not in info.capabilities:
                 raise GeodmlError(f"site {info.name} does not support secure aggregation")
             if info.protocol_version != PROTOCOL_VERSION:
@@ -677,6 +674,10 @@ class Federation:
         (never under secure aggregation: masked vectors are dense). ``privacy``: a
         differentially private job (the sites then send only noisy gradient sums)."""
         self.close_sessions()
+        for info in self.sites.values():  # before any session is opened
+            if self.secure is None and info.requires_secure_aggregation and job != "export":
+                raise GeodmlError(f"site {info.name}'s policy requires secure aggregation "
+                                  "(require_secure_aggregation): train with it on")
         secure = self._secure_setup()
         if secure is not None or privacy is not None:  # dense: the support is data too
             restrict_to_support = False
