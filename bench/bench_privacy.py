@@ -18,9 +18,11 @@ table gives test AUC and accuracy (mean ± std over seeds), their difference to 
 non-private model, the noise multiplier of every site, the epsilon every site's ledger
 has spent (``result.info["privacy"]``) next to the same recomputed from the noise
 multipliers alone (``epsilon_spent([sigma] * releases, delta)``, a check of the
-ledger), and the WAN bytes. The reference row (epsilon = inf) is ``sqm-lbfgs`` run to
-its optimum on the same sites without a budget. Needs ../shared/datasets (skips
-without it).
+ledger), the objective the noise cost (``F(w) - F(w_0)`` on the training rows, ``w_0``
+the same run without noise: ``geodml.privacy.noise_cost.noise_free_dp_gd``) next to
+the planner's estimate of it, and the WAN bytes. The reference row (epsilon = inf) is
+``sqm-lbfgs`` run to its optimum on the same sites without a budget. Needs
+../shared/datasets (skips without it).
 
 The math, in brief. The model minimises
 ``F(w) = (1/N) sum_i log(1 + exp(-s_i x_i.w)) + (lambda/2) ||w||^2``. DP-GD round t:
@@ -68,6 +70,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from geodml.algorithms.dpgd import dp_gd_settings
 from geodml.algorithms.record import RunResult
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import Dataset
@@ -75,7 +78,13 @@ from geodml.data.readers import read_dataset
 from geodml.federation import Federation
 from geodml.federation.transport import InProcessTransport
 from geodml.metrics import accuracy, roc_auc
+from geodml.models.losses import get_loss
 from geodml.privacy.dp import epsilon_spent
+from geodml.privacy.noise_cost import (
+    mean_gradient_noise_std,
+    noise_free_dp_gd,
+    noise_objective_cost,
+)
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 
@@ -148,16 +157,35 @@ class Point:
     releases: int
     wan_bytes: float  # mean over seeds
     seconds: float  # mean over seeds
+    noise_cost: list[float]  # F(w) - F(the same run without noise), per seed
+    estimate: float  # the planner's estimate of the mean of noise_cost
+
+
+def train_objective(problem: Problem, w: np.ndarray, lam: float) -> float:
+    """``F(w)`` over the sites' rows."""
+    loss = sum(float(get_loss("logistic").value(p.y, p.X @ w).sum()) for p in problem.parts)
+    return loss / problem.n_rows + 0.5 * lam * float(w @ w)
+
+
+def noise_free_objective(problem: Problem, spec: TrainSpec) -> float:
+    """``F`` at DP-GD's output without noise (the same clip, step, rounds)."""
+    rounds, clip, step = dp_gd_settings(spec.params, spec.lam, spec.max_rounds)
+    everything = Dataset.concat(problem.parts)
+    w = noise_free_dp_gd(everything.X, everything.y, get_loss("logistic"), spec.lam, clip,
+                         step, rounds)
+    return train_objective(problem, w, spec.lam)
 
 
 def private_point(problem: Problem, epsilon: float, delta: float, seeds: int,
-                  spec: TrainSpec) -> Point:
-    point = Point(epsilon, [], [], {}, {}, {}, 0, 0.0, 0.0)
+                  spec: TrainSpec, f_noise_free: float) -> Point:
+    point = Point(epsilon, [], [], {}, {}, {}, 0, 0.0, 0.0, [], 0.0)
+    rounds, clip, step = dp_gd_settings(spec.params, spec.lam, spec.max_rounds)
     for seed in range(seeds):
         result, seconds = run(problem, "dp-gd", spec, epsilon, delta, seed)
         auc, acc = scores(problem, result.w)
         point.auc.append(auc)
         point.acc.append(acc)
+        point.noise_cost.append(train_objective(problem, result.w, spec.lam) - f_noise_free)
         for site, p in result.info["privacy"].items():
             point.sigma[site] = p["noise_multiplier"]
             point.spent[site] = max(point.spent.get(site, 0.0), p["epsilon_spent"])
@@ -166,6 +194,8 @@ def private_point(problem: Problem, epsilon: float, delta: float, seeds: int,
             point.releases = p["releases"]
         point.wan_bytes += result.wan_bytes / seeds
         point.seconds += seconds / seeds
+    std = mean_gradient_noise_std(point.sigma, clip, problem.n_rows)
+    point.estimate = noise_objective_cost(problem.parts[0].n_features, step, rounds, std, spec.lam)
     return point
 
 
@@ -182,7 +212,8 @@ def mean_std(values: list[float]) -> str:
 
 
 HEADER = ["epsilon", "test AUC", "test accuracy", "ΔAUC", "Δaccuracy", "sigma / site",
-          "epsilon spent / site", "recomputed", "WAN bytes", "s / run"]
+          "epsilon spent / site", "recomputed", "noise cost in F", "planner's estimate",
+          "WAN bytes", "s / run"]
 
 
 def point_row(p: Point, ref_auc: float, ref_acc: float) -> list[str]:
@@ -193,7 +224,9 @@ def point_row(p: Point, ref_auc: float, ref_acc: float) -> list[str]:
     return [f"{p.epsilon:g}", mean_std(p.auc), mean_std(p.acc),
             f"{np.mean(p.auc) - ref_auc:+.4f}", f"{np.mean(p.acc) - ref_acc:+.4f}",
             spread(p.sigma, ".2f"), spread(p.spent, ".4f"),
-            f"{spread(p.recomputed, '.4f')} ({check})", human_bytes(p.wan_bytes),
+            f"{spread(p.recomputed, '.4f')} ({check})",
+            f"{np.mean(p.noise_cost):.2e} ± {np.std(p.noise_cost):.1e}", f"{p.estimate:.2e}",
+            human_bytes(p.wan_bytes),
             f"{p.seconds:.1f}"]
 
 
@@ -263,10 +296,12 @@ def main() -> None:
     ref, ref_seconds = run(problem, "sqm-lbfgs", TrainSpec(lam=lam), None, args.delta, 0)
     ref_auc, ref_acc = scores(problem, ref.w)
     rows = [["inf (sqm-lbfgs)", f"{ref_auc:.4f}", f"{ref_acc:.4f}", "0", "0", "0", "-", "-",
-             human_bytes(ref.wan_bytes), f"{ref_seconds:.1f}"]]
+             "-", "-", human_bytes(ref.wan_bytes), f"{ref_seconds:.1f}"]]
     points = []
+    f_noise_free = noise_free_objective(problem, dp_spec)
     for epsilon in epsilons:
-        points.append(private_point(problem, epsilon, args.delta, args.seeds, dp_spec))
+        points.append(private_point(problem, epsilon, args.delta, args.seeds, dp_spec,
+                                    f_noise_free))
         rows.append(point_row(points[-1], ref_auc, ref_acc))
         if not args.markdown:
             print(" | ".join(rows[-1]), flush=True)

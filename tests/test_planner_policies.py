@@ -23,8 +23,11 @@ from geodml.federation import AuditLog, Federation
 from geodml.federation.transport import InProcessTransport
 from geodml.models.losses import get_loss
 from geodml.planner import GeoVariant, Workload, make_plan
-from geodml.privacy.dp import clipped_gradient_sum, row_l2_norms
-from geodml.privacy.noise_cost import direction_cost, objective_cost_bound
+from geodml.privacy.noise_cost import (
+    direction_cost,
+    noise_free_dp_gd,
+    noise_objective_cost,
+)
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 
@@ -117,7 +120,7 @@ def test_a_private_plan_is_priced_without_spending_budget_and_predicts_the_run(
                                                               rel=1e-9)
         assert predicted["epsilon_spent_after"] == pytest.approx(ran["epsilon_spent"],
                                                                  rel=1e-6)
-    assert 0 < private.privacy["objective_cost_bound"] < 1
+    assert 0 < private.privacy["noise_objective_cost"] < 1
 
 
 def test_a_spent_budget_or_a_workload_of_runs_makes_the_private_plan_not_permitted(
@@ -163,26 +166,16 @@ def test_direction_cost_matches_a_simulation_of_the_noisy_iteration():
         assert direction_cost(h, step, rounds, s)[0] == pytest.approx(simulated, rel=0.05)
 
 
-def noise_free_dp_gd(data: Dataset, lam: float, clip: float, step: float, rounds: int):
-    """DP-GD's iteration without noise, in one place: the reference the noise is added to."""
-    loss, norms = get_loss("logistic"), row_l2_norms(data.X)
-    w, tail = np.zeros(data.n_features), np.zeros(data.n_features)
-    for t in range(1, rounds + 1):
-        g = clipped_gradient_sum(data.X, data.y, w, loss, clip, norms) / data.n_rows + lam * w
-        w = w - step * g
-        if t > rounds // 2:
-            tail += w
-    return tail / (rounds - rounds // 2)
-
-
 def objective(data: Dataset, w: np.ndarray, lam: float) -> float:
     z = data.X @ w
     return float(np.mean(get_loss("logistic").value(data.y, z)) + 0.5 * lam * w @ w)
 
 
-def test_the_noise_costs_no_more_objective_than_the_bound(datasets, deployment):
-    """Over seeds, F(w_dp) - F(w without noise) averages below the planner's bound (and
-    is not vacuous: the noise costs something)."""
+def test_the_noise_costs_no_more_objective_than_the_estimate_where_its_model_holds(
+        datasets, deployment):
+    """Over seeds, F(w_dp) - F(w without noise) averages below the planner's estimate,
+    which bounds it where rows have norm about C (here: hashed one-hot rows, C = 1) and
+    is not vacuous (the noise costs at least a tenth of it)."""
     everything = Dataset(sp.vstack([d.X for d in datasets.values()]).tocsr(),
                          np.concatenate([d.y for d in datasets.values()]),
                          next(iter(datasets.values())).space)
@@ -190,15 +183,16 @@ def test_the_noise_costs_no_more_objective_than_the_bound(datasets, deployment):
     plan = make_plan(Sites(datasets, dp_epsilon=2.0, dp_delta=DELTA), deployment, [DP],
                      Workload(lam=LAM))
     privacy = plan.estimate(DP.name).privacy
-    bound = privacy["objective_cost_bound"]
-    assert bound == pytest.approx(objective_cost_bound(
+    estimate = privacy["noise_objective_cost"]
+    assert estimate == pytest.approx(noise_objective_cost(
         everything.n_features, privacy["step"], ROUNDS, privacy["noise_std"], LAM))
-    reference = objective(everything, noise_free_dp_gd(everything, LAM, clip,
-                                                       privacy["step"], ROUNDS), LAM)
+    reference = objective(everything, noise_free_dp_gd(
+        everything.X, everything.y, get_loss("logistic"), LAM, clip, privacy["step"], ROUNDS),
+        LAM)
     costs = []
     for seed in range(6):
         sites = Sites(datasets, seed=seed, dp_epsilon=2.0, dp_delta=DELTA)
         with sites() as fed:
             result = train(fed, "dp-gd", TrainSpec(lam=LAM, params={"rounds": ROUNDS}))
         costs.append(objective(everything, result.w, LAM) - reference)
-    assert 0 < np.mean(costs) <= bound, (costs, bound)
+    assert estimate / 10 < np.mean(costs) <= estimate, (costs, estimate)

@@ -70,8 +70,8 @@ but a handful of random rows each, run for :data:`TWIN_ROUNDS` rounds through th
 wire, its last gradient round repeated for the rest (every round moves the same dense
 vectors). Compute per round is a value+gradient pass over the site's nonzeros at this
 machine's throughput. Each site's noise multiplier is calibrated now against its
-remaining budget, exactly as the run will, and its cost in objective is bounded by
-:mod:`geodml.privacy.noise_cost`. A budget that cannot pay for the rounds, or a
+remaining budget, exactly as the run will, and the objective its noise costs is
+estimated by :mod:`geodml.privacy.noise_cost`. A budget that cannot pay for the rounds, or a
 workload of more than one run (``dp-gd`` spends what a site has left in one run),
 makes the plan not permitted.
 
@@ -486,7 +486,7 @@ def _private_estimate(variant: GeoVariant, sites: Sequence[SiteInfo], deployment
     from geodml.algorithms.dpgd import dp_gd_settings
     from geodml.algorithms.registry import TrainSpec
     from geodml.privacy.dp import calibrate_noise, epsilon_spent
-    from geodml.privacy.noise_cost import mean_gradient_noise_std, objective_cost_bound
+    from geodml.privacy.noise_cost import mean_gradient_noise_std, noise_objective_cost
 
     rounds, clip, step = dp_gd_settings(dict(variant.params), lam, TrainSpec().max_rounds)
     sigma: dict[str, float] = {}
@@ -507,7 +507,7 @@ def _private_estimate(variant: GeoVariant, sites: Sequence[SiteInfo], deployment
                                                   *[sigma[s.name]] * rounds], b.delta)}
     n_rows = sum(s.rows for s in sites)
     noise_std = mean_gradient_noise_std(sigma, clip, n_rows)
-    bound = objective_cost_bound(sites[0].features, step, rounds, noise_std, lam)
+    cost = noise_objective_cost(sites[0].features, step, rounds, noise_std, lam)
     if all(s.privacy is not None for s in sites):
         per_round, gradient = _twin_rounds(variant, sites, deployment.home, workload, lam,
                                            rounds)
@@ -520,12 +520,12 @@ def _private_estimate(variant: GeoVariant, sites: Sequence[SiteInfo], deployment
     record = {"links": {k: v["bytes"] for k, v in modeled.per_link.items()},
               "seconds": modeled.seconds, "rounds": len(per_round),
               "vector_rounds": float(rounds)}
-    basis = (f"{rounds} private rounds (fixed); the noise adds <= {bound:.2g} to the "
+    basis = (f"{rounds} private rounds (fixed); the noise adds ~{cost:.2g} to the "
              "objective (quadratic model; clipping bias not included)")
     estimate = _geo_estimate(variant, record, basis, deployment, workload, refusals=refusals)
     estimate.privacy = {"sites": privacy_sites, "clip": clip, "step": step,
                         "rounds": rounds, "noise_std": noise_std,
-                        "objective_cost_bound": bound}
+                        "noise_objective_cost": cost}
     return estimate
 
 
