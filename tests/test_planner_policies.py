@@ -8,13 +8,16 @@ noise must be those of the real run.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from click.testing import CliRunner
 
 from geodml.algorithms.registry import TrainSpec, train
-from geodml.data import load_dataset
+from geodml.cli import main
+from geodml.data import load_dataset, save_dataset
 from geodml.data.dataset import Dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
@@ -28,6 +31,8 @@ from geodml.privacy.noise_cost import (
     noise_free_dp_gd,
     noise_objective_cost,
 )
+from geodml.site.config import DataConfig, PrivacyConfig, SiteConfig
+from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 
@@ -196,3 +201,53 @@ def test_the_noise_costs_no_more_objective_than_the_estimate_where_its_model_hol
             result = train(fed, "dp-gd", TrainSpec(lam=LAM, params={"rounds": ROUNDS}))
         costs.append(objective(everything, result.w, LAM) - reference)
     assert estimate / 10 < np.mean(costs) <= estimate, (costs, estimate)
+
+
+# -- over real site processes, from the CLI -----------------------------------------------
+
+
+def test_compare_over_private_sites_runs_only_the_private_plan_and_reports_budgets(
+        datasets, tmp_path):
+    """Three DP site processes: `geodml plan` prices dp-gd without spending budget and
+    refuses fadl-subspace; `geodml compare` runs dp-gd only, reports the budgets spent,
+    and the planner's bytes are the metered ones."""
+    names = REGIONS[:3]
+    data_dirs = {}
+    for n in names:
+        data_dirs[n] = tmp_path / "data" / n
+        save_dataset(data_dirs[n], datasets[n])
+    configs = [SiteConfig(name=n, region=n, insecure=True, data=DataConfig(path=data_dirs[n]),
+                          policy=Policy(dp_epsilon=1.0, dp_delta=DELTA),
+                          privacy=PrivacyConfig(ledger=tmp_path / f"{n}-ledger.json"))
+               for n in names]
+    with LocalCluster(configs, tmp_path / "sites", insecure=True) as cluster:
+        lines = [f"home = {json.dumps(HOME)}", "insecure = true"]
+        for n in names:
+            lines += ["", "[[sites]]", f"name = {json.dumps(n)}", f"region = {json.dumps(n)}",
+                      f"address = {json.dumps(cluster.sites[n].address)}"]
+        deployment = tmp_path / "deployment.toml"
+        deployment.write_text("\n".join(lines) + "\n")
+        methods = ["--method", "dp-gd", "--method", "fadl-subspace"]
+        planned = CliRunner().invoke(main, ["plan", str(deployment), *methods,
+                                            "--json", str(tmp_path / "plan.json")])
+        assert planned.exit_code == 0, planned.output
+        assert "recommended: dp-gd" in planned.output
+        assert "fadl-subspace is not permitted" in planned.output
+        assert "site eu-west adds noise" in planned.output
+        with Federation(cluster.transports(), home=HOME) as fed:
+            assert all(fed.describe_site(n).privacy.epsilon_spent == 0 for n in names)
+        report = tmp_path / "report"
+        compared = CliRunner().invoke(main, ["compare", str(deployment), *methods,
+                                             "--out", str(report)])
+        assert compared.exit_code == 0, compared.output
+    runs = {r["plan"]: r for r in json.loads((report / "report.json").read_text())["runs"]}
+    assert runs["fadl-subspace"]["refused_by"] == sorted(names)
+    assert runs["fadl-subspace"]["wan_bytes"] == 0
+    assert runs["centralize"]["refused_by"]  # a private site opens no plain session
+    dp = runs["dp-gd"]
+    assert dp["objective"] is None and 0.5 < dp["test"].get("auc", 0.6) <= 1
+    assert abs(dp["prediction_error"]) < 0.01
+    assert set(dp["privacy"]) == set(names)
+    assert all(0.99 <= b["epsilon_spent"] <= 1.0 + 1e-9 for b in dp["privacy"].values())
+    markdown = (report / "report.md").read_text()
+    assert "## Privacy budgets" in markdown and "| dp-gd | eu-west |" in markdown

@@ -9,9 +9,11 @@ A dataset directory holds::
     labels.bin    float64[n_rows]
 
 Raw arrays load with one ``read`` each, or memory-mapped (``mmap=True``) for data
-that does not fit in memory. :class:`DatasetWriter` appends chunks as a reader
-yields them, so converting a file needs memory for one chunk only; ``meta.json``
-is written last (write-then-rename), so a directory without it is incomplete.
+that does not fit in memory; :func:`map_dataset` maps them without copying any
+array of ``nnz`` entries, for a site that streams its rows block by block.
+:class:`DatasetWriter` appends chunks as a reader yields them, so converting a file
+needs memory for one chunk only; ``meta.json`` is written last (write-then-rename),
+so a directory without it is incomplete.
 """
 
 from __future__ import annotations
@@ -161,14 +163,12 @@ def read_meta(path: str | os.PathLike) -> dict:
         f"not a complete geodml dataset directory (no {_META})", missing_at=path)
 
 
-def load_dataset(path: str | os.PathLike, mmap: bool = False) -> Dataset:
-    """Load a dataset directory written by :class:`DatasetWriter`.
-
-    With ``mmap=True`` the arrays are memory-mapped read-only instead of read.
-    """
-    path = Path(path)
-    meta = read_meta(path)
-    n, d, nnz = meta["n_rows"], meta["n_features"], meta["nnz"]
+def _arrays(path: Path, meta: dict, mmap: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """``indptr, indices, values (None when absent: every value is 1), labels`` of a
+    dataset directory, read or memory-mapped; a file of the wrong size is an error
+    naming it."""
+    n, nnz = meta["n_rows"], meta["nnz"]
 
     def arr(name: str, dtype, count: int) -> np.ndarray:
         f = path / name
@@ -186,9 +186,56 @@ def load_dataset(path: str | os.PathLike, mmap: bool = False) -> Dataset:
     indptr = arr("indptr.bin", np.int64, n + 1)
     indices = arr("indices.bin", np.int32, nnz)
     vdtype = meta["values_dtype"]
-    values = np.ones(nnz, np.float32) if vdtype is None else arr("values.bin", vdtype, nnz)
+    values = None if vdtype is None else arr("values.bin", vdtype, nnz)
     labels = arr("labels.bin", np.float64, n)
+    return indptr, indices, values, labels
+
+
+def load_dataset(path: str | os.PathLike, mmap: bool = False) -> Dataset:
+    """Load a dataset directory written by :class:`DatasetWriter`.
+
+    With ``mmap=True`` the arrays are memory-mapped read-only instead of read (absent
+    values are still an array of ones in memory; see :func:`map_dataset`).
+    """
+    path = Path(path)
+    meta = read_meta(path)
+    n, d, nnz = meta["n_rows"], meta["n_features"], meta["nnz"]
+    indptr, indices, values, labels = _arrays(path, meta, mmap)
+    if values is None:
+        values = np.ones(nnz, np.float32)
     if nnz < 2**31 - 1 and not mmap:
         indptr = indptr.astype(np.int32)
     X = sp.csr_matrix((values, indices, indptr), shape=(n, d))
+    return Dataset(X, np.asarray(labels), FeatureSpace.from_dict(meta["feature_space"]))
+
+
+def map_dataset(path: str | os.PathLike) -> Dataset:
+    """Memory-map a dataset directory without copying any array of ``nnz`` entries:
+    the form a streaming site reads block by block (:mod:`geodml.data.streamed`).
+
+    As ``load_dataset(path, mmap=True)``, except that absent values (every value 1)
+    are a read-only zero-stride stand-in (``np.broadcast_to``, no memory) instead of
+    ``4 * nnz`` bytes of ones. What is in memory: the int32 copy of the row pointers
+    that scipy makes (4 bytes per row; the mapped int64 file's pages are released
+    after). A matrix of ``2**31`` or more nonzeros is refused: scipy would need
+    64-bit column indices and copy the int32 ``indices.bin`` to them (``8 * nnz``
+    bytes).
+    """
+    from geodml.data.streamed import release_pages
+
+    path = Path(path)
+    meta = read_meta(path)
+    n, d, nnz = meta["n_rows"], meta["n_features"], meta["nnz"]
+    if nnz >= 2**31 - 1:
+        raise DataFormatError(
+            str(path / "indices.bin"), None,
+            f"{nnz} nonzeros: streaming needs fewer than 2**31 - 1 per dataset directory "
+            "(scipy would copy the int32 indices to int64 in memory); split the site's "
+            "data into several directories (geodml partition)")
+    indptr, indices, values, labels = _arrays(path, meta, mmap=True)
+    if values is None:
+        values = np.broadcast_to(np.ones(1, np.float32), (nnz,))
+    X = sp.csr_matrix((values, indices, indptr), shape=(n, d))
+    if not np.may_share_memory(X.indptr, indptr):
+        release_pages(indptr)  # scipy made its own int32 copy: the mapped pages are unused
     return Dataset(X, np.asarray(labels), FeatureSpace.from_dict(meta["feature_space"]))

@@ -27,25 +27,47 @@ coordinator can add them (the regularizer is added once, by the coordinator).
 
 Large inputs are split into row blocks computed on a thread pool (scipy's sparse
 products and numpy's ufuncs release the GIL); the block sums are added inside
-the DC. The products run in the data's dtype (float32 data: float32 products);
-margins and the loss are float64.
+the DC, in block order, so a layout of blocks gives the same bits however many
+threads compute it. The products run in the data's dtype (float32 data: float32
+products); margins and the loss are float64.
+
+Streamed (``X`` a :class:`~geodml.data.streamed.StreamedRows`): blocks hold about
+``block_nnz`` nonzeros each and are read from the memory-mapped files when a sum
+needs them, their pages released after, with at most ``2 x threads`` blocks in
+flight; ``evaluate`` computes ``z_b = X_b w``, the loss and ``X_b^T l'(z_b)`` in one
+read of each block. Resident memory is then O(rows) vectors (labels, margins ``z``,
+cached direction margins ``q`` and subspace margins ``Q``, the line search's cached
+derivatives, at most ``LINE_CACHE_STREAMED`` numbers, and the row pointers) plus
+O(threads x block) (the blocks being read, their copies when gathered or widened,
+and one partial gradient of ``d`` numbers per block in flight), not O(nnz). Calls
+that need no product (line sums, steps, subspace sums and commits, loss-only sums at
+the current point) read no block. An in-memory matrix cut into the same blocks
+(``block_nnz``) gives bitwise the same sums.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 
+from geodml.data.streamed import DEFAULT_BLOCK_NNZ, StreamedRows, csr_rows
 from geodml.models.losses import Loss
+
+T = TypeVar("T")
+Rows = sp.csr_matrix | StreamedRows  # a DC's rows: in memory, or streamed from its files
 
 BLOCK_MIN_NNZ = 1 << 20  # below this many nonzeros per block, threads cost more than they give
 LINE_CACHE_MAX = 1 << 25  # pointwise derivatives kept from a line search (rows x steps)
+LINE_CACHE_STREAMED = 1 << 22  # the same for streamed rows, whose memory is mostly O(rows)
 
 
 @dataclass
@@ -57,18 +79,58 @@ class Sums:
     rows: int
 
 
-class _Block:
-    """A contiguous row range of the CSR matrix, sharing its memory."""
+def block_bounds(indptr: np.ndarray, threads: int, block_nnz: int | None = None) -> list[int]:
+    """Row bounds of blocks of equal nonzeros: ``min(threads, nnz // BLOCK_MIN_NNZ)``
+    blocks (at least one), and with ``block_nnz`` at least ``ceil(nnz / block_nnz)``,
+    so that a block holds about ``block_nnz`` nonzeros (plus at most one row)."""
+    n_rows, nnz = len(indptr) - 1, int(indptr[-1])
+    n_blocks = max(1, min(threads, nnz // BLOCK_MIN_NNZ))
+    if block_nnz is not None:
+        n_blocks = max(n_blocks, -(-nnz // max(1, block_nnz)))
+    bounds = np.searchsorted(indptr, np.linspace(0, nnz, n_blocks + 1)).tolist()
+    bounds[0], bounds[-1] = 0, n_rows
+    return bounds
 
-    def __init__(self, X: sp.csr_matrix, y: np.ndarray, start: int, stop: int):
-        lo, hi = int(X.indptr[start]), int(X.indptr[stop])
-        indptr = np.asarray(X.indptr[start : stop + 1]) - lo
-        self.X = sp.csr_matrix(
-            (X.data[lo:hi], X.indices[lo:hi], indptr), shape=(stop - start, X.shape[1])
-        )
-        self.XT = self.X.T  # CSC view: X^T v without a conversion per call
-        self.y = np.asarray(y[start:stop], dtype=np.float64)
+
+class _Block:
+    """Rows ``start:stop`` of a DC's matrix and their labels. In memory it holds a CSR
+    view sharing the matrix's arrays; streamed it reads the rows on every use and
+    releases their pages after (:mod:`geodml.data.streamed`)."""
+
+    def __init__(self, X: Rows, y: np.ndarray, start: int, stop: int):
         self.rows = slice(start, stop)
+        self.y = np.asarray(y[start:stop], dtype=np.float64)
+        self._source: StreamedRows | None = None
+        self._held: tuple[sp.csr_matrix, sp.csc_matrix] | None = None
+        if isinstance(X, StreamedRows):
+            self._source = X
+        else:
+            m = csr_rows(X, start, stop)
+            self._held = (m, m.T)  # CSC view: X^T v without a conversion per call
+
+    @contextmanager
+    def matrix(self) -> Iterator[tuple[sp.csr_matrix, sp.csc_matrix]]:
+        """``(X_b, X_b^T)`` for the block's rows while the ``with`` lasts."""
+        if self._held is not None:
+            yield self._held
+            return
+        m = self._source.block(self.rows.start, self.rows.stop)
+        try:
+            yield m, m.T
+        finally:
+            del m
+            self._source.release(self.rows.start, self.rows.stop)
+
+
+def _vector_sum(parts: Iterable[np.ndarray]) -> np.ndarray:
+    """``(p_0 + p_1) + p_2 ...`` in float64, in the order given (one running total)."""
+    total = None
+    for part in parts:
+        if total is None:
+            total = np.array(part, dtype=np.float64)
+        else:
+            total += part
+    return total
 
 
 class SiteSums:
@@ -79,25 +141,32 @@ class SiteSums:
     needs the current point raises if :meth:`evaluate` was never called.
     """
 
-    def __init__(self, X: sp.csr_matrix, y: np.ndarray, loss: Loss, n_threads: int | None = None):
-        X = sp.csr_matrix(X)
+    def __init__(self, X: Rows, y: np.ndarray, loss: Loss, n_threads: int | None = None,
+                 block_nnz: int | None = None):
+        """``X``: the rows, a CSR matrix in memory or a :class:`StreamedRows` read block by
+        block; ``block_nnz``: nonzeros per block (streamed default
+        ``DEFAULT_BLOCK_NNZ``; in memory by default one block per thread)."""
+        if isinstance(X, StreamedRows):
+            block_nnz = block_nnz or DEFAULT_BLOCK_NNZ
+        else:
+            X = sp.csr_matrix(X)
+            if X.dtype not in (np.float32, np.float64):
+                X = X.astype(np.float64)
         if X.shape[0] != len(y):
             raise ValueError(f"{X.shape[0]} rows but {len(y)} labels")
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float64)
         self.X = X
         self.y = np.asarray(y, dtype=np.float64)
         self.loss = loss
         self.n_rows, self.n_features = X.shape
         self.dtype = X.dtype
         threads = n_threads or os.cpu_count() or 1
-        n_blocks = max(1, min(threads, X.nnz // BLOCK_MIN_NNZ))
-        bounds = np.searchsorted(X.indptr, np.linspace(0, X.nnz, n_blocks + 1)).tolist()
-        bounds[0], bounds[-1] = 0, self.n_rows
+        bounds = block_bounds(X.indptr, threads, block_nnz)
         self._blocks = [
             _Block(X, self.y, a, b) for a, b in itertools.pairwise(bounds) if b > a
         ] or [_Block(X, self.y, 0, self.n_rows)]
-        self._pool = ThreadPoolExecutor(len(self._blocks)) if len(self._blocks) > 1 else None
+        workers = min(threads, len(self._blocks))
+        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self._window = 2 * workers  # blocks submitted ahead of the one being reduced
         self.w: np.ndarray | None = None
         self.z: np.ndarray | None = None
         self.p: np.ndarray | None = None
@@ -111,63 +180,120 @@ class SiteSums:
         self.new_dirs: list[tuple[np.ndarray, np.ndarray]] = []
         self.memory: list[tuple[np.ndarray, np.ndarray]] = []
 
-    # -- helpers ---------------------------------------------------------------
-    def _map(self, fn):
-        if self._pool is None:
-            return [fn(b) for b in self._blocks]
-        return list(self._pool.map(fn, self._blocks))
+    @property
+    def streamed(self) -> bool:
+        """Whether the rows are read from their files block by block."""
+        return isinstance(self.X, StreamedRows)
 
-    def _cast(self, v: np.ndarray) -> np.ndarray:
+    # -- helpers ---------------------------------------------------------------
+    def _results(self, fn: Callable[..., T], items: Sequence | None = None) -> Iterator[T]:
+        """``fn(item)`` for every item (default: every block), yielded in order; on the
+        pool at most ``2 x workers`` items are submitted ahead of the one yielded, so
+        the blocks being read and the partial results waiting to be added stay
+        O(workers) however many blocks there are."""
+        items = self._blocks if items is None else items
+        if self._pool is None:
+            yield from map(fn, items)
+        else:
+            todo = iter(items)
+            pending = deque(self._pool.submit(fn, x)
+                            for x in itertools.islice(todo, self._window))
+            while pending:
+                result = pending.popleft().result()
+                for x in itertools.islice(todo, 1):
+                    pending.append(self._pool.submit(fn, x))
+                yield result
+        if self.streamed:  # pages a block's reads mapped in a neighbour's range
+            self.X.release(0, self.n_rows)
+
+    def _map(self, fn: Callable[[_Block], T]) -> list[T]:
+        return list(self._results(fn))
+
+    def _cast(self, v: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """``v`` checked, in ``dtype`` (default the data's), over the columns the blocks
+        multiply (streamed with a column restriction: widened to the stored ones)."""
         v = np.asarray(v)
         if v.shape != (self.n_features,):
             raise ValueError(f"vector has shape {v.shape}, expected ({self.n_features},)")
-        return v.astype(self.dtype, copy=False)
+        v = v.astype(dtype or self.dtype, copy=False)
+        return self.X.expand(v) if self.streamed else v
+
+    def _narrow(self, g: np.ndarray | None) -> np.ndarray | None:
+        """A sum of products ``X_b^T d`` back over the session's columns."""
+        return self.X.contract(g) if self.streamed and g is not None else g
 
     def _require_point(self) -> None:
         if self.z is None:
             raise RuntimeError("no current point: call evaluate(w) first")
 
+    def _pointwise(self, b: _Block, zb: np.ndarray, need_grad: bool
+                   ) -> tuple[float, np.ndarray | None]:
+        """The block's loss sum ``sum_i l(y_i, z_i)`` and, when ``need_grad``, ``l'(z)``."""
+        if not need_grad:
+            return float(self.loss.value(b.y, zb).sum()), None
+        val, d = self.loss.value_and_deriv(b.y, zb)
+        return float(val.sum()), d
+
+    def _transposed(self, XT: sp.csc_matrix, d: np.ndarray) -> np.ndarray:
+        """``X_b^T d`` in the data's dtype."""
+        return XT @ d.astype(self.dtype, copy=False)
+
+    @staticmethod
+    def _add_up(parts: Iterable[tuple[float, np.ndarray | None]], need_grad: bool
+                ) -> tuple[float, np.ndarray | None]:
+        """Loss sums and (when ``need_grad``) gradient sums of the blocks, each added in
+        block order into one running total."""
+        loss, grad = 0.0, None
+        for val, g in parts:
+            loss += val
+            if not need_grad:
+                continue
+            if grad is None:
+                grad = np.array(g, dtype=np.float64)
+            else:
+                grad += g
+        return loss, grad
+
     def _sums_at_margins(
-        self, need_grad: bool, cached: list[tuple[float, np.ndarray]] | None = None
+        self, need_grad: bool, cached: Sequence[tuple[float, np.ndarray]] | None = None
     ) -> Sums:
-        def block(i_b: tuple[int, _Block]):
+        """``L`` and (when ``need_grad``) ``G`` at the cached margins ``z``, with ``l'``
+        from ``cached`` (a line search's, per block) when given. A block is read only
+        for ``G``."""
+
+        def block(i_b: tuple[int, _Block]) -> tuple[float, np.ndarray | None]:
             i, b = i_b
             if cached is not None:
                 val_sum, d = cached[i]
             else:
-                zb = self.z[b.rows]
-                if not need_grad:
-                    return float(self.loss.value(b.y, zb).sum()), None
-                val, d = self.loss.value_and_deriv(b.y, zb)
-                val_sum = float(val.sum())
+                val_sum, d = self._pointwise(b, self.z[b.rows], need_grad)
             if not need_grad:
                 return val_sum, None
-            return val_sum, b.XT @ d.astype(self.dtype, copy=False)
+            with b.matrix() as (_, XT):
+                return val_sum, self._transposed(XT, d)
 
-        blocks = list(enumerate(self._blocks))
-        parts = [block(ib) for ib in blocks] if self._pool is None else list(
-            self._pool.map(block, blocks))
+        loss, grad = self._add_up(self._results(block, list(enumerate(self._blocks))),
+                                  need_grad)
         self.counts["rmatvec"] += int(need_grad)
-        loss = float(sum(v for v, _ in parts))
-        grad = None
-        if need_grad:
-            grad = np.asarray(parts[0][1], dtype=np.float64)
-            for _, g in parts[1:]:
-                grad = grad + g
-        return Sums(loss, grad, self.n_rows)
+        return Sums(loss, self._narrow(grad), self.n_rows)
 
     # -- the sums --------------------------------------------------------------
-    def _margins(self, w: np.ndarray) -> np.ndarray:
-        """``X w`` (one matrix product)."""
-        wc = self._cast(w)
-        z = np.empty(self.n_rows, dtype=np.float64)
+    def _margins(self, v: np.ndarray, widen: bool = False) -> np.ndarray:
+        """``X v`` (one matrix product); ``widen``: in float64, the block's values
+        widened to float64 for the product (a transient copy of them; the indices are
+        shared)."""
+        q = np.empty(self.n_rows, dtype=np.float64)
 
-        def margins(b: _Block) -> None:
-            z[b.rows] = b.X @ wc
+        def block(b: _Block) -> None:
+            with b.matrix() as (X, _):
+                if widen:
+                    X = sp.csr_matrix((X.data.astype(np.float64), X.indices, X.indptr),
+                                      shape=X.shape)
+                q[b.rows] = X @ v
 
-        self._map(margins)
+        self._map(block)
         self.counts["matvec"] += 1
-        return z
+        return q
 
     def _direction_margins(self, v: np.ndarray) -> np.ndarray:
         """``X v`` in float64 whatever the data's dtype: the margins of a direction are
@@ -175,27 +301,29 @@ class SiteSums:
         ``|X v|``) would pile up; with steps that nearly cancel, FADL's objective drifted
         by 4e-4 from ``F(w)`` after 100 iterations. float32 blocks are widened for the
         product (a transient copy of one block's values)."""
-        if self.dtype == np.float64:
-            return self._margins(v)
-        self._cast(v)  # the shape check
-        v = np.asarray(v, dtype=np.float64)
-        q = np.empty(self.n_rows, dtype=np.float64)
-
-        def block(b: _Block) -> None:
-            q[b.rows] = b.X.astype(np.float64) @ v
-
-        self._map(block)
-        self.counts["matvec"] += 1
-        return q
+        return self._margins(self._cast(v, np.dtype(np.float64)),
+                             widen=self.dtype != np.float64)
 
     def evaluate(self, w: np.ndarray, need_grad: bool = True) -> Sums:
-        """Move to ``w``: compute margins ``z = X w``, then ``L(w)`` and ``G(w)``."""
-        z = self._margins(w)
+        """Move to ``w``: margins ``z = X w``, then ``L(w)`` and ``G(w) = X^T l'(z)``, in
+        one pass over the blocks (each block read once)."""
+        wc = self._cast(w)
+        z = np.empty(self.n_rows, dtype=np.float64)
+
+        def block(b: _Block) -> tuple[float, np.ndarray | None]:
+            with b.matrix() as (X, XT):
+                z[b.rows] = X @ wc
+                val_sum, d = self._pointwise(b, z[b.rows], need_grad)
+                return val_sum, self._transposed(XT, d) if need_grad else None
+
+        loss, grad = self._add_up(self._results(block), need_grad)
+        self.counts["matvec"] += 1
+        self.counts["rmatvec"] += int(need_grad)
         self.w = np.asarray(w)  # as given (a float32 receiver keeps one 4-byte copy)
         self.z = z
         self.p = self.q = None
         self._line_cache = {}
-        return self._sums_at_margins(need_grad)
+        return Sums(loss, self._narrow(grad), self.n_rows)
 
     def current(self, need_grad: bool = True) -> Sums:
         """``L(w)`` (and ``G(w)``) at the current point, from the cached margins."""
@@ -207,17 +335,14 @@ class SiteSums:
         self._require_point()
         vc = self._cast(v)
 
-        def block(b: _Block):
-            zb = self.z[b.rows]
-            dv = self.loss.curvature(b.y, zb) * (b.X @ vc)
-            return b.XT @ dv.astype(self.dtype, copy=False)
+        def block(b: _Block) -> np.ndarray:
+            with b.matrix() as (X, XT):
+                dv = self.loss.curvature(b.y, self.z[b.rows]) * (X @ vc)
+                return self._transposed(XT, dv)
 
-        parts = self._map(block)
+        out = self._narrow(_vector_sum(self._results(block)))
         self.counts["matvec"] += 1
         self.counts["rmatvec"] += 1
-        out = np.asarray(parts[0], dtype=np.float64)
-        for part in parts[1:]:
-            out = out + part
         return out
 
     def set_direction(self, p: np.ndarray) -> None:
@@ -232,7 +357,8 @@ class SiteSums:
         if self.q is None:
             raise RuntimeError("no cached direction: call set_direction(p) first")
         alphas = np.asarray(alphas, dtype=np.float64).ravel()
-        keep = self.n_rows * len(alphas) <= LINE_CACHE_MAX
+        cap = LINE_CACHE_STREAMED if self.streamed else LINE_CACHE_MAX
+        keep = self.n_rows * len(alphas) <= cap  # a step recomputes them otherwise (same bits)
 
         def block(b: _Block):
             zb, qb = self.z[b.rows], self.q[b.rows]

@@ -11,6 +11,11 @@ Example::
     path = "data/eu-west"            # relative paths are relative to this file
     format = "geodml"                # or libsvm | criteo | csv | parquet (+ options)
     options = {}                     # reader options, e.g. { n_features = 123 }
+    mmap = false                     # geodml: memory-map the arrays instead of reading
+    stream = false                   # geodml: read the rows block by block from the
+                                     # mapped files, each block's pages released after
+                                     # use: resident memory O(rows) + O(block), not O(nnz)
+    block_nnz = 4194304              # with stream: nonzeros per block
 
     [executor]
     shards = 2                       # row shards, reduced inside the DC
@@ -59,9 +64,18 @@ FilePath = Annotated[Path, AfterValidator(_no_nul)]  # a path from a config file
 
 
 class DataConfig(_Strict):
+    """Where the site's rows are. ``mmap``: a geodml directory's arrays memory-mapped
+    (pages read stay resident). ``stream``: memory-mapped and read block by block of
+    about ``block_nnz`` nonzeros, each block's pages released after use, so that the
+    site holds O(rows) vectors + O(block), not O(nnz) (:mod:`geodml.data.streamed`);
+    implies ``mmap``. ``block_nnz`` without ``stream`` cuts the in-memory rows into
+    the same blocks (the same sums, bit for bit)."""
+
     path: FilePath
     format: str = "geodml"
     mmap: bool = False
+    stream: bool = False
+    block_nnz: int | None = Field(default=None, ge=1024, le=1 << 30)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -164,6 +178,13 @@ def load_site_config(path: str | os.PathLike) -> SiteConfig:
         raise ConfigError(format_validation_error(str(path), e)) from None
     if config.tls is None and not config.insecure:
         raise ConfigError(f"{path}: tls: missing; mutual TLS is required unless insecure = true")
+    if config.data.stream and config.data.format != "geodml":
+        raise ConfigError(f"{path}: data.stream: streaming reads a geodml dataset directory "
+                          f"block by block; convert the {config.data.format} data first "
+                          "(geodml convert)")
+    if config.data.stream and config.executor.kind == "ray":
+        raise ConfigError(f"{path}: data.stream: streaming runs on the thread executor "
+                          "(executor.kind = \"threads\"); Ray actors load their own rows")
     if config.executor.kind == "ray" and config.data.format != "geodml":
         raise ConfigError(f"{path}: executor.kind: ray reads each shard from a geodml "
                           f"dataset directory; convert the {config.data.format} data first "

@@ -17,18 +17,31 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from geodml.data.streamed import StreamedRows, csr_rows
 from geodml.models.losses import Loss
-from geodml.models.site_sums import SiteSums, Sums
+from geodml.models.site_sums import Rows, SiteSums, Sums
 
 Executor = Any  # ThreadExecutor, or geodml.site.ray_executor.RayExecutor: the same calls
 
 
+def shard_rows(X: Rows, start: int, stop: int) -> Rows:
+    """Rows ``start:stop`` sharing ``X``'s memory: a CSR view, or a streamed subset."""
+    if isinstance(X, StreamedRows):
+        return X.subset(start, stop)
+    return csr_rows(sp.csr_matrix(X), start, stop)
+
+
 class ThreadExecutor:
-    """``shards`` row ranges of equal nonzeros, each a :class:`SiteSums`, on threads."""
+    """``shards`` row ranges of equal nonzeros, each a :class:`SiteSums`, on threads.
+
+    ``X`` is in memory (a CSR matrix; shards are views of it) or streamed (a
+    :class:`~geodml.data.streamed.StreamedRows`; shards are subsets read block by
+    block); ``block_nnz`` is the nonzeros per block of every shard (see
+    :class:`SiteSums`)."""
 
     def __init__(
-        self, X: sp.csr_matrix, y: np.ndarray, loss: Loss, shards: int = 1,
-        threads: int | None = None,
+        self, X: Rows, y: np.ndarray, loss: Loss, shards: int = 1,
+        threads: int | None = None, block_nnz: int | None = None,
     ):
         threads = threads or os.cpu_count() or 1
         self.n_rows, self.n_features = X.shape
@@ -37,9 +50,10 @@ class ThreadExecutor:
         bounds[0], bounds[-1] = 0, self.n_rows
         per_shard_threads = max(1, threads // shards)
         self.shards = [
-            SiteSums(X[a:b], y[a:b], loss, n_threads=per_shard_threads)
+            SiteSums(shard_rows(X, a, b), y[a:b], loss, n_threads=per_shard_threads,
+                     block_nnz=block_nnz)
             for a, b in itertools.pairwise(bounds)
-        ] if shards > 1 else [SiteSums(X, y, loss, n_threads=threads)]
+        ] if shards > 1 else [SiteSums(X, y, loss, n_threads=threads, block_nnz=block_nnz)]
         self._pool = ThreadPoolExecutor(min(threads, len(self.shards))) if len(
             self.shards) > 1 else None
 

@@ -16,32 +16,69 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from geodml.data.dataset import Dataset, FeatureSpace
+from geodml.data.streamed import StreamedRows, csr_rows
 
 _OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
+def values_all_ones(values: np.ndarray) -> bool:
+    """Whether every value is 1.0 (the store's zero-stride stand-in for absent values:
+    one look)."""
+    if values.strides == (0,):
+        return bool(np.all(values[:1] == 1))
+    return bool(np.all(values == 1))
+
+
+def rows_per_chunk(nnz: int, n_rows: int, value_bytes: int, all_ones: bool,
+                   max_chunk_bytes: int) -> int:
+    """Rows per chunk of about ``max_chunk_bytes`` raw bytes: ``4`` bytes per index,
+    ``value_bytes`` per value (none when all ones) and 8 per label."""
+    bytes_per_nnz = 4 + (0 if all_ones else value_bytes)
+    avg_row = max(1.0, nnz * bytes_per_nnz / max(1, n_rows) + 8)
+    return max(1, int(max_chunk_bytes / avg_row))
+
+
+def encode_chunk(X: sp.csr_matrix, y: np.ndarray, all_ones: bool) -> bytes:
+    """All rows of ``X`` (labels ``y``) as one IPC stream (without values if
+    ``all_ones``)."""
+    lo, hi = int(X.indptr[0]), int(X.indptr[-1])
+    offsets = pa.array(np.asarray(X.indptr - lo, dtype=np.int32))
+    columns = {
+        "label": pa.array(np.asarray(y)),
+        "indices": pa.ListArray.from_arrays(offsets, pa.array(X.indices[lo:hi])),
+    }
+    if not all_ones:
+        columns["values"] = pa.ListArray.from_arrays(offsets, pa.array(X.data[lo:hi]))
+    batch = pa.record_batch(columns)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema, options=_OPTIONS) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
 
 
 def encode_rows(data: Dataset, max_chunk_bytes: int = 4 << 20) -> Iterator[tuple[int, bytes]]:
     """Yield ``(rows, ipc_bytes)`` chunks of about ``max_chunk_bytes`` raw CSR bytes."""
     X = data.X
-    all_ones = bool(np.all(X.data == 1))
-    bytes_per_nnz = 4 + (0 if all_ones else X.data.itemsize)
-    avg_row = max(1.0, X.nnz * bytes_per_nnz / max(1, data.n_rows) + 8)
-    rows_per_chunk = max(1, int(max_chunk_bytes / avg_row))
-    for start in range(0, data.n_rows, rows_per_chunk):
-        stop = min(start + rows_per_chunk, data.n_rows)
-        lo, hi = int(X.indptr[start]), int(X.indptr[stop])
-        offsets = pa.array(np.asarray(X.indptr[start : stop + 1] - lo, dtype=np.int32))
-        columns = {
-            "label": pa.array(data.y[start:stop]),
-            "indices": pa.ListArray.from_arrays(offsets, pa.array(X.indices[lo:hi])),
-        }
-        if not all_ones:
-            columns["values"] = pa.ListArray.from_arrays(offsets, pa.array(X.data[lo:hi]))
-        batch = pa.record_batch(columns)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema, options=_OPTIONS) as writer:
-            writer.write_batch(batch)
-        yield stop - start, sink.getvalue().to_pybytes()
+    all_ones = values_all_ones(X.data)
+    per_chunk = rows_per_chunk(X.nnz, data.n_rows, X.data.itemsize, all_ones, max_chunk_bytes)
+    for start in range(0, data.n_rows, per_chunk):
+        stop = min(start + per_chunk, data.n_rows)
+        yield stop - start, encode_chunk(csr_rows(X, start, stop), data.y[start:stop], all_ones)
+
+
+def encode_streamed(rows: StreamedRows, y: np.ndarray, max_chunk_bytes: int = 4 << 20
+                    ) -> Iterator[tuple[int, bytes]]:
+    """:func:`encode_rows` of a streamed site's rows (all, or a sample), read chunk by
+    chunk with each chunk's pages released after: the same bytes, with memory for one
+    chunk (a first pass over the values decides whether they are all ones)."""
+    n = rows.shape[0]
+    all_ones = rows.all_ones()
+    per_chunk = rows_per_chunk(rows.nnz, n, rows.dtype.itemsize, all_ones, max_chunk_bytes)
+    for start in range(0, n, per_chunk):
+        stop = min(start + per_chunk, n)
+        blob = encode_chunk(rows.block(start, stop), y[start:stop], all_ones)
+        rows.release(start, stop)
+        yield stop - start, blob
 
 
 def decode_rows(chunks: list[bytes], space: FeatureSpace) -> Dataset:

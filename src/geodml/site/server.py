@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.message import DecodeError
 
-from geodml.data.store import load_dataset
+from geodml.data.store import load_dataset, map_dataset
 from geodml.errors import ConfigError
 from geodml.federation.transport import KEEPALIVE_MS, MAX_MESSAGE_BYTES, METHODS
 from geodml.site.config import SiteConfig
@@ -100,7 +100,9 @@ class SiteServicer:
 def build_service(config: SiteConfig) -> SiteService:
     """Load the site's data as its config says and wrap it in a service."""
     fmt = config.data.format
-    if fmt == "geodml":
+    if fmt == "geodml" and config.data.stream:
+        data = map_dataset(config.data.path)
+    elif fmt == "geodml":
         data = load_dataset(config.data.path, mmap=config.data.mmap)
     else:
         from geodml.data.readers import read_dataset
@@ -117,7 +119,7 @@ def build_service(config: SiteConfig) -> SiteService:
     ledger = config.privacy.ledger if config.privacy is not None else None
     service = SiteService(config.name, config.region, data, config.policy,
                           config.executor.shards, config.executor.threads, ray, secret,
-                          ledger)
+                          ledger, stream=config.data.stream, block_nnz=config.data.block_nnz)
     if config.audit is not None:
         if config.tls is None:
             raise ConfigError(f"site {config.name}: audit: a signed audit log needs [tls]")

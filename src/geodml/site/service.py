@@ -29,6 +29,7 @@ from google.protobuf.message import Message
 
 from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset
+from geodml.data.streamed import DEFAULT_BLOCK_NNZ, StreamedRows, release_pages
 from geodml.errors import GeodmlError
 from geodml.models.losses import Loss, get_loss
 from geodml.privacy.dp import (
@@ -49,7 +50,7 @@ from geodml.privacy.secure_aggregation import (
 )
 from geodml.site.audit import CONTENT, SignedAuditLog, add_message, message_digest
 from geodml.site.executor import Executor, ThreadExecutor
-from geodml.site.export import encode_rows
+from geodml.site.export import encode_rows, encode_streamed
 from geodml.site.policy import Policy, PolicyError
 from geodml.site.procedures import PROCEDURES, ProcedureContext
 from geodml.wire.codec import (
@@ -97,7 +98,8 @@ class Session:
     dim: int
     support: np.ndarray | None
     reply_format: WireFormat
-    X: sp.csr_matrix  # the session's rows (support-restricted columns when restricted)
+    X: sp.csr_matrix | StreamedRows  # the session's rows (support-restricted columns
+    # when restricted); streamed: read from the mapped files block by block
     y: np.ndarray
     shards: int = 1
     threads: int | None = None
@@ -165,9 +167,17 @@ class SiteService:
         self, name: str, region: str, data: Dataset, policy: Policy | None = None,
         shards: int = 1, threads: int | None = None, ray: RayPlacement | None = None,
         secret: bytes | None = None, privacy_ledger: str | os.PathLike | None = None,
+        stream: bool = False, block_nnz: int | None = None,
     ):
         """``ray``: run each session's shards as Ray actors that read the rows from
         ``ray.path`` (the dataset directory ``data`` was loaded from); else threads.
+
+        ``stream``: every session reads its rows block by block from ``data``'s arrays
+        (memory-mapped: :func:`geodml.data.store.map_dataset`), releasing each block's
+        pages after use, so that the site's resident memory is O(rows) + O(block), not
+        O(nnz) (:mod:`geodml.data.streamed`); samples and support restriction are
+        applied per block. ``block_nnz``: nonzeros per block (streamed default
+        ``DEFAULT_BLOCK_NNZ``; in memory, the same layout gives the same bits).
 
         ``secret``: bytes only this site knows (its TLS private key), from which its
         secure-aggregation key and its privacy noise are derived, so that a restarted
@@ -178,6 +188,10 @@ class SiteService:
         self.policy = policy or Policy()
         self.shards, self.threads = shards, threads
         self.ray = ray
+        if stream and ray is not None:
+            raise ValueError(f"site {name}: streaming runs on the thread executor, not Ray")
+        self.stream = stream
+        self.block_nnz = (block_nnz or DEFAULT_BLOCK_NNZ) if stream else block_nnz
         if ray is not None:  # connect now, in the site's main thread (Ray needs it)
             from geodml.site.ray_executor import ensure_ray
 
@@ -188,6 +202,9 @@ class SiteService:
         self._restricted_X: sp.csr_matrix | None = None
         self._export_estimate: int | None = None
         self.fingerprint = self._fingerprint()
+        if stream:  # the fingerprint read the edges of the mapped arrays
+            release_pages(self.data.X.indices)
+            release_pages(self.data.X.data)
         self.audit: SignedAuditLog | None = None  # the site's own signed log, if configured
         self._float32 = self.data.X.dtype == np.float32
         self._secret = secret if secret is not None else os.urandom(32)
@@ -203,14 +220,15 @@ class SiteService:
         X, h = self.data.X, hashlib.blake2b(digest_size=12)
         h.update(json.dumps([self.data.n_rows, X.nnz, self.data.space.fingerprint()]).encode())
         for arr in (X.indptr, X.indices, X.data, self.data.y):
-            a = np.ascontiguousarray(arr)
-            h.update(a[:65536].tobytes())
-            h.update(a[-65536:].tobytes())
+            h.update(arr[:65536].tobytes())  # edges only: a mapped array stays unread
+            h.update(arr[-65536:].tobytes())
         h.update(np.float64(self.data.y.sum()).tobytes())
         return h.hexdigest()
 
     def support(self) -> np.ndarray:
         """Sorted feature indices that at least one of the site's rows touches."""
+        if self._support is None and self.stream:
+            self._support = StreamedRows(self.data.X).support(self.block_nnz)
         if self._support is None:
             indices = self.data.X.indices
             if len(indices) < self.data.n_features // 8:  # few nonzeros: sort them
@@ -229,15 +247,13 @@ class SiteService:
         exactly as Export encodes; all rows when there are fewer.
         """
         if self._export_estimate is None:
-            n = self.data.n_rows
-            if n <= EXPORT_SAMPLE_ROWS:
-                sample = self.data
-            else:
+            n, rows = self.data.n_rows, None
+            if n > EXPORT_SAMPLE_ROWS:
                 block = EXPORT_SAMPLE_ROWS // 16
                 starts = np.linspace(0, n - block, 16).astype(np.int64)
-                sample = self.data.take(np.concatenate([np.arange(s, s + block) for s in starts]))
-            nbytes = sum(len(blob) for _, blob in encode_rows(sample))
-            scale = (self.data.nnz + n) / max(1, sample.nnz + sample.n_rows)
+                rows = np.concatenate([np.arange(s, s + block) for s in starts])
+            nbytes, sample_nnz, sample_rows = self._encoded_sample(rows)
+            scale = (self.data.nnz + n) / max(1, sample_nnz + sample_rows)
             self._export_estimate = round(nbytes * scale)
         return self._export_estimate
 
@@ -246,6 +262,27 @@ class SiteService:
         n = self.data.n_rows
         k = min(n, max(1, round(fraction * n)))
         return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+    def _encoded_sample(self, rows: np.ndarray | None) -> tuple[int, int, int]:
+        """Bytes of the sample ``rows`` (None: all rows) encoded as Export encodes, its
+        nonzeros and its rows; streamed, read chunk by chunk (the same bytes)."""
+        if self.stream:
+            src = StreamedRows(self.data.X, rows)
+            y = self.data.y if rows is None else self.data.y[rows]
+            return sum(len(blob) for _, blob in encode_streamed(src, y)), src.nnz, len(y)
+        sample = self.data if rows is None else self.data.take(rows)
+        return sum(len(blob) for _, blob in encode_rows(sample)), sample.nnz, sample.n_rows
+
+    def _session_rows(self, rows: np.ndarray | None, support: np.ndarray | None
+                      ) -> tuple[sp.csr_matrix | StreamedRows, np.ndarray]:
+        """A session's rows (``rows``: a sample, None: all) and labels, with columns
+        renumbered to ``support`` when given: streamed, a view that applies both per
+        block; in memory, the restricted matrix and a copy of the sample."""
+        y = self.data.y if rows is None else self.data.y[rows]
+        if self.stream:
+            return StreamedRows(self.data.X, rows, support), y
+        X = self.data.X if support is None else self._restricted()
+        return (X if rows is None else X[rows]), y
 
     def _restricted(self) -> sp.csr_matrix:
         """The rows with columns renumbered to positions in :meth:`support`."""
@@ -259,13 +296,14 @@ class SiteService:
         return self._restricted_X
 
     # -- helpers ---------------------------------------------------------------
-    def _executor_factory(self, X: sp.csr_matrix, y: np.ndarray, loss: Loss,
+    def _executor_factory(self, X: sp.csr_matrix | StreamedRows, y: np.ndarray, loss: Loss,
                           rows: np.ndarray | None, support: np.ndarray | None
                           ) -> Callable[[], Executor]:
         """Makes executors over a session's rows: threads here, or Ray actors that
         read the same rows from storage (:mod:`geodml.site.ray_executor`)."""
         if self.ray is None:
-            return lambda: ThreadExecutor(X, y, loss, self.shards, self.threads)
+            return lambda: ThreadExecutor(X, y, loss, self.shards, self.threads,
+                                          self.block_nnz)
         from geodml.site.ray_executor import RayExecutor, ShardSource
 
         source = ShardSource(self.ray.path, rows, support)
@@ -381,14 +419,13 @@ class SiteService:
                             f"site {self.name}: sample_fraction must be in [0, 1], got {fraction}")
         masker, privacy = self._masker(request), self._privacy(request)
         support, rows = None, None
-        X, y = self.data.X, self.data.y
         if request.restrict_to_support:
             self.policy.check_support(self.name)
-            support, X = self.support(), self._restricted()
+            support = self.support()
         if 0 < fraction < 1:
             rows = self._sample(fraction)
             self.policy.check_aggregate(self.name, len(rows))
-            X, y = X[rows], y[rows]
+        X, y = self._session_rows(rows, support)
         make_executor = self._executor_factory(X, y, loss, rows, support)
         executor = make_executor()
         with self._lock:
@@ -478,6 +515,8 @@ class SiteService:
             raise SiteError("RESOURCE_EXHAUSTED", str(e)) from None
         except PrivacyReplayError as e:
             raise SiteError("PERMISSION_DENIED", str(e)) from None
+        if isinstance(s.X, StreamedRows):  # geodml.privacy computes on one whole matrix
+            s.X = s.X.to_csr()
         if s.row_norms is None:
             s.row_norms = row_l2_norms(s.X)
         grad = clipped_gradient_sum(s.X, s.y, w, s.loss, dp.clip, s.row_norms)
@@ -684,7 +723,9 @@ class SiteService:
         self._session(request.session)
         low, high = EXPORT_CHUNK_BYTES
         size = min(max(request.max_chunk_bytes or (4 << 20), low), high)
-        for rows, blob in encode_rows(self.data, size):
+        chunks = encode_streamed(StreamedRows(self.data.X), self.data.y, size) if (
+            self.stream) else encode_rows(self.data, size)
+        for rows, blob in chunks:
             yield pb.ExportReply(rows=rows, arrow_ipc=blob)
 
     def close(self, request: pb.CloseRequest, peer: str | None) -> pb.CloseReply:
