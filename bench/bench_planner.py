@@ -32,25 +32,26 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
+from _regional import (
+    deployment_for,
+    federation_factory,
+    geo_variants,
+    in_process_sites,
+    markdown_table,
+    regional_data,
+    rich_table,
+)
 from geodml.compare import run_compare
-from geodml.compression import spec_text
 from geodml.data import load_dataset
 from geodml.data.dataset import Dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import open_source, read_dataset
 from geodml.data.source import KeySpec
-from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.deployment import parse_deployment
-from geodml.federation import AuditLog, Federation
-from geodml.federation.transport import InProcessTransport
-from geodml.planner import CalibrationStore, GeoVariant, Workload
-from geodml.site.policy import Policy
-from geodml.site.service import SiteService
+from geodml.planner import CalibrationStore, Workload
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-NAMES = ("us-east", "eu-west", "ap-south", "sa-east")
+NAMES = ("us-east", "eu-west", "ap-south", "sa-east")  # the first 4 of _regional.DC_NAMES
 
 
 def ipinyou_sites(work: Path) -> tuple[dict[str, Dataset], Dataset]:
@@ -67,42 +68,22 @@ def ipinyou_sites(work: Path) -> tuple[dict[str, Dataset], Dataset]:
 
 
 def synthetic_sites(work: Path, rows: int, bits: int) -> tuple[dict[str, Dataset], Dataset]:
-    out = work / f"synthetic-{rows}-{bits}"
-    config = RegionalCTRConfig(regions=NAMES, rows_per_region=rows,
-                               test_rows_per_region=min(50_000, rows // 10), hash_bits=bits)
-    if not (out / "manifest.json").is_file():
-        write_regional(config, out, overwrite=True, workers=2)
-    train = {n: load_dataset(p) for n, p in site_dirs(out).items()}
-    test = Dataset.concat([load_dataset(p) for p in site_dirs(out, "test").values()])
+    train, test, _ = regional_data(work / "data", NAMES, rows, bits, min(50_000, rows // 10))
     return train, test
-
-
-def factory(services: list[SiteService], home: str):
-    def open_federation(compression=None, sample_fraction=1.0, audit=None) -> Federation:
-        return Federation([InProcessTransport(s) for s in services], home,
-                          audit=AuditLog(audit) if audit else None, compression=compression,
-                          sample_fraction=sample_fraction)
-    return open_federation
 
 
 def run_regime(name: str, sites: dict[str, Dataset], test: Dataset | None, args,
                console: Console, work: Path) -> list[list[str]]:
-    services = [SiteService(n, n, d, Policy(allow_raw_export=True)) for n, d in sites.items()]
-    deployment = parse_deployment({"home": NAMES[0], "insecure": True,
-                                   "sites": [{"name": n, "region": n} for n in sites]})
-    variants = []
-    for method in args.methods.split(","):
-        for compress in args.compress.split(","):
-            c = None if compress == "none" else compress
-            variants.append(GeoVariant(method, spec_text(c, True), spec_text(c, False),
-                                       label=c or ""))
+    services = in_process_sites(sites)
+    deployment = deployment_for(list(sites))
+    variants = geo_variants(args.methods.split(","), args.compress.split(","))
     out = work / f"report-{name}"
     shutil.rmtree(out, ignore_errors=True)
     rows = sum(d.n_rows for d in sites.values())
     console.print(f"[bold]{name}[/]: {rows:,} rows in 4 DCs, "
                   f"{next(iter(sites.values())).n_features:,} features")
     start = time.perf_counter()
-    c = run_compare(factory(services, NAMES[0]), deployment, variants, out,
+    c = run_compare(federation_factory(services, NAMES[0]), deployment, variants, out,
                     Workload(gtol=args.gtol), test=test, calibrate_mode="always",
                     store=CalibrationStore(out / "calibration.json"),
                     calibration_rows=args.calibration_rows,
@@ -152,14 +133,9 @@ def main() -> None:
         else:
             sys.exit(f"unknown regime {regime!r}")
         rows += run_regime(regime, sites, test, args, console, work)
-    table = Table(title=f"planner vs metered (gtol {args.gtol:g}, 4 DCs, home us-east)")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("regime", "plan", "basis") else "right")
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
-    console.print("\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                            + ["| " + " | ".join(r) + " |" for r in rows]), soft_wrap=True)
+    console.print(rich_table(f"planner vs metered (gtol {args.gtol:g}, 4 DCs, home us-east)",
+                             cols, rows, left=("regime", "plan", "basis")))
+    console.print(markdown_table(cols, rows), soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,15 @@
    each real run is recorded in the calibration store, so the next plan of the same
    job is exact.
 
+Every run stops at the workload's ``gtol``; ``run_compare(max_iterations=...,
+max_seconds=...)`` also caps each real run (not the planner's calibration runs) at that
+many outer iterations (L-BFGS iterations for the centralized baseline) or that much wall
+time, checked each time the run records an iteration, so no call is in flight. A run
+cut short has ``converged = False`` and its ``reason``; it is not recorded in the
+calibration store. The centralized baseline's export time, when its budget runs out, is
+taken as the time of its first recorded iteration (export, concatenation and one
+evaluation).
+
 Modeled time: a geo run's rounds over the deployment's links plus the slowest site's
 measured call time (:func:`geodml.wan.model_run`); the centralized plan's copy over the
 links into the home DC plus its measured training time
@@ -41,6 +50,7 @@ from geodml.deployment import Deployment
 from geodml.federation.meter import read_audit
 from geodml.planner import (
     DEFAULT_CALIBRATION_ROWS,
+    PRIVATE_METHODS,
     Calibrate,
     CalibrationStore,
     GeoVariant,
@@ -77,6 +87,37 @@ class RunReport:
     curve: list[dict] = field(default_factory=list)  # per iteration: objective, bytes, time
     converged: bool | None = None
     reason: str = ""
+    privacy: dict = field(default_factory=dict)  # a private run: each site's budget spent
+
+
+class _OutOfTimeError(Exception):
+    """A run's wall-time budget ran out; raised after its iteration was recorded."""
+
+    def __init__(self, w: np.ndarray, row: RoundRow, budget: float):
+        super().__init__(f"wall-time budget of {budget:g} s reached")
+        self.w, self.row = w, row
+
+
+class _BudgetRecorder(RunRecorder):
+    """A recorder that stops its run once ``max_seconds`` have passed since it started."""
+
+    def __init__(self, *args, max_seconds: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_seconds = max_seconds
+
+    def add(self, iteration: int, objective: float, w: np.ndarray,
+            grad_norm: float | None = None) -> RoundRow:
+        row = super().add(iteration, objective, w, grad_norm)
+        if self.max_seconds is not None and row.seconds >= self.max_seconds:
+            raise _OutOfTimeError(np.array(w, dtype=np.float64), row, self.max_seconds)
+        return row
+
+
+def _stopped(method: str, stop: _OutOfTimeError, recorder: RunRecorder, fed,
+             info: dict | None = None) -> RunResult:
+    """The result of a run its budget stopped: its last recorded point."""
+    return RunResult(method, stop.w, stop.row.objective, False, str(stop), recorder.rows,
+                     fed.meter.snapshot(), info or {})
 
 
 @dataclass
@@ -126,6 +167,7 @@ def _geo_curve(rows: list[RoundRow], records: list[dict],
 
 def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: Workload,
              deployment: Deployment, out: Path, evaluate, on_row,
+             max_iterations: int | None = None, max_seconds: float | None = None,
              ) -> tuple[RunReport, RunResult, int]:
     """The run's report and result, and how many Evaluate rounds it made."""
     slug = _slug(variant.name)
@@ -133,35 +175,50 @@ def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: 
     audit.unlink(missing_ok=True)
     with open_federation(compression=variant.compression(), audit=str(audit),
                          secure=variant.secure_aggregation()) as fed:
-        recorder = RunRecorder(fed, path=out / "runs" / f"{slug}.jsonl", on_row=on_row)
+        recorder = _BudgetRecorder(fed, path=out / "runs" / f"{slug}.jsonl", on_row=on_row,
+                                   max_seconds=max_seconds)
+        limit = {} if max_iterations is None else {"max_rounds": max_iterations}
         spec = TrainSpec(loss=workload.loss, lam=workload.lam, gtol=workload.gtol,
-                         params=dict(variant.params))
-        result = train(fed, variant.method, spec, recorder)
+                         params=dict(variant.params), **limit)
+        try:
+            result = train(fed, variant.method, spec, recorder)
+        except _OutOfTimeError as stop:
+            result = _stopped(variant.method, stop, recorder, fed)
         fed.close_sessions()
         snapshot = fed.meter.snapshot()
     records = read_audit(audit)
     modeled = model_run(records, deployment)
     links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
     last = result.rows[-1]
+    objective = result.objective if np.isfinite(result.objective) else None  # dp-gd: none
     report = RunReport(
-        variant.name, "geo", True, result.objective, evaluate(result.w) if evaluate else {},
+        variant.name, "geo", True, objective, evaluate(result.w) if evaluate else {},
         snapshot["wan_bytes"], last.rounds, last.vector_rounds, modeled.seconds, modeled.usd,
         last.seconds, per_link=links, audit=str(audit.relative_to(out)),
         curve=_geo_curve(result.rows, records, modeled), converged=result.converged,
-        reason=result.reason)
+        reason=result.reason, privacy=result.info.get("privacy", {}))
     return report, result, count_calls(records, "Evaluate")
 
 
 def _run_central(open_federation: FederationFactory, workload: Workload,
                  deployment: Deployment, out: Path, evaluate, on_row, name: str,
+                 max_iterations: int | None = None, max_seconds: float | None = None,
                  ) -> tuple[RunReport, RunResult | Refused]:
     slug = _slug(name)
     audit = out / "audit" / f"{slug}.jsonl"
     audit.unlink(missing_ok=True)
     with open_federation(audit=str(audit)) as fed:
-        recorder = RunRecorder(fed, path=out / "runs" / f"{slug}.jsonl", on_row=on_row)
-        result = train_centralized_baseline(fed, workload.loss, workload.lam, workload.gtol,
-                                            recorder=recorder)
+        recorder = _BudgetRecorder(fed, path=out / "runs" / f"{slug}.jsonl", on_row=on_row,
+                                   max_seconds=max_seconds)
+        limit = {} if max_iterations is None else {"max_iter": max_iterations}
+        try:
+            result = train_centralized_baseline(fed, workload.loss, workload.lam,
+                                                workload.gtol, recorder=recorder, **limit)
+        except _OutOfTimeError as stop:  # export time: up to the first iteration's record
+            export_seconds = recorder.rows[0].seconds
+            result = _stopped("centralized", stop, recorder, fed, {
+                "export_seconds": export_seconds,
+                "train_seconds": stop.row.seconds - export_seconds})
         snapshot = fed.meter.snapshot()
     if isinstance(result, Refused):
         return RunReport(name, "centralized", False, refused_by=result.sites,
@@ -196,8 +253,12 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
                 calibration_rows: int = DEFAULT_CALIBRATION_ROWS,
                 progress: Callable[[str], None] | None = None,
                 on_row_factory: Callable[[str], Callable[[RoundRow], None]] | None = None,
+                max_iterations: int | None = None, max_seconds: float | None = None,
                 ) -> Comparison:
-    """Plan, run the centralized baseline and every geo plan, and write the report."""
+    """Plan, run the centralized baseline and every geo plan, and write the report.
+
+    ``max_iterations`` / ``max_seconds``: caps on every real run (see the module
+    docstring); None leaves the methods' own limits."""
     workload = workload or Workload()
     start = time.perf_counter()
     out = Path(out).resolve()
@@ -211,26 +272,37 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
                      calibrate_mode, store, calibration_rows, progress=say)
     runs: list[RunReport] = []
     say("centralized baseline: exporting every DC's rows to the home DC")
+    limits = {"max_iterations": max_iterations, "max_seconds": max_seconds}
     central, outcome = _run_central(open_federation, workload, deployment, out, evaluate,
-                                    rows_hook("centralize"), "centralize")
+                                    rows_hook("centralize"), "centralize", **limits)
     runs.append(central)
     if isinstance(outcome, Refused) and exception_federation is not None:
         label = f"centralize (exception for {', '.join(exception_sites)})"
         say(f"{outcome}; running it again with an export exception for "
             f"{', '.join(exception_sites)}")
         exc, _ = _run_central(exception_federation, workload, deployment, out, evaluate,
-                              rows_hook(label), label)
+                              rows_hook(label), label, **limits)
         exc.permitted = False  # it ran only through the exception
         runs.append(exc)
     with open_federation() as fed:  # what the store keys real runs by
         sites = list(fed.sites.values())
     lam = 1.0 / sum(s.rows for s in sites) if workload.lam is None else workload.lam
     for variant in variants:
+        estimate = plan.estimate(variant.name)
+        if not estimate.permitted:  # its sites would refuse it: say why, run nothing
+            say(f"geo-distributed: {variant.name} is not permitted: {estimate.why_not}")
+            runs.append(RunReport(variant.name, "geo", False, refused_by=_refusing(estimate),
+                                  messages=[estimate.why_not], reason=estimate.why_not))
+            continue
         say(f"geo-distributed: {variant.name}")
         report, result, evaluations = _run_geo(open_federation, variant, workload,
                                                deployment, out, evaluate,
-                                               rows_hook(variant.name))
+                                               rows_hook(variant.name), **limits)
         runs.append(report)
+        if variant.method in PRIVATE_METHODS:
+            continue  # its rounds are fixed: the planner prices it without a record
+        if not result.converged and (max_iterations is not None or max_seconds is not None):
+            continue  # cut short by this call's limits: it predicts nothing
         store.put(CalibrationStore.key(sites, workload, lam, variant),
                   {"rounds": report.rounds, "vector_rounds": report.vector_rounds,
                    "iterations": result.rows[-1].iteration, "links": report.per_link,
@@ -246,6 +318,12 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
     comparison = Comparison(plan, runs, out, time.perf_counter() - start, f_star)
     write_report(comparison, deployment)
     return comparison
+
+
+def _refusing(estimate) -> list[str]:
+    """The sites named in a plan's refusals (``site NAME ...``), or the plan itself."""
+    names = re.findall(r"site (\S+?):? ", estimate.why_not)
+    return sorted(set(names)) or [estimate.plan]
 
 
 def _predicted_for(plan: Plan, run: RunReport) -> int | None:
@@ -301,6 +379,15 @@ def _markdown(c: Comparison, deployment: Deployment) -> str:
         lines.append(f"| {e.plan} | {'yes' if e.permitted else 'no'} | "
                      f"{fmt_bytes(e.wan_bytes)} | {e.seconds:,.1f} s | {e.usd:.4f} | "
                      f"{e.workload_usd:.4f} | {e.basis} |")
+    private = [r for r in c.runs if r.privacy]
+    if private:
+        lines += ["", "## Privacy budgets", "",
+                  "| plan | site | epsilon spent | budget (epsilon, delta) | noise multiplier "
+                  "| releases |", "|---|---|---|---|---|---|"]
+        for r in private:
+            lines += [f"| {r.plan} | {site} | {b['epsilon_spent']:.4f} | "
+                      f"({b['epsilon']:g}, {b['delta']:g}) | {b['noise_multiplier']:.3f} | "
+                      f"{b['releases']} |" for site, b in sorted(r.privacy.items())]
     refused = [r for r in c.runs if r.refused_by]
     if refused:
         lines += ["", "## Refused", ""]
