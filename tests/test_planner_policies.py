@@ -41,6 +41,7 @@ REGIONS = ("us-east", "eu-west", "ap-south", "sa-east")
 DELTA = 1e-5
 LAM = 1e-3
 ROUNDS = 40
+SEEDS = 12  # the mean of 12 noise draws: its std is about a sixth of the estimate
 DP = GeoVariant("dp-gd", params=(("rounds", ROUNDS),))
 
 
@@ -73,12 +74,14 @@ class Sites:
                            secret=hashlib.sha256(f"{seed} {n}".encode()).digest())
             for n, d in datasets.items()}
         self.fractions: list[float] = []
+        self.nonce_seed = f"nonces {seed}".encode()  # the noise: fixed by secret and nonce
 
     def __call__(self, compression=None, sample_fraction=1.0, audit=None, secure=None):
         self.fractions.append(sample_fraction)
         return Federation([InProcessTransport(s) for s in self.services.values()], HOME,
                           audit=AuditLog(audit) if audit else None, compression=compression,
-                          sample_fraction=sample_fraction, secure=secure)
+                          sample_fraction=sample_fraction, secure=secure,
+                          nonce_seed=self.nonce_seed)
 
     def spent(self) -> dict[str, int]:
         return {n: len(s.ledger.releases) for n, s in self.services.items()}
@@ -195,11 +198,12 @@ def test_the_noise_costs_no_more_objective_than_the_estimate_where_its_model_hol
         everything.X, everything.y, get_loss("logistic"), LAM, clip, privacy["step"], ROUNDS),
         LAM)
     costs = []
-    for seed in range(6):
+    for seed in range(SEEDS):
         sites = Sites(datasets, seed=seed, dp_epsilon=2.0, dp_delta=DELTA)
         with sites() as fed:
             result = train(fed, "dp-gd", TrainSpec(lam=LAM, params={"rounds": ROUNDS}))
         costs.append(objective(everything, result.w, LAM) - reference)
+    print(f"noise cost {np.mean(costs):.3e} +- {np.std(costs):.1e}, estimate {estimate:.3e}")
     assert estimate / 10 < np.mean(costs) <= estimate, (costs, estimate)
 
 
