@@ -94,7 +94,7 @@ from typing import Literal
 from geodml.compression import wire_format_for
 from geodml.deployment import Deployment
 from geodml.errors import ConfigError, GeodmlError
-from geodml.federation.base import CompressionConfig, PrivacyBudget, SiteInfo
+from geodml.federation.base import CompressionConfig, SiteInfo
 from geodml.wan import model_centralized, model_run, round_seconds
 from geodml.wire.codec import WireFormat
 
@@ -437,7 +437,7 @@ def policy_refusals(variant: GeoVariant, sites: Sequence[SiteInfo],
 def _twin_rounds(variant: GeoVariant, sites: Sequence[SiteInfo], home: str,
                  workload: Workload, lam: float, rounds: int) -> tuple[list[dict], list[bool]]:
     """Bytes per link of every round of a private run, and which rounds are gradient
-    rounds, from its twin (see the module docstring)."""
+    rounds, from its twin (see the module docstring); every site has a budget."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -457,9 +457,8 @@ def _twin_rounds(variant: GeoVariant, sites: Sequence[SiteInfo], home: str,
         X = sp.random(TWIN_ROWS, s.features, density=min(1.0, 4 / max(1, s.features)),
                       format="csr", random_state=rng, dtype=np.float32)
         data = Dataset(X, (rng.random(TWIN_ROWS) < 0.5).astype(np.float64), s.space)
-        budget = s.privacy or PrivacyBudget(1.0, 1e-5, 0.0, ())
-        services.append(SiteService(s.name, s.region, data, Policy(
-            dp_epsilon=budget.epsilon, dp_delta=budget.delta)))
+        services.append(SiteService(s.name, s.region, data, Policy(  # an empty ledger
+            dp_epsilon=s.privacy.epsilon, dp_delta=s.privacy.delta)))
     twin = min(rounds, TWIN_ROUNDS)
     params = {**dict(variant.params), "rounds": twin}
     with tempfile.TemporaryDirectory(prefix="geodml-twin-") as scratch:
@@ -481,7 +480,7 @@ def _twin_rounds(variant: GeoVariant, sites: Sequence[SiteInfo], home: str,
 
 def _private_estimate(variant: GeoVariant, sites: Sequence[SiteInfo], deployment: Deployment,
                       workload: Workload, lam: float, nnz_per_second: float,
-                      refusals: list[str]) -> Estimate:
+                      refusals: Sequence[str]) -> Estimate:
     """A private plan priced from its twin, with every site's noise and its cost."""
     from geodml.algorithms.dpgd import dp_gd_settings
     from geodml.algorithms.registry import TrainSpec
@@ -489,6 +488,7 @@ def _private_estimate(variant: GeoVariant, sites: Sequence[SiteInfo], deployment
     from geodml.privacy.noise_cost import mean_gradient_noise_std, noise_objective_cost
 
     rounds, clip, step = dp_gd_settings(dict(variant.params), lam, TrainSpec().max_rounds)
+    refusals = list(refusals)
     sigma: dict[str, float] = {}
     privacy_sites = {}
     for s in sites:
