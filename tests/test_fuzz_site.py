@@ -1042,3 +1042,24 @@ def test_the_judge_is_strict():
     tally.ok(Call("Evaluate", [], peak=1e39))
     with pytest.raises(AssertionError):
         tally.ok(Call("LineSearch", [], peak=1e39))
+
+
+@pytest.mark.parametrize("up", ["", '{"kind": "top_k", "fraction": 0.1, "error_feedback": true}'])
+def test_bug_a_point_whose_products_overflow_is_refused_naming_the_site(fuzz_data, up):
+    """Found by the fuzz: w at float32's largest value overflows the float32 products,
+    and the gradient sum is NaN. Error feedback raised a CompressionError (INTERNAL);
+    now every session refuses it as INVALID_ARGUMENT, naming the site."""
+    service = SiteService(SITE, SITE, load_dataset(fuzz_data))
+    send = in_process_sender(service)
+    describe = send("Describe", [pb.DescribeRequest()])[0]
+    d = describe.features
+    session = send("Prepare", [pb.PrepareRequest(
+        loss="logistic", lam=1e-3, features=d, up_compression=up,
+        feature_space_fingerprint=describe.feature_space_fingerprint)])[0].session
+    peak = float(np.finfo(np.float32).max)
+    with pytest.raises(SiteError) as err:
+        send("Evaluate", [pb.EvaluateRequest(session=session, has_w=True, want_gradient=True,
+                                             chunk=next(encode_vector(np.full(d, peak), 0,
+                                                                      WireFormat())))])
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert f"site {SITE}" in str(err.value) and "not finite" in str(err.value)

@@ -547,6 +547,10 @@ class SiteService:
         if first.full_precision and s.up is not None:
             s.up = s.up_state = s.up_format = None  # exact from now on; no residual owed
         grad, grad_format = sums.grad if first.want_gradient else None, s.reply_format
+        if grad is not None and not np.all(np.isfinite(grad)):  # e.g. w near float32's max
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: the gradient sum at this point is not finite "
+                            "(the products with the data overflow): send a smaller point")
         if grad is not None and s.up is not None:
             # compressed sums travel as per-row means: a sum over millions of rows would
             # saturate float16 (largest 65504); the coordinator multiplies by ``rows``
