@@ -2,7 +2,7 @@
 bandwidth.
 
 Usage: python bench/bench_throughput.py [--rows 10000000] [--bits 20] [--threads 2]
-           [--dtype float32,float64] [--repeat 5] [--work DIR]
+           [--dtype float32,float64] [--order hot-first,given] [--repeat 5] [--work DIR]
 
 1. **Memory bandwidth**: the best of ``--repeat`` copies of a 1 GiB float64 array
    (``np.copyto``, one thread: read 1 GiB + write 1 GiB), and the same split over
@@ -11,10 +11,12 @@ Usage: python bench/bench_throughput.py [--rows 10000000] [--bits 20] [--threads
    generator (30 nonzeros per row, 2^``--bits`` hashed features), written once to
    ``--work`` and memory-mapped; one :class:`~geodml.models.site_sums.SiteSums` with
    ``--threads`` row blocks, timing ``evaluate(w)`` (margins ``z = X w``, then loss and
-   gradient ``X^T l'(z)``), best of ``--repeat``. An evaluation reads the CSR arrays
-   twice (``data`` + ``indices`` + ``indptr`` per pass), which is the number it
-   reports as bytes of CSR read per second, and the ratio to the threaded copy
-   bandwidth.
+   gradient ``X^T l'(z)``), best of ``--repeat``, for each column order of ``--order``:
+   ``hot-first`` (the default of an in-memory site: columns relabeled by decreasing
+   count, see :mod:`geodml.models.site_sums`) and ``given`` (the hashed order). An
+   evaluation reads the CSR arrays twice (``data`` + ``indices`` + ``indptr`` per
+   pass), which is the number it reports as bytes of CSR read per second, and the
+   ratio to the threaded copy bandwidth. The sums of both orders must be bitwise equal.
 3. **float32 accuracy**: loss and gradient of the float32 data (float64 accumulation
    of per-row terms) against the same matrix in float64: relative errors.
 """
@@ -66,6 +68,7 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32,float64")
+    ap.add_argument("--order", default="hot-first,given")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
@@ -84,29 +87,37 @@ def main() -> None:
     w = np.random.default_rng(0).normal(scale=0.01, size=data.n_features)
     table = Table(title=f"value+gradient on {data.n_rows:,} rows, {data.nnz:,} nonzeros, "
                         f"{args.threads} threads")
-    for col in ("dtype", "CSR GB", "best s", "CSR GB/s read", "of copy bandwidth",
-                "Gnnz/s"):
+    for col in ("dtype", "columns", "CSR GB", "best s", "CSR GB/s read",
+                "of copy bandwidth", "Gnnz/s"):
         table.add_column(col, justify="right")
     results = {}
     for dtype in args.dtype.split(","):
         X = data.X if data.X.dtype == np.dtype(dtype) else data.X.astype(dtype)
-        sums = SiteSums(X, data.y, loss, n_threads=args.threads)
-        sums.evaluate(w)  # warm: page the memory-mapped arrays in
-        best = float("inf")
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            results[dtype] = sums.evaluate(w)
-            best = min(best, time.perf_counter() - start)
-        read = 2 * csr_bytes(X)
-        table.add_row(dtype, f"{csr_bytes(X) / 1e9:.2f}", f"{best:.3f}",
-                      f"{read / best / 1e9:.2f}", f"{read / best / many:.2f}",
-                      f"{2 * X.nnz / best / 1e9:.2f}")
-        sums.close()
+        for order in args.order.split(","):
+            sums = SiteSums(X, data.y, loss, n_threads=args.threads,
+                            hot_first=order == "hot-first")
+            sums.evaluate(w)  # warm: page the memory-mapped arrays in
+            best = float("inf")
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                results[dtype, order] = sums.evaluate(w)
+                best = min(best, time.perf_counter() - start)
+            read = 2 * csr_bytes(X)
+            table.add_row(dtype, order, f"{csr_bytes(X) / 1e9:.2f}", f"{best:.3f}",
+                          f"{read / best / 1e9:.2f}", f"{read / best / many:.2f}",
+                          f"{2 * X.nnz / best / 1e9:.2f}")
+            sums.close()
+            del sums
+        a, b = results.get((dtype, "hot-first")), results.get((dtype, "given"))
+        if a is not None and b is not None and (a.loss != b.loss
+                                                or not np.array_equal(a.grad, b.grad)):
+            raise SystemExit(f"{dtype}: hot-first and given column orders disagree")
     console.print(f"copy bandwidth: {one / 1e9:.2f} GB/s on 1 thread, {many / 1e9:.2f} GB/s "
                   f"on {args.threads} (read + write)")
     console.print(table)
-    if {"float32", "float64"} <= set(results):
-        a, b = results["float32"], results["float64"]
+    order = args.order.split(",")[0]
+    if {("float32", order), ("float64", order)} <= set(results):
+        a, b = results["float32", order], results["float64", order]
         console.print(f"float32 vs float64 data: loss rel. error "
                       f"{abs(a.loss - b.loss) / abs(b.loss):.2e}, gradient rel. error "
                       f"{np.linalg.norm(a.grad - b.grad) / np.linalg.norm(b.grad):.2e}")

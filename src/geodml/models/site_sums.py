@@ -31,6 +31,18 @@ the DC, in block order, so a layout of blocks gives the same bits however many
 threads compute it. The products run in the data's dtype (float32 data: float32
 products); margins and the loss are float64.
 
+Hot-first columns (in memory, at least :data:`HOT_FIRST_MIN_FEATURES` features and
+:data:`BLOCK_MIN_NNZ` nonzeros): the blocks hold the rows with their columns relabeled
+by decreasing count, ``j -> rank(j)`` (ties by index), so the model-sized vectors the
+products read and write are laid out hottest first: hashed CTR features are heavy-tailed
+(on the regional generator at 2^20, 1,000 columns hold 72% of the nonzeros and 10,000
+hold 89%), so most accesses fall in a few cache lines instead of all over a 4-8 MB
+vector. Vectors are permuted on the way in (``v[order]``, O(d)) and gradients back on
+the way out (``g[rank]``). Within a row the nonzeros keep their order and every
+column's terms are added in row order, so the sums are bitwise those of the given
+order; the cost is a relabeled copy of the indices (4 bytes per nonzero) and one
+counting pass when the sums are built.
+
 Streamed (``X`` a :class:`~geodml.data.streamed.StreamedRows`): blocks hold about
 ``block_nnz`` nonzeros each and are read from the memory-mapped files when a sum
 needs them, their pages released after, with at most ``2 x threads`` blocks in
@@ -66,6 +78,7 @@ T = TypeVar("T")
 Rows = sp.csr_matrix | StreamedRows  # a DC's rows: in memory, or streamed from its files
 
 BLOCK_MIN_NNZ = 1 << 20  # below this many nonzeros per block, threads cost more than they give
+HOT_FIRST_MIN_FEATURES = 1 << 16  # below, the model-sized vectors fit in L2 in any order
 LINE_CACHE_MAX = 1 << 25  # pointwise derivatives kept from a line search (rows x steps)
 LINE_CACHE_STREAMED = 1 << 22  # the same for streamed rows, whose memory is mostly O(rows)
 
@@ -92,12 +105,37 @@ def block_bounds(indptr: np.ndarray, threads: int, block_nnz: int | None = None)
     return bounds
 
 
+class ColumnOrder:
+    """Columns by decreasing count of nonzeros (ties: lower index first).
+
+    ``order[r]`` is the column relabeled ``r`` and ``rank[j]`` the label of column
+    ``j`` (``rank[order] = 0..d-1``): a vector in hot-first order is ``v[order]``, and
+    one back in the given order ``g[rank]``."""
+
+    def __init__(self, indices: np.ndarray, n_features: int):
+        counts = np.bincount(indices, minlength=n_features)
+        self.order = np.argsort(-counts, kind="stable")
+        self.rank = np.empty(n_features, dtype=np.int32 if n_features < 2**31 else np.int64)
+        self.rank[self.order] = np.arange(n_features)
+
+    def relabel(self, indices: np.ndarray) -> np.ndarray:
+        """Column indices in hot-first labels (a new array)."""
+        return self.rank[indices].astype(indices.dtype, copy=False)
+
+    def to_hot(self, v: np.ndarray) -> np.ndarray:
+        return v[self.order]
+
+    def from_hot(self, g: np.ndarray) -> np.ndarray:
+        return g[self.rank]
+
+
 class _Block:
     """Rows ``start:stop`` of a DC's matrix and their labels. In memory it holds a CSR
     view sharing the matrix's arrays; streamed it reads the rows on every use and
     releases their pages after (:mod:`geodml.data.streamed`)."""
 
-    def __init__(self, X: Rows, y: np.ndarray, start: int, stop: int):
+    def __init__(self, X: Rows, y: np.ndarray, start: int, stop: int,
+                 columns: ColumnOrder | None = None):
         self.rows = slice(start, stop)
         self.y = np.asarray(y[start:stop], dtype=np.float64)
         self._source: StreamedRows | None = None
@@ -106,6 +144,9 @@ class _Block:
             self._source = X
         else:
             m = csr_rows(X, start, stop)
+            if columns is not None:
+                m = sp.csr_matrix((m.data, columns.relabel(m.indices), m.indptr),
+                                  shape=m.shape)
             self._held = (m, m.T)  # CSC view: X^T v without a conversion per call
 
     @contextmanager
@@ -142,10 +183,13 @@ class SiteSums:
     """
 
     def __init__(self, X: Rows, y: np.ndarray, loss: Loss, n_threads: int | None = None,
-                 block_nnz: int | None = None):
+                 block_nnz: int | None = None, hot_first: bool | None = None):
         """``X``: the rows, a CSR matrix in memory or a :class:`StreamedRows` read block by
         block; ``block_nnz``: nonzeros per block (streamed default
-        ``DEFAULT_BLOCK_NNZ``; in memory by default one block per thread)."""
+        ``DEFAULT_BLOCK_NNZ``; in memory by default one block per thread);
+        ``hot_first``: relabel the columns hottest first in memory (default: with at
+        least :data:`HOT_FIRST_MIN_FEATURES` features and :data:`BLOCK_MIN_NNZ`
+        nonzeros; the same sums either way)."""
         if isinstance(X, StreamedRows):
             block_nnz = block_nnz or DEFAULT_BLOCK_NNZ
         else:
@@ -160,12 +204,20 @@ class SiteSums:
         self.n_rows, self.n_features = X.shape
         self.dtype = X.dtype
         threads = n_threads or os.cpu_count() or 1
-        bounds = block_bounds(X.indptr, threads, block_nnz)
-        self._blocks = [
-            _Block(X, self.y, a, b) for a, b in itertools.pairwise(bounds) if b > a
-        ] or [_Block(X, self.y, 0, self.n_rows)]
-        workers = min(threads, len(self._blocks))
+        if hot_first is None:
+            hot_first = (self.n_features >= HOT_FIRST_MIN_FEATURES
+                         and X.nnz >= BLOCK_MIN_NNZ)
+        in_memory = not isinstance(X, StreamedRows)
+        self.columns = ColumnOrder(X.indices, self.n_features) \
+            if hot_first and in_memory else None
+        bounds = [(a, b) for a, b in itertools.pairwise(block_bounds(X.indptr, threads,
+                                                                     block_nnz)) if b > a]
+        workers = min(threads, len(bounds))
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self._blocks = list(self._pool.map(lambda ab: _Block(X, self.y, *ab, self.columns),
+                                           bounds) if self._pool else
+                            (_Block(X, self.y, a, b, self.columns) for a, b in bounds)) \
+            or [_Block(X, self.y, 0, self.n_rows)]
         self._window = 2 * workers  # blocks submitted ahead of the one being reduced
         self.w: np.ndarray | None = None
         self.z: np.ndarray | None = None
@@ -211,16 +263,24 @@ class SiteSums:
 
     def _cast(self, v: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
         """``v`` checked, in ``dtype`` (default the data's), over the columns the blocks
-        multiply (streamed with a column restriction: widened to the stored ones)."""
+        multiply: hot-first, permuted; streamed with a column restriction, widened to
+        the stored ones."""
         v = np.asarray(v)
         if v.shape != (self.n_features,):
             raise ValueError(f"vector has shape {v.shape}, expected ({self.n_features},)")
         v = v.astype(dtype or self.dtype, copy=False)
+        if self.columns is not None:
+            return self.columns.to_hot(v)
         return self.X.expand(v) if self.streamed else v
 
     def _narrow(self, g: np.ndarray | None) -> np.ndarray | None:
-        """A sum of products ``X_b^T d`` back over the session's columns."""
-        return self.X.contract(g) if self.streamed and g is not None else g
+        """A sum of products ``X_b^T d`` back over the session's columns, in their
+        given order."""
+        if g is None:
+            return None
+        if self.columns is not None:
+            return self.columns.from_hot(g)
+        return self.X.contract(g) if self.streamed else g
 
     def _require_point(self) -> None:
         if self.z is None:
