@@ -163,6 +163,21 @@ def test_hot_first_columns_give_bitwise_the_same_sums(dtype):
     given.close()
 
 
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_column_order_counts_and_relabels_chunk_by_chunk(monkeypatch, index_dtype):
+    monkeypatch.setattr(site_sums_module.ColumnOrder, "CHUNK", 7)  # many partial chunks
+    indices = np.array([3, 3, 1, 4, 3, 1, 0, 4, 4, 4, 2, 3, 3, 1, 1, 1, 1, 5],
+                       dtype=index_dtype)
+    columns = site_sums_module.ColumnOrder(indices, 8)
+    # counts: 1:6, 3:5, 4:4, then 0, 2, 5 once each (by index), 6 and 7 never
+    assert columns.order.tolist() == [1, 3, 4, 0, 2, 5, 6, 7]
+    relabeled = columns.relabel(indices)
+    assert relabeled.dtype == index_dtype
+    assert np.array_equal(columns.order[relabeled], indices)
+    v = np.arange(8.0)
+    assert np.array_equal(columns.from_hot(columns.to_hot(v)), v)
+
+
 def test_float32_data_is_close_to_float64():
     X, y = _problem("logistic", n=2000)
     w = np.random.default_rng(7).standard_normal(X.shape[1])

@@ -112,15 +112,23 @@ class ColumnOrder:
     ``j`` (``rank[order] = 0..d-1``): a vector in hot-first order is ``v[order]``, and
     one back in the given order ``g[rank]``."""
 
+    CHUNK = 1 << 24  # indices counted and relabeled at a time: numpy widens them to intp
+
     def __init__(self, indices: np.ndarray, n_features: int):
-        counts = np.bincount(indices, minlength=n_features)
+        counts = np.zeros(n_features, dtype=np.int64)
+        for a in range(0, len(indices), self.CHUNK):
+            counts += np.bincount(indices[a : a + self.CHUNK], minlength=n_features)
         self.order = np.argsort(-counts, kind="stable")
         self.rank = np.empty(n_features, dtype=np.int32 if n_features < 2**31 else np.int64)
         self.rank[self.order] = np.arange(n_features)
 
     def relabel(self, indices: np.ndarray) -> np.ndarray:
-        """Column indices in hot-first labels (a new array)."""
-        return self.rank[indices].astype(indices.dtype, copy=False)
+        """Column indices in hot-first labels (a new array of their dtype), chunk by
+        chunk, so the transient widened copy stays O(:attr:`CHUNK`)."""
+        out = np.empty(len(indices), dtype=indices.dtype)
+        for a in range(0, len(indices), self.CHUNK):
+            out[a : a + self.CHUNK] = self.rank[indices[a : a + self.CHUNK]]
+        return out
 
     def to_hot(self, v: np.ndarray) -> np.ndarray:
         return v[self.order]
