@@ -149,6 +149,7 @@ GENERATION_ROWS_PER_SECOND = 600_000  # prior, before a generation was timed (BE
 BASE_RSS = 350e6  # the child's imports, the planner's throughput probe, the test set
 PRIOR_BYTES_PER_ROW = 2000.0  # peak RSS per training row (2^16, 0.1-0.8M rows: 1,958)
 HARD_SLACK_SECONDS = 600.0
+FIT_REACH = 100  # a fitted crossing further outside the sizes run is not printed as a number
 MEMORY_MARGIN = 1.15  # on the fitted peak RSS
 QUICK = {"dcs": "2", "rows": "500,4000", "bits": 10, "test_rows": 1000,
          "max_iterations": 300, "run_seconds": 120.0, "time_budget": 600.0}
@@ -480,6 +481,20 @@ def table_rows(configs: list[dict]) -> tuple[list[str], list[list[str]]]:
     return cols, rows
 
 
+def _measured_fit(m: dict) -> str:
+    """The crossing of the power laws fitted to the measured runs, as text; one further
+    than :data:`FIT_REACH` times outside the sizes run is named as such, with the
+    fitted exponents, not as a number."""
+    n_fit, sizes = m["rows_per_dc_fit"], [s["rows_per_dc"] for s in m["sides"]]
+    exps = (f"measured bytes grow as n^{m['fit']['geo']['beta']:.2f} (geo) and "
+            f"n^{m['fit']['centralize']['beta']:.2f} (centralize)")
+    if n_fit > FIT_REACH * max(sizes):
+        return f"fit: beyond {FIT_REACH}x the largest size ({exps})"
+    if n_fit < min(sizes) / FIT_REACH:
+        return f"fit: below 1/{FIT_REACH} of the smallest size ({exps})"
+    return f"fit: {_rows(n_fit)}" + (" (extrapolated)" if m.get("fit_extrapolated") else "")
+
+
 def break_even_rows(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
     cols = ["DCs", "metric", "predicted break-even (rows/DC)", "fit exponents",
             "measured: side per size (best geo / centralize)",
@@ -499,9 +514,7 @@ def break_even_rows(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
         if m.get("rows_per_dc") is not None:
             meas = f"{_rows(m['rows_per_dc'])} (interpolated)"
         elif m.get("rows_per_dc_fit") is not None:
-            meas = "; ".join(x for x in (m.get("note"), (
-                f"fit: {_rows(m['rows_per_dc_fit'])}"
-                + (" (extrapolated)" if m.get("fit_extrapolated") else ""))) if x)
+            meas = "; ".join(x for x in (m.get("note"), _measured_fit(m)) if x)
         else:
             meas = m.get("note", "-") or "-"
         rows.append([str(e["dcs"]), "WAN bytes" if e["metric"] == "wan_bytes" else "$",
@@ -616,7 +629,9 @@ def markdown(results: dict) -> str:
               f" (generation {c['generation_seconds']:,.0f} s, planning "
               f"{c['planning_seconds']:,.0f} s, peak RSS {c['peak_rss_bytes'] / 1e9:.1f} GB)"
               for c in results["configs"] if c["status"] == "ran"]
-    lines += [f"Wall time {results['seconds']:,.0f} s in all: " + "; ".join(timing) + ".", ""]
+    ran = sum(c["seconds"] for c in results["configs"] if c["status"] == "ran")
+    lines += [f"Wall time {ran:,.0f} s over the sizes run (reused ones as first run): "
+              + "; ".join(timing) + ".", ""]
     return "\n".join(lines)
 
 
