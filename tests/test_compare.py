@@ -181,3 +181,13 @@ def test_plan_cli_writes_the_plan_as_json(deployment_file, tmp_path):
     assert estimates[GEO.name]["basis"].startswith("calibrated on")
     assert [s["site"] for s in plan["sites"]] == list(REGIONS)
     assert "recommended: fadl-subspace" in result.output
+
+
+def test_plan_cli_calibrates_on_the_rows_asked_for(deployment_file, tmp_path):
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(main, ["plan", str(deployment_file), "--json", str(out),
+                                       "--store", str(tmp_path / "store.json"),
+                                       "--calibrate", "always", "--calibration-rows", "750"])
+    assert result.exit_code == 0, result.output
+    estimates = {e["plan"]: e for e in json.loads(out.read_text())["estimates"]}
+    assert estimates[GEO.name]["basis"] == "calibrated on 25% of rows"  # 750 of 3,000

@@ -10,6 +10,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from geodml.cli.train_cmds import _compression_spec, _load_test, _parse_params, console
+from geodml.planner import DEFAULT_CALIBRATION_ROWS
 
 
 def _variants(methods: tuple[str, ...], compress: tuple[str, ...], dense: bool,
@@ -162,6 +163,11 @@ _common = [
                  default="auto", show_default=True,
                  help="Calibration runs on a row sample: auto skips plans whose lower bound "
                       "already loses to a permitted centralized plan."),
+    click.option("--calibration-rows", type=click.IntRange(min=1),
+                 default=DEFAULT_CALIBRATION_ROWS, show_default=True,
+                 help="Rows of the median site a calibration samples (at most all); raise "
+                      "it for large sparse models, whose rounds small samples under-predict "
+                      "(docs/planner.md)."),
     click.option("--store", type=click.Path(dir_okay=False),
                  help="Calibration store (default: .geodml/calibration.json beside the "
                       "deployment file)."),
@@ -187,7 +193,7 @@ def _store(store: str | None, deployment: str):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
               help="Also write the plan as JSON here.")
 def plan(deployment, methods, compress, dense, secure, params, loss, lam, gtol, runs, days, growth,
-         optimize, calibrate_mode, store, json_out) -> None:
+         optimize, calibrate_mode, calibration_rows, store, json_out) -> None:
     """Predict bytes, modeled time and dollars of centralizing and of each geo-distributed
     plan over DEPLOYMENT's sites and links, and recommend one."""
     import json
@@ -200,7 +206,7 @@ def plan(deployment, methods, compress, dense, secure, params, loss, lam, gtol, 
     variants = _variants(methods, compress, dense, params, secure)
     result = make_plan(federation_factory(dep), dep, variants,
                        _workload(loss, lam, gtol, runs, days, growth), optimize, calibrate_mode,
-                       _store(store, deployment),
+                       _store(store, deployment), calibration_rows=calibration_rows,
                        progress=lambda m: console.print(f"[dim]{m}[/]"))
     _print_plan(result)
     if json_out:
@@ -218,7 +224,8 @@ def plan(deployment, methods, compress, dense, secure, params, loss, lam, gtol, 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="geodml-report",
               show_default=True, help="The report directory.")
 def compare(deployment, methods, compress, dense, secure, params, loss, lam, gtol, runs, days,
-            growth, optimize, calibrate_mode, store, test_dir, exceptions, out_dir) -> None:
+            growth, optimize, calibrate_mode, calibration_rows, store, test_dir, exceptions,
+            out_dir) -> None:
     """Plan, then run the centralized baseline and each geo-distributed plan for real over
     DEPLOYMENT's sites, and write a report (report.md, report.json, plots, audit logs)."""
     from geodml.compare import run_compare
@@ -240,7 +247,8 @@ def compare(deployment, methods, compress, dense, secure, params, loss, lam, gto
             _workload(loss, lam, gtol, runs, days, growth), test=_load_test(test_dir),
             exception_federation=federation_factory(dep, overrides) if overrides else None,
             exception_sites=list(overrides), optimize=optimize, calibrate_mode=calibrate_mode,
-            store=_store(store, deployment), progress=lambda m: console.print(f"[dim]{m}[/]"),
+            store=_store(store, deployment), calibration_rows=calibration_rows,
+            progress=lambda m: console.print(f"[dim]{m}[/]"),
             on_row_factory=rows)
     _print_plan(result.plan)
     console.print(comparison_table(result, f"geodml compare: {len(dep.sites)} DCs, home "
