@@ -222,10 +222,12 @@ class SiteSums:
                                                                      block_nnz)) if b > a]
         workers = min(threads, len(bounds))
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
-        self._blocks = list(self._pool.map(lambda ab: _Block(X, self.y, *ab, self.columns),
-                                           bounds) if self._pool else
-                            (_Block(X, self.y, a, b, self.columns) for a, b in bounds)) \
-            or [_Block(X, self.y, 0, self.n_rows)]
+
+        def block(bound: tuple[int, int]) -> _Block:  # relabeling runs on the pool too
+            return _Block(X, self.y, *bound, self.columns)
+
+        blocks = list(self._pool.map(block, bounds)) if self._pool else list(map(block, bounds))
+        self._blocks = blocks or [_Block(X, self.y, 0, self.n_rows)]
         self._window = 2 * workers  # blocks submitted ahead of the one being reduced
         self.w: np.ndarray | None = None
         self.z: np.ndarray | None = None
