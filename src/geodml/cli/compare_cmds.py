@@ -10,7 +10,6 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from geodml.cli.train_cmds import _compression_spec, _load_test, _parse_params, console
-from geodml.planner import DEFAULT_CALIBRATION_ROWS
 
 
 def _variants(methods: tuple[str, ...], compress: tuple[str, ...], dense: bool,
@@ -163,11 +162,10 @@ _common = [
                  default="auto", show_default=True,
                  help="Calibration runs on a row sample: auto skips plans whose lower bound "
                       "already loses to a permitted centralized plan."),
-    click.option("--calibration-rows", type=click.IntRange(min=1),
-                 default=DEFAULT_CALIBRATION_ROWS, show_default=True,
-                 help="Rows of the median site a calibration samples (at most all); raise "
-                      "it for large sparse models, whose rounds small samples under-predict "
-                      "(docs/planner.md)."),
+    click.option("--calibration-rows", type=click.IntRange(min=1), default=None,
+                 help="Rows of the median site a calibration samples, at most all (default "
+                      "50,000); raise it for large sparse models, whose rounds small samples "
+                      "under-predict (docs/planner.md)."),
     click.option("--store", type=click.Path(dir_okay=False),
                  help="Calibration store (default: .geodml/calibration.json beside the "
                       "deployment file)."),
@@ -178,6 +176,12 @@ def _with_common(fn):
     for option in reversed(_common):
         fn = option(fn)
     return fn
+
+
+def _calibration(rows: int | None) -> dict:
+    """The planner's keyword for ``--calibration-rows``; absent, its own default (the
+    planner is imported only when a command runs: it pulls in gRPC)."""
+    return {} if rows is None else {"calibration_rows": rows}
 
 
 def _store(store: str | None, deployment: str):
@@ -206,7 +210,7 @@ def plan(deployment, methods, compress, dense, secure, params, loss, lam, gtol, 
     variants = _variants(methods, compress, dense, params, secure)
     result = make_plan(federation_factory(dep), dep, variants,
                        _workload(loss, lam, gtol, runs, days, growth), optimize, calibrate_mode,
-                       _store(store, deployment), calibration_rows=calibration_rows,
+                       _store(store, deployment), **_calibration(calibration_rows),
                        progress=lambda m: console.print(f"[dim]{m}[/]"))
     _print_plan(result)
     if json_out:
@@ -247,7 +251,7 @@ def compare(deployment, methods, compress, dense, secure, params, loss, lam, gto
             _workload(loss, lam, gtol, runs, days, growth), test=_load_test(test_dir),
             exception_federation=federation_factory(dep, overrides) if overrides else None,
             exception_sites=list(overrides), optimize=optimize, calibrate_mode=calibrate_mode,
-            store=_store(store, deployment), calibration_rows=calibration_rows,
+            store=_store(store, deployment), **_calibration(calibration_rows),
             progress=lambda m: console.print(f"[dim]{m}[/]"),
             on_row_factory=rows)
     _print_plan(result.plan)
