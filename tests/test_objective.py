@@ -178,6 +178,36 @@ def test_column_order_counts_and_relabels_chunk_by_chunk(monkeypatch, index_dtyp
     assert np.array_equal(columns.from_hot(columns.to_hot(v)), v)
 
 
+def test_sibling_shares_the_blocks_and_keeps_its_own_state(monkeypatch):
+    """A local procedure's scratch sums: the same rows and relabeled blocks, not a
+    second copy, and moving it leaves the session's point where it was."""
+    from geodml.site.executor import ThreadExecutor
+
+    monkeypatch.setattr(site_sums_module, "BLOCK_MIN_NNZ", 1000)
+    X, y = _problem("logistic", n=4000, d=60)
+    loss = get_loss("logistic")
+    rng = np.random.default_rng(12)
+    w, u = rng.standard_normal(60), rng.standard_normal(60)
+    for executor in (SiteSums(X, y, loss, n_threads=2, hot_first=True),
+                     ThreadExecutor(X, y, loss, shards=2, threads=2)):
+        first = executor.evaluate(w)
+        other = executor.sibling()
+        pairs = (list(zip(executor.shards, other.shards, strict=True))
+                 if isinstance(executor, ThreadExecutor) else [(executor, other)])
+        for a, b in pairs:
+            assert b._blocks is a._blocks and b.columns is a.columns
+            assert b.w is None
+        moved = other.evaluate(u)
+        fresh = (SiteSums(X, y, loss, n_threads=2, hot_first=True)
+                 if isinstance(executor, SiteSums)
+                 else ThreadExecutor(X, y, loss, shards=2, threads=2)).evaluate(u)
+        assert moved.loss == fresh.loss and np.array_equal(moved.grad, fresh.grad)
+        again = executor.current()
+        assert again.loss == first.loss and np.array_equal(again.grad, first.grad)
+        other.close()
+        executor.close()
+
+
 def test_float32_data_is_close_to_float64():
     X, y = _problem("logistic", n=2000)
     w = np.random.default_rng(7).standard_normal(X.shape[1])

@@ -59,6 +59,7 @@ the current point) read no block. An in-memory matrix cut into the same blocks
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 from collections import Counter, deque
@@ -220,15 +221,27 @@ class SiteSums:
             if hot_first and in_memory else None
         bounds = [(a, b) for a, b in itertools.pairwise(block_bounds(X.indptr, threads,
                                                                      block_nnz)) if b > a]
-        workers = min(threads, len(bounds))
-        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self._workers = min(threads, len(bounds))
+        self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
 
         def block(bound: tuple[int, int]) -> _Block:  # relabeling runs on the pool too
             return _Block(X, self.y, *bound, self.columns)
 
         blocks = list(self._pool.map(block, bounds)) if self._pool else list(map(block, bounds))
         self._blocks = blocks or [_Block(X, self.y, 0, self.n_rows)]
-        self._window = 2 * workers  # blocks submitted ahead of the one being reduced
+        self._window = 2 * self._workers  # blocks submitted ahead of the one being reduced
+        self._reset_state()
+
+    def sibling(self) -> SiteSums:
+        """Sums over the same rows, sharing this one's blocks (nothing is read, counted
+        or relabeled again), with a point, directions and a thread pool of their own."""
+        other = copy.copy(self)
+        other._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
+        other._reset_state()
+        return other
+
+    def _reset_state(self) -> None:
+        """No point, direction, line search or subspace yet."""
         self.w: np.ndarray | None = None
         self.z: np.ndarray | None = None
         self.p: np.ndarray | None = None

@@ -9,6 +9,7 @@ is what a distributed executor implements as well.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -54,8 +55,17 @@ class ThreadExecutor:
                      block_nnz=block_nnz)
             for a, b in itertools.pairwise(bounds)
         ] if shards > 1 else [SiteSums(X, y, loss, n_threads=threads, block_nnz=block_nnz)]
-        self._pool = ThreadPoolExecutor(min(threads, len(self.shards))) if len(
-            self.shards) > 1 else None
+        self._workers = min(threads, len(self.shards))
+        self._pool = ThreadPoolExecutor(self._workers) if len(self.shards) > 1 else None
+
+    def sibling(self) -> ThreadExecutor:
+        """An executor over the same shards with its own point and directions (the
+        local procedures' scratch executor), sharing their blocks: the rows are not
+        cut, counted or relabeled again (:meth:`SiteSums.sibling`)."""
+        other = copy.copy(self)
+        other.shards = [s.sibling() for s in self.shards]
+        other._pool = ThreadPoolExecutor(self._workers) if self._pool else None
+        return other
 
     def _map(self, fn):
         if self._pool is None:

@@ -68,8 +68,10 @@ class ShardActor:
         self.views: dict[str, SiteSums] = {}
 
     def _view(self, view: str) -> SiteSums:
-        if view not in self.views:
-            self.views[view] = SiteSums(self.X, self.y, self.loss, n_threads=self.threads)
+        if view not in self.views:  # a second view shares the first one's blocks
+            first = next(iter(self.views.values()), None)
+            self.views[view] = first.sibling() if first is not None else SiteSums(
+                self.X, self.y, self.loss, n_threads=self.threads)
         return self.views[view]
 
     def call(self, view: str, method: str, *args):

@@ -109,7 +109,6 @@ class Session:
     up_state: object = None
     up_format: WireFormat | None = None
     _scratch: Executor | None = None
-    make_executor: Callable[[], Executor] | None = None  # a fresh executor on these rows
     # (call, round) -> result of the last round of each call, to answer a retry
     cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
     has_point: bool = False
@@ -120,9 +119,8 @@ class Session:
     def scratch(self) -> Executor:
         """A second executor on the same rows, for local procedures: they never move
         the session's point or its cached directions."""
-        if self._scratch is None:
-            sibling = getattr(self.executor, "sibling", None)  # same workers, own state
-            self._scratch = sibling() if sibling is not None else self.make_executor()
+        if self._scratch is None:  # the same blocks or workers, its own state
+            self._scratch = self.executor.sibling()
         return self._scratch
 
     def close(self) -> None:
@@ -296,19 +294,17 @@ class SiteService:
         return self._restricted_X
 
     # -- helpers ---------------------------------------------------------------
-    def _executor_factory(self, X: sp.csr_matrix | StreamedRows, y: np.ndarray, loss: Loss,
-                          rows: np.ndarray | None, support: np.ndarray | None
-                          ) -> Callable[[], Executor]:
-        """Makes executors over a session's rows: threads here, or Ray actors that
-        read the same rows from storage (:mod:`geodml.site.ray_executor`)."""
+    def _executor(self, X: sp.csr_matrix | StreamedRows, y: np.ndarray, loss: Loss,
+                  rows: np.ndarray | None, support: np.ndarray | None) -> Executor:
+        """An executor over a session's rows: threads here, or Ray actors that read
+        the same rows from storage (:mod:`geodml.site.ray_executor`); its ``sibling()``
+        is the session's scratch executor."""
         if self.ray is None:
-            return lambda: ThreadExecutor(X, y, loss, self.shards, self.threads,
-                                          self.block_nnz)
+            return ThreadExecutor(X, y, loss, self.shards, self.threads, self.block_nnz)
         from geodml.site.ray_executor import RayExecutor, ShardSource
 
         source = ShardSource(self.ray.path, rows, support)
-        return lambda: RayExecutor(X, y, loss, source, self.shards, self.threads,
-                                   self.ray.address)
+        return RayExecutor(X, y, loss, source, self.shards, self.threads, self.ray.address)
 
     def _session(self, session_id: str) -> Session:
         s = self.sessions.get(session_id)
@@ -426,8 +422,7 @@ class SiteService:
             rows = self._sample(fraction)
             self.policy.check_aggregate(self.name, len(rows))
         X, y = self._session_rows(rows, support)
-        make_executor = self._executor_factory(X, y, loss, rows, support)
-        executor = make_executor()
+        executor = self._executor(X, y, loss, rows, support)
         with self._lock:
             if len(self.sessions) >= MAX_SESSIONS:
                 executor.close()
@@ -436,7 +431,7 @@ class SiteService:
             session = Session(
                 uuid.uuid4().hex, request.job, loss, request.lam, executor,
                 X.shape[1], support, WireFormat.from_proto(request.reply_format),
-                X, y, self.shards, self.threads, make_executor=make_executor,
+                X, y, self.shards, self.threads,
             )
             if up is not None:
                 session.up, session.up_state = up, up.init(session.dim)
