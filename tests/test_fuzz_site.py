@@ -237,6 +237,15 @@ def mostly(draw, good, bad, n: int = 5):
     return draw(bad) if one_in(draw, n) else draw(good)
 
 
+def expected_slots(proc, params_json: str) -> int:
+    """The input vectors ``proc`` expects with these parameters (1 when unknown)."""
+    try:
+        params = json.loads(params_json or "{}")
+        return proc.slots(params) if proc and isinstance(params, dict) else 1
+    except (ValueError, TypeError, RecursionError):
+        return 1
+
+
 @st.composite
 def vector_values(draw, n: int) -> np.ndarray:
     """n values: zeros, normal at some scale, huge, subnormal or sparse; maybe NaN/Inf."""
@@ -520,7 +529,7 @@ def structured_call(draw, target: Target, method: str) -> Call:
                                    st.text(max_size=16), 8)
         head["params_json"] = mostly(draw, GOOD_PARAMS, PARAMS_JSON, 3)
         proc = PROCEDURES.get(head["procedure"])
-        slots = list(range(mostly(draw, st.just(proc.input_slots if proc else 1),
+        slots = list(range(mostly(draw, st.just(expected_slots(proc, head["params_json"])),
                                   st.integers(0, 3), 6)))
     else:  # Subspace
         head.update(new_directions=mostly(draw, st.integers(0, 3),

@@ -36,6 +36,15 @@ Methods:
   decrease without it twice in a row, local solves pause for 2, 4, 8... iterations
   and are tried again (IID data keeps them, skewed data drops them).
 
+**Metric.** With the per-feature preconditioner on (the default;
+:mod:`geodml.optim.preconditioner`) the gradient direction is ``u = D^(-1) g``
+instead of ``g`` (``D`` the Hessian's diagonal at ``w = 0``, one round with one
+vector up per site), the sites get ``u`` and recover ``g = D u`` from ``D``, sent to
+them once with the first local solve, and solve their local problems by TRON in
+their own diagonal metric; the gradient-norm stop is measured as the
+preconditioner's ``stop`` says. At 2^20 hashed features this is what keeps the rounds from growing
+with the rows (BENCHMARKS.md).
+
 Vector rounds per outer iteration: 2 with local solves, 1 without; scalar rounds:
 typically 3-8 for the subspace Newton method.
 """
@@ -47,6 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
 from geodml.federation.base import Federation
@@ -166,41 +176,59 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     lam = spec.lam_for(fed)
     fed.prepare(spec.loss, lam)
     N = fed.n_rows
+    # D at w = 0 (the sites have no point yet), so a resumed run gets the same metric
+    metric = global_metric(fed, spec.preconditioner, lam)  # None: the identity
+    if metric is not None:  # as the sites will hold it (it travels uncompressed)
+        metric = fed.as_received_exact(metric)
     w = np.zeros(fed.n_features) if spec.w0 is None else fed.as_received(spec.w0)
     evals = fed.evaluate(w)
     f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
     g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
     fed.note_gradient(float(np.linalg.norm(g)))
-    g0 = spec.grad_reference or float(np.linalg.norm(g))
-    recorder.add(0, f, w, float(np.linalg.norm(g)))
+    inverse = np.ones(fed.n_features) if metric is None else 1.0 / metric
+
+    norm = spec.preconditioner.grad_norm(metric)  # gtol's norm
+
+    g0 = spec.grad_reference or norm(g)
+    recorder.add(0, f, w, norm(g))
     memory: list[np.ndarray] = []
     params = {"inner_iterations": options.inner_iterations, "inner_gtol": options.inner_gtol,
               "mu": options.mu}
+    metric_sent = False
     skip_until, backoff, weak = 0, 2, 0
     reason, converged = "max_rounds reached", False
     for it in range(1, spec.max_rounds + 1):
-        gnorm = float(np.linalg.norm(g))
+        gnorm = norm(g)
         if gnorm <= spec.gtol * g0 or gnorm == 0.0:
             reason, converged = "relative gradient norm below gtol", True
             break
         local = not options.adaptive or it >= skip_until
         g_sent = fed.as_received(g)  # what the sites receive (after down compression)
-        if local:  # g goes down with the local solves and is reused as a direction
-            d = fed.as_received(_combine(fed, fed.local_solve("fadl_local", params, [g_sent]),
-                                         g, lam))
-            send, new = [d], [d, g_sent]
-        else:
-            send, new = [g_sent], [g_sent]
+        if local:  # g goes down with the local solves; the sites keep u = D^(-1) g_sent
+            # (u = g_sent without a metric) as the subspace's gradient direction
+            inputs, extra = [g_sent], {}
+            if metric is not None:  # D travels once, uncompressed, and stays at the sites
+                extra = {"metric": "stored" if metric_sent else "send"}
+                if not metric_sent:
+                    inputs.append(metric)
+                metric_sent = True
+            d = fed.as_received(_combine(fed, fed.local_solve(
+                "fadl_local", {**params, **extra}, inputs, exact=frozenset({1})), g, lam))
+            u = g_sent * inverse if metric is not None else g_sent
+            send, new = [d], [d, u]
+        else:  # the direction -D^(-1) g itself goes down
+            u = g_sent if metric is None else fed.as_received(inverse * g)
+            send, new = [u], [u]
         D = np.column_stack(new + memory)
         model = _SubspaceModel(fed, lam, w, D)
         first = fed.subspace(send, add_last_local_input=local, coefficients=np.zeros(D.shape[1]))
         c, _f_new, _f0, (gr0, H0) = _newton(fed, model, first, D.shape[1],
                                             options.newton_rounds, options.newton_tol)
-        # along -g_sent the compressed sums promise slope -g.g_sent; the sites' exact
-        # subspace sums give the true one, -gr0[j]: when they disagree, compression
-        # noise dominates the gradient and the precision policy switches to exact
+        # along -u the compressed sums promise slope -g.u; the sites' exact subspace
+        # sums give the true one, -gr0[j]: when they disagree, compression noise
+        # dominates the gradient and the precision policy switches to exact
         j = 1 if local else 0
-        fed.note_direction(-float(g @ g_sent), -float(gr0[j]))
+        fed.note_direction(-float(g @ u), -float(gr0[j]))
         if options.adaptive and local:
             with_d = _model_decrease(gr0, H0)
             without_d = _model_decrease(gr0[1:], H0[1:, 1:])
@@ -218,7 +246,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
         g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
         fed.note_gradient(float(np.linalg.norm(g)))
-        row = recorder.add(it, f, w, float(np.linalg.norm(g)))
+        row = recorder.add(it, f, w, norm(g))
         if spec.tol is not None and row.suboptimality is not None and row.suboptimality <= (
                 spec.tol):
             reason, converged = f"relative suboptimality below {spec.tol:g}", True
@@ -230,4 +258,5 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
             reason = "no further decrease in the subspace"
             break
     return RunResult(name, w, f, converged, reason, recorder.rows, fed.meter.snapshot(),
-                     {"lam": lam, "loss": spec.loss, "reference_grad_norm": g0})
+                     {"lam": lam, "loss": spec.loss, "reference_grad_norm": g0,
+                      "preconditioner": spec.preconditioner.describe()})

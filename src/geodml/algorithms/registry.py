@@ -23,6 +23,7 @@ from geodml.algorithms.oneshot import train_oneshot
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
 from geodml.federation.base import Federation
+from geodml.optim.preconditioner import DIAG, Preconditioner
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrainSpec:
     w0: np.ndarray | None = None
     grad_reference: float | None = None  # gtol relative to this norm (warm starts)
     params: dict = field(default_factory=dict)
+    # the exact methods' metric (sqm-*, fadl, fadl-subspace; the others ignore it)
+    preconditioner: Preconditioner = DIAG
 
     def lam_for(self, fed: Federation) -> float:
         return 1.0 / fed.n_rows if self.lam is None else float(self.lam)
@@ -54,7 +57,8 @@ def _sqm(name: str) -> Method:
                               "['line_search_batch']")
         return train_sqm(fed, name, spec.loss, spec.lam_for(fed), spec.gtol, spec.max_rounds,
                          spec.w0, recorder, spec.max_wan_bytes, spec.tol,
-                         int(spec.params.get("line_search_batch", 1)), spec.grad_reference)
+                         int(spec.params.get("line_search_batch", 1)), spec.grad_reference,
+                         spec.preconditioner)
     run.__doc__ = f"SQM {name} (see geodml.algorithms.sqm)."
     return run
 

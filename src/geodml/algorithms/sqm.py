@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
 from geodml.federation.base import Federation
 from geodml.federation.objective import FederatedObjective
-from geodml.optim import LbfgsOptions, lbfgs, tron
+from geodml.optim import LbfgsOptions
+from geodml.optim.preconditioner import DIAG, Preconditioner, solve
 
 SQM_METHODS = ("lbfgs", "gd", "tron")
 
@@ -35,16 +37,21 @@ def train_sqm(
     tol: float | None = None,
     line_search_batch: int = 1,
     grad_reference: float | None = None,
+    preconditioner: Preconditioner = DIAG,
 ) -> RunResult:
-    """Train by an SQM method. Stops at ``gtol`` (relative gradient norm), at
-    ``tol`` relative suboptimality (needs the recorder's ``f_star``), after
-    ``max_iter`` iterations, or once ``max_wan_bytes`` have crossed the WAN."""
+    """Train by an SQM method in the metric of ``preconditioner`` (default: the
+    Hessian's diagonal, one extra round with one vector up per site; see
+    :mod:`geodml.algorithms.metric`). Stops at ``gtol`` (relative gradient norm, in
+    the metric's dual norm), at ``tol`` relative suboptimality (needs the recorder's
+    ``f_star``), after ``max_iter`` iterations, or once ``max_wan_bytes`` have crossed
+    the WAN."""
     if method not in SQM_METHODS:
         raise ConfigError(f"unknown SQM method {method!r}; known: {', '.join(SQM_METHODS)}")
     lam = 1.0 / fed.n_rows if lam is None else float(lam)
     fed.prepare(loss, lam)
     recorder = recorder or RunRecorder(fed)
     objective = FederatedObjective(fed, lam)
+    metric = global_metric(fed, preconditioner, lam)
     stop_reason: list[str] = []
     done = [0]  # iterations of earlier solves (a site dropped: the solve restarted)
 
@@ -58,16 +65,12 @@ def train_sqm(
 
     while True:
         sites = len(fed.names)
-        if method == "tron":
-            result = tron(objective, w0=w0, gtol=gtol, max_iter=max_iter - done[0],
-                          callback=callback, reference_grad_norm=grad_reference)
-        else:
-            options = LbfgsOptions(memory=0 if method == "gd" else 10, gtol=gtol,
-                                   max_iter=max_iter - done[0],
-                                   line_search_batch=line_search_batch,
-                                   reference_grad_norm=grad_reference,
-                                   f_noise=fed.sum_resolution / fed.n_rows)
-            result = lbfgs(objective, w0=w0, options=options, callback=callback)
+        options = LbfgsOptions(gtol=gtol, max_iter=max_iter - done[0],
+                               line_search_batch=line_search_batch,
+                               reference_grad_norm=grad_reference,
+                               f_noise=fed.sum_resolution / fed.n_rows)
+        result = solve(objective, method, metric, w0, options, callback,
+                       preconditioner.stop)
         grad_reference = grad_reference or result.history[0].grad_norm
         done[0] += len(result.history) - 1
         # a site dropped mid-solve changed the objective under the solver's feet (its
@@ -80,4 +83,5 @@ def train_sqm(
     return RunResult(f"sqm-{method}", result.w, result.f, converged,
                      stop_reason[0] if stop_reason else result.reason, recorder.rows,
                      fed.meter.snapshot(), {"lam": lam, "loss": loss,
-                                            "reference_grad_norm": grad_reference})
+                                            "reference_grad_norm": grad_reference,
+                                            "preconditioner": preconditioner.describe()})

@@ -661,11 +661,20 @@ class Federation:
         self._down_transform = self._down_state = None
         self._full_precision_pending = True
 
-    def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]]) -> Iterator:
-        """The header message, then every chunk of the given (slot, vector) pairs."""
+    def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]],
+                exact: frozenset[int] = frozenset()) -> Iterator:
+        """The header message, then every chunk of the given (slot, vector) pairs; slots
+        in ``exact`` in the job's wire format, never compressed."""
         fmt = self.down_format
         return with_chunks(head, (c for slot, v in vectors
-                                  for c in encode_vector(v, slot, fmt)), cls)
+                                  for c in encode_vector(v, slot,
+                                                         self.wire if slot in exact else fmt)),
+                           cls)
+
+    def as_received_exact(self, v: np.ndarray) -> np.ndarray:
+        """What the sites receive of ``v`` sent uncompressed (the job's wire format)."""
+        v = np.asarray(v, dtype=np.float64)
+        return v if self.wire.dtype == "float64" else roundtrip(v, self.wire)
 
     # -- the interface algorithms use -----------------------------------------------
     def prepare(self, loss: str, lam: float, restrict_to_support: bool | None = None,
@@ -859,9 +868,10 @@ class Federation:
         total = self._unmask(self._secure_map(one).values())
         return [(total[:len(alphas)], total[len(alphas):])]
 
-    def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray]
-                    ) -> list[tuple[np.ndarray, dict, int]]:
-        """Run a local procedure at every site; returns (vector, info, rows) per site."""
+    def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray],
+                    exact: frozenset[int] = frozenset()) -> list[tuple[np.ndarray, dict, int]]:
+        """Run a local procedure at every site; returns (vector, info, rows) per site.
+        Input slots in ``exact`` travel uncompressed (e.g. a metric)."""
         round_id = self._next_round(down=len(inputs), up=1)
 
         def one(site: str):
@@ -873,7 +883,8 @@ class Federation:
             dim = self._dim(site)
             ring = {"ring_slots": (0,)} if self.secure is not None else None
             first, asm = self._call(
-                site, "LocalSolve", lambda: self._stream(head, pb.LocalSolveRequest, vectors),
+                site, "LocalSolve",
+                lambda: self._stream(head, pb.LocalSolveRequest, vectors, exact),
                 round_id, lengths=lambda _r: {0: dim}, slot_kinds=ring)
             if self.secure is not None:
                 return first.rows, asm.result(0)

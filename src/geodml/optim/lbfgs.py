@@ -2,7 +2,9 @@
 
 The direction is ``p = -H g`` with ``H`` the L-BFGS inverse-Hessian estimate from
 the last ``m`` pairs ``s = w_{k+1} - w_k``, ``y = g_{k+1} - g_k`` (two-loop
-recursion, initial scaling ``H0 = (s.y / y.y) I``; first step ``p = -g / ||g||``).
+recursion, initial scaling ``H0 = (s.y / y.y) I``; first step ``p = -g / ||g||``, or
+``p = -g`` with ``unit_first_step`` where the variables are preconditioned so that
+the Hessian's diagonal is one).
 Per iteration the oracle caches ``p`` once (one product ``X p`` per DC), the line
 search asks only for scalars, and the gradient is computed once, at the accepted
 point, from the cached margins: one ``X p`` and one ``X^T r`` per iteration.
@@ -37,6 +39,12 @@ class LbfgsOptions:
     line_search_batch: int = 1  # step sizes per line-search round
     reference_grad_norm: float | None = None  # gtol is relative to this (default: ||g(w0)||)
     f_noise: float = 0.0  # the objective's values are known to within this (fixed-point sums)
+    # first step -g (a unit Newton step for a Hessian near the identity: preconditioned
+    # variables) rather than -g/||g||
+    unit_first_step: bool = False
+    # the norm of the stop test, gtol's reference and the records (default Euclidean in
+    # the solver's variables; a preconditioned solve measures the original gradient)
+    stop_norm: Callable[[np.ndarray], float] | None = None
 
 
 @dataclass
@@ -90,18 +98,21 @@ def lbfgs(
     opt = options or LbfgsOptions()
     start = time.perf_counter()
     w = np.zeros(oracle.n_features) if w0 is None else np.array(w0, dtype=np.float64)
+    measure = opt.stop_norm or (lambda v: float(np.linalg.norm(v)))
     f, g = oracle.value_grad(w)
-    gnorm = float(np.linalg.norm(g))
-    g0_norm = opt.reference_grad_norm or gnorm
-    history = [IterationRecord(0, f, gnorm, 0.0, 0, 0, time.perf_counter() - start)]
+    gnorm, gstop = float(np.linalg.norm(g)), measure(g)
+    g0_norm = opt.reference_grad_norm or gstop
+    history = [IterationRecord(0, f, gstop, 0.0, 0, 0, time.perf_counter() - start)]
     if callback and callback(history[-1], w):
-        return SolveResult(w, f, gnorm, 0, False, "stopped by callback", history)
+        return SolveResult(w, f, gstop, 0, False, "stopped by callback", history)
     pairs: deque = deque(maxlen=opt.memory)
     if gnorm == 0.0:
-        return SolveResult(w, f, gnorm, 0, True, "gradient is zero", history)
+        return SolveResult(w, f, gstop, 0, True, "gradient is zero", history)
     reason, converged = "max_iter reached", False
+    first_unit = opt.unit_first_step
     for k in range(1, opt.max_iter + 1):
-        p = _two_loop(g, pairs) if pairs else -g / gnorm
+        p = _two_loop(g, pairs) if pairs else -g / (1.0 if first_unit else gnorm)
+        first_unit = False
         d0 = float(g @ p)
         if not d0 < 0:  # lost descent: restart from steepest descent
             pairs.clear()
@@ -132,13 +143,13 @@ def lbfgs(
             pairs.append((s, y, 1.0 / sy))
         decrease = f - f_new
         w, f, g = w + s, f_new, g_new
-        gnorm = float(np.linalg.norm(g))
+        gnorm, gstop = float(np.linalg.norm(g)), measure(g)
         history.append(
-            IterationRecord(k, f, gnorm, ls.alpha, ls.rounds, ls.points,
+            IterationRecord(k, f, gstop, ls.alpha, ls.rounds, ls.points,
                             time.perf_counter() - start)
         )
         stop = bool(callback and callback(history[-1], w))
-        if gnorm <= opt.gtol * g0_norm:
+        if gstop <= opt.gtol * g0_norm:
             reason, converged = "relative gradient norm below gtol", True
             break
         if decrease <= opt.ftol * max(abs(f), 1.0) - 2 * opt.f_noise:
@@ -147,4 +158,4 @@ def lbfgs(
         if stop:
             reason = "stopped by callback"
             break
-    return SolveResult(w, f, gnorm, len(history) - 1, converged, reason, history)
+    return SolveResult(w, f, gstop, len(history) - 1, converged, reason, history)

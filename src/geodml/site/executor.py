@@ -91,6 +91,10 @@ class ThreadExecutor:
         parts = self._map(lambda s: s.hess_vec(v))
         return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
 
+    def hess_diag(self) -> np.ndarray:
+        parts = self._map(lambda s: s.hess_diag())
+        return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+
     def set_direction(self, p: np.ndarray) -> None:
         self._map(lambda s: s.set_direction(p))
 

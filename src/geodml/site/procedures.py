@@ -10,6 +10,15 @@ minimizer of the site's own regularized objective
     F_k(v) = (1/n_k) L_k(v) + (lambda/2) ||v||^2,
 
 started from ``w0`` — the building block of one-shot parameter averaging.
+
+``hess_diag`` (no inputs, no params) returns the per-row mean of the loss's
+Hessian diagonal at the session's current point (zero when it has none),
+
+    h_k = (1/n_k) sum_{i in DC k} l''(z_i) x_ij^2,
+
+from which the coordinator builds the per-feature preconditioner
+``D = sum_k n_k h_k / N + lambda`` (:mod:`geodml.optim.preconditioner`). A mean, not a
+sum, so that it fits a compressed wire format (float16 tops out at 65504).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from geodml.models.objective import RegularizedObjective
 from geodml.optim.lbfgs import LbfgsOptions, lbfgs
 from geodml.site.local_admm import run_admm_local
 from geodml.site.local_dane import run_dane_local
-from geodml.site.local_fadl import run_fadl_local
+from geodml.site.local_fadl import fadl_local_slots, run_fadl_local
 from geodml.site.local_sgd import run_local_sgd
 
 
@@ -47,8 +56,13 @@ class ProcedureContext:
 @dataclass(frozen=True)
 class Procedure:
     name: str
-    input_slots: int
+    input_slots: int | Callable[[dict], int]  # fixed, or from the call's parameters
     run: Callable[[ProcedureContext, dict, list[np.ndarray]], tuple[np.ndarray, dict]]
+
+    def slots(self, params: dict) -> int:
+        """How many input vectors a call with ``params`` carries."""
+        return self.input_slots if isinstance(self.input_slots, int) else self.input_slots(
+            params)
 
 
 def _int_param(params: dict, key: str, default: int, lo: int, hi: int) -> int:
@@ -76,12 +90,21 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
                       "converged": result.converged}
 
 
+def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
+    if params:
+        raise ValueError(f"takes no parameters, got {sorted(params)}")
+    point = np.zeros(ctx.dim) if ctx.point is None else ctx.point
+    ctx.executor.evaluate(point, need_grad=False)
+    return ctx.executor.hess_diag() / max(1, ctx.n_rows), {}
+
+
 PROCEDURES: dict[str, Procedure] = {
     p.name: p for p in (
         Procedure("local_minimize", 1, _local_minimize),
+        Procedure("hess_diag", 0, _hess_diag),
         Procedure("local_sgd", 1, run_local_sgd),
         Procedure("admm_local", 1, run_admm_local),
         Procedure("dane_local", 2, run_dane_local),
-        Procedure("fadl_local", 1, run_fadl_local),
+        Procedure("fadl_local", fadl_local_slots, run_fadl_local),
     )
 }

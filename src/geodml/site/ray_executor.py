@@ -160,6 +160,10 @@ class RayExecutor:
         parts = self._map("hess_vec", v)
         return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
 
+    def hess_diag(self) -> np.ndarray:
+        parts = self._map("hess_diag")
+        return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+
     def set_direction(self, p: np.ndarray) -> None:
         self._map("set_direction", p)
 

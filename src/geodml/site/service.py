@@ -608,11 +608,49 @@ class SiteService:
                 raise SiteError("INVALID_ARGUMENT",
                                 f"site {self.name}: unknown procedure {first.procedure!r}; "
                                 f"known: {', '.join(sorted(PROCEDURES))}")
-            return {slot: s.dim for slot in range(proc.input_slots)}
+            try:
+                slots = proc.slots(self._local_params(first))
+            except (ValueError, TypeError) as e:
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {self.name}: {first.procedure}: {e}") from None
+            return {slot: s.dim for slot in range(slots)}
 
         first, vectors = read_message_stream(requests, lengths, self.name,
                                              float32_range=self._float32)
         s = self._session(first.session)
+        params = self._local_params(first)
+        proc = PROCEDURES[first.procedure]
+        self._refuse_private(s, "LocalSolve")
+        with s.lock:
+            result = s.cached("local_solve", first.round)
+            if result is None:
+                inputs = [vectors.result(slot) for slot in range(proc.slots(params))]
+                touched = None
+                if s.support is None and self.policy.share_support and s.masker is None:
+                    touched = np.zeros(s.dim, dtype=bool)
+                    touched[self.support()] = True
+                ctx = ProcedureContext(s.scratch(), s.loss, s.lam, s.X.shape[0],
+                                       s.executor.point if s.has_point else None, touched,
+                                       s.state)
+                if inputs:  # what Subspace(add_last_local_input) reuses; a procedure
+                    s.state["last_local_input"] = inputs[0]  # may leave another
+                try:
+                    result = proc.run(ctx, params, inputs)
+                except (ValueError, TypeError) as e:
+                    raise SiteError("INVALID_ARGUMENT",
+                                    f"site {self.name}: {first.procedure}: {e}") from None
+                s.remember("local_solve", first.round, result)
+        vector, info = result
+        rows = s.X.shape[0]
+        if s.masker is not None:  # the sum of rows * vector: the coordinator averages
+            masked = self._mask(s, first, "LocalSolve", rows * np.asarray(vector))
+            return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
+                               encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
+        head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
+        return with_chunks(head, encode_vector(vector, 0, s.reply_format), pb.LocalSolveReply)
+
+    def _local_params(self, first: pb.LocalSolveRequest) -> dict:
+        """A LocalSolve's parameters (a JSON object of bounded size)."""
         if len(first.params_json) > MAX_PARAMS_JSON:
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: params_json longer than {MAX_PARAMS_JSON}")
@@ -624,35 +662,7 @@ class SiteService:
                             ) from None
         if not isinstance(params, dict):
             raise SiteError("INVALID_ARGUMENT", f"site {self.name}: params_json is not an object")
-        proc = PROCEDURES[first.procedure]
-        self._refuse_private(s, "LocalSolve")
-        with s.lock:
-            result = s.cached("local_solve", first.round)
-            if result is None:
-                inputs = [vectors.result(slot) for slot in range(proc.input_slots)]
-                touched = None
-                if s.support is None and self.policy.share_support and s.masker is None:
-                    touched = np.zeros(s.dim, dtype=bool)
-                    touched[self.support()] = True
-                ctx = ProcedureContext(s.scratch(), s.loss, s.lam, s.X.shape[0],
-                                       s.executor.point if s.has_point else None, touched,
-                                       s.state)
-                try:
-                    result = proc.run(ctx, params, inputs)
-                except (ValueError, TypeError) as e:
-                    raise SiteError("INVALID_ARGUMENT",
-                                    f"site {self.name}: {first.procedure}: {e}") from None
-                if inputs:
-                    s.state["last_local_input"] = inputs[0]
-                s.remember("local_solve", first.round, result)
-        vector, info = result
-        rows = s.X.shape[0]
-        if s.masker is not None:  # the sum of rows * vector: the coordinator averages
-            masked = self._mask(s, first, "LocalSolve", rows * np.asarray(vector))
-            return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
-                               encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
-        head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
-        return with_chunks(head, encode_vector(vector, 0, s.reply_format), pb.LocalSolveReply)
+        return params
 
     def subspace(self, requests: Iterable[pb.SubspaceRequest], peer: str | None
                  ) -> pb.SubspaceReply:

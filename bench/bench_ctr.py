@@ -1,0 +1,145 @@
+"""The CTR regime: rounds against rows at 2^20 hashed features, with and without the
+per-feature (Hessian-diagonal) preconditioner.
+
+Usage: python bench/bench_ctr.py [--rows 10000,100000,1000000] [--dcs 2] [--bits 20]
+       [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16] [--gtol 1e-3]
+       [--work DIR] [--stream]
+
+For every size it generates (or reuses, under ``--work``) the regional CTR data of
+``bench/_regional.py`` (K DCs, ``rows`` training rows each, 26 categorical + 4 numeric
+fields hashed into 2^bits features, lambda = 1/N, logistic), then runs over in-process
+sites (the same messages and metered bytes as gRPC):
+
+- **centralize**: every non-home DC's rows exported to the home DC through the
+  federation (real Export calls, metered WAN bytes), then centralized L-BFGS on the
+  pooled rows, in the diagonal metric and in the identity (iterations, objective);
+- every geo method with every preconditioner (``diag``, ``none``) and compression:
+  outer iterations, vector rounds, WAN bytes, objective, test AUC.
+
+It prints a table and, with ``--markdown``, the same rows as Markdown for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from _regional import (
+    dc_names,
+    federation_factory,
+    in_process_sites,
+    markdown_table,
+    regional_data,
+    rich_table,
+)
+from geodml.algorithms.record import RunRecorder
+from geodml.algorithms.registry import TrainSpec, train
+from geodml.centralized import train_centralized
+from geodml.compression import AdaptivePrecision
+from geodml.data.dataset import Dataset
+from geodml.federation.base import CompressionConfig
+from geodml.metrics import roc_auc
+from geodml.optim import LbfgsOptions
+from geodml.optim.preconditioner import NONE, Preconditioner
+
+COLS = ["rows/DC", "plan", "metric", "iters", "vector rounds", "rounds", "WAN MB", "F",
+        "test AUC", "seconds", "stop"]
+
+
+def compression(kind: str) -> CompressionConfig | None:
+    if kind == "none":
+        return None
+    spec = f'{{"kind": "cast", "dtype": "{kind}"}}'
+    return CompressionConfig(up=spec, down=spec, precision=AdaptivePrecision())
+
+
+def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
+                    pres: dict[str, Preconditioner]) -> list[list[str]]:
+    """Export every non-home DC's rows (metered), then train on the pooled rows."""
+    t0 = time.perf_counter()
+    with open_fed() as fed:
+        fed.prepare("logistic", 0.0, restrict_to_support=False, job="export")
+        parts = [fed.export(site) for site in fed.names[1:]]
+        wan = fed.meter.snapshot()["wan_bytes"]
+    export_seconds = time.perf_counter() - t0
+    pooled = Dataset.concat([home, *parts])
+    out = []
+    for pre in pres.values():
+        t0 = time.perf_counter()
+        model, res = train_centralized(pooled, options=LbfgsOptions(gtol=gtol, max_iter=3000),
+                                       preconditioner=pre)
+        auc = roc_auc(test.y, test.X @ model.w)
+        out.append([f"{n:,}", "centralize", pre.kind, str(res.iterations), "-", "-",
+                    f"{wan / 1e6:.1f}", f"{res.f:.7f}", f"{auc:.5f}",
+                    f"{export_seconds + time.perf_counter() - t0:.0f}", res.reason])
+    return out
+
+
+def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: float,
+            max_rounds: int) -> list[str]:
+    t0 = time.perf_counter()
+    with open_fed(compression=compression(comp)) as fed:
+        r = train(fed, method, TrainSpec(gtol=gtol, max_rounds=max_rounds, preconditioner=pre),
+                  RunRecorder(fed))
+        rounds, vector_rounds = fed.rounds, fed.vector_rounds
+        wan = fed.meter.snapshot()["wan_bytes"]
+    auc = roc_auc(test.y, test.X @ r.w)
+    plan = method if comp == "none" else f"{method} {comp}"
+    return [f"{n:,}", plan, pre.kind, str(len(r.rows) - 1), f"{vector_rounds:g}", str(rounds),
+            f"{wan / 1e6:.1f}", f"{r.objective:.7f}", f"{auc:.5f}",
+            f"{time.perf_counter() - t0:.0f}", r.reason]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", default="10000,100000,1000000")
+    ap.add_argument("--dcs", type=int, default=2)
+    ap.add_argument("--bits", type=int, default=20)
+    ap.add_argument("--test-rows", type=int, default=20000)
+    ap.add_argument("--methods", default="sqm-lbfgs,fadl-subspace")
+    ap.add_argument("--metrics", default="diag,none", help="preconditioners to run")
+    ap.add_argument("--stop", default="euclidean", choices=("euclidean", "metric"),
+                    help="the norm gtol is measured in (geodml.optim.preconditioner)")
+    ap.add_argument("--compress", default="none")
+    ap.add_argument("--gtol", type=float, default=1e-3)
+    ap.add_argument("--max-rounds", type=int, default=1000)
+    ap.add_argument("--no-centralize", action="store_true")
+    ap.add_argument("--stream", action="store_true", help="sites read rows from disk")
+    ap.add_argument("--work", type=Path, default=Path("bench-work"))
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    console = Console()
+    names = dc_names(args.dcs)
+    pres = {"diag": Preconditioner(stop=args.stop), "none": NONE}
+    rows = []
+    for n in (int(x) for x in args.rows.split(",")):
+        sites, test, _ = regional_data(args.work / "data", names, n, args.bits, args.test_rows,
+                                       stream=args.stream, progress=console.log)
+        services = in_process_sites(sites, stream=args.stream)
+        open_fed = federation_factory(services, names[0])
+        if not args.no_centralize:
+            for row in centralize_rows(n, sites[names[0]], open_fed, test, args.gtol,
+                                       pres):
+                rows.append(row)
+                console.log(" | ".join(row))
+        for method in args.methods.split(","):
+            for metric in args.metrics.split(","):
+                for comp in args.compress.split(","):
+                    row = geo_row(n, open_fed, method, pres[metric], comp, test, args.gtol,
+                                  args.max_rounds)
+                    rows.append(row)
+                    console.log(" | ".join(row))
+        for s in services:
+            s.shutdown()
+        del sites, services
+    console.print(rich_table(f"2^{args.bits} features, K = {args.dcs}, gtol {args.gtol:g}",
+                             COLS, rows, left=("plan", "metric", "stop")))
+    if args.markdown:
+        print(markdown_table(COLS, rows))
+
+
+if __name__ == "__main__":
+    main()

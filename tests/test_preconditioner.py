@@ -1,0 +1,179 @@
+"""The per-feature (Hessian-diagonal) preconditioner: its math, its statistic from the
+sites, and that every exact method reaches the same optimum with it, in fewer rounds
+where features are rare."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from geodml.algorithms.metric import global_metric
+from geodml.algorithms.record import RunRecorder
+from geodml.algorithms.registry import TrainSpec, train
+from geodml.centralized import train_centralized
+from geodml.data.dataset import Dataset, FeatureSpace
+from geodml.errors import ConfigError
+from geodml.federation import Federation, SiteCallError
+from geodml.federation.base import CompressionConfig, SecureAggregation
+from geodml.federation.transport import InProcessTransport
+from geodml.models import RegularizedObjective, SiteSums, get_loss
+from geodml.optim import LbfgsOptions
+from geodml.optim.preconditioner import DIAG, NONE, Preconditioner, ScaledObjective
+from geodml.site.service import SiteService
+
+TIGHT = LbfgsOptions(gtol=1e-9, max_iter=5000)
+
+
+def rare_features(n: int = 3000, d: int = 4000, seed: int = 0, zipf: float = 1.3) -> Dataset:
+    """Rows with one always-on feature and 6 Zipf-distributed hashed ones: most
+    features are rare, a few frequent (the CTR regime in small)."""
+    rng = np.random.default_rng(seed)
+    cols = np.minimum(rng.zipf(zipf, size=(n, 6)), d - 1)
+    cols = np.column_stack([np.zeros(n, dtype=np.int64), cols])
+    X = sp.csr_matrix((np.ones(cols.size), cols.ravel(), np.arange(0, cols.size + 1, 7)),
+                      shape=(n, d))
+    X.sum_duplicates()
+    w = rng.normal(0, 1, d)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ w)))).astype(np.float64)
+    return Dataset(X, y, FeatureSpace(d))
+
+
+def split(data: Dataset, k: int) -> list[Dataset]:
+    bounds = np.linspace(0, data.n_rows, k + 1).astype(int)
+    return [data.take(np.arange(a, b)) for a, b in itertools.pairwise(bounds)]
+
+
+def federation(parts: list[Dataset], **kw) -> Federation:
+    services = [SiteService(f"dc{i}", f"dc{i}", p) for i, p in enumerate(parts)]
+    return Federation([InProcessTransport(s) for s in services], "dc0", **kw)
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return rare_features()
+
+
+@pytest.fixture(scope="module")
+def optimum(data) -> float:
+    return train_centralized(data, options=TIGHT, preconditioner=NONE)[1].f
+
+
+def test_the_scaled_objective_is_the_same_function_in_new_variables(data):
+    lam = 1.0 / data.n_rows
+    objective = RegularizedObjective([SiteSums(data.X, data.y, get_loss("logistic"))], lam,
+                                     data.n_features)
+    objective.value(np.zeros(data.n_features))
+    metric = DIAG.metric(objective.hess_diag_sum(), data.n_rows, lam)
+    scaled = ScaledObjective(objective, metric)
+    rng = np.random.default_rng(1)
+    v, p = rng.normal(size=data.n_features), rng.normal(size=data.n_features)
+    f_v, g_v = scaled.value_grad(v)
+    f_w, g_w = objective.value_grad(scaled.to_w(v))
+    assert f_v == pytest.approx(f_w)
+    np.testing.assert_allclose(g_v, g_w / np.sqrt(metric))  # D^(-1/2) grad F
+    eps = 1e-6  # the directional derivative agrees with the scaled gradient
+    f_plus, _ = scaled.value_grad(v + eps * p)
+    f_minus, _ = scaled.value_grad(v - eps * p)
+    assert (f_plus - f_minus) / (2 * eps) == pytest.approx(float(g_v @ p), rel=1e-5)
+    scaled.value_grad(np.zeros(data.n_features))  # at 0 the scaled diagonal is all ones
+    for j in (0, 5, 100):
+        e = np.zeros(data.n_features)
+        e[j] = 1.0
+        assert float(e @ scaled.hess_vec(e)) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_the_metric_is_the_hessian_diagonal_at_zero_plus_lambda(data):
+    lam = 1e-3
+    metric = DIAG.metric(np.asarray(data.X.power(2).sum(axis=0)).ravel() / 4, data.n_rows, lam)
+    objective = RegularizedObjective([SiteSums(data.X, data.y, get_loss("logistic"))], lam,
+                                     data.n_features)
+    objective.value(np.zeros(data.n_features))
+    np.testing.assert_allclose(DIAG.metric(objective.hess_diag_sum(), data.n_rows, lam), metric)
+    assert metric.min() == pytest.approx(lam)  # untouched features: lambda alone
+    mixed = Preconditioner(mix=1.0).metric(objective.hess_diag_sum(), data.n_rows, lam)
+    np.testing.assert_allclose(mixed, metric.mean())  # mix 1: the identity, scaled
+
+
+def test_bad_settings_are_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="'diagonal' is not one of: diag, none"):
+        Preconditioner("diagonal")
+    with pytest.raises(ConfigError, match=r"mix must be in \[0, 1\]"):
+        Preconditioner(mix=2.0)
+    with pytest.raises(ConfigError, match="stop 'l1' is not one of"):
+        Preconditioner(stop="l1")
+
+
+def test_the_sites_diagonal_equals_the_pooled_one(data):
+    lam = 1.0 / data.n_rows
+    with federation(split(data, 3)) as fed:
+        fed.prepare("logistic", lam)
+        remote = global_metric(fed, DIAG, lam)
+        assert global_metric(fed, NONE, lam) is None
+        assert fed.vector_rounds == pytest.approx(0.5)  # one vector, up only
+    objective = RegularizedObjective([SiteSums(data.X, data.y, get_loss("logistic"))], lam,
+                                     data.n_features)
+    objective.value(np.zeros(data.n_features))
+    np.testing.assert_allclose(remote, DIAG.metric(objective.hess_diag_sum(), data.n_rows, lam),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "tron"])
+def test_centralized_reaches_the_same_optimum_in_fewer_iterations(data, optimum, solver):
+    plain = train_centralized(data, options=LbfgsOptions(gtol=1e-6), solver=solver,
+                              preconditioner=NONE)[1]
+    pre = train_centralized(data, options=LbfgsOptions(gtol=1e-6), solver=solver)[1]
+    tight = train_centralized(data, options=TIGHT, solver=solver)[1]
+    assert tight.f == pytest.approx(optimum, rel=1e-10)
+    assert pre.converged and plain.converged
+    assert pre.iterations * 1.5 <= plain.iterations, (pre.iterations, plain.iterations)
+
+
+@pytest.mark.parametrize("method", ["sqm-lbfgs", "sqm-tron", "sqm-gd", "fadl", "fadl-subspace"])
+def test_every_exact_method_reaches_the_optimum_preconditioned(data, optimum, method):
+    with federation(split(data, 3)) as fed:
+        result = train(fed, method, TrainSpec(gtol=1e-8, max_rounds=3000),
+                       RunRecorder(fed, f_star=optimum))
+    assert result.converged, result.reason
+    assert result.info["preconditioner"] == "diag"
+    assert result.objective == pytest.approx(optimum, rel=1e-8)
+
+
+@pytest.mark.parametrize(("method", "ratio"), [("sqm-lbfgs", 4.0), ("fadl-subspace", 1.5)])
+def test_preconditioning_cuts_vector_rounds_on_rare_features(method, ratio):
+    """20,000 rows over 2^16 Zipf(1.1) features: measured 20.5 against 203 vector rounds
+    to 1e-6 for sqm-lbfgs, 10 against 21 for fadl-subspace."""
+    data = rare_features(20_000, 1 << 16, zipf=1.1)
+    optimum = train_centralized(data, options=TIGHT)[1].f
+    rounds = {}
+    for pre in (DIAG, NONE):
+        with federation(split(data, 2)) as fed:
+            result = train(fed, method, TrainSpec(tol=1e-6, max_rounds=3000, preconditioner=pre),
+                           RunRecorder(fed, f_star=optimum))
+        assert result.converged, (pre, result.reason)
+        rounds[pre.kind] = result.first_reaching(1e-6).vector_rounds
+    assert rounds["diag"] * ratio <= rounds["none"], rounds
+
+
+@pytest.mark.parametrize("method", ["sqm-lbfgs", "fadl-subspace"])
+def test_preconditioned_under_secure_aggregation_and_float16(data, optimum, method):
+    f16 = '{"kind": "cast", "dtype": "float16"}'
+    for kw in ({"secure": SecureAggregation()},
+               {"compression": CompressionConfig(up=f16, down=f16)}):
+        with federation(split(data, 3), **kw) as fed:
+            result = train(fed, method, TrainSpec(tol=1e-6, max_rounds=3000),
+                           RunRecorder(fed, f_star=optimum))
+        assert result.converged, (kw, result.reason)
+        assert result.rows[-1].suboptimality <= 1e-6
+
+
+def test_a_site_refuses_a_stored_metric_it_never_received(data):
+    with federation(split(data, 2)) as fed:
+        fed.prepare("logistic", 1.0 / data.n_rows)
+        fed.evaluate(np.zeros(data.n_features))
+        with pytest.raises(SiteCallError, match="none was sent in this session"):
+            fed.local_solve("fadl_local", {"metric": "stored"}, [np.zeros(data.n_features)])
+        with pytest.raises(SiteCallError, match="metric must be one of send, stored"):
+            fed.local_solve("fadl_local", {"metric": "yes"}, [np.zeros(data.n_features)])
