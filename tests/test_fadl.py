@@ -40,7 +40,7 @@ def in_process(sites) -> Federation:
 
 def run(sites, method: str, fs: float, max_rounds: int = 600, tol: float = 1e-6):
     with in_process(sites) as fed:
-        return train(fed, method, TrainSpec(tol=tol, max_rounds=max_rounds),
+        return train(fed, method, TrainSpec(tol=tol, gtol=1e-7, max_rounds=max_rounds),
                      RunRecorder(fed, f_star=fs))
 
 
@@ -104,7 +104,7 @@ def test_fadl_subspace_over_grpc_matches_in_process(tmp_path):
                                test_rows_per_region=100, hash_bits=12, seed=5)
     write_regional(config, tmp_path / "data")
     sites = site_dirs(tmp_path / "data")
-    spec = TrainSpec(max_rounds=6)
+    spec = TrainSpec(gtol=1e-7, max_rounds=6)
     with in_process(sites) as fed:
         local = train(fed, "fadl-subspace", spec)
         local_bytes = fed.meter.snapshot()

@@ -20,6 +20,7 @@ import contextlib
 import json
 from pathlib import Path
 
+from geodml.algorithms.defaults import DEFAULT_GTOL
 from geodml.compare import Comparison, run_compare
 from geodml.compression import spec_text
 from geodml.connect import federation_factory
@@ -38,7 +39,7 @@ from geodml.wire.tls import TlsFiles, init_ca, issue
 HOME = "us-east"
 REGIONS = ("us-east", "eu-west", "ap-south", "sa-east")
 FORBIDS_EXPORT = "eu-west"
-GTOL = 1e-3  # both plans stop at ||grad|| <= 1e-3 ||grad_0||: test AUC has settled there
+GTOL = DEFAULT_GTOL  # both plans stop at ||grad|| <= 1e-3 ||grad_0||: test AUC has settled
 
 
 def demo_variant(method: str = "fadl-subspace", compress: str | None = "float16") -> GeoVariant:

@@ -91,6 +91,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from geodml.algorithms.defaults import DEFAULT_GTOL
 from geodml.compression import wire_format_for
 from geodml.deployment import Deployment
 from geodml.errors import ConfigError, GeodmlError
@@ -163,7 +164,7 @@ class Workload:
 
     loss: str = "logistic"
     lam: float | None = None  # None: 1 / (all rows)
-    gtol: float = 1e-3
+    gtol: float = DEFAULT_GTOL
     runs_per_snapshot: int = 1  # J: e.g. a hyper-parameter sweep per snapshot
     days: int = 1  # D: one snapshot per day
     growth_per_day: float = 0.0  # g: new rows per day, as a share of the first day's

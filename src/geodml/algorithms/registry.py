@@ -17,6 +17,7 @@ import numpy as np
 
 from geodml.algorithms.admm import train_admm
 from geodml.algorithms.dane import train_dane
+from geodml.algorithms.defaults import DEFAULT_GTOL, DEFAULT_MAX_ROUNDS
 from geodml.algorithms.dpgd import train_dp_gd
 from geodml.algorithms.fedavg import train_fedavg
 from geodml.algorithms.oneshot import train_oneshot
@@ -30,8 +31,8 @@ class TrainSpec:
     loss: str = "logistic"
     lam: float | None = None  # default 1/N
     tol: float | None = None
-    gtol: float = 1e-7
-    max_rounds: int = 2000
+    gtol: float = DEFAULT_GTOL
+    max_rounds: int = DEFAULT_MAX_ROUNDS
     max_wan_bytes: int | None = None
     w0: np.ndarray | None = None
     grad_reference: float | None = None  # gtol relative to this norm (warm starts)

@@ -9,6 +9,7 @@ import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from geodml.algorithms.defaults import DEFAULT_GTOL
 from geodml.cli.train_cmds import _compression_spec, _load_test, _parse_params, console
 
 
@@ -148,7 +149,7 @@ _common = [
                  help="A method parameter (repeat)."),
     click.option("--loss", default="logistic", show_default=True),
     click.option("--lam", type=float, default=None, help="L2 weight (default 1/N)."),
-    click.option("--gtol", type=float, default=1e-3, show_default=True,
+    click.option("--gtol", type=float, default=DEFAULT_GTOL, show_default=True,
                  help="Stop when ||grad|| <= gtol * ||grad at start||."),
     click.option("--runs-per-snapshot", "runs", type=click.IntRange(min=1), default=1,
                  show_default=True, help="J: training runs per data snapshot."),

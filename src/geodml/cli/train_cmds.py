@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from geodml.algorithms.defaults import DEFAULT_GTOL, DEFAULT_MAX_ROUNDS
 from geodml.centralized import SOLVERS, train_centralized
 from geodml.data.store import load_dataset
 from geodml.models import LOSSES
@@ -131,10 +132,11 @@ def _federation(data_dir: str | None, remote: tuple[str, ...], home: str | None,
 @click.option("--solver", type=click.Choice(SOLVERS), default="lbfgs", show_default=True,
               help="Solver of --method centralized.")
 @click.option("--lam", type=float, default=None, help="L2 weight lambda (default 1/N).")
-@click.option("--gtol", type=float, default=LbfgsOptions.gtol, show_default=True,
-              help="Stop when ||grad|| <= gtol * ||grad at start||.")
+@click.option("--gtol", type=float, default=DEFAULT_GTOL, show_default=True,
+              help="Stop when ||grad|| <= gtol * ||grad at start|| (centralized, sqm-*, fadl, "
+                   "fadl-subspace, dane; oneshot, fedavg, admm and dp-gd stop by rounds).")
 @click.option("--max-iter", "--max-rounds", "max_iter", type=int,
-              default=LbfgsOptions.max_iter, show_default=True, help="Outer iterations, at most.")
+              default=DEFAULT_MAX_ROUNDS, show_default=True, help="Outer iterations, at most.")
 @click.option("--max-wan-bytes", type=int, default=None, help="Stop after this many WAN bytes.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A method parameter (repeat), e.g. --param memory=5.")
