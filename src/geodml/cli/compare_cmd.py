@@ -28,9 +28,9 @@ def compare(**params) -> None:
 
 
 def run_comparison(config: CompareConfig) -> None:
-    from geodml.compare import run_compare
-    from geodml.connect import federation_factory
-    from geodml.deployment import load_deployment
+    from geodml.planning.compare import run_compare
+    from geodml.planning.connect import federation_factory
+    from geodml.planning.deployment import load_deployment
 
     plan = config.plan
     dep = load_deployment(plan.deployment)

@@ -250,7 +250,7 @@ class WorkloadOptions:
     growth: float = 0.0
 
     def workload(self):
-        from geodml.planner import Workload
+        from geodml.planning.planner import Workload
 
         return Workload(loss=self.loss, lam=self.lam, gtol=self.gtol,
                         runs_per_snapshot=self.runs, days=self.days,
@@ -294,7 +294,7 @@ class PlanConfig:
         """One plan per method, per compression (none unless given) and, with --dense,
         per wire shape; with --secure-aggregation, also each method with masked sums."""
         from geodml.algorithms.registry import METHODS, SECURE_METHODS
-        from geodml.planner import GeoVariant
+        from geodml.planning.planner import GeoVariant
 
         for m in self.methods:
             if m not in METHODS:
@@ -320,7 +320,7 @@ class PlanConfig:
             "calibration_rows": self.calibration_rows}
 
     def calibration_store(self):
-        from geodml.planner import CalibrationStore
+        from geodml.planning.planner import CalibrationStore
 
         return CalibrationStore(self.store or Path(self.deployment).resolve().parent
                                 / ".geodml" / "calibration.json")

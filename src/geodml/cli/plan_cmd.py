@@ -24,9 +24,9 @@ def plan(**params) -> None:
 
 
 def run_plan(config: PlanConfig) -> None:
-    from geodml.connect import federation_factory
-    from geodml.deployment import load_deployment
-    from geodml.planner import make_plan
+    from geodml.planning.connect import federation_factory
+    from geodml.planning.deployment import load_deployment
+    from geodml.planning.planner import make_plan
 
     dep = load_deployment(config.deployment)
     result = make_plan(federation_factory(dep), dep, config.variants(),

@@ -12,7 +12,7 @@ from geodml.cli.output import console
 
 
 def plan_table(plan) -> Table:
-    from geodml.compare import fmt_bytes
+    from geodml.planning.compare import fmt_bytes
 
     w = plan.workload
     title = (f"the planner's predictions (one run; workload: {w.runs_per_snapshot} run(s) per "
@@ -45,7 +45,7 @@ def print_plan(plan) -> None:
 
 
 def comparison_table(c, title: str) -> Table:
-    from geodml.compare import table_rows
+    from geodml.planning.compare import table_rows
 
     rows = table_rows(c)
     table = Table(title=title)
@@ -84,7 +84,7 @@ def run_progress():
                   console=console, transient=False) as bars:
         tasks: dict[str, int] = {}
 
-        from geodml.compare import fmt_bytes
+        from geodml.planning.compare import fmt_bytes
 
         def factory(name: str):
             task = tasks[name] = bars.add_task(f"{name}: starting", total=None)

@@ -29,7 +29,7 @@ def load_deployment(sites: SiteSource):
     agree with ``--home``."""
     if sites.deployment is None:
         return None
-    from geodml.deployment import load_deployment as load
+    from geodml.planning.deployment import load_deployment as load
 
     topology = load(sites.deployment)
     if sites.home and sites.home != topology.home:
@@ -47,7 +47,7 @@ def _remote_transports(sites: SiteSource, topology) -> list:
     insecure = sites.tls.insecure or (topology is not None and topology.insecure)
     files = coordinator_files(sites.tls)
     if sites.from_deployment:
-        from geodml.connect import site_transports
+        from geodml.planning.connect import site_transports
 
         return site_transports(topology, tls=files, insecure=insecure)
     creds = None

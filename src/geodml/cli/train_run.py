@@ -4,7 +4,6 @@ dataset directory, or a geo-distributed run over a federation."""
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -71,10 +70,6 @@ def train_federated(config: TrainConfig, test, start, run=None, resume: bool = F
         audit = audit or str(run.audit_path)
         record = record or str(run.record_path)
         journal = run.open_journal(resume)
-    scratch = None
-    if topology is not None and audit is None:  # the model reads the audit log
-        scratch = tempfile.TemporaryDirectory(prefix="geodml-audit-")
-        audit = str(Path(scratch.name) / "audit.jsonl")
     out_path = config.outputs.out_path
     with open_federation(config, topology, audit, journal) as fed:
         console.print(f"{len(fed.sites)} sites, home {fed.home}: {fed.n_rows:,} rows, "
@@ -98,6 +93,7 @@ def train_federated(config: TrainConfig, test, start, run=None, resume: bool = F
             run.save_checkpoint({**_progress(fed, result.rows[-1] if result.rows else None),
                                  "done": True, "model": str(Path(out_path).resolve())},
                                 force=True)
+        rounds = fed.meter.rounds  # the WAN model's rounds, as the federation numbered them
     model.save(out_path)
     console.print(result_table(config.method, result))
     if evaluate is not None:
@@ -105,9 +101,7 @@ def train_federated(config: TrainConfig, test, start, run=None, resume: bool = F
     if "privacy" in result.info:
         console.print(privacy_table(result.info["privacy"]))
     if topology is not None:
-        _print_modeled(audit, topology, result.rows[-1].seconds)
-        if scratch is not None:
-            scratch.cleanup()
+        _print_modeled(rounds, topology, result.rows[-1].seconds)
     console.print(f"model written to {out_path}")
 
 
@@ -123,11 +117,10 @@ def _note_sites(fed, result) -> None:
         result.info["recovered_sites"] = dict(fed.recoveries)
 
 
-def _print_modeled(audit: str, topology, measured_seconds: float) -> None:
-    from geodml.federation.meter import read_audit
-    from geodml.wan import model_run
+def _print_modeled(rounds, topology, measured_seconds: float) -> None:
+    from geodml.planning.wan import model_run
 
-    modeled = model_run(read_audit(audit), topology)
+    modeled = model_run(rounds, topology)
     console.print(f"over the deployment's links: {modeled.seconds:.1f} s of WAN transfer "
                   f"(modeled), ${modeled.usd:.4f} egress, beside {measured_seconds:.1f} s "
                   "measured here")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from geodml.deployment import Deployment
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation
 from geodml.federation.base import CompressionConfig, SecureAggregation
 from geodml.federation.transport import GrpcTransport
+from geodml.planning.deployment import Deployment
 
 if TYPE_CHECKING:
     from geodml.wire.tls import TlsFiles
