@@ -42,7 +42,7 @@ def _cycle(graph: dict[str, set[str]], within: tuple[str, ...]) -> list[str] | N
         stack.append(m)
         for n in sorted(graph[m] & nodes):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return [*stack[stack.index(n):], n]
             if n not in state and (found := visit(n)):
                 return found
         stack.pop()
