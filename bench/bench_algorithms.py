@@ -34,7 +34,7 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import open_source
-from geodml.data.readers.tabular import COVTYPE_WILDERNESS
+from geodml.data.readers.table_presets import COVTYPE_WILDERNESS
 from geodml.data.source import KeySpec
 from geodml.federation import Federation
 from geodml.federation.transport import InProcessTransport

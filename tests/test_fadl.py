@@ -10,7 +10,7 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import open_source
-from geodml.data.readers.tabular import COVTYPE_WILDERNESS
+from geodml.data.readers.table_presets import COVTYPE_WILDERNESS
 from geodml.data.source import DatasetSource, KeySpec
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError

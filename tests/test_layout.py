@@ -55,12 +55,12 @@ def _cycle(graph: dict[str, set[str]], within: tuple[str, ...]) -> list[str] | N
     return None
 
 
-def test_planning_and_cli_modules_are_under_600_lines():
+def test_planning_cli_and_readers_modules_are_under_600_lines():
     sizes = {}
-    for folder in ("planning", "cli"):
+    for folder in ("planning", "cli", "data/readers"):
         for path in (SRC / folder).glob("*.py"):
             sizes[str(path.relative_to(SRC))] = len(path.read_text().splitlines())
-    assert len(sizes) > 15
+    assert len(sizes) > 20
     assert not {k: n for k, n in sizes.items() if n > MAX_LINES}
 
 

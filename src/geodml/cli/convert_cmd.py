@@ -89,7 +89,7 @@ class ReaderOptions:
 def _open(src: str, fmt: str, o: ReaderOptions) -> Source:
     """The reader for the options, refusing options that do not apply to the format."""
     from geodml.data.readers import CsvSource, LibsvmSource, ParquetSource, criteo_source
-    from geodml.data.readers.tabular import load_schema, resolve_schema
+    from geodml.data.readers.table_presets import load_schema, resolve_schema
 
     def refuse(names: dict[str, object]) -> None:
         given = [n for n, v in names.items() if v is not None]
