@@ -2,8 +2,9 @@
 sites: region-named DCs and their deployment, cached synthetic regional CTR data, the
 federation factory, geo variants, tables.
 
-DCs are named after AWS regions (the demo's names, aliases of :data:`geodml.wan.ALIASES`)
-so every link gets that pair's bandwidth, RTT and egress price from the region table;
+DCs are named after AWS regions (the demo's names, aliases of
+:data:`geodml.planning.regions.ALIASES`) so every link gets that pair's bandwidth, RTT
+and egress price from the region table;
 the first name is the home DC. The first four are the demo's (``geodml.demo.REGIONS``).
 The table has seven AWS regions; the eighth DC, ``ca-central`` (AWS ca-central-1,
 Montreal), is declared in the deployment's ``[regions]``: area ``na-east``, $0.02/GB
@@ -36,18 +37,18 @@ from geodml.data.partition import read_manifest, site_dirs
 from geodml.data.store import map_dataset
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.demo import demo_variant
-from geodml.deployment import Deployment, parse_deployment
 from geodml.errors import GeodmlError
 from geodml.federation import AuditLog, Federation
 from geodml.federation.transport import InProcessTransport
-from geodml.planner import GeoVariant
+from geodml.planning.deployment import Deployment, parse_deployment
+from geodml.planning.planner import GeoVariant
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 
 #: region-named DCs, home first; the first four are the demo's
 DC_NAMES = ("us-east", "eu-west", "ap-south", "sa-east", "us-west", "eu-central",
             "ap-northeast", "ca-central")
-#: regions the table of geodml.wan does not list, as the deployment's [regions]
+#: regions the table of geodml.planning.wan does not list, as the deployment's [regions]
 EXTRA_REGIONS = {"ca-central": {"area": "na-east", "cloud": "aws",
                                 "location": "Montreal (ca-central-1)",
                                 "egress_usd_per_gb": 0.02, "internet_usd_per_gb": 0.09}}
@@ -80,7 +81,7 @@ def in_process_sites(sites: dict[str, Dataset], stream: bool = False) -> list[Si
 
 def federation_factory(services: Sequence[SiteService], home: str
                        ) -> Callable[..., Federation]:
-    """The in-process twin of :func:`geodml.connect.federation_factory`: the same messages
+    """The in-process twin of :func:`geodml.planning.connect.federation_factory`: the same messages
     and metered bytes as gRPC, without sockets."""
     def open_federation(compression=None, sample_fraction: float = 1.0,
                         audit: str | None = None, secure=None) -> Federation:

@@ -34,7 +34,7 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import open_source
-from geodml.data.readers.tabular import COVTYPE_WILDERNESS
+from geodml.data.readers.table_presets import COVTYPE_WILDERNESS
 from geodml.data.source import KeySpec
 from geodml.federation import Federation
 from geodml.federation.transport import InProcessTransport
@@ -124,8 +124,8 @@ def main() -> None:
                 for method in args.methods.split(","):
                     fed = federation(sites)
                     start = time.perf_counter()
-                    result = train(fed, method, TrainSpec(tol=1e-6, max_rounds=args.max_rounds),
-                                   RunRecorder(fed, f_star=f_star))
+                    spec = TrainSpec(tol=1e-6, gtol=1e-7, max_rounds=args.max_rounds)
+                    result = train(fed, method, spec, RunRecorder(fed, f_star=f_star))
                     fed.close()
                     last = result.rows[-1]
                     row = [dataset, str(k), partition, method,

@@ -92,7 +92,7 @@ def run(parts: list[Dataset], f_star: float, method: str, params: dict, max_roun
     services = [SiteService(f"dc{i}", f"region{i}", p) for i, p in enumerate(parts)]
     with Federation([InProcessTransport(s) for s in services], home="coordinator") as fed:
         start = time.perf_counter()
-        result = train(fed, method, TrainSpec(tol=stop_tol, max_rounds=max_rounds,
+        result = train(fed, method, TrainSpec(tol=stop_tol, gtol=1e-7, max_rounds=max_rounds,
                                               params=params),
                        RunRecorder(fed, f_star=f_star))
         return result, time.perf_counter() - start

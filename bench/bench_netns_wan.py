@@ -24,12 +24,12 @@ connect and echo RTT to every DC), runs the job for real (``geodml train
 --deployment`` in the home namespace), and prints
 
 * measured: the run's wall time (first call's start to last call's end);
-* modeled: ``geodml.wan.model_run`` over its audit log and the deployment, with the
+* modeled: ``geodml.planning.wan.model_run`` over its audit log and the deployment, with the
   LAN run's compute per round (error = measured / modeled - 1);
 * default: ``model_run`` with the WAN run's own call times as compute, as
   ``geodml train --deployment`` reports it (transfer counted twice);
 * c fit: the loss cost, in RTTs per message that loses a frame, that would make the
-  model exact (``geodml.wan.LOSS_RECOVERY_RTTS`` is 2.5, fitted from these runs).
+  model exact (``geodml.planning.wan.LOSS_RECOVERY_RTTS`` is 2.5, fitted from these runs).
 """
 
 from __future__ import annotations
@@ -132,11 +132,11 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     console.print(table)
-    console.print("modeled: geodml.wan.model_run over the run's audit log, compute per round "
-                  "from the same job over a LAN; default: model_run with the WAN run's call "
-                  "times (transfer counted twice); c fit: the RTTs per message that lost a "
-                  "frame that would make modeled exact (geodml.wan uses 2.5). probe Mbit/s: "
-                  "bulk goodput to/from one DC.")
+    console.print("modeled: geodml.planning.wan.model_run over the run's audit log, compute "
+                  "per round from the same job over a LAN; default: model_run with the WAN run's "
+                  "call times (transfer counted twice); c fit: the RTTs per message that lost a "
+                  "frame that would make modeled exact (geodml.planning.wan uses 2.5). probe "
+                  "Mbit/s: bulk goodput to/from one DC.")
     if not args.keep:
         import shutil
 

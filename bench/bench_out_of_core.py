@@ -219,7 +219,7 @@ def run_mode(mode: str, args: argparse.Namespace, data: Path, group: Path | None
             transport = GrpcTransport("site", f"127.0.0.1:{port}", timeout=3600)
             with Federation([transport], home="site") as fed:
                 t0 = time.perf_counter()
-                result = train(fed, "sqm-lbfgs", TrainSpec(max_rounds=args.iterations))
+                result = train(fed, "sqm-lbfgs", TrainSpec(gtol=1e-7, max_rounds=args.iterations))
                 run.train_s = time.perf_counter() - t0
                 run.iterations, run.objective = len(result.rows), result.objective
                 for _ in range(args.passes):

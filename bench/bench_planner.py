@@ -6,14 +6,14 @@ Usage:
         [--calibration-rows 200000] [--work DIR]
 
 Regimes (4 DCs named us-east (home), eu-west, ap-south, sa-east, priced by the
-region table of ``geodml.wan``; every site allows export so both plans can run):
+region table of ``geodml.planning.wan``; every site allows export so both plans can run):
 
 * ``ipinyou``: iPinYou split by region into 4 DCs (``../shared/datasets``): few rows,
   many features; centralizing should be cheaper.
 * ``synthetic``: the regional CTR generator, ``--rows`` rows per DC at 2^``--bits``
   hashed features: many rows per feature; geo-distributed should be cheaper.
 
-For each regime it runs ``geodml.compare.run_compare`` over in-process sites (the same
+For each regime it runs ``geodml.planning.compare.run_compare`` over in-process sites (the same
 messages and byte counts as gRPC) with ``calibrate="always"`` and a fresh calibration
 store: the planner predicts every plan (geo plans from a calibration run on a row
 sample), then the centralized baseline and every geo plan run to ``--gtol``. It prints
@@ -42,13 +42,13 @@ from _regional import (
     regional_data,
     rich_table,
 )
-from geodml.compare import run_compare
 from geodml.data import load_dataset
 from geodml.data.dataset import Dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import open_source, read_dataset
 from geodml.data.source import KeySpec
-from geodml.planner import CalibrationStore, Workload
+from geodml.planning.compare import run_compare
+from geodml.planning.planner import CalibrationStore, Workload
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 NAMES = ("us-east", "eu-west", "ap-south", "sa-east")  # the first 4 of _regional.DC_NAMES

@@ -293,7 +293,7 @@ def main() -> None:
              f"delta = {args.delta:g}, {args.seeds} seeds")
     print(setup, file=sys.stderr if args.markdown else sys.stdout, flush=True)
 
-    ref, ref_seconds = run(problem, "sqm-lbfgs", TrainSpec(lam=lam), None, args.delta, 0)
+    ref, ref_seconds = run(problem, "sqm-lbfgs", TrainSpec(lam=lam, gtol=1e-7), None, args.delta, 0)
     ref_auc, ref_acc = scores(problem, ref.w)
     rows = [["inf (sqm-lbfgs)", f"{ref_auc:.4f}", f"{ref_acc:.4f}", "0", "0", "0", "-", "-",
              "-", "-", human_bytes(ref.wan_bytes), f"{ref_seconds:.1f}"]]

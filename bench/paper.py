@@ -16,13 +16,13 @@ label-shifted by region) in ``K`` DCs named after AWS regions, the first ``K`` o
 ``us-east`` (home), ``eu-west``, ``ap-south``, ``sa-east`` (the demo's four), ``us-west``,
 ``eu-central``, ``ap-northeast``, ``ca-central`` (``bench/_regional.py``), so every link
 gets that pair's bandwidth, RTT and egress price from the region table of
-:mod:`geodml.wan`. ``n`` rows per DC for every ``n`` of ``--rows``, plus ``--test-rows``
+:mod:`geodml.planning.wan`. ``n`` rows per DC for every ``n`` of ``--rows``, plus ``--test-rows``
 held-out rows per DC, pooled for the test metrics. Generated data is cached under
 ``WORK/data``, keyed by the generator's config, and shared by every ``K``.
 
 For every ``(K, n)``, in a child process of its own (so memory is returned between
 sizes, its peak RSS is measured, and a crash or a kill costs only that size),
-:func:`geodml.compare.run_compare` over in-process sites (the same messages and metered
+:func:`geodml.planning.compare.run_compare` over in-process sites (the same messages and metered
 bytes as gRPC, ``bench/_regional.py``; with ``--stream`` each site reads its rows block
 by block from memory-mapped files, the same sums) with ``calibrate="always"`` and a
 fresh calibration store:
@@ -167,8 +167,8 @@ def _plan_method(plan: str) -> str:
 def run_size(spec: dict) -> dict:
     """Plan and run every plan for ``spec["dcs"]`` DCs of ``spec["rows"]`` rows each; the
     result as a JSON-ready dict (runs in the child process)."""
-    from geodml.compare import run_compare
-    from geodml.planner import CalibrationStore, Workload
+    from geodml.planning.compare import run_compare
+    from geodml.planning.planner import CalibrationStore, Workload
 
     t_start = time.perf_counter()
     K, n = spec["dcs"], spec["rows"]

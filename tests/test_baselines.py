@@ -73,7 +73,8 @@ def covtype():
 
 def _run(parts: list[Dataset], f_star: float, method: str, **spec) -> tuple[RunResult, dict]:
     with _fed(parts) as fed:
-        result = train(fed, method, TrainSpec(**spec), RunRecorder(fed, f_star=f_star))
+        spec = TrainSpec(**{"gtol": 1e-7, **spec})
+        result = train(fed, method, spec, RunRecorder(fed, f_star=f_star))
         assert result.wan_bytes == fed.meter.wan_bytes() > 0
         assert result.rows[-1].wan_bytes == result.wan_bytes
         assert result.rows[-1].rounds == fed.rounds
@@ -192,7 +193,8 @@ def test_support_restricted_replies_are_exact(covtype, method, rounds, rtol):
                     for i, p in enumerate(parts)]
         with Federation([InProcessTransport(s) for s in services], home="coordinator") as fed:
             assert any(info.support_size for info in fed.sites.values()) == share
-            spec = TrainSpec(max_rounds=rounds, params={"mu": 1e-3} if method == "dane" else {})
+            spec = TrainSpec(gtol=1e-7, max_rounds=rounds,
+                             params={"mu": 1e-3} if method == "dane" else {})
             runs.append(train(fed, method, spec, RunRecorder(fed, f_star=f_star)))
     restricted, full = runs
     np.testing.assert_allclose([r.objective for r in restricted.rows],

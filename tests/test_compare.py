@@ -13,15 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 from geodml.cli import main
-from geodml.compare import Comparison, run_compare
-from geodml.connect import federation_factory
 from geodml.data import load_dataset
 from geodml.data.dataset import Dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.deployment import load_deployment
 from geodml.federation.meter import read_audit
-from geodml.planner import CalibrationStore, GeoVariant, Workload, make_plan
+from geodml.planning.compare import Comparison, run_compare
+from geodml.planning.connect import federation_factory
+from geodml.planning.deployment import load_deployment
+from geodml.planning.planner import CalibrationStore, GeoVariant, Workload, make_plan
 from geodml.site.config import DataConfig, SiteConfig
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy

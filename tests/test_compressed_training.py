@@ -37,7 +37,7 @@ def run(sites, method, compression=None, fs=None, preconditioner=DIAG):
     services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
     with Federation([InProcessTransport(s) for s in services], "site0",
                     compression=compression) as fed:
-        return train(fed, method, TrainSpec(tol=1e-6, max_rounds=800,
+        return train(fed, method, TrainSpec(tol=1e-6, gtol=1e-7, max_rounds=800,
                                             preconditioner=preconditioner),
                      RunRecorder(fed, f_star=fs))
 
@@ -68,7 +68,7 @@ def test_int8_cuts_sqm_bytes_to_a_tolerance(sites, preconditioner, ratio):
 
 def test_compressed_grpc_run_equals_in_process_run(sites, tmp_path):
     config = CompressionConfig(up=INT8_EF, down=INT8)
-    spec = TrainSpec(max_rounds=8)
+    spec = TrainSpec(gtol=1e-7, max_rounds=8)
     local_services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
     with Federation([InProcessTransport(s) for s in local_services], "site0",
                     compression=config) as fed:

@@ -10,7 +10,7 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import open_source
-from geodml.data.readers.tabular import COVTYPE_WILDERNESS
+from geodml.data.readers.table_presets import COVTYPE_WILDERNESS
 from geodml.data.source import DatasetSource, KeySpec
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
@@ -40,7 +40,7 @@ def in_process(sites) -> Federation:
 
 def run(sites, method: str, fs: float, max_rounds: int = 600, tol: float = 1e-6):
     with in_process(sites) as fed:
-        return train(fed, method, TrainSpec(tol=tol, max_rounds=max_rounds),
+        return train(fed, method, TrainSpec(tol=tol, gtol=1e-7, max_rounds=max_rounds),
                      RunRecorder(fed, f_star=fs))
 
 
@@ -104,7 +104,7 @@ def test_fadl_subspace_over_grpc_matches_in_process(tmp_path):
                                test_rows_per_region=100, hash_bits=12, seed=5)
     write_regional(config, tmp_path / "data")
     sites = site_dirs(tmp_path / "data")
-    spec = TrainSpec(max_rounds=6)
+    spec = TrainSpec(gtol=1e-7, max_rounds=6)
     with in_process(sites) as fed:
         local = train(fed, "fadl-subspace", spec)
         local_bytes = fed.meter.snapshot()

@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from geodml.deployment import load_deployment
 from geodml.errors import ConfigError
+from geodml.planning.deployment import load_deployment
 from geodml.site.config import load_site_config
 
 FUZZ_SECONDS = float(os.environ.get("GEODML_FUZZ_SECONDS", "20"))

@@ -6,7 +6,7 @@ is home (coordinator and its own site), eu-west, ap-south and sa-east each run
 shaped by the kernel (tbf/htb on the sending veth), with 80 ms RTT and 0.5% frame
 loss each way added by a packet-level relay (``tests/tools/wan_relay.py``), exactly as
 the deployment file the run uses says (``tests/tools/wan_experiment.py``). The
-measured wall time is compared with ``geodml.wan.model_run`` over the run's audit log,
+measured wall time is compared with ``geodml.planning.wan.model_run`` over the run's audit log,
 its compute per round taken from the same job run first over a plain LAN.
 
 Needs root, ``ip netns`` and ``tc`` with tbf and htb; skipped with the reason

@@ -215,7 +215,7 @@ def test_streamed_sites_train_the_same_trajectory_as_in_memory(regional, method,
     params = {"dane": {"inner_max_iter": 5}, "admm": {"inner_max_iter": 5},
               "fadl": {"inner_iterations": 3},
               "fadl-subspace": {"inner_iterations": 3}}.get(method, {})
-    spec = TrainSpec(max_rounds=4 if method == "sqm-lbfgs" else 2, params=params)
+    spec = TrainSpec(gtol=1e-7, max_rounds=4 if method == "sqm-lbfgs" else 2, params=params)
     runs = []
     for stream in (False, True):
         with _federation(regional, stream, sample) as fed:
@@ -286,7 +286,7 @@ def test_a_site_config_with_stream_serves_a_dataset_directory(tmp_path, real_sit
     block = 16384
     config = load_site_config(_site_toml(tmp_path, "eu-west", real_site, block))
     assert config.data.stream and config.data.block_nnz == block
-    spec = TrainSpec(max_rounds=5)
+    spec = TrainSpec(gtol=1e-7, max_rounds=5)
     service = SiteService("eu-west", "eu-west", load_dataset(real_site), shards=2, threads=2,
                           block_nnz=block)
     assert len(StreamedRows(map_dataset(real_site).X).bounds(block)) > 10

@@ -19,19 +19,15 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.deployment import Deployment, parse_deployment
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation, SiteCallError
 from geodml.federation.meter import read_audit
 from geodml.federation.transport import InProcessTransport
-from geodml.planner import (
-    MIN_VECTOR_ROUNDS,
-    CalibrationStore,
-    GeoVariant,
-    Workload,
-    lower_bound_bytes,
-    make_plan,
-)
+from geodml.planning.calibration import CalibrationStore
+from geodml.planning.deployment import Deployment, parse_deployment
+from geodml.planning.estimates import MIN_VECTOR_ROUNDS, lower_bound_bytes
+from geodml.planning.planner import make_plan
+from geodml.planning.plans import GeoVariant, Workload
 from geodml.site.policy import Policy
 from geodml.site.service import SiteError, SiteService
 from geodml.wire.protocol import pb

@@ -21,11 +21,11 @@ from geodml.data import load_dataset, save_dataset
 from geodml.data.dataset import Dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.deployment import parse_deployment
 from geodml.federation import AuditLog, Federation
 from geodml.federation.transport import InProcessTransport
 from geodml.models.losses import get_loss
-from geodml.planner import GeoVariant, Workload, make_plan
+from geodml.planning.deployment import parse_deployment
+from geodml.planning.planner import GeoVariant, Workload, make_plan
 from geodml.privacy.noise_cost import (
     direction_cost,
     noise_free_dp_gd,

@@ -150,8 +150,8 @@ def test_preconditioning_cuts_vector_rounds_on_rare_features(method, ratio):
     rounds = {}
     for pre in (DIAG, NONE):
         with federation(split(data, 2)) as fed:
-            result = train(fed, method, TrainSpec(tol=1e-6, max_rounds=3000, preconditioner=pre),
-                           RunRecorder(fed, f_star=optimum))
+            spec = TrainSpec(tol=1e-6, gtol=1e-12, max_rounds=3000, preconditioner=pre)
+            result = train(fed, method, spec, RunRecorder(fed, f_star=optimum))
         assert result.converged, (pre, result.reason)
         rounds[pre.kind] = result.first_reaching(1e-6).vector_rounds
     assert rounds["diag"] * ratio <= rounds["none"], rounds
@@ -163,7 +163,7 @@ def test_preconditioned_under_secure_aggregation_and_float16(data, optimum, meth
     for kw in ({"secure": SecureAggregation()},
                {"compression": CompressionConfig(up=f16, down=f16)}):
         with federation(split(data, 3), **kw) as fed:
-            result = train(fed, method, TrainSpec(tol=1e-6, max_rounds=3000),
+            result = train(fed, method, TrainSpec(tol=1e-6, gtol=1e-12, max_rounds=3000),
                            RunRecorder(fed, f_star=optimum))
         assert result.converged, (kw, result.reason)
         assert result.rows[-1].suboptimality <= 1e-6

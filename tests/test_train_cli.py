@@ -65,9 +65,10 @@ def test_bad_method_and_params_are_one_line_errors(sites, tmp_path):
 
 def test_compressed_training_from_the_cli(sites, tmp_path):
     result = invoke("train", sites, "--method", "sqm-lbfgs", "--compress-up", "int8",
-                    "--compress-down", "float16", "--out", tmp_path / "q.npz")
+                    "--compress-down", "float16", "--gtol", 1e-7, "--out", tmp_path / "q.npz")
     assert result.exit_code == 0, result.output
-    plain = invoke("train", sites, "--method", "sqm-lbfgs", "--out", tmp_path / "p.npz")
+    plain = invoke("train", sites, "--method", "sqm-lbfgs", "--gtol", 1e-7,
+                   "--out", tmp_path / "p.npz")
     assert plain.exit_code == 0, plain.output
     q, p = LinearModel.load(tmp_path / "q.npz"), LinearModel.load(tmp_path / "p.npz")
     assert abs(q.info["objective"] - p.info["objective"]) <= 1e-6 * p.info["objective"]
@@ -86,3 +87,30 @@ def test_deployment_file_reports_modeled_wan_time_and_dollars(sites, tmp_path):
     deployment.write_text('home = "nowhere"\n[[sites]]\nname = "us-east"\n')
     bad = invoke("train", sites, "--method", "sqm-lbfgs", "--deployment", deployment)
     assert bad.exit_code != 0 and "home" in bad.output and str(deployment) in bad.output
+
+
+def test_compress_is_both_directions_and_one_direction_overrides_it(sites, tmp_path):
+    """--compress X is --compress-up X --compress-down X; an override wins for its
+    direction ("none": uncompressed)."""
+    def wan_bytes(*flags) -> int:
+        out = tmp_path / f"m{len(list(tmp_path.iterdir()))}.npz"
+        result = invoke("train", sites, "--method", "sqm-lbfgs", "--max-iter", 3, *flags,
+                        "--out", out)
+        assert result.exit_code == 0, result.output
+        return LinearModel.load(out).info["wan_bytes"]
+
+    both = wan_bytes("--compress", "float16")
+    assert both == wan_bytes("--compress-up", "float16", "--compress-down", "float16")
+    down_only = wan_bytes("--compress", "float16", "--compress-up", "none")
+    plain = wan_bytes()
+    assert both < down_only < plain
+
+
+def test_sites_default_to_the_geo_method_and_centralized_names_what_to_pass(sites, tmp_path):
+    result = invoke("train", sites, "--max-iter", 2, "--out", tmp_path / "m.npz")
+    assert result.exit_code == 0, result.output
+    assert LinearModel.load(tmp_path / "m.npz").info["method"] == "fadl-subspace"
+    refused = invoke("train", "--method", "centralized", "--site", "a=127.0.0.1:1")
+    assert refused.exit_code == 2
+    assert "--method centralized trains on a DATA_DIR" in refused.output
+    assert "geo-distributed --method such as fadl-subspace" in refused.output

@@ -11,25 +11,21 @@ import pytest
 from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.deployment import Deployment, load_deployment, parse_deployment
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation
-from geodml.federation.meter import read_audit
+from geodml.federation.meter import audit_rounds, read_audit
 from geodml.federation.transport import InProcessTransport
-from geodml.site.service import SiteService
-from geodml.wan import (
-    REGIONS,
-    LinkModel,
-    default_link,
+from geodml.planning.deployment import Deployment, load_deployment, parse_deployment
+from geodml.planning.regions import REGIONS, LinkModel, default_link, find_region
+from geodml.planning.wan import (
     egress_usd,
-    find_region,
     model_centralized,
     model_run,
     parse_link_name,
     round_seconds,
-    rounds_from_audit,
     transfer_seconds,
 )
+from geodml.site.service import SiteService
 
 DCS = ("us-east", "eu-west", "ap-south", "sa-east")
 RTT = {"eu-west": 80.0, "ap-south": 200.0, "sa-east": 120.0}
@@ -278,7 +274,9 @@ def regional(tmp_path_factory):
     return site_dirs(out)
 
 
-def test_modeling_an_audit_log_matches_the_meter_and_the_hand_formula(regional, tmp_path):
+def test_modeling_the_metered_rounds_matches_the_meter_and_the_hand_formula(regional, tmp_path):
+    """The federation's meter numbers the rounds; an audit log of the same run (read
+    back, as for a run in another process) gives the same rounds."""
     audit = AuditLog(tmp_path / "audit.jsonl")
     services = [SiteService(n, n, load_dataset(p)) for n, p in regional.items()]
     fed = Federation([InProcessTransport(s) for s in services], home="us-east", audit=audit)
@@ -289,8 +287,11 @@ def test_modeling_an_audit_log_matches_the_meter_and_the_hand_formula(regional, 
             fed.evaluate(w * (k + 1))
     snapshot = fed.meter.snapshot()
     records = read_audit(tmp_path / "audit.jsonl")
+    metered = fed.meter.rounds
+    assert [(r.round, r.call, r.links) for r in metered] == [
+        (r.round, r.call, r.links) for r in audit_rounds(records)]
     dep = explicit(bandwidth=100.0)
-    run = model_run(records, dep, compute_seconds_per_round=0.01)
+    run = model_run(metered, dep, compute_seconds_per_round=0.01)
 
     assert run.wan_bytes == snapshot["wan_bytes"] > 0
     for name, v in snapshot["links"].items():
@@ -301,8 +302,8 @@ def test_modeling_an_audit_log_matches_the_meter_and_the_hand_formula(regional, 
 
     # by hand: Describe, Prepare, 3 Evaluates, Close; per site down + up, max over sites
     calls = ["Describe", "Prepare", "Evaluate", "Evaluate", "Evaluate", "Close"]
-    rounds = rounds_from_audit(records)
-    assert len(rounds) == len(calls) == run.rounds
+    assert [r.call for r in metered] == calls and len(calls) == run.rounds
+    assert [r.round for r in metered] == [None, None, 1, 2, 3, None]
     expected = 0.0
     for i, call in enumerate(calls):
         ours = [r for r in records if r["call"] == call]

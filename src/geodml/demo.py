@@ -6,8 +6,8 @@
    process on loopback, with mutual TLS. The EU site's policy forbids raw export.
 3. Writes ``deployment.toml``: the four sites at their loopback addresses, placed in
    the AWS regions the names stand for, so the WAN model prices every link from the
-   region table (:mod:`geodml.wan`).
-4. Runs ``geodml compare`` on it (:mod:`geodml.compare`): the planner's predictions;
+   region table (:mod:`geodml.planning.regions`).
+4. Runs ``geodml compare`` on it (:mod:`geodml.planning.compare`): the planner's predictions;
    the centralized baseline, refused by eu-west's policy, then run again through a
    second eu-west server granted an export exception, to show what copying costs;
    and geo-distributed training (FADL-subspace with float16 vectors both ways).
@@ -20,16 +20,17 @@ import contextlib
 import json
 from pathlib import Path
 
-from geodml.compare import Comparison, run_compare
+from geodml.algorithms.defaults import DEFAULT_GTOL
 from geodml.compression import spec_text
-from geodml.connect import federation_factory
 from geodml.data.dataset import Dataset
 from geodml.data.partition import read_manifest, site_dirs
 from geodml.data.store import load_dataset
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.deployment import load_deployment
 from geodml.errors import GeodmlError
-from geodml.planner import GeoVariant, Workload
+from geodml.planning.compare import Comparison, run_compare
+from geodml.planning.connect import federation_factory
+from geodml.planning.deployment import load_deployment
+from geodml.planning.planner import GeoVariant, Workload
 from geodml.site.config import DataConfig, SiteConfig, TlsConfig
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
@@ -38,7 +39,7 @@ from geodml.wire.tls import TlsFiles, init_ca, issue
 HOME = "us-east"
 REGIONS = ("us-east", "eu-west", "ap-south", "sa-east")
 FORBIDS_EXPORT = "eu-west"
-GTOL = 1e-3  # both plans stop at ||grad|| <= 1e-3 ||grad_0||: test AUC has settled there
+GTOL = DEFAULT_GTOL  # both plans stop at ||grad|| <= 1e-3 ||grad_0||: test AUC has settled
 
 
 def demo_variant(method: str = "fadl-subspace", compress: str | None = "float16") -> GeoVariant:
@@ -87,7 +88,8 @@ def write_deployment(path: Path, addresses: dict[str, str], certs: Path) -> Path
              f"key = {json.dumps(str(certs / 'coordinator.key'))}"]
     for region in REGIONS:
         lines += ["", "[[sites]]", f"name = {json.dumps(region)}",
-                  f"region = {json.dumps(region)}  # alias of an AWS region (geodml.wan)",
+                  f"region = {json.dumps(region)}  # an AWS region's alias "
+                  "(geodml.planning.regions)",
                   f"address = {json.dumps(addresses[region])}",
                   'tls_server_name = "localhost"']
     path.write_text("\n".join(lines) + "\n")

@@ -444,7 +444,7 @@ class WanTopology:
 
 def star_links(home: str, dcs: Sequence[str], deployment, loss: float) -> dict:
     """Directed links home <-> every other DC, rate and RTT from a
-    :class:`geodml.deployment.Deployment`, with ``loss`` per frame each way."""
+    :class:`geodml.planning.deployment.Deployment`, with ``loss`` per frame each way."""
     links = {}
     for dc in dcs:
         if dc == home:

@@ -19,7 +19,7 @@ Test and bench tool (root; see :mod:`tests.tools.netns`). :func:`run_experiment`
 6. **the run**: ``geodml train --site ... --deployment ... --audit ... --record ...``
    in the home namespace, against the same site processes;
 7. compares the run's measured wall time (first call's start to last call's end,
-   from the audit log) with :func:`geodml.wan.model_run` over its audit records:
+   from the audit log) with :func:`geodml.planning.wan.model_run` over its audit records:
    with the calibration's compute per round (the prediction: :func:`calibration_compute`,
    which also holds the coordinator's work between rounds), with the WAN run's own
    call times (the default, which counts transfer twice over a WAN), and without
@@ -43,18 +43,14 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from geodml.wan import (
-    LOSS_RECOVERY_RTTS,
-    expected_loss_seconds,
-    group_audit,
-    lossy_probability,
-)
+from geodml.federation.meter import audit_groups, audit_rounds
+from geodml.planning.wan import LOSS_RECOVERY_RTTS, expected_loss_seconds, lossy_probability
 from tests.tools.netns import SUBNET, WanTopology, star_links, wait_for_file
 
 DCS = ("us-east", "eu-west", "ap-south", "sa-east")
 SITE_PORT = 7001
 PROBE_PORT = 9000
-# egress $/GB of the AWS regions the DCs are named after (geodml.wan's table)
+# egress $/GB of the AWS regions the DCs are named after (geodml.planning.wan's table)
 PRICES = {"us-east": 0.02, "eu-west": 0.02, "ap-south": 0.086, "sa-east": 0.138}
 
 
@@ -114,7 +110,7 @@ class Result:
     @property
     def cost_rtts_fit(self) -> float | None:
         """The loss cost (RTTs per message that lost a frame) that would make the
-        prediction exact: geodml.wan's ``LOSS_RECOVERY_RTTS`` plus the error per event."""
+        prediction exact: geodml.planning.wan's ``LOSS_RECOVERY_RTTS`` plus the error per event."""
         if self.loss_events <= 0:
             return None
         rtt = self.settings["rtt_ms"] / 1e3
@@ -127,9 +123,9 @@ class Result:
 
 def loss_events(records: list[dict], deployment) -> float:
     """Expected number of messages that lose a frame on the worst site's path, summed
-    over the rounds: geodml.wan's loss term with a cost of one per event."""
+    over the rounds: geodml.planning.wan's loss term with a cost of one per event."""
     total = 0.0
-    for group in group_audit(records):
+    for _, group in audit_groups(records):
         paths: dict[str, tuple[float, list[float]]] = {}
         for rec in group:
             if not rec.get("wan") or int(rec["bytes"]) <= 0:
@@ -178,10 +174,10 @@ def calibration_compute(records: list[dict]) -> list[float]:
     """Per round of a run without WAN (the calibration): from its start to the next
     round's start (the slowest call, then the coordinator's own work before its next
     call); the last round, its own duration. Their sum is the run's wall time (:func:`audit_span`).
-    geodml's default compute term (:func:`geodml.wan.call_seconds_from_audit`) is the
+    geodml's default compute term (``RoundTraffic.seconds``) is the
     slowest call alone and leaves out the coordinator's work between rounds."""
     bounds = []
-    for group in group_audit(records):
+    for _, group in audit_groups(records):
         starts = [r["time"] - float(r.get("seconds") or 0.0) for r in group]
         bounds.append((min(starts), max(r["time"] for r in group)))
     out = [nxt[0] - cur[0] for cur, nxt in itertools.pairwise(bounds)]
@@ -191,7 +187,7 @@ def calibration_compute(records: list[dict]) -> list[float]:
 def _round_spans(records: list[dict]) -> list[tuple[str, float]]:
     """(call, measured duration) of every round, grouped as the model groups them."""
     out = []
-    for group in group_audit(records):
+    for _, group in audit_groups(records):
         starts = [r["time"] - float(r.get("seconds") or 0.0) for r in group]
         out.append((group[0]["call"], max(r["time"] for r in group) - min(starts)))
     return out
@@ -338,8 +334,8 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
     (or on any error)."""
     from geodml.data.partition import site_dirs
     from geodml.data.synthetic import RegionalCTRConfig, write_regional
-    from geodml.deployment import load_deployment
-    from geodml.wan import model_run, rounds_from_audit
+    from geodml.planning.deployment import load_deployment
+    from geodml.planning.wan import model_run
     from geodml.wire.tls import init_ca, issue
 
     workdir = Path(workdir)
@@ -412,11 +408,12 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
             sites.stop()
         log(f"run over the emulated WAN: {audit_span(records):.1f} s")
 
-    same = _wan_rounds(rounds_from_audit(records)) == _wan_rounds(rounds_from_audit(calib_records))
+    rounds = audit_rounds(records)
+    same = _wan_rounds(rounds) == _wan_rounds(audit_rounds(calib_records))
     compute = calibration_compute(calib_records)
     if not same:  # fall back to the calibration's median compute per call
         compute = _compute_by_call(calib_records, records)
-    modeled = model_run(records, dep, compute)
+    modeled = model_run(rounds, dep, compute)
     measured = audit_span(records)
     spans = _round_spans(records)
     relay = _relay_delta(before, after)
@@ -426,8 +423,8 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
         iterations=int(info.get("iterations", 0)), rounds=modeled.rounds,
         wan_bytes=modeled.wan_bytes, measured_seconds=measured,
         modeled_seconds=modeled.seconds,
-        modeled_default_seconds=model_run(records, dep).seconds,
-        modeled_wan_seconds=model_run(records, dep, 0.0).seconds,
+        modeled_default_seconds=model_run(rounds, dep).seconds,
+        modeled_wan_seconds=model_run(rounds, dep, 0.0).seconds,
         loss_events=loss_events(records, dep),
         compute_seconds=sum(compute), calibration_seconds=audit_span(calib_records),
         same_rounds=same, coordinator_gap_seconds=measured - sum(s for _, s in spans),
@@ -460,8 +457,8 @@ print(json.dumps(out))
 """
 
 
-def _wan_rounds(rounds: list[dict[str, int]]) -> list[dict[str, int]]:
-    return [{k: v for k, v in r.items() if "(local" not in k} for r in rounds]
+def _wan_rounds(rounds) -> list[dict[str, int]]:
+    return [{k: v for k, v in r.links.items() if "(local" not in k} for r in rounds]
 
 
 def _compute_by_call(calib: list[dict], records: list[dict]) -> list[float]:
@@ -469,9 +466,9 @@ def _compute_by_call(calib: list[dict], records: list[dict]) -> list[float]:
     import statistics
 
     per_call: dict[str, list[float]] = defaultdict(list)
-    for group, c in zip(group_audit(calib), calibration_compute(calib), strict=True):
-        per_call[group[0]["call"]].append(c)
-    return [statistics.median(per_call.get(g[0]["call"], [0.0])) for g in group_audit(records)]
+    for r, c in zip(audit_rounds(calib), calibration_compute(calib), strict=True):
+        per_call[r.call].append(c)
+    return [statistics.median(per_call.get(r.call, [0.0])) for r in audit_rounds(records)]
 
 
 def _relay_delta(before: dict, after: dict) -> dict:

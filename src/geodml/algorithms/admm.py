@@ -63,7 +63,7 @@ from geodml.errors import ConfigError
 from geodml.federation.base import Federation
 
 if TYPE_CHECKING:
-    from geodml.algorithms.registry import TrainSpec
+    from geodml.algorithms.spec import TrainSpec
 
 
 @dataclass

@@ -19,7 +19,7 @@ from geodml.errors import ConfigError
 from geodml.federation.base import Federation
 
 if TYPE_CHECKING:
-    from geodml.algorithms.registry import TrainSpec
+    from geodml.algorithms.spec import TrainSpec
 
 SiteResult = tuple[np.ndarray, dict, int]  # (vector, info, rows) from Federation.local_solve
 

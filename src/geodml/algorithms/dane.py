@@ -41,7 +41,7 @@ from geodml.federation.base import Federation
 from geodml.federation.objective import FederatedObjective
 
 if TYPE_CHECKING:
-    from geodml.algorithms.registry import TrainSpec
+    from geodml.algorithms.spec import TrainSpec
 
 
 def train_dane(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:

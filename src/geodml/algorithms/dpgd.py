@@ -36,7 +36,7 @@ from geodml.federation.base import Federation, PrivacyJob
 from geodml.privacy.dp import calibrate_noise
 
 if TYPE_CHECKING:
-    from geodml.algorithms.registry import TrainSpec
+    from geodml.algorithms.spec import TrainSpec
 
 SCHEMA = {"rounds": (100, int), "clip": (1.0, float), "step": (None, float)}
 

@@ -55,7 +55,7 @@ from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.federation.base import Federation
 
 if TYPE_CHECKING:
-    from geodml.algorithms.registry import TrainSpec
+    from geodml.algorithms.spec import TrainSpec
 
 DEFAULT_GRID = (0.25, 1.0, 4.0, 16.0)
 

@@ -38,7 +38,7 @@ from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.federation.base import Federation
 
 if TYPE_CHECKING:
-    from geodml.algorithms.registry import TrainSpec
+    from geodml.algorithms.spec import TrainSpec
 
 
 def train_oneshot(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:

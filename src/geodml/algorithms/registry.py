@@ -11,9 +11,6 @@ the WAN. ``spec.params`` holds method-specific settings.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from geodml.algorithms.admm import train_admm
 from geodml.algorithms.dane import train_dane
@@ -21,28 +18,9 @@ from geodml.algorithms.dpgd import train_dp_gd
 from geodml.algorithms.fedavg import train_fedavg
 from geodml.algorithms.oneshot import train_oneshot
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.spec import TrainSpec
 from geodml.errors import ConfigError
 from geodml.federation.base import Federation
-from geodml.optim.preconditioner import DIAG, Preconditioner
-
-
-@dataclass
-class TrainSpec:
-    loss: str = "logistic"
-    lam: float | None = None  # default 1/N
-    tol: float | None = None
-    gtol: float = 1e-7
-    max_rounds: int = 2000
-    max_wan_bytes: int | None = None
-    w0: np.ndarray | None = None
-    grad_reference: float | None = None  # gtol relative to this norm (warm starts)
-    params: dict = field(default_factory=dict)
-    # the exact methods' metric (sqm-*, fadl, fadl-subspace; the others ignore it)
-    preconditioner: Preconditioner = DIAG
-
-    def lam_for(self, fed: Federation) -> float:
-        return 1.0 / fed.n_rows if self.lam is None else float(self.lam)
-
 
 Method = Callable[[Federation, TrainSpec, RunRecorder], RunResult]
 

@@ -7,12 +7,14 @@ import click
 from geodml import __version__
 from geodml.cli.audit_cmd import audit
 from geodml.cli.certs_cmd import certs
-from geodml.cli.compare_cmds import compare, demo, plan
+from geodml.cli.compare_cmd import compare
 from geodml.cli.convert_cmd import convert
+from geodml.cli.demo_cmd import demo
 from geodml.cli.generate_cmd import generate
 from geodml.cli.partition_cmd import partition
+from geodml.cli.plan_cmd import plan
 from geodml.cli.site_cmd import site
-from geodml.cli.train_cmds import train
+from geodml.cli.train_cmd import train
 from geodml.errors import GeodmlError
 
 

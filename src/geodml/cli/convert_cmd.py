@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -43,22 +44,8 @@ _PRESETS = ("adult", "airline", "taxi", "avazu", "covtype", "higgs")
               show_default=True, help="Stored value type.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=DEFAULT_CHUNK_ROWS,
               show_default=True, help="Rows per streamed chunk (bounds memory).")
-def convert(
-    src: str,
-    out_dir: str,
-    fmt: str,
-    n_features: int | None,
-    index_base: str,
-    labels: str,
-    preset: str | None,
-    schema_path: str | None,
-    skip_rows: int | None,
-    header: bool | None,
-    hash_bits: int | None,
-    hash_seed: int | None,
-    dtype: str,
-    chunk_rows: int,
-) -> None:
+def convert(src: str, out_dir: str, fmt: str, dtype: str, chunk_rows: int,
+            **reader) -> None:
     """Convert SRC into a geodml dataset directory OUT_DIR, streaming chunk by chunk.
 
     \b
@@ -68,8 +55,7 @@ def convert(
       geodml convert train.tsv out/criteo --format criteo --hash-bits 20
     """
     try:
-        source = _open(src, fmt, n_features, index_base, labels, preset, schema_path,
-                       skip_rows, header, hash_bits, hash_seed)
+        source = _open(src, fmt, ReaderOptions(**reader))
         with DatasetWriter(out_dir, source.space, np.dtype(dtype)) as writer:
             for chunk in source.chunks(chunk_rows=chunk_rows):
                 writer.append(chunk.X, chunk.y)
@@ -85,14 +71,25 @@ def convert(
     )
 
 
-def _open(
-    src: str, fmt: str, n_features: int | None, index_base: str, labels: str,
-    preset: str | None, schema_path: str | None, skip_rows: int | None, header: bool | None,
-    hash_bits: int | None, hash_seed: int | None,
-) -> Source:
+@dataclass(frozen=True)
+class ReaderOptions:
+    """The reader options of `geodml convert` (each applies to some formats only)."""
+
+    n_features: int | None = None
+    index_base: str = "1"
+    labels: str = "binary"
+    preset: str | None = None
+    schema_path: str | None = None
+    skip_rows: int | None = None
+    header: bool | None = None
+    hash_bits: int | None = None
+    hash_seed: int | None = None
+
+
+def _open(src: str, fmt: str, o: ReaderOptions) -> Source:
     """The reader for the options, refusing options that do not apply to the format."""
     from geodml.data.readers import CsvSource, LibsvmSource, ParquetSource, criteo_source
-    from geodml.data.readers.tabular import load_schema, resolve_schema
+    from geodml.data.readers.table_presets import load_schema, resolve_schema
 
     def refuse(names: dict[str, object]) -> None:
         given = [n for n, v in names.items() if v is not None]
@@ -100,27 +97,27 @@ def _open(
             raise ConfigError(f"{', '.join(given)} do(es) not apply to --format {fmt}")
 
     if fmt == "libsvm":
-        refuse({"--preset": preset, "--schema": schema_path, "--skip-rows": skip_rows,
-                "--header": header, "--hash-bits": hash_bits, "--hash-seed": hash_seed})
-        zero_based = {"0": True, "1": False, "auto": "auto"}[index_base]
-        return LibsvmSource(src, n_features=n_features, zero_based=zero_based, labels=labels)
-    refuse({"--n-features": n_features,
-            "--index-base": None if index_base == "1" else index_base,
-            "--labels": None if labels == "binary" else labels})
+        refuse({"--preset": o.preset, "--schema": o.schema_path, "--skip-rows": o.skip_rows,
+                "--header": o.header, "--hash-bits": o.hash_bits, "--hash-seed": o.hash_seed})
+        zero_based = {"0": True, "1": False, "auto": "auto"}[o.index_base]
+        return LibsvmSource(src, n_features=o.n_features, zero_based=zero_based, labels=o.labels)
+    refuse({"--n-features": o.n_features,
+            "--index-base": None if o.index_base == "1" else o.index_base,
+            "--labels": None if o.labels == "binary" else o.labels})
     if fmt == "criteo":
-        refuse({"--preset": preset, "--schema": schema_path, "--skip-rows": skip_rows,
-                "--header": header})
-        return criteo_source(src, hash_bits=18 if hash_bits is None else hash_bits,
-                             hash_seed=hash_seed or 0)
-    if preset is None and schema_path is None:
+        refuse({"--preset": o.preset, "--schema": o.schema_path, "--skip-rows": o.skip_rows,
+                "--header": o.header})
+        return criteo_source(src, hash_bits=18 if o.hash_bits is None else o.hash_bits,
+                             hash_seed=o.hash_seed or 0)
+    if o.preset is None and o.schema_path is None:
         raise ConfigError(f"--format {fmt} needs --preset or --schema")
-    overrides = {"hash_bits": hash_bits, "hash_seed": hash_seed}
+    overrides = {"hash_bits": o.hash_bits, "hash_seed": o.hash_seed}
     if fmt == "csv":
-        overrides.update(skip_rows=skip_rows, header=header)
+        overrides.update(skip_rows=o.skip_rows, header=o.header)
     else:
-        refuse({"--skip-rows": skip_rows, "--header": header})
-    if schema_path is not None:
-        schema = load_schema(schema_path, preset=preset, **overrides)
+        refuse({"--skip-rows": o.skip_rows, "--header": o.header})
+    if o.schema_path is not None:
+        schema = load_schema(o.schema_path, preset=o.preset, **overrides)
     else:
-        schema = resolve_schema(preset=preset, **overrides)
+        schema = resolve_schema(preset=o.preset, **overrides)
     return CsvSource(src, schema) if fmt == "csv" else ParquetSource(src, schema)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -14,6 +15,26 @@ from geodml.data.store import load_dataset
 from geodml.errors import ConfigError, GeodmlError
 
 FORMATS = ("libsvm", "csv", "criteo", "parquet", "geodml")
+
+
+@dataclass(frozen=True)
+class PartitionOptions:
+    """`geodml partition`'s options besides SRC, OUT_DIR and --scheme."""
+
+    k: int | None = None
+    seed: int = 0
+    alpha: float = 0.5
+    column: str | None = None
+    onehot: str | None = None
+    feature_prefix: str | None = None
+    featindex: str | None = None
+    mapping: tuple[str, ...] = ()
+    other: str | None = None
+    fmt: str | None = None
+    preset: str | None = None
+    n_features: int | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    force: bool = False
 
 
 @click.command()
@@ -46,25 +67,7 @@ FORMATS = ("libsvm", "csv", "criteo", "parquet", "geodml")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=DEFAULT_CHUNK_ROWS,
               show_default=True)
 @click.option("--force", is_flag=True, help="Replace an earlier partition in OUT_DIR.")
-def partition(
-    src: str,
-    out_dir: str,
-    scheme: str,
-    k: int | None,
-    seed: int,
-    alpha: float,
-    column: str | None,
-    onehot: str | None,
-    feature_prefix: str | None,
-    featindex: str | None,
-    mapping: tuple[str, ...],
-    other: str | None,
-    fmt: str | None,
-    preset: str | None,
-    n_features: int | None,
-    chunk_rows: int,
-    force: bool,
-) -> None:
+def partition(src: str, out_dir: str, scheme: str, **params) -> None:
     """Split SRC into sites OUT_DIR/<site>/ and write OUT_DIR/manifest.json.
 
     SRC is a geodml dataset directory or a raw file (LIBSVM, CSV, Criteo TSV,
@@ -75,21 +78,22 @@ def partition(
             --scheme by-column --onehot c10,c11,c12,c13 \\
             --map c10=WA1 --map c11=WA2 --map c12=WA3 --map c13=WA4
     """
+    o = PartitionOptions(**params)
     try:
-        key = _key_spec(scheme, column, onehot, feature_prefix)
+        key = _key_spec(scheme, o.column, o.onehot, o.feature_prefix)
         spec = PartitionSpec(
             scheme=scheme,  # type: ignore[arg-type]
-            k=k,
-            seed=seed,
-            alpha=alpha,
+            k=o.k,
+            seed=o.seed,
+            alpha=o.alpha,
             key=key,
-            mapping=_parse_mapping(mapping) if mapping else None,
-            other=_parse_site(other) if other is not None else None,
+            mapping=_parse_mapping(o.mapping) if o.mapping else None,
+            other=_parse_site(o.other) if o.other is not None else None,
         )
-        source = open_input(src, fmt, preset=preset, n_features=n_features,
-                            featindex=featindex, needs_keys=key is not None)
-        manifest = partition_source(source, out_dir, spec, chunk_rows=chunk_rows,
-                                    overwrite=force)
+        source = open_input(src, o.fmt, preset=o.preset, n_features=o.n_features,
+                            featindex=o.featindex, needs_keys=key is not None)
+        manifest = partition_source(source, out_dir, spec, chunk_rows=o.chunk_rows,
+                                    overwrite=o.force)
     except GeodmlError as e:
         raise click.ClickException(str(e)) from None
     print_manifest(manifest, out_dir)

@@ -318,7 +318,7 @@ class Federation:
     def _record(self, site: str, direction: str, method: str, tally, rows: int | None,
                 round_id: int | None, seconds: float | None = None,
                 audit: bool = True, **extra) -> None:
-        self.meter.record(site, direction, method, tally[0], tally[1])
+        self.meter.record(site, direction, method, tally[0], tally[1], round_id, seconds)
         if self.audit is not None and audit:
             record = {"link": link_name(self.home, site, direction),
                       "wan": site != self.home, "site": site,
@@ -497,8 +497,8 @@ class Federation:
                      slot_kinds):
         """A journaled call's outcome: meter its bytes again (they crossed before the
         crash; the audit log already lists them), return or raise what it returned."""
-        self.meter.record(site, "down", method, *record.down)
-        self.meter.record(site, "up", method, *record.up)
+        self.meter.record(site, "down", method, *record.down, record.round)
+        self.meter.record(site, "up", method, *record.up, record.round, record.seconds)
         if record.error is not None:
             code, message = record.error
             if code == "LOST":

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,16 +32,83 @@ def link_name(home: str, site: str, direction: str) -> str:
     return f"{src}->{dst}" if src != dst else f"{src}->{dst} (local {direction})"
 
 
+@dataclass
+class RoundTraffic:
+    """One round's traffic: bytes per link ``"src->dst"`` and the slowest call's
+    measured duration (seconds, from the reply records).
+
+    ``round`` is the number the federation gave the round (Evaluate, LineSearch,
+    LocalSolve, Subspace: one call to every site); None for a batch of calls without
+    one (Describe, Prepare, Export, Close), which :class:`RoundLog` groups: a run of
+    consecutive records of one call is one round (the federation calls its sites
+    concurrently), and a new one starts when the call changes or a link repeats (a
+    second, sequential call).
+    """
+
+    round: int | None
+    call: str
+    links: dict[str, int]
+    seconds: float = 0.0
+
+
+class RoundLog:
+    """Traffic records grouped into :class:`RoundTraffic`, in order of first record."""
+
+    def __init__(self) -> None:
+        self.rounds: list[RoundTraffic] = []
+        self._numbered: dict[int, RoundTraffic] = {}
+        self._batch: RoundTraffic | None = None
+
+    def add(self, link: str, call: str, nbytes: int, round_id: int | None,
+            seconds: float | None) -> RoundTraffic:
+        """Count one record; the round it belongs to."""
+        if round_id is not None:
+            self._batch = None
+            current = self._numbered.get(round_id)
+            if current is None:
+                current = self._numbered[round_id] = RoundTraffic(round_id, call, {})
+                self.rounds.append(current)
+        else:
+            current = self._batch
+            if current is None or call != current.call or link in current.links:
+                current = self._batch = RoundTraffic(None, call, {})
+                self.rounds.append(current)
+        current.links[link] = current.links.get(link, 0) + int(nbytes)
+        current.seconds = max(current.seconds, float(seconds or 0.0))
+        return current
+
+
+def audit_rounds(records: Iterable[Mapping]) -> list[RoundTraffic]:
+    """The rounds of an audit log (:func:`read_audit`) written by a run in another
+    process; a run in this one has them in ``Federation.meter.rounds``."""
+    return [traffic for traffic, _ in audit_groups(records)]
+
+
+def audit_groups(records: Iterable[Mapping]) -> list[tuple[RoundTraffic, list[Mapping]]]:
+    """Every round of an audit log with its records (for timing analyses)."""
+    log, groups = RoundLog(), {}
+    for r in records:
+        traffic = log.add(r["link"], r.get("call", ""), r["bytes"], r.get("round"),
+                          r.get("seconds"))
+        groups.setdefault(id(traffic), (traffic, []))[1].append(r)
+    return list(groups.values())
+
+
 class Meter:
-    """Bytes, messages and calls per site and direction (down: to the site)."""
+    """Bytes, messages and calls per site and direction (down: to the site), and the
+    traffic of every round (:attr:`rounds`: the federation's round numbers)."""
 
     def __init__(self, home: str):
         self.home = home
         self._lock = threading.Lock()
         self.counters: dict[tuple[str, str], LinkCounter] = defaultdict(LinkCounter)
         self.calls: dict[str, int] = defaultdict(int)
+        self._rounds = RoundLog()
 
-    def record(self, site: str, direction: str, call: str, nbytes: int, messages: int) -> None:
+    def record(self, site: str, direction: str, call: str, nbytes: int, messages: int,
+               round_id: int | None = None, seconds: float | None = None) -> None:
+        """Count one call's messages in one direction (``round_id``: the federation's
+        round number; ``seconds``: the call's duration, on its reply)."""
         if direction not in ("down", "up"):
             raise ValueError(f"direction must be down or up, got {direction!r}")
         with self._lock:
@@ -50,6 +118,14 @@ class Meter:
             c.calls += 1
             if direction == "down":
                 self.calls[call] += 1
+            self._rounds.add(link_name(self.home, site, direction), call, nbytes, round_id,
+                             seconds)
+
+    @property
+    def rounds(self) -> list[RoundTraffic]:
+        """Every round's traffic so far, in order (see :class:`RoundTraffic`)."""
+        with self._lock:
+            return list(self._rounds.rounds)
 
     def wan_bytes(self) -> int:
         """Bytes that crossed a DC boundary (traffic with non-home sites)."""

@@ -20,15 +20,15 @@ from geodml.data.dataset import Dataset
 from geodml.data.readers.criteo import CRITEO_COLUMNS, criteo_schema, criteo_source
 from geodml.data.readers.libsvm import LibsvmSource
 from geodml.data.readers.parquet import ParquetSource
-from geodml.data.readers.tabular import (
+from geodml.data.readers.table_convert import TableConverter
+from geodml.data.readers.table_presets import (
     COVTYPE_WILDERNESS,
     PRESETS,
-    CsvSource,
-    TableConverter,
-    TableSchema,
     load_schema,
     resolve_schema,
 )
+from geodml.data.readers.table_schema import TableSchema
+from geodml.data.readers.tabular import CsvSource
 from geodml.data.source import KeySpec, Source, read_all
 from geodml.errors import ConfigError
 

@@ -4,7 +4,7 @@ Each line has 40 tab-separated fields: the label (0/1), the integer fields I1..I
 the categorical fields C1..C26 (32-bit hex strings); any field but the label may be
 empty (no entry). Integers are log-transformed, ``sign(x) log(1 + |x|)``, into columns
 0..12; categorical values are hashed with their field into ``2**hash_bits`` buckets
-after them (the tabular feature-space rule, see :mod:`geodml.data.readers.tabular`).
+after them (the tabular feature-space rule, see :mod:`geodml.data.readers.table_schema`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from geodml.data.readers.tabular import DEFAULT_BLOCK_SIZE, CsvSource, TableSchema
+from geodml.data.readers.table_schema import TableSchema
+from geodml.data.readers.tabular import DEFAULT_BLOCK_SIZE, CsvSource
 
 CRITEO_INT = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_CAT = tuple(f"C{i}" for i in range(1, 27))

@@ -1,8 +1,8 @@
-"""Parquet files read with a :class:`~geodml.data.readers.tabular.TableSchema`.
+"""Parquet files read with a :class:`~geodml.data.readers.table_schema.TableSchema`.
 
 Row groups are read ``chunk_rows`` rows at a time (``ParquetFile.iter_batches``), only
 the columns the schema uses, and converted by the same
-:class:`~geodml.data.readers.tabular.TableConverter` as CSV, so a table gives the same
+:class:`~geodml.data.readers.table_convert.TableConverter` as CSV, so a table gives the same
 rows whether stored as CSV or Parquet. Native numeric columns are used as they are;
 categorical and label values are compared and hashed as text (Arrow's cast of a
 non-string column to string, e.g. the integer 1005 as ``"1005"``). The schema's text
@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geodml.data.readers.tabular import (
+from geodml.data.readers.table_convert import (
     CellError,
     TableConverter,
-    TableSchema,
     check_schema_columns,
     columns_to_read,
 )
+from geodml.data.readers.table_schema import TableSchema
 from geodml.data.source import DEFAULT_CHUNK_ROWS, Chunk, KeySpec
 from geodml.errors import ConfigError, DataFormatError
 

@@ -8,42 +8,51 @@ and then only to loopback addresses (:func:`geodml.wire.tls.check_insecure_addre
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from geodml.deployment import Deployment
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation
 from geodml.federation.base import CompressionConfig, SecureAggregation
 from geodml.federation.transport import GrpcTransport
+from geodml.planning.deployment import Deployment
+
+if TYPE_CHECKING:
+    from geodml.wire.tls import TlsFiles
 
 #: opens a federation over the deployment's sites with these keyword arguments
 FederationFactory = Callable[..., Federation]
 
 
 def site_transports(deployment: Deployment, addresses: Mapping[str, str] | None = None,
-                    timeout: float = 600.0) -> list[GrpcTransport]:
+                    timeout: float = 600.0, tls: TlsFiles | None = None,
+                    insecure: bool | None = None) -> list[GrpcTransport]:
     """One gRPC transport per site; ``addresses`` overrides a site's address (a second
-    server of the same data, e.g. one granted an export exception)."""
+    server of the same data, e.g. one granted an export exception); ``tls`` and
+    ``insecure`` override the deployment's ``[tls]`` and ``insecure``."""
     addresses = dict(addresses or {})
     unknown = set(addresses) - {s.name for s in deployment.sites}
     if unknown:
         raise ConfigError(f"no site {sorted(unknown)} in the deployment; sites are "
                           f"{', '.join(s.name for s in deployment.sites)}")
+    insecure = deployment.insecure if insecure is None else insecure
     creds = None
-    if not deployment.insecure:
-        if deployment.tls is None:
+    if not insecure:
+        if tls is None and deployment.tls is None:
             raise ConfigError("deployment: [tls] (ca, cert, key of the coordinator) is needed "
                               "unless insecure = true")
         from geodml.wire.tls import TlsFiles, channel_credentials
 
-        tls = deployment.tls
-        creds = channel_credentials(TlsFiles(tls.ca, tls.cert, tls.key, field="tls"))
+        if tls is None:
+            tls = TlsFiles(deployment.tls.ca, deployment.tls.cert, deployment.tls.key,
+                           field="tls")
+        creds = channel_credentials(tls)
     transports = []
     for i, site in enumerate(deployment.sites):
         address = addresses.get(site.name, site.address)
         if not address:
             raise ConfigError(f"deployment: sites.{i}.address: site {site.name!r} has no "
                               "address to dial")
-        if deployment.insecure:
+        if insecure:
             from geodml.wire.tls import check_insecure_address
 
             check_insecure_address(address)

@@ -1,6 +1,6 @@
 """``geodml compare``: plan, then run every plan for real on the same data, and report.
 
-1. The planner (:mod:`geodml.planner`) predicts every plan's bytes, modeled time and
+1. The planner (:mod:`geodml.planning.planner`) predicts every plan's bytes, modeled time and
    dollars.
 2. The centralized baseline runs for real: every site exports its rows home, then the
    home DC trains. A site whose policy forbids export refuses it; the refusal is
@@ -21,10 +21,11 @@ calibration store. The centralized baseline's export time, when its budget runs 
 taken as the time of its first recorded iteration (export, concatenation and one
 evaluation).
 
-Modeled time: a geo run's rounds over the deployment's links plus the slowest site's
-measured call time (:func:`geodml.wan.model_run`); the centralized plan's copy over the
-links into the home DC plus its measured training time
-(:func:`geodml.wan.model_centralized`). Suboptimality is relative to the lowest
+Modeled time: a geo run's rounds, as its federation's meter numbered them, over the
+deployment's links plus the slowest site's measured call time
+(:func:`geodml.planning.wan.model_run`); the centralized plan's copy over the links
+into the home DC plus its measured training time
+(:func:`geodml.planning.wan.model_centralized`). Suboptimality is relative to the lowest
 objective any run reached.
 """
 
@@ -44,23 +45,14 @@ from geodml import metrics
 from geodml.algorithms.centralize import Refused, train_centralized_baseline
 from geodml.algorithms.record import RoundRow, RunRecorder, RunResult
 from geodml.algorithms.registry import TrainSpec, train
-from geodml.connect import FederationFactory
 from geodml.data.dataset import Dataset
-from geodml.deployment import Deployment
-from geodml.federation.meter import read_audit
-from geodml.planner import (
-    DEFAULT_CALIBRATION_ROWS,
-    PRIVATE_METHODS,
-    Calibrate,
-    CalibrationStore,
-    GeoVariant,
-    Optimize,
-    Plan,
-    Workload,
-    count_calls,
-    make_plan,
-)
-from geodml.wan import ModeledRun, group_audit, model_centralized, model_run
+from geodml.federation.meter import RoundTraffic
+from geodml.planning.calibration import DEFAULT_CALIBRATION_ROWS, CalibrationStore, count_rounds
+from geodml.planning.connect import FederationFactory
+from geodml.planning.deployment import Deployment
+from geodml.planning.planner import make_plan
+from geodml.planning.plans import PRIVATE_METHODS, Calibrate, GeoVariant, Optimize, Plan, Workload
+from geodml.planning.wan import ModeledRun, model_centralized, model_run
 
 
 @dataclass
@@ -143,17 +135,16 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
-def _geo_curve(rows: list[RoundRow], records: list[dict],
+def _geo_curve(rows: list[RoundRow], rounds: list[RoundTraffic],
                modeled: ModeledRun) -> list[dict]:
     """Per recorded iteration: objective, WAN bytes and modeled seconds so far.
 
-    ``modeled.round_seconds`` follows :func:`group_audit`'s rounds; an iteration's time is
-    the sum up to the last round whose id it has counted (rounds without an id, such as
+    ``modeled.round_seconds`` follows the meter's rounds; an iteration's time is the
+    sum up to the last round whose number it has counted (rounds without one, such as
     Describe and Prepare, count where they fall; a final Close does not).
     """
     cumulative = np.cumsum(modeled.round_seconds)
-    numbered = [(group[0]["round"], i) for i, group in enumerate(group_audit(records))
-                if group[0].get("round") is not None]
+    numbered = [(r.round, i) for i, r in enumerate(rounds) if r.round is not None]
     ids = [rid for rid, _ in numbered]
     curve = []
     for row in rows:
@@ -186,8 +177,8 @@ def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: 
             result = _stopped(variant.method, stop, recorder, fed)
         fed.close_sessions()
         snapshot = fed.meter.snapshot()
-    records = read_audit(audit)
-    modeled = model_run(records, deployment)
+        rounds = fed.meter.rounds
+    modeled = model_run(rounds, deployment)
     links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
     last = result.rows[-1]
     objective = result.objective if np.isfinite(result.objective) else None  # dp-gd: none
@@ -195,9 +186,9 @@ def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: 
         variant.name, "geo", True, objective, evaluate(result.w) if evaluate else {},
         snapshot["wan_bytes"], last.rounds, last.vector_rounds, modeled.seconds, modeled.usd,
         last.seconds, per_link=links, audit=str(audit.relative_to(out)),
-        curve=_geo_curve(result.rows, records, modeled), converged=result.converged,
+        curve=_geo_curve(result.rows, rounds, modeled), converged=result.converged,
         reason=result.reason, privacy=result.info.get("privacy", {}))
-    return report, result, count_calls(records, "Evaluate")
+    return report, result, count_rounds(rounds, "Evaluate")
 
 
 def _run_central(open_federation: FederationFactory, workload: Workload,

@@ -13,7 +13,7 @@ Example (four DCs on AWS, coordinator in us-east)::
 
     [[sites]]
     name = "us-east"
-    region = "aws:us-east-1"          # a region of geodml.wan.REGIONS, or of [regions]
+    region = "aws:us-east-1"          # a region of geodml.planning.regions.REGIONS, or of [regions]
     address = "us-east.example.com:7001"
     data = "data/us-east"             # relative paths are relative to this file
 
@@ -50,7 +50,8 @@ Example (four DCs on AWS, coordinator in us-east)::
 :func:`load_deployment` validates the file; every error is a
 :class:`~geodml.errors.ConfigError` naming the file and the field (``links.0.src:
 unknown site ...``). :meth:`Deployment.link` gives the link between two sites: the
-explicit one, else one derived from the sites' regions (:func:`geodml.wan.default_link`).
+explicit one, else one derived from the sites' regions
+(:func:`geodml.planning.regions.default_link`).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geodml.errors import ConfigError
+from geodml.planning.regions import AREAS, LinkModel, Region, default_link, find_region
 from geodml.site.config import FilePath, TlsConfig, field_location, load_toml, resolve_path
-from geodml.wan import AREAS, LinkModel, Region, default_link, find_region
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -212,12 +213,12 @@ class Deployment(_Strict):
     def _no_region(site: SiteEntry, src: str, dst: str) -> str:
         what = "no region" if site.region is None else f"unknown region {site.region!r}"
         return (f"site {site.name!r} has {what} and there is no explicit link {src}->{dst}: "
-                f"name a region of geodml.wan.REGIONS, define it under [regions], "
+                f"name a region of geodml.planning.regions.REGIONS, define it under [regions], "
                 f"or add the link under [[links]]")
 
     def link(self, src: str, dst: str) -> LinkSpec:
         """The link ``src -> dst``: the explicit one, else derived from the regions
-        (:func:`geodml.wan.default_link`) with ``[defaults]`` applied."""
+        (:func:`geodml.planning.regions.default_link`) with ``[defaults]`` applied."""
         for link in self.links:
             if link.src == src and link.dst == dst:
                 return link

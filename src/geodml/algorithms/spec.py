@@ -1,0 +1,30 @@
+"""What a training run is asked to do (:class:`TrainSpec`), apart from the methods that
+run it, so that every method module can name it without importing the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geodml.algorithms.defaults import DEFAULT_GTOL, DEFAULT_MAX_ROUNDS
+from geodml.federation.base import Federation
+from geodml.optim.preconditioner import DIAG, Preconditioner
+
+
+@dataclass
+class TrainSpec:
+    loss: str = "logistic"
+    lam: float | None = None  # default 1/N
+    tol: float | None = None
+    gtol: float = DEFAULT_GTOL
+    max_rounds: int = DEFAULT_MAX_ROUNDS
+    max_wan_bytes: int | None = None
+    w0: np.ndarray | None = None
+    grad_reference: float | None = None  # gtol relative to this norm (warm starts)
+    params: dict = field(default_factory=dict)
+    # the exact methods' metric (sqm-*, fadl, fadl-subspace; the others ignore it)
+    preconditioner: Preconditioner = DIAG
+
+    def lam_for(self, fed: Federation) -> float:
+        return 1.0 / fed.n_rows if self.lam is None else float(self.lam)

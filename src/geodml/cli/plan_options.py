@@ -1,0 +1,54 @@
+"""The options `geodml plan` and `geodml compare` share: methods, compression, the
+workload, what to optimize and how to calibrate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from geodml.cli.config import DEFAULT_GEO_METHOD
+from geodml.cli.options import compression_options, objective_options
+
+_OPTIONS = [
+    click.option("--method", "methods", multiple=True, default=(DEFAULT_GEO_METHOD,),
+                 show_default=True, help="A geo-distributed method (repeat)."),
+    compression_options(repeat=True),
+    click.option("--dense", is_flag=True,
+                 help="Also plan each method with dense vectors (not support-restricted)."),
+    click.option("--secure-aggregation", "secure", is_flag=True,
+                 help="Also plan each method under secure aggregation (masked dense sums)."),
+    objective_options,
+    click.option("--runs-per-snapshot", "runs", type=click.IntRange(min=1), default=1,
+                 show_default=True, help="J: training runs per data snapshot."),
+    click.option("--days", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Planning horizon: one snapshot per day."),
+    click.option("--growth", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                 help="New rows per day, as a share of today's rows."),
+    click.option("--optimize", type=click.Choice(["usd", "bytes", "seconds"]), default="usd",
+                 show_default=True, help="What the recommendation minimizes."),
+    click.option("--calibrate", "calibrate_mode", type=click.Choice(["auto", "always", "never"]),
+                 default="auto", show_default=True,
+                 help="Calibration runs on a row sample: auto skips plans whose lower bound "
+                      "already loses to a permitted centralized plan."),
+    click.option("--calibration-rows", type=click.IntRange(min=1), default=None,
+                 help="Rows of the median site a calibration samples, at most all (default "
+                      "50,000); raise it for large sparse models, whose rounds small samples "
+                      "under-predict (docs/planner.md)."),
+    click.option("--store", type=click.Path(dir_okay=False),
+                 help="Calibration store (default: .geodml/calibration.json beside the "
+                      "deployment file)."),
+]
+
+
+def plan_options(fn: Callable) -> Callable:
+    for option in reversed(_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def progress_line(message: str) -> None:
+    """The planner's and comparison's progress messages, dimmed."""
+    from geodml.cli.output import console
+
+    console.print(f"[dim]{message}[/]")

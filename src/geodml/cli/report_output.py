@@ -1,0 +1,100 @@
+"""What `geodml plan`, `compare` and `demo` print: the plan, the comparison, the
+live progress of every run."""
+
+from __future__ import annotations
+
+import contextlib
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from geodml.cli.output import console
+
+
+def plan_table(plan) -> Table:
+    from geodml.planning.compare import fmt_bytes
+
+    w = plan.workload
+    title = (f"the planner's predictions (one run; workload: {w.runs_per_snapshot} run(s) per "
+             f"snapshot, {w.days} day(s), growth {w.growth_per_day:.1%}/day)")
+    table = Table(title=title)
+    for col in ("plan", "permitted", "WAN bytes", "modeled", "$", "workload bytes",
+                "workload $", "basis"):
+        table.add_column(col, justify="left" if col in ("plan", "basis") else "right")
+    for e in plan.estimates:
+        style = "bold green" if e.plan == plan.recommended else (None if e.permitted else "red")
+        table.add_row(e.plan, "yes" if e.permitted else "no", fmt_bytes(e.wan_bytes),
+                      f"{e.seconds:,.1f} s", f"{e.usd:.4f}", fmt_bytes(e.workload_bytes),
+                      f"{e.workload_usd:.4f}", e.basis, style=style)
+    return table
+
+
+def print_plan(plan) -> None:
+    console.print(plan_table(plan))
+    for e in plan.estimates:
+        if not e.permitted:
+            console.print(f"[red]{e.plan} is not permitted:[/] {e.why_not}")
+        for site, b in sorted((e.privacy or {}).get("sites", {}).items()):
+            console.print(f"{e.plan}: site {site} adds noise x{b['noise_multiplier']:.3g} and "
+                          f"will have spent epsilon {b['epsilon_spent_after']:.3g} of "
+                          f"{b['epsilon']:g} (delta {b['delta']:g})")
+    if plan.recommended:
+        console.print(f"[bold]recommended: {plan.recommended}[/] ({plan.reason})")
+    else:
+        console.print(f"[red]{plan.reason}[/]")
+
+
+def comparison_table(c, title: str) -> Table:
+    from geodml.planning.compare import table_rows
+
+    rows = table_rows(c)
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col in ("plan", "status") else "right")
+    for r in rows:
+        table.add_row(*r.values(), style="red" if r["status"] == "refused" else None)
+    return table
+
+
+def print_summary(c) -> None:
+    """Refusals, the WAN-bytes ratio of every geo plan to centralizing, the report."""
+    central = next((r for r in c.runs if r.kind == "centralized" and r.objective is not None),
+                   None)
+    for r in c.runs:
+        if r.refused_by:
+            console.print(f"[red]{r.plan}: refused[/] by {', '.join(r.refused_by)} "
+                          f"({r.messages[0]})")
+    for r in c.runs:
+        if r.kind != "geo" or central is None or r.refused_by:
+            continue
+        ratio = central.wan_bytes / max(1, r.wan_bytes)
+        than = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
+        line = f"{r.plan} moved {than} WAN bytes than {central.plan}"
+        if "auc" in r.test and "auc" in central.test:
+            line += f"; |test AUC difference| = {abs(r.test['auc'] - central.test['auc']):.5f}"
+        console.print(line)
+    console.print(f"report: {c.out_dir / 'report.md'} (plots, report.json, audit logs beside "
+                  f"it; {c.seconds:.0f} s)")
+
+
+@contextlib.contextmanager
+def run_progress():
+    """A live line per run: iteration, WAN bytes and objective."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        from geodml.planning.compare import fmt_bytes
+
+        def factory(name: str):
+            task = tasks[name] = bars.add_task(f"{name}: starting", total=None)
+
+            def on_row(row) -> None:
+                bars.update(task, description=(
+                    f"{name}: iteration {row.iteration}, rounds {row.rounds}, "
+                    f"WAN {fmt_bytes(row.wan_bytes)}, F = {row.objective:.8f}"))
+            return on_row
+
+        yield factory
+        for task in tasks.values():
+            bars.stop_task(task)

@@ -1,0 +1,136 @@
+"""One plan's prediction from its bytes per link: geo plans (calibrated, recorded or
+their lower bound), centralizing, and the policies that refuse a plan
+(see :mod:`geodml.planning.planner`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from geodml.compression import wire_format_for
+from geodml.federation.base import SiteInfo
+from geodml.planning.deployment import Deployment
+from geodml.planning.plans import PRIVATE_METHODS, Estimate, GeoVariant, Workload
+from geodml.planning.wan import egress_usd, model_centralized, round_seconds
+from geodml.wire.codec import WireFormat
+
+MIN_VECTOR_ROUNDS = 5  # no method reached gtol 1e-3 in fewer on any benchmark (BENCHMARKS.md)
+SESSION_BYTES = 400  # Prepare (down and up), Export's request and Close of one site
+
+
+def _value_bytes(spec: str | None) -> int:
+    """Bytes per value on the wire of a compression spec (the codec's own format for it;
+    float64 without one)."""
+    return wire_format_for(spec).itemsize if spec else WireFormat().itemsize
+
+
+def bound_links(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> dict[str, int]:
+    """Bytes per link of :data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector
+    (or the site's support) each way to and from every site outside the home DC."""
+    down, up = _value_bytes(variant.compress_down), _value_bytes(variant.compress_up)
+    if variant.secure:  # masked sums: 8-byte ring elements
+        up = 8
+    links: dict[str, int] = {}
+    for s in sites:
+        if s.name == home:
+            continue
+        restrict = (variant.restrict_to_support is not False and s.support_size > 0
+                    and not variant.secure and variant.method not in PRIVATE_METHODS)
+        dim = s.support_size if restrict else s.features
+        links[f"{home}->{s.name}"] = MIN_VECTOR_ROUNDS * dim * down
+        links[f"{s.name}->{home}"] = MIN_VECTOR_ROUNDS * dim * up
+    return links
+
+
+def lower_bound_bytes(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> int:
+    """WAN bytes of :data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector each way
+    to and from every site outside the home DC: no method needs fewer."""
+    return sum(bound_links(sites, home, variant).values())
+
+
+def site_rows(sites: Sequence[SiteInfo]) -> dict[str, dict]:
+    return [{"site": s.name, "region": s.region, "rows": s.rows, "nnz": s.nnz,
+             "features": s.features, "support": s.support_size,
+             "raw_export_allowed": s.raw_export_allowed,
+             "export_bytes_estimate": s.export_bytes_estimate} for s in sites]
+
+
+def geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Deployment,
+                  workload: Workload, calibration_bytes: int = 0,
+                  refusals: Sequence[str] = ()) -> Estimate:
+    links = {k: int(v) for k, v in record["links"].items()}
+    wan = sum(links.values())
+    usd = egress_usd(links, deployment)
+    seconds = float(record["seconds"])
+    return Estimate(variant.name, "geo", not refusals, wan, seconds, usd, wan * workload.runs,
+                    seconds * workload.runs, usd * workload.runs, basis,
+                    why_not="; ".join(refusals),
+                    rounds=int(record.get("rounds", 0)),
+                    vector_rounds=float(record.get("vector_rounds", 0.0)),
+                    calibration_wan_bytes=calibration_bytes, per_link=links,
+                    variant=variant.key())
+
+
+def lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
+                          deployment: Deployment, workload: Workload,
+                          refusals: Sequence[str] = ()) -> Estimate:
+    """The bound of :func:`lower_bound_bytes` as an estimate: its links' bytes, and the
+    slowest site's path, one round at a time."""
+    home = deployment.home
+    links = bound_links(sites, home, variant)
+    per_round = {name: nbytes // MIN_VECTOR_ROUNDS for name, nbytes in links.items()}
+    record = {"links": links, "rounds": MIN_VECTOR_ROUNDS, "vector_rounds": MIN_VECTOR_ROUNDS,
+              "seconds": MIN_VECTOR_ROUNDS * round_seconds(per_round, deployment)}
+    why = "not calibrated: refused by policy" if refusals else "cannot beat centralizing"
+    return geo_estimate(variant, record, f"lower bound ({MIN_VECTOR_ROUNDS} vector rounds): "
+                         f"{why}", deployment, workload, refusals=refusals)
+
+
+def policy_refusals(variant: GeoVariant, sites: Sequence[SiteInfo],
+                    workload: Workload) -> list[str]:
+    """Why the sites' policies (or budgets) refuse ``variant``; empty: it may run."""
+    private = variant.method in PRIVATE_METHODS
+    out = []
+    for s in sites:
+        if s.requires_secure_aggregation and not variant.secure:
+            out.append(f"site {s.name} sends only masked sums "
+                       "(require_secure_aggregation = true)")
+        if s.privacy is not None and not private:
+            out.append(f"site {s.name} sends only differentially private sums "
+                       f"(dp_epsilon = {s.privacy.epsilon:g}): plan dp-gd")
+        if s.privacy is None and private:
+            out.append(f"site {s.name} has no privacy budget (dp_epsilon, dp_delta): "
+                       f"{variant.method} needs one at every site")
+    if private and workload.runs > 1:
+        out.append(f"{variant.method} spends what every site's budget has left in one run; "
+                   f"a workload of {workload.runs} runs cannot be trained privately")
+    return out
+
+
+def central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workload: Workload,
+                      train_seconds: float, basis: str, describe: dict[str, int]) -> Estimate:
+    """Export bytes plus the calls around them: Describe (as measured), Prepare and Close
+    (:data:`SESSION_BYTES` per site)."""
+    exports = {s.name: s.export_bytes_estimate + describe.get(f"{s.name}->{deployment.home}", 0)
+               + SESSION_BYTES for s in sites if s.name != deployment.home}
+    modeled = model_centralized(exports, deployment, train_seconds)
+    refusing = [s.name for s in sites if not s.raw_export_allowed and s.name != deployment.home]
+    masked = [s.name for s in sites if s.requires_secure_aggregation]
+    reasons = []
+    if refusing:
+        reasons.append(f"the policy of site {', '.join(refusing)} forbids raw export "
+                       "(allow_raw_export = false)")
+    if masked:  # such a site refuses every unmasked session, the export's too
+        reasons.append(f"site {', '.join(masked)} sends only masked sums "
+                       "(require_secure_aggregation = true)")
+        refusing += masked
+    why = "; ".join(reasons) + "; priced as if granted an exception" if reasons else ""
+    copy = modeled.seconds - train_seconds
+    factor = workload.copy_factor
+    # later days copy only their new rows, and every run trains on the day's data
+    mean_rows = 1.0 + workload.growth_per_day * (workload.days - 1) / 2
+    return Estimate(
+        "centralize", "centralized", not refusing, modeled.wan_bytes, modeled.seconds,
+        modeled.usd, int(modeled.wan_bytes * factor),
+        copy * factor + train_seconds * mean_rows * workload.runs, modeled.usd * factor,
+        basis, why,
+        rounds=1, per_link={k: int(v["bytes"]) for k, v in modeled.per_link.items()})
