@@ -114,3 +114,22 @@ def test_sites_default_to_the_geo_method_and_centralized_names_what_to_pass(site
     assert refused.exit_code == 2
     assert "--method centralized trains on a DATA_DIR" in refused.output
     assert "geo-distributed --method such as fadl-subspace" in refused.output
+
+
+def test_the_preconditioner_is_on_by_default_and_can_be_turned_off(sites, tmp_path):
+    runs = {}
+    for flags in ((), ("--precondition", "none"), ("--precondition-mix", "0.5")):
+        out = tmp_path / f"m{len(runs)}.npz"
+        result = invoke("train", sites, "--method", "sqm-lbfgs", "--gtol", 1e-6, "--out", out,
+                        *flags)
+        assert result.exit_code == 0, result.output
+        info = LinearModel.load(out).info
+        runs[info["preconditioner"]] = info
+    assert set(runs) == {"diag", "none", "diag (mixed 0.5 with the identity)"}
+    assert runs["diag"]["objective"] == pytest.approx(runs["none"]["objective"], rel=1e-8)
+    central = invoke("train", sites / "us-east" / "train", "--method", "centralized",
+                     "--precondition", "none", "--out", tmp_path / "c.npz")
+    assert central.exit_code == 0, central.output
+    assert LinearModel.load(tmp_path / "c.npz").info["preconditioner"] == "none"
+    bad = invoke("train", sites, "--precondition", "diagonal")
+    assert bad.exit_code != 0 and "'diagonal' is not one of 'diag', 'none'" in bad.output

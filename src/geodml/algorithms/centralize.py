@@ -17,6 +17,7 @@ from geodml.data.dataset import Dataset
 from geodml.federation.base import Federation
 from geodml.federation.transport import SiteCallError
 from geodml.optim import LbfgsOptions
+from geodml.optim.preconditioner import DIAG, Preconditioner
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Refused:
 def train_centralized_baseline(
     fed: Federation, loss: str = "logistic", lam: float | None = None, gtol: float = 1e-7,
     max_iter: int = 2000, recorder: RunRecorder | None = None,
+    preconditioner: Preconditioner = DIAG,
 ) -> RunResult | Refused:
     """Export all rows to the home DC and train there; or say who refused."""
     lam = 1.0 / fed.n_rows if lam is None else float(lam)
@@ -74,10 +76,11 @@ def train_centralized_baseline(
         recorder.add(rec.iteration, rec.f, w, rec.grad_norm)
 
     model, result = train_centralized(data, loss, lam, LbfgsOptions(gtol=gtol, max_iter=max_iter),
-                                      callback=callback)
+                                      callback=callback, preconditioner=preconditioner)
     return RunResult("centralized", model.w, result.f, result.converged, result.reason,
                      recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": loss, "export_seconds": export_seconds,
+                      "preconditioner": preconditioner.describe(),
                       "export_wan_bytes": export_wan,
                       "train_seconds": time.perf_counter() - start - export_seconds,
                       "rows": data.n_rows})

@@ -149,6 +149,8 @@ class TrainConfig:
     solver: str = "lbfgs"
     threads: int | None = None
     params: tuple[tuple[str, Any], ...] = ()
+    precondition: str = "diag"  # geodml.optim.preconditioner: diag | none
+    precondition_mix: float = 0.0
     stop: StopOptions = field(default_factory=StopOptions)
     compression: CompressionOptions = field(default_factory=CompressionOptions)
     outputs: OutputOptions = field(default_factory=OutputOptions)
@@ -175,6 +177,8 @@ class TrainConfig:
             method=p.get("method") or _default_method(sites), sites=sites,
             loss=p.get("loss", "logistic"), lam=p.get("lam"), solver=p.get("solver", "lbfgs"),
             threads=p.get("threads"), params=parse_params(tuple(p.get("params") or ())),
+            precondition=p.get("precondition", "diag"),
+            precondition_mix=p.get("precondition_mix", 0.0),
             stop=StopOptions(p.get("gtol", DEFAULT_GTOL), p.get("max_iter", DEFAULT_MAX_ROUNDS),
                              p.get("max_wan_bytes")),
             compression=CompressionOptions(
@@ -188,6 +192,13 @@ class TrainConfig:
             secure_fraction_bits=p.get("secure_fraction_bits"), nonce_seed=p.get("nonce_seed"))
         config.check()
         return config
+
+    @property
+    def preconditioner(self):
+        """The :class:`geodml.optim.preconditioner.Preconditioner` asked for."""
+        from geodml.optim.preconditioner import Preconditioner
+
+        return Preconditioner(self.precondition, self.precondition_mix)
 
     @property
     def centralized(self) -> bool:

@@ -47,11 +47,12 @@ def _train(fed, config: TrainConfig, start, recorder):
     stop = config.stop
     if config.method == "centralized-export":
         return train_centralized_baseline(fed, config.loss, config.lam, stop.gtol,
-                                          stop.max_rounds, recorder)
+                                          stop.max_rounds, recorder, config.preconditioner)
     w0, reference = start
     spec = TrainSpec(loss=config.loss, lam=config.lam, gtol=stop.gtol,
                      max_rounds=stop.max_rounds, max_wan_bytes=stop.max_wan_bytes, w0=w0,
-                     grad_reference=reference, params=dict(config.params))
+                     grad_reference=reference, params=dict(config.params),
+                     preconditioner=config.preconditioner)
     return train(fed, config.method, spec, recorder)
 
 
@@ -157,6 +158,7 @@ def train_centralized(config: TrainConfig, test, w0) -> None:
             data, config.loss, config.lam,
             LbfgsOptions(gtol=config.stop.gtol, max_iter=config.stop.max_rounds), w0=w0,
             n_threads=config.threads, callback=progress, solver=config.solver,
+            preconditioner=config.preconditioner,
         )
     seconds = time.perf_counter() - start
     model.info["seconds"] = seconds
