@@ -50,8 +50,13 @@ COLS = ["rows/DC", "plan", "metric", "iters", "vector rounds", "rounds", "WAN MB
 
 
 def compression(kind: str) -> CompressionConfig | None:
+    """``none``, a float cast both ways, or ``int8`` (with error feedback up)."""
     if kind == "none":
         return None
+    if kind == "int8":
+        return CompressionConfig(up='{"kind": "quantize_int8", "error_feedback": true}',
+                                 down='{"kind": "quantize_int8"}',
+                                 precision=AdaptivePrecision())
     spec = f'{{"kind": "cast", "dtype": "{kind}"}}'
     return CompressionConfig(up=spec, down=spec, precision=AdaptivePrecision())
 

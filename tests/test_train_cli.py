@@ -118,7 +118,8 @@ def test_sites_default_to_the_geo_method_and_centralized_names_what_to_pass(site
 
 def test_the_preconditioner_is_on_by_default_and_can_be_turned_off(sites, tmp_path):
     runs = {}
-    for flags in ((), ("--precondition", "none"), ("--precondition-mix", "0.5")):
+    for flags in ((), ("--precondition", "none"),
+                  ("--precondition-mix", "0.5", "--local-warm-start")):
         out = tmp_path / f"m{len(runs)}.npz"
         result = invoke("train", sites, "--method", "sqm-lbfgs", "--gtol", 1e-6, "--out", out,
                         *flags)
@@ -127,6 +128,8 @@ def test_the_preconditioner_is_on_by_default_and_can_be_turned_off(sites, tmp_pa
         runs[info["preconditioner"]] = info
     assert set(runs) == {"diag", "none", "diag (mixed 0.5 with the identity)"}
     assert runs["diag"]["objective"] == pytest.approx(runs["none"]["objective"], rel=1e-8)
+    assert runs["diag (mixed 0.5 with the identity)"]["warm_start"] is True
+    assert runs["diag"]["warm_start"] is False
     central = invoke("train", sites / "us-east" / "train", "--method", "centralized",
                      "--precondition", "none", "--out", tmp_path / "c.npz")
     assert central.exit_code == 0, central.output

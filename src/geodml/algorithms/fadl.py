@@ -58,6 +58,7 @@ import numpy as np
 
 from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.warm_start import warm_start
 from geodml.errors import ConfigError
 from geodml.federation.base import Federation
 
@@ -177,10 +178,15 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     fed.prepare(spec.loss, lam)
     N = fed.n_rows
     # D at w = 0 (the sites have no point yet), so a resumed run gets the same metric
-    metric = global_metric(fed, spec.preconditioner, lam)  # None: the identity
+    w0, reference = spec.w0, spec.grad_reference
+    if spec.warm_start and w0 is None:  # the metric comes in the same round
+        warm = warm_start(fed, spec.preconditioner, lam)
+        w0, metric = warm.w, warm.metric
+    else:
+        metric = global_metric(fed, spec.preconditioner, lam)  # None: the identity
     if metric is not None:  # as the sites will hold it (it travels uncompressed)
         metric = fed.as_received_exact(metric)
-    w = np.zeros(fed.n_features) if spec.w0 is None else fed.as_received(spec.w0)
+    w = np.zeros(fed.n_features) if w0 is None else fed.as_received(w0)
     evals = fed.evaluate(w)
     f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
     g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
@@ -189,7 +195,9 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
 
     norm = spec.preconditioner.grad_norm(metric)  # gtol's norm
 
-    g0 = spec.grad_reference or norm(g)
+    if spec.warm_start and spec.w0 is None and reference is None:
+        reference = norm(warm.grad_at_zero)  # gtol as in a run from zero
+    g0 = reference or norm(g)
     recorder.add(0, f, w, norm(g))
     memory: list[np.ndarray] = []
     params = {"inner_iterations": options.inner_iterations, "inner_gtol": options.inner_gtol,
@@ -259,4 +267,5 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
             break
     return RunResult(name, w, f, converged, reason, recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": spec.loss, "reference_grad_norm": g0,
-                      "preconditioner": spec.preconditioner.describe()})
+                      "preconditioner": spec.preconditioner.describe(),
+                      "warm_start": spec.warm_start and spec.w0 is None})

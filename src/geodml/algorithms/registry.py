@@ -36,7 +36,7 @@ def _sqm(name: str) -> Method:
         return train_sqm(fed, name, spec.loss, spec.lam_for(fed), spec.gtol, spec.max_rounds,
                          spec.w0, recorder, spec.max_wan_bytes, spec.tol,
                          int(spec.params.get("line_search_batch", 1)), spec.grad_reference,
-                         spec.preconditioner)
+                         spec.preconditioner, spec.warm_start)
     run.__doc__ = f"SQM {name} (see geodml.algorithms.sqm)."
     return run
 

@@ -25,6 +25,9 @@ class TrainSpec:
     params: dict = field(default_factory=dict)
     # the exact methods' metric (sqm-*, fadl, fadl-subspace; the others ignore it)
     preconditioner: Preconditioner = DIAG
+    # start sqm-* / fadl / fadl-subspace from the sites' curvature-weighted solutions
+    # (geodml.algorithms.warm_start); ignored when w0 is given
+    warm_start: bool = False
 
     def lam_for(self, fed: Federation) -> float:
         return 1.0 / fed.n_rows if self.lam is None else float(self.lam)

@@ -15,6 +15,7 @@ import numpy as np
 
 from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.warm_start import warm_start
 from geodml.errors import ConfigError
 from geodml.federation.base import Federation
 from geodml.federation.objective import FederatedObjective
@@ -38,20 +39,29 @@ def train_sqm(
     line_search_batch: int = 1,
     grad_reference: float | None = None,
     preconditioner: Preconditioner = DIAG,
+    warm: bool = False,
 ) -> RunResult:
     """Train by an SQM method in the metric of ``preconditioner`` (default: the
     Hessian's diagonal, one extra round with one vector up per site; see
     :mod:`geodml.algorithms.metric`). Stops at ``gtol`` (relative gradient norm, in
     the metric's dual norm), at ``tol`` relative suboptimality (needs the recorder's
     ``f_star``), after ``max_iter`` iterations, or once ``max_wan_bytes`` have crossed
-    the WAN."""
+    the WAN. ``warm``: start from the sites' curvature-weighted solutions
+    (:mod:`geodml.algorithms.warm_start`) unless ``w0`` is given."""
     if method not in SQM_METHODS:
         raise ConfigError(f"unknown SQM method {method!r}; known: {', '.join(SQM_METHODS)}")
     lam = 1.0 / fed.n_rows if lam is None else float(lam)
     fed.prepare(loss, lam)
     recorder = recorder or RunRecorder(fed)
     objective = FederatedObjective(fed, lam)
-    metric = global_metric(fed, preconditioner, lam)
+    warm = warm and w0 is None
+    if warm:  # the metric comes in the same round; gtol as in a run from zero
+        start = warm_start(fed, preconditioner, lam)
+        w0, metric = start.w, start.metric
+        grad_reference = grad_reference or preconditioner.grad_norm(metric)(
+            start.grad_at_zero)
+    else:
+        metric = global_metric(fed, preconditioner, lam)
     stop_reason: list[str] = []
     done = [0]  # iterations of earlier solves (a site dropped: the solve restarted)
 
@@ -84,4 +94,5 @@ def train_sqm(
                      stop_reason[0] if stop_reason else result.reason, recorder.rows,
                      fed.meter.snapshot(), {"lam": lam, "loss": loss,
                                             "reference_grad_norm": grad_reference,
-                                            "preconditioner": preconditioner.describe()})
+                                            "preconditioner": preconditioner.describe(),
+                                            "warm_start": warm})

@@ -151,6 +151,7 @@ class TrainConfig:
     params: tuple[tuple[str, Any], ...] = ()
     precondition: str = "diag"  # geodml.optim.preconditioner: diag | none
     precondition_mix: float = 0.0
+    local_warm_start: bool = False
     stop: StopOptions = field(default_factory=StopOptions)
     compression: CompressionOptions = field(default_factory=CompressionOptions)
     outputs: OutputOptions = field(default_factory=OutputOptions)
@@ -179,6 +180,7 @@ class TrainConfig:
             threads=p.get("threads"), params=parse_params(tuple(p.get("params") or ())),
             precondition=p.get("precondition", "diag"),
             precondition_mix=p.get("precondition_mix", 0.0),
+            local_warm_start=bool(p.get("local_warm_start")),
             stop=StopOptions(p.get("gtol", DEFAULT_GTOL), p.get("max_iter", DEFAULT_MAX_ROUNDS),
                              p.get("max_wan_bytes")),
             compression=CompressionOptions(

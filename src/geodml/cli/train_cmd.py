@@ -62,6 +62,9 @@ PATH_OPTIONS = ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key", "test_di
               help="Switch to full precision once ||grad|| falls to this share of its start.")
 @click.option("--warm-start", type=click.Path(exists=True, dir_okay=False),
               help="Start from this model file.")
+@click.option("--local-warm-start", is_flag=True,
+              help="sqm-*, fadl, fadl-subspace: start from the sites' own solutions, "
+                   "averaged per feature by their curvature (one round, four vectors up).")
 @click.option("--record", type=click.Path(dir_okay=False),
               help="Write one JSON line per outer iteration here.")
 @click.option("--audit", type=click.Path(dir_okay=False),

@@ -52,7 +52,7 @@ def _train(fed, config: TrainConfig, start, recorder):
     spec = TrainSpec(loss=config.loss, lam=config.lam, gtol=stop.gtol,
                      max_rounds=stop.max_rounds, max_wan_bytes=stop.max_wan_bytes, w0=w0,
                      grad_reference=reference, params=dict(config.params),
-                     preconditioner=config.preconditioner)
+                     preconditioner=config.preconditioner, warm_start=config.local_warm_start)
     return train(fed, config.method, spec, recorder)
 
 

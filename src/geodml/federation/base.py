@@ -869,10 +869,12 @@ class Federation:
         return [(total[:len(alphas)], total[len(alphas):])]
 
     def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray],
-                    exact: frozenset[int] = frozenset()) -> list[tuple[np.ndarray, dict, int]]:
+                    exact: frozenset[int] = frozenset(), outputs: int = 1
+                    ) -> list[tuple[np.ndarray, dict, int]]:
         """Run a local procedure at every site; returns (vector, info, rows) per site.
-        Input slots in ``exact`` travel uncompressed (e.g. a metric)."""
-        round_id = self._next_round(down=len(inputs), up=1)
+        Input slots in ``exact`` travel uncompressed (e.g. a metric); a procedure with
+        ``outputs`` blocks returns them one after the other, each model-sized."""
+        round_id = self._next_round(down=len(inputs), up=outputs)
 
         def one(site: str):
             job = self._job(site)
@@ -885,10 +887,12 @@ class Federation:
             first, asm = self._call(
                 site, "LocalSolve",
                 lambda: self._stream(head, pb.LocalSolveRequest, vectors, exact),
-                round_id, lengths=lambda _r: {0: dim}, slot_kinds=ring)
+                round_id, lengths=lambda _r: {0: dim * outputs}, slot_kinds=ring)
             if self.secure is not None:
                 return first.rows, asm.result(0)
-            return self._up(site, asm.result(0)), json.loads(first.info_json or "{}"), first.rows
+            blocks = np.split(asm.result(0), outputs)
+            return (np.concatenate([self._up(site, b) for b in blocks]),
+                    json.loads(first.info_json or "{}"), first.rows)
 
         if self.secure is None:
             return list(self._map(one).values())

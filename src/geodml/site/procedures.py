@@ -11,6 +11,10 @@ minimizer of the site's own regularized objective
 
 started from ``w0`` — the building block of one-shot parameter averaging.
 
+``warm_start`` (no inputs; params ``max_iter``, ``gtol``) solves the site's own
+problem and returns four blocks for the curvature-weighted warm start
+(:mod:`geodml.site.local_warm`).
+
 ``hess_diag`` (no inputs, no params) returns the per-row mean of the loss's
 Hessian diagonal at the session's current point (zero when it has none),
 
@@ -35,6 +39,7 @@ from geodml.site.local_admm import run_admm_local
 from geodml.site.local_dane import run_dane_local
 from geodml.site.local_fadl import fadl_local_slots, run_fadl_local
 from geodml.site.local_sgd import run_local_sgd
+from geodml.site.local_warm import WARM_START_OUTPUTS, run_warm_start
 
 
 @dataclass
@@ -58,6 +63,11 @@ class Procedure:
     name: str
     input_slots: int | Callable[[dict], int]  # fixed, or from the call's parameters
     run: Callable[[ProcedureContext, dict, list[np.ndarray]], tuple[np.ndarray, dict]]
+    # the output is a direction or a statistic the coordinator uses as received (FADL's
+    # local direction, a metric, a warm start): it travels in the job's up-compression
+    # format, not at full precision
+    compressible: bool = False
+    outputs: int = 1  # the reply is this many model-sized blocks, one after the other
 
     def slots(self, params: dict) -> int:
         """How many input vectors a call with ``params`` carries."""
@@ -101,10 +111,12 @@ def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
 PROCEDURES: dict[str, Procedure] = {
     p.name: p for p in (
         Procedure("local_minimize", 1, _local_minimize),
-        Procedure("hess_diag", 0, _hess_diag),
+        Procedure("hess_diag", 0, _hess_diag, compressible=True),
+        Procedure("warm_start", 0, run_warm_start, compressible=True,
+                  outputs=WARM_START_OUTPUTS),
         Procedure("local_sgd", 1, run_local_sgd),
         Procedure("admm_local", 1, run_admm_local),
         Procedure("dane_local", 2, run_dane_local),
-        Procedure("fadl_local", fadl_local_slots, run_fadl_local),
+        Procedure("fadl_local", fadl_local_slots, run_fadl_local, compressible=True),
     )
 }

@@ -641,13 +641,17 @@ class SiteService:
                                     f"site {self.name}: {first.procedure}: {e}") from None
                 s.remember("local_solve", first.round, result)
         vector, info = result
+        if len(vector) != proc.outputs * s.dim:
+            raise SiteError("INTERNAL", f"site {self.name}: {first.procedure} returned "
+                            f"{len(vector)} values, expected {proc.outputs} x {s.dim}")
         rows = s.X.shape[0]
         if s.masker is not None:  # the sum of rows * vector: the coordinator averages
             masked = self._mask(s, first, "LocalSolve", rows * np.asarray(vector))
             return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
                                encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
         head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
-        return with_chunks(head, encode_vector(vector, 0, s.reply_format), pb.LocalSolveReply)
+        fmt = s.up_format if proc.compressible and s.up_format is not None else s.reply_format
+        return with_chunks(head, encode_vector(vector, 0, fmt), pb.LocalSolveReply)
 
     def _local_params(self, first: pb.LocalSolveRequest) -> dict:
         """A LocalSolve's parameters (a JSON object of bounded size)."""
