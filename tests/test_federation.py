@@ -264,10 +264,12 @@ def test_mutual_tls_cluster_serves_the_coordinator_and_rejects_a_stranger(region
             assert fed.evaluate(np.zeros(fed.n_features))[0].rows == 3000
         address = cluster.sites["eu-west"].address
         untrusted = GrpcTransport("eu-west", address, channel_credentials(stranger.tls_files()),
-                                  timeout=10, server_name="localhost")
+                                  timeout=10)
         with pytest.raises(SiteCallError) as err:
             list(untrusted.call("Describe", pb.DescribeRequest()))
-        assert err.value.code == "UNAVAILABLE"
+        # the stranger does not trust the site's CA: refused for good, saying so
+        assert err.value.code == "UNAUTHENTICATED"
+        assert "NOT signed by the deployment CA" in str(err.value)
         untrusted.close()
         plaintext = GrpcTransport("eu-west", address, None, timeout=10)
         with pytest.raises(SiteCallError):

@@ -77,10 +77,12 @@ def load(tmp_path_factory):
     dirs = site_dirs(root / "data")
     certs = root / "certs"
     init_ca(certs)
-    issue(certs, certs, "site", "site")
+    for n in NAMES:
+        issue(certs, certs, n, "site")
     client = issue(certs, certs, "coordinator", "coordinator").tls_files()
-    tls = TlsConfig(ca=certs / "ca.pem", cert=certs / "site.pem", key=certs / "site.key")
-    configs = [SiteConfig(name=n, region=n, data=DataConfig(path=dirs[n]), tls=tls)
+    configs = [SiteConfig(name=n, region=n, data=DataConfig(path=dirs[n]),
+                          tls=TlsConfig(ca=certs / "ca.pem", cert=certs / f"{n}.pem",
+                                        key=certs / f"{n}.key"))
                for n in NAMES]
     workdir = root / "sites"
     baseline, baseline_fds = Counts.now(), fd_targets()

@@ -88,8 +88,7 @@ def write_deployment(path: Path, addresses: dict[str, str], certs: Path) -> Path
     for region in REGIONS:
         lines += ["", "[[sites]]", f"name = {json.dumps(region)}",
                   f"region = {json.dumps(region)}  # alias of an AWS region (geodml.wan)",
-                  f"address = {json.dumps(addresses[region])}",
-                  'tls_server_name = "localhost"']
+                  f"address = {json.dumps(addresses[region])}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 

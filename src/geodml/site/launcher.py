@@ -146,7 +146,7 @@ class LocalCluster:
 
             creds = channel_credentials(self.client_tls)
         site = self.sites[name]
-        return GrpcTransport(name, site.address, creds, timeout=timeout, server_name="localhost")
+        return GrpcTransport(name, site.address, creds, timeout=timeout)
 
     def transports(self, timeout: float = 600.0) -> list[GrpcTransport]:
         return [self.transport(n, timeout) for n in self.sites]

@@ -97,8 +97,21 @@ class SiteServicer:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, table)
 
 
+def check_tls(config: SiteConfig) -> None:
+    """Check the site's ``[tls]`` files before anything reads them: each must exist
+    and hold what it should, and the certificate must be a site certificate of this
+    site's name (:meth:`geodml.wire.tls.TlsFiles.load`); else a ConfigError naming
+    the entry (``tls.key: PATH does not exist``)."""
+    if config.tls is not None:
+        from geodml.wire.tls import TlsFiles
+
+        TlsFiles(config.tls.ca, config.tls.cert, config.tls.key).load(
+            role="site", site=config.name)
+
+
 def build_service(config: SiteConfig) -> SiteService:
     """Load the site's data as its config says and wrap it in a service."""
+    check_tls(config)
     fmt = config.data.format
     if fmt == "geodml" and config.data.stream:
         data = map_dataset(config.data.path)
@@ -135,7 +148,10 @@ def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = F
     """Bind and start; returns the server and the bound port."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"site-{config.name}"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        options=[# gRPC binds with SO_REUSEPORT by default: a second site on a port in
+                 # use would start, and the kernel would split connections between them
+                 ("grpc.so_reuseport", 0),
+                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  # accept the coordinator's keepalive pings, also during a long local
                  # solve when no data flows (else the server answers GOAWAY)
@@ -151,16 +167,49 @@ def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = F
             raise ConfigError(f"site {config.name}: plaintext needs insecure = true in the "
                               "config and the --insecure flag")
         check_insecure_address(config.listen)
-        port = server.add_insecure_port(config.listen)
+        bind = server.add_insecure_port
     else:
         from geodml.wire.tls import TlsFiles, server_credentials
 
-        creds = server_credentials(TlsFiles(config.tls.ca, config.tls.cert, config.tls.key))
-        port = server.add_secure_port(config.listen, creds)
+        creds = server_credentials(TlsFiles(config.tls.ca, config.tls.cert, config.tls.key),
+                                   site=config.name)
+
+        def bind(address: str) -> int:
+            return server.add_secure_port(address, creds)
+    try:
+        port = bind(config.listen)
+    except RuntimeError:  # gRPC >= 1.60 raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise ConfigError(f"site {config.name}: cannot listen on {config.listen}")
+        raise ConfigError(f"site {config.name}: listen: cannot listen on {config.listen}: "
+                          f"{_bind_problem(config.listen)}")
     server.start()
     return server, port
+
+
+def _bind_problem(address: str) -> str:
+    """Why ``address`` cannot be bound, asked of the OS (gRPC does not say)."""
+    import errno
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as e:
+        return f"the address does not resolve ({e})"
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(sockaddr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return ("the port is already in use (is another site, or another copy of "
+                        "this one, running there?)")
+            if e.errno == errno.EADDRNOTAVAIL:
+                return "the address is not one of this machine's"
+            return e.strerror or str(e)
+    return "gRPC refused the address"
 
 
 def serve(config: SiteConfig, insecure_ok: bool = False, port_file: Path | None = None,
