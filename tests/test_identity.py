@@ -20,6 +20,7 @@ import pytest
 from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
+from geodml.errors import ConfigError
 from geodml.federation import Federation
 from geodml.federation.transport import GrpcTransport, SiteIdentityError
 from geodml.site.config import DataConfig, SiteConfig, TlsConfig, dump_site_config
@@ -197,3 +198,33 @@ def test_plaintext_loopback_checks_the_describe_name(world, tmp_path):
                 list(direct.call("Close", pb.CloseRequest(session="x")))
         finally:
             direct.close()
+
+
+# --- the site's own TLS files: errors name the entry --------------------------------
+
+
+def test_a_missing_tls_key_names_the_entry_not_a_traceback(world, tmp_path):
+    _, dirs, certs, _ = world
+    missing = tmp_path / "a.key"
+    config = SiteConfig(name="a", listen="127.0.0.1:0", data=DataConfig(path=dirs["a"]),
+                        tls=TlsConfig(ca=certs / "ca.pem", cert=certs / "a.pem", key=missing))
+    path = tmp_path / "a.toml"
+    path.write_text(dump_site_config(config))
+    proc = subprocess.run(serve_cmd(path), capture_output=True, text=True,
+                          timeout=scaled(60), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: tls.key: {missing} does not exist", proc.stderr
+
+
+def test_a_missing_tls_cert_with_an_audit_log_is_a_tls_error(world, tmp_path):
+    from geodml.site.config import AuditConfig
+    from geodml.site.server import build_service
+
+    _, dirs, certs, _ = world
+    missing = tmp_path / "a.pem"
+    config = SiteConfig(name="a", listen="127.0.0.1:0", data=DataConfig(path=dirs["a"]),
+                        tls=TlsConfig(ca=certs / "ca.pem", cert=missing, key=certs / "a.key"),
+                        audit=AuditConfig(path=tmp_path / "audit.jsonl"))
+    with pytest.raises(ConfigError, match=rf"^tls\.cert: {missing} does not exist$"):
+        build_service(config)
+    assert not (tmp_path / "audit.jsonl").exists()
