@@ -228,3 +228,30 @@ def test_a_missing_tls_cert_with_an_audit_log_is_a_tls_error(world, tmp_path):
     with pytest.raises(ConfigError, match=rf"^tls\.cert: {missing} does not exist$"):
         build_service(config)
     assert not (tmp_path / "audit.jsonl").exists()
+
+
+# --- what the site's log says ---------------------------------------------------------
+
+
+def test_the_site_logs_each_job_and_each_refused_request(tls_cluster):
+    from geodml.federation import SiteCallError
+
+    from .tools.timing import poll
+
+    log_path = tls_cluster.sites["a"].log_path
+    with Federation(tls_cluster.transports(timeout=scaled(30)), home="a") as fed:
+        fed.prepare("logistic", 1e-3, job="identity-test")
+        session = fed._jobs["a"].session
+        with pytest.raises(SiteCallError, match="PERMISSION_DENIED"):
+            fed.export("a")
+    job_line = poll(lambda: next((line for line in log_path.read_text().splitlines()
+                                  if "job 'identity-test'" in line), None),
+                    30, "the site's job line")
+    assert ("site a: job 'identity-test' for coordinator 'coordinator' (ipv4:127.0.0.1:"
+            in job_line)
+    assert job_line.endswith(f"loss logistic, 600 rows, session {session}")
+    refused = poll(lambda: next((line for line in log_path.read_text().splitlines()
+                                 if "refused Export" in line), None),
+                   30, "the site's refusal line")
+    assert "site a: refused Export from 'coordinator' (ipv4:127.0.0.1:" in refused
+    assert "PERMISSION_DENIED: site a: refused by policy allow_raw_export" in refused

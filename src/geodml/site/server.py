@@ -3,6 +3,12 @@
 Status codes come from the service's errors; an unexpected exception in one call
 becomes INTERNAL for that call and is logged, and the server keeps serving.
 SIGTERM and SIGINT stop it gracefully (in-flight calls get a grace period).
+
+The log (logger ``geodml.site``) has one line per job, when its ``Prepare`` opens a
+session (who asked, from where, the job's name, loss, rows and session id), and one
+per refused request (the call, who asked, the status and the reason). A handshake
+that TLS refuses never reaches this code: gRPC's Python server exposes no hook for
+it (``GRPC_TRACE=handshaker GRPC_VERBOSITY=info`` makes gRPC itself print them).
 """
 
 from __future__ import annotations
@@ -60,14 +66,25 @@ class SiteServicer:
         for data in chunks:
             yield self._parse(method, data)
 
+    def _who(self, context: grpc.ServicerContext) -> str:
+        """``'coordinator' (ipv4:10.0.0.5:41234)``: the caller's certificate name (or
+        'anonymous' on plaintext) and address, for the log."""
+        identity = self._peer(context) or "anonymous"
+        return f"{identity!r} ({context.peer()})"
+
     def _replies(self, method: str, request, context):
         try:
             if METHODS[method][2]:
                 request = self._parsed_stream(method, request)
             else:
                 request = self._parse(method, request)
-            yield from self.service.handle(method, request, self._peer(context))
+            replies = self.service.handle(method, request, self._peer(context))
+            if method == "Prepare":
+                replies = self._logged_job(request, replies, context)
+            yield from replies
         except SiteError as e:
+            log.warning("site %s: refused %s from %s: %s: %s", self.service.name, method,
+                        self._who(context), e.code, e)
             context.abort(_status(e.code), str(e))
         except grpc.RpcError:  # the client went away mid-upload: nothing to answer
             log.debug("site %s: %s cancelled by the client", self.service.name, method)
@@ -75,6 +92,19 @@ class SiteServicer:
             log.exception("site %s: %s failed", self.service.name, method)
             context.abort(grpc.StatusCode.INTERNAL,
                           f"site {self.service.name}: {method}: {type(e).__name__}: {e}")
+
+    def _logged_job(self, request, replies, context):
+        """Pass a Prepare's replies through, logging the job once its session is open."""
+        first = True
+        for reply in replies:
+            if first:
+                first = False
+                part = (f", a {request.sample_fraction:g} sample" if
+                        0 < request.sample_fraction < 1 else "")
+                log.info("site %s: job %r for coordinator %s: loss %s, %d rows%s, "
+                         "session %s", self.service.name, request.job or "(unnamed)",
+                         self._who(context), request.loss, reply.rows, part, reply.session)
+            yield reply
 
     def handlers(self) -> grpc.GenericRpcHandler:
         """The Site service's method handlers, taking raw request bytes."""
