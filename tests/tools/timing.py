@@ -1,10 +1,12 @@
 """Deadlines scaled to the machine, and polling with them.
 
-Every deadline a test waits on (a site starting, a file appearing, threads
-settling) is written for an idle development machine and multiplied by
-``GEODML_TEST_TIME_SCALE`` (a float, default 1): on a busy or slow machine, run the
-suite with e.g. ``GEODML_TEST_TIME_SCALE=4``. Polling never sleeps longer than a
-small interval, so a fast machine waits no longer than it must.
+Every deadline a test waits on (a site starting, a file appearing, a subprocess
+ending) is written for an idle development machine and multiplied by a factor:
+``GEODML_TEST_TIME_SCALE`` when set (e.g. ``GEODML_TEST_TIME_SCALE=4`` on a slow
+machine), else ``1 + load / cores`` from the 1-minute load average, read at each
+call (a machine running two CPU-bound jobs on two cores waits twice as long), at
+most 8. Polling never sleeps longer than a small interval, so a fast machine waits
+no longer than it must.
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ from typing import TypeVar
 T = TypeVar("T")
 
 ENV = "GEODML_TEST_TIME_SCALE"
+MAX_AUTO_SCALE = 8.0
 
 
 def time_scale() -> float:
-    """The factor of every test deadline (``GEODML_TEST_TIME_SCALE``, at least 1)."""
-    raw = os.environ.get(ENV, "1")
+    """The factor of every test deadline (see the module doc), at least 1."""
+    raw = os.environ.get(ENV)
+    if raw is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+        return min(1.0 + load / (os.cpu_count() or 1), MAX_AUTO_SCALE)
     try:
         scale = float(raw)
     except ValueError:
