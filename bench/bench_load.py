@@ -112,10 +112,12 @@ def main() -> int:
     else:
         certs = tmp / "certs"
         init_ca(certs)
-        issue(certs, certs, "site", "site")
+        for n in names:  # each site serves only under its own certificate
+            issue(certs, certs, n, "site")
         kw = {"client_tls": issue(certs, certs, "coordinator", "coordinator").tls_files()}
-        tls = TlsConfig(ca=certs / "ca.pem", cert=certs / "site.pem", key=certs / "site.key")
-        configs = [SiteConfig(name=n, region=n, data=DataConfig(path=dirs[n]), tls=tls)
+        configs = [SiteConfig(name=n, region=n, data=DataConfig(path=dirs[n]),
+                              tls=TlsConfig(ca=certs / "ca.pem", cert=certs / f"{n}.pem",
+                                            key=certs / f"{n}.key"))
                    for n in names]
     workdir = tmp / "sites"
     baseline = Counts.now()

@@ -20,6 +20,8 @@ from geodml.data import Dataset, FeatureSpace, save_dataset
 from geodml.site.config import DataConfig, SiteConfig
 from geodml.site.launcher import LocalCluster
 
+from .tools.timing import scaled
+
 LOG2_DIM = 26
 CLIENT = Path(__file__).parent / "tools" / "big_vector_client.py"
 
@@ -48,7 +50,7 @@ def test_a_256_mb_vector_goes_through_with_less_than_twice_its_size(tmp_path):
         Path(f"/proc/{site.process.pid}/clear_refs").write_text("5")  # reset its peak RSS
         site_before = rss(site.process.pid, "VmRSS")
         out = subprocess.run([sys.executable, str(CLIENT), site.address, str(LOG2_DIM)],
-                             capture_output=True, text=True, timeout=300, check=True)
+                             capture_output=True, text=True, timeout=scaled(300), check=True)
         site_peak = rss(site.process.pid, "VmHWM")
     report = json.loads(out.stdout)
     vector = report["vector_bytes"]

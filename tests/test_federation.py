@@ -25,6 +25,7 @@ from geodml.wire.codec import WireFormat, encode_vector
 from geodml.wire.protocol import pb, pb_grpc
 
 from .tools.relay import CountingRelay
+from .tools.timing import scaled
 
 REGIONS = ("us-east", "eu-west", "ap-south", "sa-east")
 
@@ -99,16 +100,16 @@ def test_metered_bytes_are_the_socket_bytes_up_to_framing_overhead(cluster):
 def test_malformed_requests_get_clear_statuses_and_the_site_keeps_serving(cluster):
     channel = grpc.insecure_channel(cluster.sites["ap-south"].address)
     stub = pb_grpc.SiteStub(channel)
-    d = stub.Describe(pb.DescribeRequest(), timeout=10).features
+    d = stub.Describe(pb.DescribeRequest(), timeout=scaled(10)).features
     prep = next(iter(stub.Prepare(pb.PrepareRequest(
         loss="logistic", lam=0.01, features=d, job="t",
-        feature_space_fingerprint=stub.Describe(pb.DescribeRequest(), timeout=10)
-        .feature_space_fingerprint), timeout=10)))
+        feature_space_fingerprint=stub.Describe(pb.DescribeRequest(), timeout=scaled(10))
+        .feature_space_fingerprint), timeout=scaled(10))))
 
     def evaluate(chunk: pb.VectorChunk, session: str = prep.session):
         req = pb.EvaluateRequest(session=session, round=0, want_gradient=True, has_w=True,
                                  chunk=chunk)
-        return list(stub.Evaluate(iter([req]), timeout=10))
+        return list(stub.Evaluate(iter([req]), timeout=scaled(10)))
 
     good = next(encode_vector(np.zeros(d), 0, WireFormat()))
     cases = {
@@ -129,7 +130,8 @@ def test_malformed_requests_get_clear_statuses_and_the_site_keeps_serving(cluste
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "unknown session" in err.value.details()
     with pytest.raises(grpc.RpcError) as err:
-        next(iter(stub.Prepare(pb.PrepareRequest(loss="logistic", features=d + 1), timeout=10)))
+        next(iter(stub.Prepare(pb.PrepareRequest(loss="logistic", features=d + 1),
+                               timeout=scaled(10))))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"{d + 1} features" in err.value.details()
     replies = evaluate(good)  # the same site still serves, the session is intact
@@ -223,7 +225,7 @@ def test_site_config_errors_name_the_field(tmp_path):
 def test_a_site_that_cannot_start_is_reported_with_its_log(tmp_path):
     config = SiteConfig(name="broken", insecure=True, data=DataConfig(path=tmp_path / "nope"))
     with pytest.raises(LaunchError, match="site broken exited") as err:
-        LocalCluster([config], tmp_path / "run", insecure=True, ready_timeout=60).start()
+        LocalCluster([config], tmp_path / "run", insecure=True, ready_timeout=scaled(60)).start()
     assert "not a complete geodml dataset directory" in str(err.value)
 
 
@@ -264,12 +266,14 @@ def test_mutual_tls_cluster_serves_the_coordinator_and_rejects_a_stranger(region
             assert fed.evaluate(np.zeros(fed.n_features))[0].rows == 3000
         address = cluster.sites["eu-west"].address
         untrusted = GrpcTransport("eu-west", address, channel_credentials(stranger.tls_files()),
-                                  timeout=10, server_name="localhost")
+                                  timeout=scaled(10))
         with pytest.raises(SiteCallError) as err:
             list(untrusted.call("Describe", pb.DescribeRequest()))
-        assert err.value.code == "UNAVAILABLE"
+        # the stranger does not trust the site's CA: refused for good, saying so
+        assert err.value.code == "UNAUTHENTICATED"
+        assert "NOT signed by the deployment CA" in str(err.value)
         untrusted.close()
-        plaintext = GrpcTransport("eu-west", address, None, timeout=10)
+        plaintext = GrpcTransport("eu-west", address, None, timeout=scaled(10))
         with pytest.raises(SiteCallError):
             list(plaintext.call("Describe", pb.DescribeRequest()))
         plaintext.close()

@@ -47,6 +47,7 @@ from .tools.procstat import (
     wait_until,
     zombie_children,
 )
+from .tools.timing import scaled
 
 SITES = 16
 ROUNDS = 300
@@ -77,10 +78,12 @@ def load(tmp_path_factory):
     dirs = site_dirs(root / "data")
     certs = root / "certs"
     init_ca(certs)
-    issue(certs, certs, "site", "site")
+    for n in NAMES:
+        issue(certs, certs, n, "site")
     client = issue(certs, certs, "coordinator", "coordinator").tls_files()
-    tls = TlsConfig(ca=certs / "ca.pem", cert=certs / "site.pem", key=certs / "site.key")
-    configs = [SiteConfig(name=n, region=n, data=DataConfig(path=dirs[n]), tls=tls)
+    configs = [SiteConfig(name=n, region=n, data=DataConfig(path=dirs[n]),
+                          tls=TlsConfig(ca=certs / "ca.pem", cert=certs / f"{n}.pem",
+                                        key=certs / f"{n}.key"))
                for n in NAMES]
     workdir = root / "sites"
     baseline, baseline_fds = Counts.now(), fd_targets()
@@ -98,7 +101,7 @@ def own_threads(pid: int | str = "self") -> int:
 
 def settled(before: Counts) -> bool:
     """This process's threads and descriptors back to ``before`` (polled)."""
-    return wait_until(lambda: Counts.now().at_most(before), SETTLE)
+    return wait_until(lambda: Counts.now().at_most(before), scaled(SETTLE))
 
 
 @pytest.mark.slow
@@ -125,10 +128,10 @@ def test_sixteen_sites_hundreds_of_rounds_keep_resources_flat(load):
         # once idle, descriptors and threads of our own beyond the warm-up count go (a
         # leaked one stays); gRPC's event engine keeps or reclaims its helpers itself
         assert wait_until(lambda: own_threads() <= ref.own_threads and open_fds() <= ref.fds,
-                          IDLE), (ref, thread_counts(), open_fds())
+                          scaled(IDLE)), (ref, thread_counts(), open_fds())
         assert wait_until(lambda: all(
             own_threads(p) <= ref.site_own_threads(n) and open_fds(p) <= ref.sites_fds[n]
-            for n, p in load.pids.items()), IDLE)
+            for n, p in load.pids.items()), scaled(IDLE))
     finally:
         fed.close()
 
@@ -164,7 +167,8 @@ def _probe_capacity(load: Load) -> dict[str, int]:
     def one(name: str) -> int:
         transport = load.cluster.transport(name)
         try:
-            info = next(transport.call("Describe", pb.DescribeRequest(), timeout=30))
+            info = next(transport.call("Describe", pb.DescribeRequest(),
+                                       timeout=scaled(30)))
             request = pb.PrepareRequest(loss="logistic", lam=1e-3, features=info.features,
                                         feature_space_fingerprint=info.feature_space_fingerprint,
                                         job="probe")
@@ -251,7 +255,8 @@ def test_a_federation_that_cannot_start_releases_its_threads_and_journal(tmp_pat
         with pytest.raises(GeodmlError, match="site gone"):
             Federation([dead], home="gone", reliability=Reliability(site_deadline=0.5))
         dead.close()
-        released = wait_until(lambda: Counts.now().py_threads <= before.py_threads, 2.0)
+        released = wait_until(lambda: Counts.now().py_threads <= before.py_threads,
+                              scaled(2.0))
         journals = list(tmp_path.iterdir())
     finally:
         gc.enable()

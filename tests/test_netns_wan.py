@@ -20,6 +20,7 @@ import statistics
 import pytest
 
 from tests.tools.netns import unavailable_reason
+from tests.tools.timing import time_scale
 from tests.tools.wan_experiment import Settings, run_experiment
 
 pytestmark = pytest.mark.slow
@@ -50,9 +51,12 @@ def test_a_4_dc_fadl_run_completes_and_converges_over_the_emulated_wan(wan):
 
 
 def test_the_links_are_really_shaped_delayed_and_lossy(wan):
+    # 80 ms + relay + stack; the stack's share grows on a busy machine, but stays far
+    # below a second 80 ms (a delay applied twice)
+    ping_max, connect_max = (min(80.0 + m * time_scale(), 120.0) for m in (10.0, 15.0))
     for dc, probe in wan.probes.items():
-        assert 79.0 <= probe["ping_ms"] <= 90.0, (dc, probe)  # 80 ms + relay + stack
-        assert 79.0 <= probe["connect_ms"] <= 95.0, (dc, probe)
+        assert 79.0 <= probe["ping_ms"] <= ping_max, (dc, probe)
+        assert 79.0 <= probe["connect_ms"] <= connect_max, (dc, probe)
     (bulk,) = [p for p in wan.probes.values() if "lossless_to_target_mbps" in p]
     for key in ("lossless_to_target_mbps", "lossless_from_target_mbps"):
         assert 0.85 * GOODPUT <= bulk[key] <= 1.02 * GOODPUT, bulk  # the kernel's 50 Mbit/s

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .tools.timing import scaled
+
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = {"centralize", "fadl-subspace float16", "sqm-lbfgs float16"}
 
@@ -26,7 +28,7 @@ def results(tmp_path_factory) -> tuple[dict, Path, str]:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "paper.py"), "--quick", "--work",
          str(tmp / "work"), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        cwd=ROOT, capture_output=True, text=True, timeout=scaled(300), check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "results.json").read_text()), out, proc.stdout
 
@@ -87,7 +89,7 @@ def test_sizes_that_do_not_fit_are_skipped_and_said_so(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "paper.py"), "--quick", "--memory-gb", "0.01",
          "--work", str(tmp_path / "work"), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        cwd=ROOT, capture_output=True, text=True, timeout=scaled(120), check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert [c["status"] for c in res["configs"]] == ["skipped", "skipped"]

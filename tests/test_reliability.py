@@ -26,6 +26,8 @@ from geodml.runs import RunDir, RunDirError, read_checked_json, write_checked_js
 from geodml.site.config import DataConfig, SiteConfig
 from geodml.site.launcher import LocalCluster
 
+from .tools.timing import scaled
+
 REGIONS = ("us-east", "eu-west", "ap-south")
 SPEC = {"loss": "logistic", "gtol": 1e-6, "max_rounds": 200}
 
@@ -47,7 +49,7 @@ def cluster(regional, tmp_path):
 
 
 def federation(cluster, **kw) -> Federation:
-    return Federation(cluster.transports(timeout=60), home="us-east", **kw)
+    return Federation(cluster.transports(timeout=scaled(60)), home="us-east", **kw)
 
 
 def run(fed: Federation, method: str = "fadl-subspace", on_row=None):
@@ -153,25 +155,37 @@ def site_args(cluster) -> list[str]:
     return [a for name, s in cluster.sites.items() for a in ("--site", f"{name}={s.address}")]
 
 
+def journaled_calls(journal: Path) -> int:
+    """The complete calls in a journal another process is appending to: none until its
+    header is whole (the writer may be between creating the file and writing the
+    header); a record still being written is not counted (``_scan`` stops there)."""
+    from geodml.federation.journal import MAGIC, _scan
+
+    try:
+        if journal.stat().st_size < len(MAGIC):
+            return 0
+    except FileNotFoundError:
+        return 0
+    return sum(1 for _ in _scan(journal))
+
+
 def wait_for_calls(journal: Path, calls: int, process, deadline: float = 120) -> None:
     """Until the run has journaled ``calls`` complete calls to a site (each record is
     fsync-ed as its call ends, so this sees the run's progress call by call)."""
-    from geodml.federation.journal import _scan
-
-    end = time.monotonic() + deadline
+    end = time.monotonic() + scaled(deadline)
     while time.monotonic() < end:
-        if journal.exists() and sum(1 for _ in _scan(journal)) >= calls:
+        if journaled_calls(journal) >= calls:
             return
         assert process.poll() is None, process.stdout.read()
         time.sleep(0.005)  # polling a file the run writes; bounded by the deadline
-    raise AssertionError(f"fewer than {calls} calls journaled within {deadline} s")
+    raise AssertionError(f"fewer than {calls} calls journaled within {scaled(deadline)} s")
 
 
 def test_a_killed_coordinator_resumes_to_the_same_model_and_byte_totals(cluster, tmp_path):
     common = ["train", "--method", "fadl-subspace", "--insecure", "--home", "us-east",
               "--gtol", "1e-10", *site_args(cluster)]  # a long run: killed well before its end
     ref = geodml(*common, "--run-dir", str(tmp_path / "ref"), "--out", str(tmp_path / "ref.npz"))
-    assert ref.wait(180) == 0, ref.stdout.read()
+    assert ref.wait(scaled(180)) == 0, ref.stdout.read()
 
     crashed = geodml(*common, "--run-dir", str(tmp_path / "run"),
                      "--out", str(tmp_path / "run.npz"))
@@ -187,7 +201,7 @@ def test_a_killed_coordinator_resumes_to_the_same_model_and_byte_totals(cluster,
     assert not before["done"]
 
     resumed = geodml("train", "--resume", str(tmp_path / "run"))
-    out, _ = resumed.communicate(timeout=180)
+    out, _ = resumed.communicate(timeout=scaled(180))
     assert resumed.returncode == 0, out
     assert "resuming the run" in out
 
@@ -200,7 +214,7 @@ def test_a_killed_coordinator_resumes_to_the_same_model_and_byte_totals(cluster,
     assert after["meter"]["wan_bytes"] >= before["meter"]["wan_bytes"]
 
     again = geodml("train", "--resume", str(tmp_path / "run"))
-    out, _ = again.communicate(timeout=60)
+    out, _ = again.communicate(timeout=scaled(60))
     assert again.returncode == 0 and "has finished" in out
 
 
@@ -208,12 +222,12 @@ def test_resume_refuses_other_options_and_a_used_run_dir(cluster, tmp_path):
     common = ["train", "--method", "sqm-lbfgs", "--insecure", *site_args(cluster),
               "--max-iter", "2", "--out", str(tmp_path / "m.npz")]
     first = geodml(*common, "--run-dir", str(tmp_path / "run"))
-    assert first.wait(120) == 0, first.stdout.read()
+    assert first.wait(scaled(120)) == 0, first.stdout.read()
     second = geodml(*common, "--run-dir", str(tmp_path / "run"))
-    out, _ = second.communicate(timeout=60)
+    out, _ = second.communicate(timeout=scaled(60))
     assert second.returncode == 1 and "already holds a run" in out
     mixed = geodml("train", "--resume", str(tmp_path / "run"), "--gtol", "1e-3")
-    out, _ = mixed.communicate(timeout=60)
+    out, _ = mixed.communicate(timeout=scaled(60))
     assert mixed.returncode == 2 and "--gtol" in out
 
 
@@ -309,19 +323,19 @@ def test_a_run_stopped_by_a_lost_site_resumes_once_the_site_is_back(cluster, tmp
     common = ["train", "--method", "sqm-lbfgs", "--insecure", "--home", "us-east",
               "--gtol", "1e-8", *site_args(cluster)]
     ref = geodml(*common, "--out", str(tmp_path / "ref.npz"))
-    assert ref.wait(180) == 0, ref.stdout.read()
+    assert ref.wait(scaled(180)) == 0, ref.stdout.read()
 
     run = geodml(*common, "--site-deadline", "1", "--run-dir", str(tmp_path / "run"),
                  "--out", str(tmp_path / "run.npz"))
     wait_for_calls(tmp_path / "run" / "journal" / "ap-south.journal", 8, run)
     cluster.kill("ap-south")
-    out, _ = run.communicate(timeout=120)
+    out, _ = run.communicate(timeout=scaled(120))
     assert run.returncode == 1, out
     assert "site ap-south unreachable" in out and "--resume" in out
 
     cluster.restart("ap-south")
     resumed = geodml("train", "--resume", str(tmp_path / "run"))
-    out, _ = resumed.communicate(timeout=180)
+    out, _ = resumed.communicate(timeout=scaled(180))
     assert resumed.returncode == 0, out
     a, b = LinearModel.load(tmp_path / "run.npz"), LinearModel.load(tmp_path / "ref.npz")
     assert relative(a.w, b.w) <= 1e-9

@@ -210,11 +210,47 @@ def test_server_name_must_match_subject_alt_name(pki: Pki) -> None:
         # gRPC's wording differs between versions.
         assert re.search("Hostname Verification|Peer name", info.value.details())
         assert servicer.calls == 0
-        # The name in the certificate, checked instead of the dialed address.
-        reply = _describe(secure_channel(f"127.0.0.1:{port}", files,
-                                         server_name="site-far.example"))
+        # The site's identity name, checked instead of the dialed address.
+        reply = _describe(secure_channel(f"127.0.0.1:{port}", files, site="site-far"))
         assert reply.site == "coord-1"
         assert servicer.calls == 1
+
+
+def test_site_certificates_carry_their_identity_name_and_no_one_else_can(pki: Pki) -> None:
+    from cryptography import x509
+
+    from geodml.wire.tls import certificate_identity, site_identity_name
+
+    ident = certificate_identity(x509.load_pem_x509_certificate(pki.site.cert.read_bytes()))
+    assert (ident.common_name, ident.role, ident.sites) == ("site-a", "site", ("site-a",))
+    coord = certificate_identity(
+        x509.load_pem_x509_certificate(pki.coordinator.cert.read_bytes()))
+    assert (coord.role, coord.sites) == ("coordinator", ())
+    assert site_identity_name("site-a") == "site-a.site.geodml.invalid"
+    # nobody can put an identity name (or a wildcard covering them) in a certificate
+    for host in ("site-b.site.geodml.invalid", "*.site.geodml.invalid", "GEODML.invalid."):
+        for role in ("site", "coordinator"):
+            with pytest.raises(ConfigError, match=r"reserved domain geodml\.invalid"):
+                issue(pki.root / "ca", pki.root / "forged", "site-x", role, hosts=[host])
+
+
+def test_channel_to_a_site_accepts_only_that_sites_certificate(pki: Pki) -> None:
+    files = pki.coordinator.tls_files()
+    with _server(server_credentials(pki.site.tls_files())) as (port, servicer):
+        assert _describe(secure_channel(f"127.0.0.1:{port}", files, site="site-a")).site
+        with pytest.raises(grpc.RpcError) as info:  # site-a's certificate, dialed as site-b
+            _describe(secure_channel(f"127.0.0.1:{port}", files, site="site-b"))
+        assert "Hostname Verification" in info.value.details()
+        assert servicer.calls == 1
+
+
+def test_a_site_refuses_to_serve_under_another_sites_certificate(pki: Pki) -> None:
+    with pytest.raises(ConfigError, match=r"tls\.cert: .*site-a\.pem is a site certificate "
+                       r"for 'site-a' \(CN=site-a,OU=site,O=geodml\), not site 'site-b''s"):
+        server_credentials(pki.site.tls_files(), site="site-b")
+    with pytest.raises(ConfigError, match="cannot act as a site"):
+        server_credentials(pki.coordinator.tls_files(), site="coord-1")
+    server_credentials(pki.site.tls_files(), site="site-a")
 
 
 def test_unlisted_coordinator_gets_permission_denied_naming_the_rule(pki: Pki) -> None:
@@ -376,7 +412,8 @@ def test_issued_certificate_contents(pki: Pki) -> None:
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value \
         == "site"
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["site-far.example"]
+    assert san.get_values_for_type(x509.DNSName) == ["site-far.example",
+                                                     "site-far.site.geodml.invalid"]
     ca = x509.load_pem_x509_certificate(pki.far_site.ca.read_bytes())
     cert.verify_directly_issued_by(ca)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

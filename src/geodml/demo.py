@@ -90,8 +90,7 @@ def write_deployment(path: Path, addresses: dict[str, str], certs: Path) -> Path
         lines += ["", "[[sites]]", f"name = {json.dumps(region)}",
                   f"region = {json.dumps(region)}  # an AWS region's alias "
                   "(geodml.planning.regions)",
-                  f"address = {json.dumps(addresses[region])}",
-                  'tls_server_name = "localhost"']
+                  f"address = {json.dumps(addresses[region])}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -13,6 +13,7 @@ from geodml.cli.demo_cmd import demo
 from geodml.cli.generate_cmd import generate
 from geodml.cli.partition_cmd import partition
 from geodml.cli.plan_cmd import plan
+from geodml.cli.score_cmds import evaluate, predict
 from geodml.cli.site_cmd import site
 from geodml.cli.train_cmd import train
 from geodml.errors import GeodmlError
@@ -34,5 +35,6 @@ def main() -> None:
     """geodml: train one model on data born in many data centers."""
 
 
-for command in (demo, plan, compare, train, convert, partition, generate, certs, site, audit):
+for command in (demo, plan, compare, train, predict, evaluate, convert, partition, generate,
+                certs, site, audit):
     main.add_command(command)

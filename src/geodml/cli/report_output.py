@@ -79,22 +79,38 @@ def print_summary(c) -> None:
 
 @contextlib.contextmanager
 def run_progress():
-    """A live line per run: iteration, WAN bytes and objective."""
+    """A live line per run: iteration, WAN bytes and objective. Runs are sequential:
+    when the next starts (and at the end), the previous line stops spinning, and the
+    line of a run that never reported a row (refused) is removed."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False) as bars:
-        tasks: dict[str, int] = {}
+        tasks: list[tuple[int, list[bool]]] = []
 
         from geodml.planning.compare import fmt_bytes
 
+        def finish_last() -> None:
+            if tasks:
+                task, reported = tasks[-1]
+                if reported:
+                    bars.stop_task(task)
+                    bars.update(task, completed=1, total=1)  # no spinner once done
+                else:
+                    bars.remove_task(task)
+
         def factory(name: str):
-            task = tasks[name] = bars.add_task(f"{name}: starting", total=None)
+            finish_last()
+            task = bars.add_task(f"{name}: starting", total=None)
+            reported: list[bool] = []
+            tasks.append((task, reported))
 
             def on_row(row) -> None:
+                reported[:] = [True]
                 bars.update(task, description=(
                     f"{name}: iteration {row.iteration}, rounds {row.rounds}, "
                     f"WAN {fmt_bytes(row.wan_bytes)}, F = {row.objective:.8f}"))
             return on_row
 
-        yield factory
-        for task in tasks.values():
-            bars.stop_task(task)
+        try:
+            yield factory
+        finally:
+            finish_last()

@@ -42,21 +42,27 @@ class Loss:
 
 
 class Logistic(Loss):
-    """Logistic loss ``log(1 + exp(-s z))``, computed without overflow.
+    """Logistic loss ``log(1 + exp(-s z))``, computed without overflow or NaN.
 
-    With ``e = exp(-|z|)``: ``log(1 + exp(z)) = max(z, 0) + log1p(e)`` and
-    ``sigmoid(z) = 1/(1+e)`` for ``z >= 0``, ``e/(1+e)`` otherwise; for ``y in {0,1}``,
-    ``l = log(1 + exp(z)) - y z``. One ``exp`` and one ``log1p`` per row.
+    With ``m = -s z`` and ``e = exp(-|z|) = exp(-|m|)``:
+    ``l = log(1 + exp(m)) = max(m, 0) + log1p(e)``, and ``sigmoid(z) = 1/(1+e)`` for
+    ``z >= 0``, ``e/(1+e)`` otherwise. No term is ever ``0 * inf`` or ``inf - inf``,
+    so an infinite margin (a line search's trial step far out) gives the exact limits
+    ``l = 0`` (right side) or ``l = +inf`` (wrong side), never NaN; the textbook form
+    ``log(1 + exp(z)) - y z`` gives NaN there. One ``exp`` and one ``log1p`` per row.
     """
 
     name = "logistic"
 
-    def value(self, y, z):
-        e = np.exp(-np.abs(z))
+    @staticmethod
+    def _softplus_of_minus_sz(y, z, e):
+        """``max(-s z, 0) + log1p(e)`` with ``e = exp(-|z|)``, reusing ``e``'s buffer."""
         out = np.log1p(e, out=e)
-        out += np.maximum(z, 0.0)
-        out -= y * z
+        out += np.maximum((1.0 - 2.0 * y) * z, 0.0)
         return out
+
+    def value(self, y, z):
+        return self._softplus_of_minus_sz(y, z, np.exp(-np.abs(z)))
 
     def deriv(self, y, z):
         return expit(z) - y
@@ -69,11 +75,8 @@ class Logistic(Loss):
         e = np.exp(-np.abs(z))
         r = 1.0 / (1.0 + e)
         sig = np.where(z >= 0.0, r, e * r)
-        val = np.log1p(e, out=e)
-        val += np.maximum(z, 0.0)
-        val -= y * z
         sig -= y
-        return val, sig
+        return self._softplus_of_minus_sz(y, z, e), sig
 
 
 class SquaredHinge(Loss):

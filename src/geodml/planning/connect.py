@@ -56,8 +56,9 @@ def site_transports(deployment: Deployment, addresses: Mapping[str, str] | None 
             from geodml.wire.tls import check_insecure_address
 
             check_insecure_address(address)
-        transports.append(GrpcTransport(site.name, address, creds, timeout=timeout,
-                                        server_name=site.tls_server_name))
+        # the channel checks the site's identity name, not the dialed host, so
+        # `tls_server_name` is no longer needed (see docs/security.md)
+        transports.append(GrpcTransport(site.name, address, creds, timeout=timeout))
     return transports
 
 

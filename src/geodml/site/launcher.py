@@ -24,6 +24,9 @@ from geodml.federation.transport import GrpcTransport, SiteCallError
 from geodml.site.config import SiteConfig, dump_site_config
 from geodml.wire.protocol import pb
 
+#: how long LocalCluster waits for its sites to serve, unless told otherwise (seconds)
+READY_TIMEOUT = 60.0
+
 
 class LaunchError(GeodmlError):
     """A site process did not come up; names the site and shows its log."""
@@ -52,14 +55,16 @@ class LocalCluster:
     """Site servers on this machine, one process each (a context manager)."""
 
     def __init__(self, configs: list[SiteConfig], workdir: str | os.PathLike | None = None,
-                 insecure: bool = False, client_tls=None, ready_timeout: float = 60.0):
-        """``client_tls``: the coordinator's :class:`~geodml.wire.tls.TlsFiles` (mTLS)."""
+                 insecure: bool = False, client_tls=None, ready_timeout: float | None = None):
+        """``client_tls``: the coordinator's :class:`~geodml.wire.tls.TlsFiles` (mTLS);
+        ``ready_timeout``: seconds for every site to serve (default
+        :data:`READY_TIMEOUT`)."""
         if not insecure and client_tls is None:
             raise GeodmlError("a TLS cluster needs the coordinator's TLS files (client_tls)")
         self.configs = configs
         self.insecure = insecure
         self.client_tls = client_tls
-        self.ready_timeout = ready_timeout
+        self.ready_timeout = READY_TIMEOUT if ready_timeout is None else ready_timeout
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="geodml-sites-")
@@ -146,7 +151,7 @@ class LocalCluster:
 
             creds = channel_credentials(self.client_tls)
         site = self.sites[name]
-        return GrpcTransport(name, site.address, creds, timeout=timeout, server_name="localhost")
+        return GrpcTransport(name, site.address, creds, timeout=timeout)
 
     def transports(self, timeout: float = 600.0) -> list[GrpcTransport]:
         return [self.transport(n, timeout) for n in self.sites]

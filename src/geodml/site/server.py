@@ -3,6 +3,12 @@
 Status codes come from the service's errors; an unexpected exception in one call
 becomes INTERNAL for that call and is logged, and the server keeps serving.
 SIGTERM and SIGINT stop it gracefully (in-flight calls get a grace period).
+
+The log (logger ``geodml.site``) has one line per job, when its ``Prepare`` opens a
+session (who asked, from where, the job's name, loss, rows and session id), and one
+per refused request (the call, who asked, the status and the reason). A handshake
+that TLS refuses never reaches this code: gRPC's Python server exposes no hook for
+it (``GRPC_TRACE=handshaker GRPC_VERBOSITY=info`` makes gRPC itself print them).
 """
 
 from __future__ import annotations
@@ -60,14 +66,25 @@ class SiteServicer:
         for data in chunks:
             yield self._parse(method, data)
 
+    def _who(self, context: grpc.ServicerContext) -> str:
+        """``'coordinator' (ipv4:10.0.0.5:41234)``: the caller's certificate name (or
+        'anonymous' on plaintext) and address, for the log."""
+        identity = self._peer(context) or "anonymous"
+        return f"{identity!r} ({context.peer()})"
+
     def _replies(self, method: str, request, context):
         try:
             if METHODS[method][2]:
                 request = self._parsed_stream(method, request)
             else:
                 request = self._parse(method, request)
-            yield from self.service.handle(method, request, self._peer(context))
+            replies = self.service.handle(method, request, self._peer(context))
+            if method == "Prepare":
+                replies = self._logged_job(request, replies, context)
+            yield from replies
         except SiteError as e:
+            log.warning("site %s: refused %s from %s: %s: %s", self.service.name, method,
+                        self._who(context), e.code, e)
             context.abort(_status(e.code), str(e))
         except grpc.RpcError:  # the client went away mid-upload: nothing to answer
             log.debug("site %s: %s cancelled by the client", self.service.name, method)
@@ -75,6 +92,19 @@ class SiteServicer:
             log.exception("site %s: %s failed", self.service.name, method)
             context.abort(grpc.StatusCode.INTERNAL,
                           f"site {self.service.name}: {method}: {type(e).__name__}: {e}")
+
+    def _logged_job(self, request, replies, context):
+        """Pass a Prepare's replies through, logging the job once its session is open."""
+        first = True
+        for reply in replies:
+            if first:
+                first = False
+                part = (f", a {request.sample_fraction:g} sample" if
+                        0 < request.sample_fraction < 1 else "")
+                log.info("site %s: job %r for coordinator %s: loss %s, %d rows%s, "
+                         "session %s", self.service.name, request.job or "(unnamed)",
+                         self._who(context), request.loss, reply.rows, part, reply.session)
+            yield reply
 
     def handlers(self) -> grpc.GenericRpcHandler:
         """The Site service's method handlers, taking raw request bytes."""
@@ -97,8 +127,21 @@ class SiteServicer:
         return grpc.method_handlers_generic_handler(SERVICE_NAME, table)
 
 
+def check_tls(config: SiteConfig) -> None:
+    """Check the site's ``[tls]`` files before anything reads them: each must exist
+    and hold what it should, and the certificate must be a site certificate of this
+    site's name (:meth:`geodml.wire.tls.TlsFiles.load`); else a ConfigError naming
+    the entry (``tls.key: PATH does not exist``)."""
+    if config.tls is not None:
+        from geodml.wire.tls import TlsFiles
+
+        TlsFiles(config.tls.ca, config.tls.cert, config.tls.key).load(
+            role="site", site=config.name)
+
+
 def build_service(config: SiteConfig) -> SiteService:
     """Load the site's data as its config says and wrap it in a service."""
+    check_tls(config)
     fmt = config.data.format
     if fmt == "geodml" and config.data.stream:
         data = map_dataset(config.data.path)
@@ -135,7 +178,10 @@ def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = F
     """Bind and start; returns the server and the bound port."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"site-{config.name}"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        options=[# gRPC binds with SO_REUSEPORT by default: a second site on a port in
+                 # use would start, and the kernel would split connections between them
+                 ("grpc.so_reuseport", 0),
+                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  # accept the coordinator's keepalive pings, also during a long local
                  # solve when no data flows (else the server answers GOAWAY)
@@ -151,16 +197,49 @@ def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = F
             raise ConfigError(f"site {config.name}: plaintext needs insecure = true in the "
                               "config and the --insecure flag")
         check_insecure_address(config.listen)
-        port = server.add_insecure_port(config.listen)
+        bind = server.add_insecure_port
     else:
         from geodml.wire.tls import TlsFiles, server_credentials
 
-        creds = server_credentials(TlsFiles(config.tls.ca, config.tls.cert, config.tls.key))
-        port = server.add_secure_port(config.listen, creds)
+        creds = server_credentials(TlsFiles(config.tls.ca, config.tls.cert, config.tls.key),
+                                   site=config.name)
+
+        def bind(address: str) -> int:
+            return server.add_secure_port(address, creds)
+    try:
+        port = bind(config.listen)
+    except RuntimeError:  # gRPC >= 1.60 raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise ConfigError(f"site {config.name}: cannot listen on {config.listen}")
+        raise ConfigError(f"site {config.name}: listen: cannot listen on {config.listen}: "
+                          f"{_bind_problem(config.listen)}")
     server.start()
     return server, port
+
+
+def _bind_problem(address: str) -> str:
+    """Why ``address`` cannot be bound, asked of the OS (gRPC does not say)."""
+    import errno
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as e:
+        return f"the address does not resolve ({e})"
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(sockaddr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return ("the port is already in use (is another site, or another copy of "
+                        "this one, running there?)")
+            if e.errno == errno.EADDRNOTAVAIL:
+                return "the address is not one of this machine's"
+            return e.strerror or str(e)
+    return "gRPC refused the address"
 
 
 def serve(config: SiteConfig, insecure_ok: bool = False, port_file: Path | None = None,

@@ -6,13 +6,22 @@ One deployment has one certificate authority (CA). Every site and every coordina
 gets its own key pair and a certificate signed by that CA:
 
 * a **site** certificate (``OU=site``) has the extended key usage serverAuth and a
-  subjectAltName listing the DNS names and IP addresses coordinators dial it by;
+  subjectAltName listing the DNS names and IP addresses coordinators dial it by, plus
+  its **identity name** ``<name>.site.geodml.invalid`` (:func:`site_identity_name`);
 * a **coordinator** certificate (``OU=coordinator``) has the extended key usage
   clientAuth; its subject common name (CN) is the coordinator's identity.
 
 A site server demands a client certificate (``require_client_auth=True``) and accepts
 only certificates signed by the deployment CA; a coordinator accepts only a site
-certificate signed by the same CA whose subjectAltName matches the address it dialed.
+certificate signed by the same CA that carries the identity name of the site it meant
+to reach (gRPC's ``grpc.ssl_target_name_override`` set to :func:`site_identity_name`),
+whatever address it dialed, and then checks that the site's ``Describe`` answers with
+that same name (:mod:`geodml.federation.transport`). Every site certificate is signed
+by the same CA, so the CA alone does not say *which* site answered: the identity name
+does. Only ``geodml certs issue --role site`` writes identity names, and it refuses
+``--host`` values in the reserved ``geodml.invalid`` domain, so no certificate can
+claim another site's identity, and a coordinator certificate (clientAuth, no identity
+name) can never pose as a site.
 Being signed by the CA is necessary but not sufficient: the site then compares the
 client's CN (:func:`peer_identity`) with the allowed client identities of its policy
 (``allowed_clients``) and refuses other callers with ``PERMISSION_DENIED`` naming the
@@ -40,15 +49,17 @@ Keys are ECDSA P-256, stored unencrypted in PKCS#8 PEM and protected by file mod
 
 Target names
 ------------
-gRPC checks the site certificate's subjectAltName against the host part of the address
-the coordinator dials. When a site is reached by a name its certificate does not list
-(through a tunnel or a load balancer, say), pass ``server_name`` to
-:func:`secure_channel`: it sets gRPC's ``grpc.ssl_target_name_override`` channel option,
-and the name checked becomes ``server_name`` instead of the dialed host.
+A coordinator's channel to site ``a`` checks the name ``a.site.geodml.invalid`` in the
+server certificate (``grpc.ssl_target_name_override``), not the dialed host: a site can
+be reached through a tunnel or a load balancer, and an address that reaches the wrong
+site is refused. :func:`secure_channel` without ``site`` checks the dialed host instead
+(gRPC's default). When a handshake is refused, :func:`peer_certificate` connects once
+more, outside gRPC, only to say who answered in the error message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import itertools
@@ -63,7 +74,7 @@ import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     PrivateKeyTypes,
@@ -84,10 +95,63 @@ _DNS_RE = re.compile(
     r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
+# DSA keys are not accepted as a CA key: naming cryptography's DSA class prints a
+# CryptographyDeprecationWarning on every command, and `certs init` never writes one
 _ISSUER_KEYS = (
-    ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, dsa.DSAPrivateKey,
+    ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
     ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey,
 )
+#: the reserved DNS domain of identity names: only `certs issue --role site` writes them
+IDENTITY_DOMAIN = "geodml.invalid"
+SITE_IDENTITY_SUFFIX = f".site.{IDENTITY_DOMAIN}"
+
+
+def site_identity_name(site: str) -> str:
+    """The DNS subjectAltName that makes a certificate site ``site``'s:
+    ``<site>.site.geodml.invalid``. A coordinator dialing ``site`` checks this name in
+    the server's certificate (``.invalid`` is a reserved top-level domain: the name is
+    never resolved, only compared)."""
+    return f"{site}{SITE_IDENTITY_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class CertIdentity:
+    """Who a certificate says it is: its CN, its role (``OU``), the site names its
+    identity subjectAltNames carry, and whether the deployment CA signed it."""
+
+    common_name: str
+    role: str
+    sites: tuple[str, ...]
+    subject: str
+
+    def describe(self) -> str:
+        """``a site certificate for 'b' (CN=b,OU=site,O=geodml)`` and the like."""
+        if self.sites:
+            names = ", ".join(repr(n) for n in self.sites)
+            return f"a site certificate for {names} ({self.subject})"
+        if self.role == "site":
+            return (f"a site certificate without an identity name ({self.subject}; "
+                    "issued by an older geodml: reissue it with `geodml certs issue`)")
+        if self.role == "coordinator":
+            return f"a coordinator certificate ({self.subject})"
+        return f"a certificate of no geodml role ({self.subject})"
+
+
+def certificate_identity(cert: x509.Certificate) -> CertIdentity:
+    """Read a certificate's geodml identity (see :class:`CertIdentity`)."""
+    def first(oid) -> str:
+        attrs = cert.subject.get_attributes_for_oid(oid)
+        return str(attrs[0].value) if attrs else ""
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = san.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        dns = []
+    n = len(SITE_IDENTITY_SUFFIX)
+    sites = tuple(d[:-n] for d in dns if d.lower().endswith(SITE_IDENTITY_SUFFIX) and len(d) > n)
+    return CertIdentity(first(NameOID.COMMON_NAME), first(NameOID.ORGANIZATIONAL_UNIT_NAME),
+                        sites, _describe(cert))
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate clocks slightly behind the issuer's
 
 
@@ -125,15 +189,18 @@ class TlsFiles:
     key: Path | str
     field: str = "tls"
 
-    def load(self, role: Role | None = None) -> tuple[bytes, bytes, bytes]:
+    def load(self, role: Role | None = None, site: str | None = None
+             ) -> tuple[bytes, bytes, bytes]:
         """Read and check the three files; return ``(ca_pem, cert_pem, key_pem)``.
 
         Checks that each file exists and holds what it should, that the key belongs to
         the certificate, that the certificate (with any intermediates after it in the
         same file) chains to a certificate of the CA file, and that no certificate is
         expired or not yet valid. With ``role``, also that the certificate may act as
-        that role (serverAuth for a site, clientAuth for a coordinator). Every failure
-        is a :class:`ConfigError` naming the field and the file.
+        that role (serverAuth for a site, clientAuth for a coordinator). With ``site``,
+        also that it is site ``site``'s certificate (its identity name,
+        :func:`site_identity_name`). Every failure is a :class:`ConfigError` naming the
+        field and the file.
         """
         now = dt.datetime.now(dt.UTC)
         ca_label, cert_label, key_label = (f"{self.field}.{k}" for k in ("ca", "cert", "key"))
@@ -157,6 +224,14 @@ class TlsFiles:
         _check_chain(cert_label, self.cert, chain, ca_label, self.ca, cas)
         if role is not None:
             _check_role(cert_label, self.cert, chain[0], role)
+        if site is not None:
+            ident = certificate_identity(chain[0])
+            if site not in ident.sites:
+                raise ConfigError(
+                    f"{cert_label}: {self.cert} is {ident.describe()}, not site {site!r}'s "
+                    f"(it lacks the identity name {site_identity_name(site)}); issue one with "
+                    f"`geodml certs issue CA_DIR {site} --role site`"
+                )
         return ca_bytes, cert_bytes, key_bytes
 
 
@@ -228,10 +303,12 @@ def issue(
     Reads ``ca_dir/ca.pem`` and ``ca_dir/ca.key``; writes ``out_dir/<name>.pem`` and
     ``out_dir/<name>.key`` (mode 0600). The subject is ``CN=name, OU=role,
     O=geodml``; the subjectAltName lists each of ``hosts`` as an IP address when it
-    parses as one, else as a DNS name; the extended key usage is serverAuth for a
-    site and clientAuth for a coordinator. The validity ends after ``days`` days or
-    when the CA expires, whichever comes first. Existing files are refused unless
-    ``overwrite``.
+    parses as one, else as a DNS name, and for a site also its identity name
+    :func:`site_identity_name` ``(name)``; hosts in the reserved ``geodml.invalid``
+    domain are refused, so that only this function names a site. The extended key
+    usage is serverAuth for a site and clientAuth for a coordinator. The validity
+    ends after ``days`` days or when the CA expires, whichever comes first. Existing
+    files are refused unless ``overwrite``.
     """
     if role not in ROLES:
         raise ConfigError(f"role: {role!r} is not one of {', '.join(ROLES)}")
@@ -242,6 +319,8 @@ def issue(
         )
     _check_days(days)
     sans = _subject_alt_names(hosts)
+    if role == "site" and sans:
+        sans.append(x509.DNSName(site_identity_name(name)))
     if role == "site" and not sans:
         raise ConfigError(
             f"hosts: a site certificate needs at least one host name or address "
@@ -291,39 +370,94 @@ def issue(
     return paths
 
 
-def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+def server_credentials(files: TlsFiles, site: str | None = None) -> grpc.ServerCredentials:
     """Credentials of a site server: its own certificate, and a client certificate
-    signed by the CA required from every caller."""
-    ca, cert, key = files.load(role="site")
+    signed by the CA required from every caller. With ``site``, the certificate must
+    be that site's (a site refuses to start under another site's name)."""
+    ca, cert, key = files.load(role="site", site=site)
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=True
     )
 
 
-def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
+class CoordinatorCredentials(grpc.ChannelCredentials):
+    """gRPC channel credentials that remember the files they came from, so that a
+    refused handshake can be explained (:func:`peer_certificate`)."""
+
+    def __init__(self, files: TlsFiles, ca: bytes, cert: bytes, key: bytes):
+        base = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert)
+        super().__init__(base._credentials)
+        self.files, self.ca_pem = files, ca
+
+
+def channel_credentials(files: TlsFiles) -> CoordinatorCredentials:
     """Credentials of a coordinator's channel: trust only the CA, present own cert."""
     ca, cert, key = files.load(role="coordinator")
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca, private_key=key, certificate_chain=cert
-    )
+    return CoordinatorCredentials(files, ca, cert, key)
+
+
+def identity_options(site: str) -> list[tuple[str, str]]:
+    """The channel options that make gRPC accept only site ``site``'s certificate."""
+    return [("grpc.ssl_target_name_override", site_identity_name(site))]
 
 
 def secure_channel(
     address: str,
     files: TlsFiles,
     *,
-    server_name: str | None = None,
+    site: str | None = None,
     options: Sequence[tuple[str, object]] = (),
 ) -> grpc.Channel:
     """A mutual-TLS channel to the site at ``address`` (``host:port``).
 
-    ``server_name`` replaces the dialed host as the name checked against the site
-    certificate's subjectAltName (gRPC's ``grpc.ssl_target_name_override``).
+    With ``site``, the handshake succeeds only if the server presents site ``site``'s
+    certificate (:func:`identity_options`), whatever the address; without, gRPC checks
+    the dialed host against the certificate's subjectAltName.
     """
     opts = list(options)
-    if server_name is not None:
-        opts.append(("grpc.ssl_target_name_override", server_name))
+    if site is not None:
+        opts += identity_options(site)
     return grpc.secure_channel(address, channel_credentials(files), options=opts)
+
+
+def peer_certificate(address: str, ca_pem: bytes, files: TlsFiles | None = None,
+                     timeout: float = 5.0) -> tuple[CertIdentity, bool] | None:
+    """Who answers at ``address``: the identity of the certificate it presents and
+    whether the deployment CA (``ca_pem``) signed it; None if no TLS server answers.
+
+    A diagnosis only, for the message of a refused handshake: it opens its own TLS
+    connection (presenting ``files``' certificate when given, so that the site does
+    not log a refused handshake) and trusts nothing it learns.
+    """
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit():
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    if files is not None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            ctx.load_cert_chain(str(files.cert), str(files.key))
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host or None) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError, ValueError):
+        return None
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        cas = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        cas = []
+    return certificate_identity(cert), any(_issued_by(cert, ca) for ca in cas)
 
 
 def peer_identity(context: grpc.ServicerContext) -> str | None:
@@ -411,6 +545,12 @@ def _subject_alt_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
             continue
         except ValueError:
             pass
+        reserved = host.lower().rstrip(".")
+        if reserved == IDENTITY_DOMAIN or reserved.endswith("." + IDENTITY_DOMAIN):
+            raise ConfigError(
+                f"hosts: {raw!r} is in the reserved domain {IDENTITY_DOMAIN}, which names "
+                "sites' identities; geodml adds a site's identity name itself"
+            )
         if not _DNS_RE.fullmatch(host) or len(host) > 253:
             raise ConfigError(
                 f"hosts: {raw!r} is neither an IP address nor a DNS name "
