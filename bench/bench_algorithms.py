@@ -3,7 +3,7 @@
 Usage:
     python bench/bench_algorithms.py [--datasets a9a,w8a,ipinyou,covtype] [--k 2,4,8]
         [--methods sqm-lbfgs,fadl,fadl-subspace] [--partitions iid,natural,dirichlet]
-        [--max-rounds 600] [--markdown]
+        [--max-rounds 600] [--precondition diag|none] [--markdown]
 
 For every dataset, number of DCs K and partition (``iid``: seeded random;
 ``natural``: iPinYou by region, covtype by wilderness area (K = 4 only);
@@ -40,6 +40,7 @@ from geodml.federation import Federation
 from geodml.federation.transport import InProcessTransport
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import tron
+from geodml.optim.preconditioner import Preconditioner
 from geodml.site.service import SiteService
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -97,6 +98,8 @@ def main() -> None:
     ap.add_argument("--methods", default="sqm-lbfgs,fadl,fadl-subspace")
     ap.add_argument("--partitions", default="iid,natural,dirichlet")
     ap.add_argument("--max-rounds", type=int, default=600)
+    ap.add_argument("--precondition", choices=("diag", "none"), default="diag",
+                    help="the exact methods' metric (geodml.optim.preconditioner)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table too")
     args = ap.parse_args()
     if not SHARED.is_dir():
@@ -124,7 +127,8 @@ def main() -> None:
                 for method in args.methods.split(","):
                     fed = federation(sites)
                     start = time.perf_counter()
-                    spec = TrainSpec(tol=1e-6, gtol=1e-7, max_rounds=args.max_rounds)
+                    spec = TrainSpec(tol=1e-6, gtol=1e-7, max_rounds=args.max_rounds,
+                                     preconditioner=Preconditioner(args.precondition))
                     result = train(fed, method, spec, RunRecorder(fed, f_star=f_star))
                     fed.close()
                     last = result.rows[-1]
