@@ -2,7 +2,8 @@
 per-feature (Hessian-diagonal) preconditioner.
 
 Usage: python bench/bench_ctr.py [--rows 10000,100000,1000000] [--dcs 2] [--bits 20]
-       [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16] [--gtol 1e-3]
+       [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16] [--starts cold,warm]
+       [--gtol 1e-3]
        [--work DIR] [--stream]
 
 For every size it generates (or reuses, under ``--work``) the regional CTR data of
@@ -22,6 +23,7 @@ It prints a table and, with ``--markdown``, the same rows as Markdown for BENCHM
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -84,15 +86,15 @@ def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
 
 
 def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: float,
-            max_rounds: int) -> list[str]:
+            max_rounds: int, warm: bool) -> list[str]:
     t0 = time.perf_counter()
     with open_fed(compression=compression(comp)) as fed:
-        r = train(fed, method, TrainSpec(gtol=gtol, max_rounds=max_rounds, preconditioner=pre),
-                  RunRecorder(fed))
+        r = train(fed, method, TrainSpec(gtol=gtol, max_rounds=max_rounds, preconditioner=pre,
+                                         warm_start=warm), RunRecorder(fed))
         rounds, vector_rounds = fed.rounds, fed.vector_rounds
         wan = fed.meter.snapshot()["wan_bytes"]
     auc = roc_auc(test.y, test.X @ r.w)
-    plan = method if comp == "none" else f"{method} {comp}"
+    plan = (method if comp == "none" else f"{method} {comp}") + (" warm" if warm else "")
     return [f"{n:,}", plan, pre.kind, str(len(r.rows) - 1), f"{vector_rounds:g}", str(rounds),
             f"{wan / 1e6:.1f}", f"{r.objective:.7f}", f"{auc:.5f}",
             f"{time.perf_counter() - t0:.0f}", r.reason]
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--stop", default="euclidean", choices=("euclidean", "metric"),
                     help="the norm gtol is measured in (geodml.optim.preconditioner)")
     ap.add_argument("--compress", default="none")
+    ap.add_argument("--starts", default="cold", help="cold, warm (--local-warm-start) or both")
     ap.add_argument("--gtol", type=float, default=1e-3)
     ap.add_argument("--max-rounds", type=int, default=1000)
     ap.add_argument("--no-centralize", action="store_true")
@@ -132,9 +135,10 @@ def main() -> None:
                 console.log(" | ".join(row))
         for method in args.methods.split(","):
             for metric in args.metrics.split(","):
-                for comp in args.compress.split(","):
+                for comp, start in itertools.product(args.compress.split(","),
+                                                     args.starts.split(",")):
                     row = geo_row(n, open_fed, method, pres[metric], comp, test, args.gtol,
-                                  args.max_rounds)
+                                  args.max_rounds, start == "warm")
                     rows.append(row)
                     console.log(" | ".join(row))
         for s in services:

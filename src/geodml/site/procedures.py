@@ -40,6 +40,7 @@ from geodml.site.local_dane import run_dane_local
 from geodml.site.local_fadl import fadl_local_slots, run_fadl_local
 from geodml.site.local_sgd import run_local_sgd
 from geodml.site.local_warm import WARM_START_OUTPUTS, run_warm_start
+from geodml.wire.codec import WireFormat
 
 
 @dataclass
@@ -63,10 +64,20 @@ class Procedure:
     name: str
     input_slots: int | Callable[[dict], int]  # fixed, or from the call's parameters
     run: Callable[[ProcedureContext, dict, list[np.ndarray]], tuple[np.ndarray, dict]]
-    # the output is a direction or a statistic the coordinator uses as received (FADL's
-    # local direction, a metric, a warm start): it travels in the job's up-compression
-    # format, not at full precision
-    compressible: bool = False
+    # how the output may travel when the job compresses up: "exact" (the job's wire
+    # format), "cast" (the up-compression's float type, if it is a float cast: for
+    # statistics such as a metric, which a fixed-scale quantizer would flatten), "any"
+    # (the up-compression's format, whatever it is: for directions the coordinator
+    # uses as received, such as FADL's local directions)
+    up_format: str = "exact"
+
+    def reply_format(self, exact: WireFormat, up: WireFormat | None) -> WireFormat:
+        """The format of this procedure's reply, given the job's two formats."""
+        if up is None or self.up_format == "exact":
+            return exact
+        if self.up_format == "any" or up.dtype in FLOAT_CASTS:
+            return up
+        return exact
     outputs: int = 1  # the reply is this many model-sized blocks, one after the other
 
     def slots(self, params: dict) -> int:
@@ -108,15 +119,17 @@ def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
     return ctx.executor.hess_diag() / max(1, ctx.n_rows), {}
 
 
+FLOAT_CASTS = ("float32", "float16", "bfloat16")
+
 PROCEDURES: dict[str, Procedure] = {
     p.name: p for p in (
         Procedure("local_minimize", 1, _local_minimize),
-        Procedure("hess_diag", 0, _hess_diag, compressible=True),
-        Procedure("warm_start", 0, run_warm_start, compressible=True,
+        Procedure("hess_diag", 0, _hess_diag, up_format="cast"),
+        Procedure("warm_start", 0, run_warm_start, up_format="cast",
                   outputs=WARM_START_OUTPUTS),
         Procedure("local_sgd", 1, run_local_sgd),
         Procedure("admm_local", 1, run_admm_local),
         Procedure("dane_local", 2, run_dane_local),
-        Procedure("fadl_local", fadl_local_slots, run_fadl_local, compressible=True),
+        Procedure("fadl_local", fadl_local_slots, run_fadl_local, up_format="any"),
     )
 }

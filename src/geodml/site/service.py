@@ -650,7 +650,7 @@ class SiteService:
             return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
                                encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
         head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
-        fmt = s.up_format if proc.compressible and s.up_format is not None else s.reply_format
+        fmt = proc.reply_format(s.reply_format, s.up_format)
         return with_chunks(head, encode_vector(vector, 0, fmt), pb.LocalSolveReply)
 
     def _local_params(self, first: pb.LocalSolveRequest) -> dict:
