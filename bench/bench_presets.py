@@ -6,6 +6,8 @@ Usage:
         [--methods sqm-lbfgs,fadl,fadl-subspace] [--precondition diag|none]
         [--max-rounds 3000] [--markdown]
 
+The datasets are read from ``$GEODML_SHARED_DATASETS`` (default ``../shared/datasets``).
+
 Each preset is read as shipped (its own encoding) and split into K = 4 sites by its
 natural column, key values largest first to the site with the fewest rows
 (``geodml partition --scheme by-column -k 4``): airline by Origin, taxi by pickup
@@ -23,6 +25,7 @@ each 2^18-wide iteration several times slower.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -45,7 +48,8 @@ from geodml.optim import tron
 from geodml.optim.preconditioner import Preconditioner
 from geodml.site.service import SiteService
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED = Path(os.environ.get("GEODML_SHARED_DATASETS",
+                           Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 TOLERANCES = (1e-4, 1e-6)
 K = 4
 # name: (file under SHARED, format, reader options, natural key (None: iid))
