@@ -195,6 +195,9 @@ def test_schema_column_absent_from_file(tmp_path):
         ({"encoding": "klingon"}, "encoding"),
         ({"numerc": ["a"]}, "numerc"),
         ({"transforms": {"c": "log1p"}}, "transforms name columns that are not numeric"),
+        ({"transforms": {"a": "affine:1:0"}}, r"transforms\.a: 'affine:1:0' is not"),
+        ({"transforms": {"a": "log1p:x:2"}}, r"transforms\.a: 'log1p:x:2' is not"),
+        ({"transforms": {"a": "scale:1:2"}}, r"transforms\.a: 'scale:1:2' is not"),
         ({"categorical": ["a"]}, "more than once"),
     ],
 )
@@ -202,6 +205,19 @@ def test_schema_errors_name_the_field(update, field):
     data = {**SCHEMA.model_dump(exclude_unset=True), **update}
     with pytest.raises(ConfigError, match=field):
         resolve_schema(data)
+
+
+def test_affine_and_centred_log_transforms(tmp_path):
+    """``affine:C:S`` is (x - C)/S, ``log1p:C:S`` is (sign(x) log(1+|x|) - C)/S; a
+    missing value stays absent (the centre), a raw 0 becomes -C/S."""
+    p = write(tmp_path, "y,a,b,c,d\nyes,41.9,3,red,x\nno,,0,red,x\n")
+    schema = SCHEMA.model_copy(update={"transforms": {"a": "affine:41.88:0.1",
+                                                      "b": "log1p:1:2"}})
+    d, _ = read_all(CsvSource(p, schema))
+    dense = d.X.toarray()
+    assert dense[0, 0] == pytest.approx((41.9 - 41.88) / 0.1)
+    assert dense[0, 1] == pytest.approx((np.log1p(3.0) - 1) / 2)
+    assert dense[1, 0] == 0.0 and dense[1, 1] == pytest.approx(-0.5)
 
 
 def test_schema_from_toml(tmp_path):

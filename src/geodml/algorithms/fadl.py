@@ -204,7 +204,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
               "mu": options.mu}
     metric_sent = False
     skip_until, backoff, weak = 0, 2, 0
-    reason, converged = "max_rounds reached", False
+    reason, converged = f"max_rounds ({spec.max_rounds}) reached", False
     for it in range(1, spec.max_rounds + 1):
         gnorm = norm(g)
         if gnorm <= spec.gtol * g0 or gnorm == 0.0:

@@ -90,8 +90,10 @@ def train_sqm(
             break
         w0 = result.w
     converged = result.converged or (bool(stop_reason) and stop_reason[0].startswith("relative"))
-    return RunResult(f"sqm-{method}", result.w, result.f, converged,
-                     stop_reason[0] if stop_reason else result.reason, recorder.rows,
+    reason = stop_reason[0] if stop_reason else result.reason
+    if reason.startswith("max_iter ("):  # the solver's iterations are this run's rounds
+        reason = f"max_rounds ({max_iter}) reached"
+    return RunResult(f"sqm-{method}", result.w, result.f, converged, reason, recorder.rows,
                      fed.meter.snapshot(), {"lam": lam, "loss": loss,
                                             "reference_grad_norm": grad_reference,
                                             "preconditioner": preconditioner.describe(),

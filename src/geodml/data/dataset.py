@@ -26,7 +26,9 @@ class FieldSpec:
     """One input field of a tabular source.
 
     ``transform`` applies to numeric fields: ``identity`` or ``log1p`` (the signed
-    ``sign(x) * log(1 + |x|)``, which tames heavy-tailed counts such as Criteo's).
+    ``sign(x) * log(1 + |x|)``, which tames heavy-tailed counts such as Criteo's), or a
+    fixed centring and scaling ``scale:S``, ``affine:C:S``, ``log1p:C:S``
+    (:func:`geodml.data.readers.table_schema.parse_transform`).
     """
 
     name: str

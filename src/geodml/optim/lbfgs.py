@@ -108,7 +108,7 @@ def lbfgs(
     pairs: deque = deque(maxlen=opt.memory)
     if gnorm == 0.0:
         return SolveResult(w, f, gstop, 0, True, "gradient is zero", history)
-    reason, converged = "max_iter reached", False
+    reason, converged = f"max_iter ({opt.max_iter}) reached", False
     first_unit = opt.unit_first_step
     for k in range(1, opt.max_iter + 1):
         p = _two_loop(g, pairs) if pairs else -g / (1.0 if first_unit else gnorm)

@@ -161,7 +161,8 @@ def solve(
     inner = None if callback is None else (lambda rec, v: callback(rec, w_of(v)))
     if solver == "tron":
         result = tron(target, w0=v0, gtol=opt.gtol, max_iter=opt.max_iter, callback=inner,
-                      reference_grad_norm=opt.reference_grad_norm, stop_norm=stop_norm)
+                      reference_grad_norm=opt.reference_grad_norm, stop_norm=stop_norm,
+                      f_noise=opt.f_noise)
     elif solver in ("lbfgs", "gd"):
         changes = {"memory": 0} if solver == "gd" else {}
         if metric is not None:

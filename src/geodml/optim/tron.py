@@ -12,6 +12,16 @@ radius ``delta`` grows or shrinks with their ratio ``rho`` (LIBLINEAR's rules).
 ``F(w + s)`` comes from the oracle's line search at step 1 (scalars only) and the
 gradient only at accepted points. Each CG iteration costs one ``H v`` — one
 vector round when the objective is spread over DCs.
+
+The radius can also collapse because ``F``'s values no longer resolve the decrease
+still available: near the optimum the most any step can gain is the Newton
+decrement ``g.H^(-1).g / 2``, and once that falls below the rounding noise of ``F``
+(``NOISE_ULPS`` machine epsilons of ``max(|F|, 1)``, plus ``f_noise`` for sums
+known only to a resolution) the ratio test compares noise with noise. On a
+collapse TRON estimates the decrement by one unconstrained CG solve (a few more
+``H v`` products) and reports convergence ("trust region collapsed at the noise
+level of F") when it is below that noise, a failure ("trust region collapsed")
+otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from geodml.optim.lbfgs import IterationRecord, SolveResult
 
 ETA0, ETA1, ETA2 = 1e-4, 0.25, 0.75
 SIGMA1, SIGMA2, SIGMA3 = 0.25, 0.5, 4.0
+NOISE_ULPS = 1000.0  # F's rounding noise: this many machine epsilons of max(|F|, 1)
 
 
 def _steihaug_cg(
@@ -58,6 +69,22 @@ def _steihaug_cg(
     return s, max_cg
 
 
+def noise_of(f: float) -> float:
+    """The rounding noise of a value ``f`` of ``F``: ``NOISE_ULPS`` epsilons of ``max(|f|, 1)``."""
+    return NOISE_ULPS * float(np.finfo(np.float64).eps) * max(abs(f), 1.0)
+
+
+def _newton_decrement(oracle: ObjectiveOracle, g: np.ndarray, cg_tol: float,
+                      max_cg: int) -> float:
+    """``g.H^(-1).g / 2`` (the most the quadratic model can still gain), estimated by
+    CG without a trust region (to ``min(cg_tol, 0.01)``): ``-(g.s + s.H s / 2)`` at its
+    approximate minimizer; infinite where CG meets non-positive curvature."""
+    s, _ = _steihaug_cg(oracle, g, math.inf, min(cg_tol, 0.01), max_cg)
+    if not np.all(np.isfinite(s)):
+        return math.inf
+    return max(-(float(g @ s) + 0.5 * float(s @ oracle.hess_vec(s))), 0.0)
+
+
 def tron(
     oracle: ObjectiveOracle,
     w0: np.ndarray | None = None,
@@ -68,8 +95,12 @@ def tron(
     callback: Callable[[IterationRecord, np.ndarray], bool | None] | None = None,
     reference_grad_norm: float | None = None,
     stop_norm: Callable[[np.ndarray], float] | None = None,
+    f_noise: float = 0.0,
 ) -> SolveResult:
     """Minimize the oracle's objective by trust-region Newton-CG from ``w0``.
+
+    ``f_noise``: the objective's values are known only to within this (fixed-point
+    sums); it adds to the rounding noise of the collapse test (module docstring).
 
     ``callback(record, w)`` runs after every iteration; returning True stops the run.
     """
@@ -81,7 +112,7 @@ def tron(
     g0 = reference_grad_norm or gnorm
     delta = float(np.linalg.norm(g))
     history = [IterationRecord(0, f, gnorm, 0.0, 0, 0, 0.0)]
-    reason, converged = "max_iter reached", False
+    reason, converged = f"max_iter ({max_iter}) reached", False
     if gnorm == 0.0:
         return SolveResult(w, f, gnorm, 0, True, "gradient is zero", history)
     for k in range(1, max_iter + 1):
@@ -122,6 +153,9 @@ def tron(
             reason = "stopped by callback"
             break
         if delta < 1e-14 * max(1.0, float(np.linalg.norm(w))):
-            reason = "trust region collapsed"
+            if _newton_decrement(oracle, g, cg_tol, max_cg) <= f_noise + noise_of(f):
+                reason, converged = "trust region collapsed at the noise level of F", True
+            else:
+                reason = "trust region collapsed"
             break
     return SolveResult(w, f, gnorm, len(history) - 1, converged, reason, history)

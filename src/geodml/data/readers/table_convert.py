@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from geodml.data.hashing import hash_buckets, string_tokens
-from geodml.data.readers.table_schema import TableSchema, scale_of
+from geodml.data.readers.table_schema import TableSchema, parse_transform
 from geodml.data.source import Chunk, KeySpec
 from geodml.errors import ConfigError, DataFormatError
 
@@ -84,11 +84,11 @@ class TableConverter:
         vals = np.ones((n, n_num + n_cat), dtype=np.float64)
         for j, name in enumerate(s.numeric):
             v = self._floats(table.column(name), name)
-            transform = s.transforms.get(name, "identity")
-            if transform == "log1p":
+            log, center, scale = parse_transform(s.transforms.get(name, "identity"))
+            if log:
                 v = signed_log1p(v)
-            elif (scale := scale_of(transform)) is not None:
-                v = v / scale
+            if center or scale != 1.0:
+                v = (v - center) / scale
             cols[:, j] = j
             vals[:, j] = v
         keep = np.empty(cols.shape, dtype=bool)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from geodml.data.dataset import FeatureSpace, FieldSpec
 
-Transform = str  # "identity" | "log1p" | "scale:<positive number>" (see _check_transform)
+Transform = str  # identity | log1p | scale:S | affine:C:S | log1p:C:S (parse_transform)
 
 
 class TableSchema(BaseModel):
@@ -30,7 +30,10 @@ class TableSchema(BaseModel):
     - ``numeric`` / ``categorical``: feature columns; ``transforms`` maps a numeric column
       to ``identity`` (default), ``log1p`` (``sign(x) log(1 + |x|)``) or ``scale:S``
       (``x / S`` for a fixed ``S > 0``: the same in every DC, so no statistics need to
-      be exchanged).
+      be exchanged), ``affine:C:S`` (``(x - C) / S``: centred at a fixed ``C``, for
+      columns far from zero such as latitudes or years, which without an intercept
+      leave the objective ill-conditioned; docs/data.md) or ``log1p:C:S``
+      (``(sign(x) log(1 + |x|) - C) / S``).
     - ``drop``: columns deliberately left out (every column not named is dropped anyway;
       listing one documents the choice and checks that it exists).
     - ``missing``: tokens that mean "no value" (compared after stripping when ``strip``).
@@ -89,9 +92,10 @@ class TableSchema(BaseModel):
         if extra:
             raise ValueError(f"transforms name columns that are not numeric: {extra}")
         for column, t in self.transforms.items():
-            if scale_of(t) is None and t not in ("identity", "log1p"):
-                raise ValueError(f"transforms.{column}: {t!r} is not identity, log1p or "
-                                 "scale:<positive number>")
+            if parse_transform(t) is None:
+                raise ValueError(f"transforms.{column}: {t!r} is not identity, log1p, "
+                                 "scale:S, affine:C:S or log1p:C:S (C a number, S a "
+                                 "positive number)")
         if self.label_kind == "real" and (self.positive or self.negative):
             raise ValueError("positive/negative apply only to label_kind='binary'")
         if self.negative is not None and self.positive is None:
@@ -131,12 +135,22 @@ class TableSchema(BaseModel):
         return FeatureSpace.hashed(self.fields(), self.hash_bits, self.hash_seed)
 
 
-def scale_of(transform: str) -> float | None:
-    """``S`` of a ``scale:S`` transform with ``S`` finite and positive, else None."""
-    if not transform.startswith("scale:"):
+def parse_transform(transform: str) -> tuple[bool, float, float] | None:
+    """``(log, C, S)`` of a numeric column's transform ``x -> (t(x) - C) / S``, where
+    ``t`` is ``sign(x) log(1 + |x|)`` if ``log`` else the identity: ``identity``,
+    ``log1p``, ``scale:S``, ``affine:C:S`` or ``log1p:C:S``, with ``C`` finite and ``S``
+    finite and positive; None for anything else."""
+    if transform in ("identity", "log1p"):
+        return transform == "log1p", 0.0, 1.0
+    kind, _, rest = transform.partition(":")
+    parts = rest.split(":")
+    if (kind, len(parts)) not in (("scale", 1), ("affine", 2), ("log1p", 2)):
         return None
     try:
-        scale = float(transform[len("scale:"):])
+        numbers = [float(x) for x in parts]
     except ValueError:
         return None
-    return scale if np.isfinite(scale) and scale > 0 else None
+    center, scale = (0.0, *numbers) if kind == "scale" else numbers
+    if not (np.isfinite(center) and np.isfinite(scale) and scale > 0):
+        return None
+    return kind == "log1p", center, scale
