@@ -22,12 +22,12 @@ from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation, SiteCallError
 from geodml.federation.meter import read_audit
-from geodml.federation.transport import InProcessTransport
 from geodml.planning.calibration import CalibrationStore
 from geodml.planning.deployment import Deployment, parse_deployment
 from geodml.planning.estimates import MIN_VECTOR_ROUNDS, lower_bound_bytes
 from geodml.planning.planner import make_plan
 from geodml.planning.plans import GeoVariant, Workload
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.policy import Policy
 from geodml.site.service import SiteError, SiteService
 from geodml.wire.protocol import pb

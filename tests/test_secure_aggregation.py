@@ -17,7 +17,6 @@ from geodml.errors import ConfigError, GeodmlError
 from geodml.federation import Federation, SiteCallError
 from geodml.federation.base import AGGREGATE, SecureAggregation
 from geodml.federation.reliability import Reliability
-from geodml.federation.transport import InProcessTransport
 from geodml.optim import LbfgsOptions
 from geodml.privacy.secure_aggregation import (
     FixedPointOverflowError,
@@ -32,6 +31,7 @@ from geodml.privacy.secure_aggregation import (
     site_key,
 )
 from geodml.site.config import DataConfig, SiteConfig
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService

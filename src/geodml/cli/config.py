@@ -74,8 +74,8 @@ class CompressionOptions:
         """The federation's :class:`~geodml.federation.base.CompressionConfig`, or None."""
         if not self.active:
             return None
-        from geodml.compression import AdaptivePrecision
         from geodml.federation.base import CompressionConfig
+        from geodml.job.compression import AdaptivePrecision
 
         up, down = self.specs()
         return CompressionConfig(up=up, down=down,

@@ -2,6 +2,6 @@
 
 from geodml.federation.base import Federation, SiteEval, SiteInfo
 from geodml.federation.meter import AuditLog, Meter
-from geodml.federation.transport import SiteCallError
+from geodml.wire.errors import SiteCallError
 
 __all__ = ["AuditLog", "Federation", "Meter", "SiteCallError", "SiteEval", "SiteInfo"]

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geodml.compression import AdaptivePrecision, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import GeodmlError
 from geodml.federation.journal import (
@@ -32,7 +31,7 @@ from geodml.federation.journal import (
 )
 from geodml.federation.meter import AuditLog, Meter, link_name
 from geodml.federation.reliability import TRANSIENT, Reliability, SiteLostError
-from geodml.federation.transport import METHODS, SiteCallError, Transport
+from geodml.job.compression import CompressionConfig, DownChannel, UpReceiver
 from geodml.privacy.secure_aggregation import (
     MEAN_BITS,
     decode,
@@ -40,63 +39,25 @@ from geodml.privacy.secure_aggregation import (
     new_nonce,
     ring_sum,
 )
-from geodml.site.audit import add_message, message_digest
-from geodml.site.export import decode_rows
-from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector, roundtrip
-from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
+from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector
+from geodml.wire.digest import add_message, message_digest
+from geodml.wire.errors import SiteCallError
+from geodml.wire.info import SiteInfo
+from geodml.wire.protocol import (
+    METHODS,
+    PROTOCOL_VERSION,
+    REPLAYED_ON_RECOVERY,
+    SESSION_CALLS,
+    pb,
+    with_chunks,
+)
+from geodml.wire.rows import decode_rows
+from geodml.wire.transport import Transport
 
 __all__ = ["AGGREGATE", "CompressionConfig", "Federation", "SecureAggregation", "SiteCallError",
            "SiteEval", "SiteInfo", "SiteLostError"]
 
 AGGREGATE = "(all sites)"  # the one "site" a secure-aggregation round returns
-
-SESSION_CALLS = frozenset({"Evaluate", "LineSearch", "LocalSolve", "Subspace", "Export",
-                           "Close"})  # requests that name a session
-REPLAYED_ON_RECOVERY = frozenset({"Prepare", "Evaluate", "LineSearch", "LocalSolve",
-                                  "Subspace"})  # the calls that build a session's state
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    name: str
-    region: str
-    rows: int
-    features: int
-    nnz: int
-    positives: int
-    data_fingerprint: str
-    space: FeatureSpace
-    protocol_version: int
-    capabilities: tuple[str, ...]
-    support_size: int
-    shards: int
-    raw_export_allowed: bool = False
-    export_bytes_estimate: int = 0  # what Export would send (Arrow IPC, zstd), estimated
-    secure_aggregation_key: bytes = b""
-    requires_secure_aggregation: bool = False
-    privacy: PrivacyBudget | None = None  # the site's DP budget, when its policy sets one
-
-    @classmethod
-    def from_reply(cls, r: pb.DescribeReply) -> SiteInfo:
-        budget = None
-        if r.HasField("privacy"):
-            p = r.privacy
-            budget = PrivacyBudget(p.epsilon, p.delta, p.epsilon_spent,
-                                   tuple(p.noise_multipliers))
-        return cls(r.site, r.region, r.rows, r.features, r.nnz, r.positives, r.data_fingerprint,
-                   FeatureSpace.from_dict(json.loads(r.feature_space_json)), r.protocol_version,
-                   tuple(r.capabilities), r.support_size, r.shards, r.raw_export_allowed,
-                   r.export_bytes_estimate, r.secure_aggregation_key,
-                   r.requires_secure_aggregation, budget)
-
-
-@dataclass(frozen=True)
-class PrivacyBudget:
-    epsilon: float
-    delta: float
-    epsilon_spent: float
-    noise_multipliers: tuple[float, ...]  # the site's ledger: one Gaussian release each
-
 
 @dataclass(frozen=True)
 class SecureAggregation:
@@ -106,21 +67,6 @@ class SecureAggregation:
 
     fraction_bits: int | None = None
     mean_bits: int = MEAN_BITS
-
-
-@dataclass
-class CompressionConfig:
-    """Compression of what crosses the WAN (JSON specs, see :mod:`geodml.compression`).
-
-    ``up``: each site compresses the gradient sums it sends (its own error-feedback
-    state); ``down``: the coordinator compresses the vectors it sends (directions,
-    points, gradients for local solves). ``precision`` switches both to full precision
-    near the optimum, so exact methods still reach it.
-    """
-
-    up: str | None = None
-    down: str | None = None
-    precision: AdaptivePrecision | None = None
 
 
 @dataclass
@@ -192,10 +138,8 @@ class Federation:
         self.home = home
         self.wire = wire or WireFormat()
         self.compression = compression or CompressionConfig()
-        self._down_transform: Transform | None = None  # active down compression, and its state
-        self._down_state: object = None
-        self._full_precision_pending = False
-        self._up_exact = False  # the sites were told to stop compressing their gradients
+        self._down = DownChannel(None, 0, self.wire)  # the job's channels (see prepare)
+        self._up = UpReceiver(None)
         self.meter = Meter(home)
         self.audit = audit
         self.reliability = reliability or Reliability()
@@ -530,7 +474,7 @@ class Federation:
         for record in site_journal.since_last_prepare():
             if record.method not in REPLAYED_ON_RECOVERY:
                 continue
-            req_type, _, client_streams, _ = METHODS[record.method]
+            req_type, _, client_streams = METHODS[record.method][:3]
             messages = [req_type.FromString(b) for b in record.requests]
             if session is not None:
                 messages[0].session = session
@@ -598,11 +542,11 @@ class Federation:
             raise GeodmlError("no job prepared: call Federation.prepare first")
         return job
 
-    def _down(self, site: str, v: np.ndarray) -> np.ndarray:
+    def _restrict(self, site: str, v: np.ndarray) -> np.ndarray:
         job = self._job(site)
         return v[job.support] if job.restricted else v
 
-    def _up(self, site: str, v: np.ndarray) -> np.ndarray:
+    def _expand(self, site: str, v: np.ndarray) -> np.ndarray:
         job = self._job(site)
         if not job.restricted:
             return v
@@ -617,18 +561,13 @@ class Federation:
     @property
     def down_format(self) -> WireFormat:
         """The codec format of vectors sent to the sites."""
-        t = self._down_transform
-        return wire_format_for(t) if t is not None else self.wire
+        return self._down.format
 
     def as_received(self, v: np.ndarray) -> np.ndarray:
         """What the sites will receive when ``v`` is sent: after the down compression (its
         state advances: call once per vector sent) and the wire format. Algorithms send
         and use this vector, so coordinator and sites compute with the same numbers."""
-        v = np.asarray(v, dtype=np.float64)
-        if self._down_transform is not None:
-            v, self._down_state = self._down_transform.update(v, self._down_state)
-        fmt = self.down_format
-        return v if fmt.dtype == "float64" else roundtrip(v, fmt)
+        return self._down.as_received(v)
 
     def note_gradient(self, grad_norm: float) -> None:
         """Tell the precision policy the norm of a received global gradient; near the
@@ -658,8 +597,8 @@ class Federation:
 
     def _full_precision(self) -> None:
         """Stop compressing: down at once, up from the next Evaluate on."""
-        self._down_transform = self._down_state = None
-        self._full_precision_pending = True
+        self._down.stop()
+        self._up.pending = True
 
     def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]],
                 exact: frozenset[int] = frozenset()) -> Iterator:
@@ -673,8 +612,7 @@ class Federation:
 
     def as_received_exact(self, v: np.ndarray) -> np.ndarray:
         """What the sites receive of ``v`` sent uncompressed (the job's wire format)."""
-        v = np.asarray(v, dtype=np.float64)
-        return v if self.wire.dtype == "float64" else roundtrip(v, self.wire)
+        return self._down.as_received_exact(v)
 
     # -- the interface algorithms use -----------------------------------------------
     def prepare(self, loss: str, lam: float, restrict_to_support: bool | None = None,
@@ -693,9 +631,8 @@ class Federation:
         dp_nonce = self._job_nonce() if privacy is not None else b""
         reply_format = self.wire.to_proto()
         cfg = self.compression
-        self._down_transform = t = from_spec(cfg.down) if cfg.down else None
-        self._down_state = t.init(self.n_features) if t is not None else None
-        self._full_precision_pending = self._up_exact = False
+        self._down = DownChannel(cfg.down, self.n_features, self.wire)
+        self._up = UpReceiver(cfg.up)
 
         def one(site: str) -> _Job:
             info = self.sites[site]
@@ -797,10 +734,7 @@ class Federation:
         ``w + step p``, or at the current point; one round to every site."""
         round_id = self._next_round(down=(w is not None) + (v is not None),
                                     up=want_grad + (v is not None))
-        full_precision, self._full_precision_pending = self._full_precision_pending, False
-        # a site compressing its gradient sends it as a per-row mean (see SiteService)
-        per_row = bool(self.compression.up) and not full_precision and not self._up_exact
-        self._up_exact = self._up_exact or full_precision
+        full_precision, as_mean = self._up.begin_evaluate()
 
         def one(site: str) -> SiteEval:
             job = self._job(site)
@@ -812,9 +746,9 @@ class Federation:
                 head.step = step
             vectors = []
             if w is not None:
-                vectors.append((0, self._down(site, w)))
+                vectors.append((0, self._restrict(site, w)))
             if v is not None:
-                vectors.append((1, self._down(site, v)))
+                vectors.append((1, self._restrict(site, v)))
             dim = self._dim(site)
             if self.secure is not None:  # one masked vector: loss, gradient, Hv
                 n = 1 + dim * (want_grad + (v is not None))
@@ -825,10 +759,10 @@ class Federation:
             first, asm = self._call(
                 site, "Evaluate", lambda: self._stream(head, pb.EvaluateRequest, vectors), round_id,
                 lengths=lambda _r: {0: dim if want_grad else 0, 1: dim if v is not None else 0})
-            grad = self._up(site, asm.result(0)) if want_grad else None
-            if grad is not None and per_row:
-                grad = grad * first.rows
-            hvp = self._up(site, asm.result(1)) if v is not None else None
+            grad = self._expand(site, asm.result(0)) if want_grad else None
+            if grad is not None:
+                grad = self._up.receive(grad, first.rows, as_mean)
+            hvp = self._expand(site, asm.result(1)) if v is not None else None
             return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
 
         if self.secure is None:
@@ -855,7 +789,7 @@ class Federation:
             job = self._job(site)
             head = pb.LineSearchRequest(session=job.session, round=round_id, step_sizes=alphas,
                                         dropped_peers=self._dropped_peers())
-            vectors = [] if p is None else [(0, self._down(site, p))]
+            vectors = [] if p is None else [(0, self._restrict(site, p))]
             reply, _ = self._call(
                 site, "LineSearch", lambda: self._stream(head, pb.LineSearchRequest, vectors),
                 round_id)
@@ -881,7 +815,7 @@ class Federation:
             head = pb.LocalSolveRequest(session=job.session, round=round_id,
                                         procedure=procedure, params_json=json.dumps(params),
                                         dropped_peers=self._dropped_peers())
-            vectors = [(slot, self._down(site, v)) for slot, v in enumerate(inputs)]
+            vectors = [(slot, self._restrict(site, v)) for slot, v in enumerate(inputs)]
             dim = self._dim(site)
             ring = {"ring_slots": (0,)} if self.secure is not None else None
             first, asm = self._call(
@@ -891,7 +825,7 @@ class Federation:
             if self.secure is not None:
                 return first.rows, asm.result(0)
             blocks = np.split(asm.result(0), outputs)
-            return (np.concatenate([self._up(site, b) for b in blocks]),
+            return (np.concatenate([self._expand(site, b) for b in blocks]),
                     json.loads(first.info_json or "{}"), first.rows)
 
         if self.secure is None:
@@ -916,7 +850,7 @@ class Federation:
                 session=job.session, round=round_id, new_directions=len(new),
                 add_last_local_input=add_last_local_input, coefficients=coeffs,
                 commit=commit, memory=memory, dropped_peers=self._dropped_peers())
-            vectors = [(slot, self._down(site, v)) for slot, v in enumerate(new)]
+            vectors = [(slot, self._restrict(site, v)) for slot, v in enumerate(new)]
             reply, _ = self._call(site, "Subspace",
                                   lambda: self._stream(head, pb.SubspaceRequest, vectors), round_id)
             m = reply.directions

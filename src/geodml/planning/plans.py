@@ -53,7 +53,7 @@ class GeoVariant:
     def compression(self, full_precision_at: float = 1e-3) -> CompressionConfig | None:
         if not (self.compress_up or self.compress_down):
             return None
-        from geodml.compression import AdaptivePrecision
+        from geodml.job.compression import AdaptivePrecision
 
         return CompressionConfig(up=self.compress_up, down=self.compress_down,
                                  precision=AdaptivePrecision(threshold=full_precision_at))

@@ -28,7 +28,7 @@ def twin_rounds(variant: GeoVariant, sites: Sequence[SiteInfo], home: str,
     from geodml.algorithms.registry import TrainSpec, train
     from geodml.data.dataset import Dataset
     from geodml.federation import Federation
-    from geodml.federation.transport import InProcessTransport
+    from geodml.site.inprocess import InProcessTransport
     from geodml.site.policy import Policy
     from geodml.site.service import SiteService
 

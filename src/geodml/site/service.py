@@ -27,10 +27,10 @@ import numpy as np
 import scipy.sparse as sp
 from google.protobuf.message import Message
 
-from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
+from geodml.compression import CompressionError, from_spec
 from geodml.data.dataset import Dataset
 from geodml.data.streamed import DEFAULT_BLOCK_NNZ, StreamedRows, release_pages
-from geodml.errors import GeodmlError
+from geodml.job.compression import UpSender
 from geodml.models.losses import Loss, get_loss
 from geodml.privacy.dp import (
     PrivacyBudgetError,
@@ -48,9 +48,8 @@ from geodml.privacy.secure_aggregation import (
     public_bytes,
     site_key,
 )
-from geodml.site.audit import CONTENT, SignedAuditLog, add_message, message_digest
+from geodml.site.audit import SignedAuditLog
 from geodml.site.executor import Executor, ThreadExecutor
-from geodml.site.export import encode_rows, encode_streamed
 from geodml.site.policy import Policy, PolicyError
 from geodml.site.procedures import PROCEDURES, ProcedureContext
 from geodml.wire.codec import (
@@ -61,7 +60,11 @@ from geodml.wire.codec import (
     encode_ring,
     encode_vector,
 )
-from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
+from geodml.wire.digest import add_message, message_digest
+from geodml.wire.errors import SiteError
+from geodml.wire.info import PrivacyBudget, SiteInfo
+from geodml.wire.protocol import CONTENT, PROTOCOL_VERSION, pb, with_chunks
+from geodml.wire.rows import encode_rows, encode_streamed
 
 CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step",
                 "subspace", "sample", "secure_aggregation", "privacy")
@@ -78,14 +81,6 @@ class RayPlacement:
 
     path: str  # the geodml dataset directory the site's data was loaded from
     address: str = "auto"
-
-
-class SiteError(GeodmlError):
-    """A refused or failed call: ``code`` is a gRPC status name."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass
@@ -105,9 +100,7 @@ class Session:
     threads: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     state: dict = field(default_factory=dict)  # what local procedures keep between calls
-    up: Transform | None = None  # compression of the gradient sums sent up, with its state
-    up_state: object = None
-    up_format: WireFormat | None = None
+    up: UpSender | None = None  # compression of the gradient sums sent up, with its state
     _scratch: Executor | None = None
     # (call, round) -> result of the last round of each call, to answer a retry
     cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
@@ -319,27 +312,19 @@ class SiteService:
     # -- the calls ---------------------------------------------------------------
     def describe(self, request: pb.DescribeRequest, peer: str | None) -> pb.DescribeReply:
         self.policy.check_client(self.name, peer)
-        return pb.DescribeReply(
-            site=self.name, region=self.region, rows=self.data.n_rows,
-            features=self.data.n_features, nnz=self.data.nnz, positives=self.data.positives,
-            data_fingerprint=self.fingerprint,
-            feature_space_fingerprint=self.data.space.fingerprint(),
-            feature_space_json=json.dumps(self.data.space.to_dict()),
-            protocol_version=PROTOCOL_VERSION, capabilities=list(CAPABILITIES),
-            support_size=len(self.support()) if self.policy.share_support else 0,
-            shards=self.shards, raw_export_allowed=self.policy.allow_raw_export,
-            export_bytes_estimate=self.export_bytes_estimate(),
-            secure_aggregation_key=public_bytes(self._secure_key),
-            requires_secure_aggregation=self.policy.require_secure_aggregation,
-            privacy=self._budget(),
-        )
+        return SiteInfo(
+            self.name, self.region, self.data.n_rows, self.data.n_features, self.data.nnz,
+            self.data.positives, self.fingerprint, self.data.space, PROTOCOL_VERSION,
+            CAPABILITIES, len(self.support()) if self.policy.share_support else 0,
+            self.shards, self.policy.allow_raw_export, self.export_bytes_estimate(),
+            public_bytes(self._secure_key), self.policy.require_secure_aggregation,
+            self._budget()).to_reply()
 
-    def _budget(self) -> pb.PrivacyBudget | None:
+    def _budget(self) -> PrivacyBudget | None:
         if self.ledger is None:
             return None
-        spent = list(self.ledger.releases.values())
-        return pb.PrivacyBudget(epsilon=self.ledger.epsilon, delta=self.ledger.delta,
-                                epsilon_spent=self.ledger.spent, noise_multipliers=spent)
+        spent = tuple(self.ledger.releases.values())
+        return PrivacyBudget(self.ledger.epsilon, self.ledger.delta, self.ledger.spent, spent)
 
     def _masker(self, request: pb.PrepareRequest) -> Masker | None:
         """The job's secure aggregation, checked against the policy."""
@@ -434,8 +419,7 @@ class SiteService:
                 X, y, self.shards, self.threads,
             )
             if up is not None:
-                session.up, session.up_state = up, up.init(session.dim)
-                session.up_format = wire_format_for(up)
+                session.up = UpSender(up, session.dim)
             session.masker, session.privacy = masker, privacy
             self.sessions[session.id] = session
         first = pb.PrepareReply(session=session.id, rows=X.shape[0],
@@ -540,17 +524,15 @@ class SiteService:
         s.has_point = True
         hvp = ex.hess_vec(vectors.result(1)) if first.want_hvp else None
         if first.full_precision and s.up is not None:
-            s.up = s.up_state = s.up_format = None  # exact from now on; no residual owed
+            s.up = None  # exact from now on; no residual owed
         grad, grad_format = sums.grad if first.want_gradient else None, s.reply_format
         if grad is not None and not np.all(np.isfinite(grad)):  # e.g. w near float32's max
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: the gradient sum at this point is not finite "
                             "(the products with the data overflow): send a smaller point")
-        if grad is not None and s.up is not None:
-            # compressed sums travel as per-row means: a sum over millions of rows would
-            # saturate float16 (largest 65504); the coordinator multiplies by ``rows``
-            grad, s.up_state = s.up.update(grad / max(1, sums.rows), s.up_state)
-            grad_format = s.up_format
+        if grad is not None and s.up is not None and s.up.active:
+            # compressed sums travel as per-row means (geodml.job.compression)
+            grad, grad_format = s.up.send(grad, sums.rows), s.up.format
         return sums.loss, sums.rows, grad, hvp, grad_format
 
     def line_search(
@@ -622,7 +604,8 @@ class SiteService:
         proc = PROCEDURES[first.procedure]
         self._refuse_private(s, "LocalSolve")
         with s.lock:
-            result = s.cached("local_solve", first.round)
+            # keyed by procedure too: another procedure in the same round is no retry
+            result = s.cached(f"local_solve:{first.procedure}", first.round)
             if result is None:
                 inputs = [vectors.result(slot) for slot in range(proc.slots(params))]
                 touched = None
@@ -639,7 +622,7 @@ class SiteService:
                 except (ValueError, TypeError) as e:
                     raise SiteError("INVALID_ARGUMENT",
                                     f"site {self.name}: {first.procedure}: {e}") from None
-                s.remember("local_solve", first.round, result)
+                s.remember(f"local_solve:{first.procedure}", first.round, result)
         vector, info = result
         if len(vector) != proc.outputs * s.dim:
             raise SiteError("INTERNAL", f"site {self.name}: {first.procedure} returned "
@@ -650,7 +633,7 @@ class SiteService:
             return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
                                encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
         head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
-        fmt = s.up_format if proc.compressible and s.up_format is not None else s.reply_format
+        fmt = s.up.format if proc.compressible and s.up is not None else s.reply_format
         return with_chunks(head, encode_vector(vector, 0, fmt), pb.LocalSolveReply)
 
     def _local_params(self, first: pb.LocalSolveRequest) -> dict:
