@@ -39,7 +39,7 @@ from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.centralized import train_centralized
 from geodml.data.dataset import Dataset
-from geodml.federation.base import CompressionConfig
+from geodml.federation import CompressionConfig
 from geodml.job.compression import AdaptivePrecision
 from geodml.metrics import roc_auc
 from geodml.optim import LbfgsOptions

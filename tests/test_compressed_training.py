@@ -9,8 +9,7 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.source import DatasetSource
-from geodml.federation import Federation, SiteCallError
-from geodml.federation.base import CompressionConfig
+from geodml.federation import CompressionConfig, Federation, SiteCallError
 from geodml.job.compression import AdaptivePrecision
 from geodml.optim.preconditioner import DIAG, NONE
 from geodml.site.config import DataConfig, SiteConfig

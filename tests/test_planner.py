@@ -373,7 +373,7 @@ def test_workload_refuses_a_negative_or_nan_lambda():
 def test_a_secure_aggregation_plan_prices_its_masked_dense_sums(datasets, deployment):
     """Masked sums are dense 8-byte ring elements: the plan calibrates under secure
     aggregation and predicts the full secure run's bytes."""
-    from geodml.federation.base import SecureAggregation
+    from geodml.federation import SecureAggregation
 
     secure = GeoVariant(GEO.method, restrict_to_support=False, secure=True)
     assert secure.name == f"{GEO.method} secure"

@@ -93,8 +93,7 @@ def _local_transports(sites: SiteSource) -> list:
 def open_federation(config: TrainConfig, topology, audit: str | None, journal=None):
     """The run's :class:`~geodml.federation.Federation` (``topology``: the deployment,
     whose home is the coordinator's DC; ``audit``: the audit log's path)."""
-    from geodml.federation import AuditLog, Federation
-    from geodml.federation.base import SecureAggregation
+    from geodml.federation import AuditLog, Federation, SecureAggregation
     from geodml.federation.reliability import Reliability
 
     sites = config.sites

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geodml.federation.base import Federation, SiteEval
+from geodml.federation import Federation, SiteEval
 
 
 class FederatedObjective:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from geodml.algorithms.defaults import DEFAULT_GTOL
 from geodml.errors import ConfigError
-from geodml.federation.base import CompressionConfig
+from geodml.federation import CompressionConfig
 
 PRIVATE_METHODS = frozenset({"dp-gd"})  # methods that release only noisy sums
 
@@ -46,7 +46,7 @@ class GeoVariant:
         return " ".join(parts)
 
     def secure_aggregation(self):
-        from geodml.federation.base import SecureAggregation
+        from geodml.federation import SecureAggregation
 
         return SecureAggregation() if self.secure else None
 

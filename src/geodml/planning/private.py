@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from geodml.errors import GeodmlError
-from geodml.federation.base import SiteInfo
+from geodml.federation import SiteInfo
 from geodml.planning.deployment import Deployment
 from geodml.planning.estimates import MIN_VECTOR_ROUNDS, bound_links, geo_estimate
 from geodml.planning.plans import Estimate, GeoVariant, Workload

@@ -16,7 +16,7 @@ only certificates signed by the deployment CA; a coordinator accepts only a site
 certificate signed by the same CA that carries the identity name of the site it meant
 to reach (gRPC's ``grpc.ssl_target_name_override`` set to :func:`site_identity_name`),
 whatever address it dialed, and then checks that the site's ``Describe`` answers with
-that same name (:mod:`geodml.federation.transport`). Every site certificate is signed
+that same name (:mod:`geodml.wire.transport`). Every site certificate is signed
 by the same CA, so the CA alone does not say *which* site answered: the identity name
 does. Only ``geodml certs issue --role site`` writes identity names, and it refuses
 ``--host`` values in the reserved ``geodml.invalid`` domain, so no certificate can
