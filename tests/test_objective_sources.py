@@ -64,14 +64,32 @@ def test_the_federation_is_a_source_of_the_one_objective():
         np.testing.assert_allclose(local.hess_vec(v), remote.hess_vec(v), rtol=1e-12)
 
 
+class _Recording(AdaptivePrecision):
+    def __init__(self):
+        super().__init__()
+        self.slopes: list[tuple[float, float]] = []
+
+    def observe_direction(self, believed: float, true: float) -> bool:
+        self.slopes.append((believed, true))
+        return super().observe_direction(believed, true)
+
+
 def test_a_compressing_federation_gets_the_slope_probe():
+    """The first line search along a new direction also asks for the exact slope at 0;
+    the precision policy compares it with the compressed gradient's g~.p."""
     X, y = _data()
-    cfg = CompressionConfig(up='{"kind": "cast", "dtype": "float16"}')
-    cfg.precision = AdaptivePrecision(threshold=0.0, agreement=0.0)
+    policy = _Recording()
+    cfg = CompressionConfig(up='{"kind": "cast", "dtype": "float16"}', precision=policy)
+    lam = 1.0 / X.shape[0]
     with _federation(X, y, compression=cfg) as fed:
-        fed.prepare("logistic", 1.0 / X.shape[0])
-        obj = FederatedObjective(fed, 1.0 / X.shape[0])
+        fed.prepare("logistic", lam)
+        obj = FederatedObjective(fed, lam)
         _, g = obj.value_grad(np.zeros(X.shape[1]))
-        obj.set_direction(g)  # an ascent direction: the exact slope at 0 says so
-        obj.line_values(np.array([1.0]))
-        assert not cfg.precision.compressing and "true slope" in cfg.precision.reason
+        p = obj.set_direction(-g)
+        f, d = obj.line_values(np.array([0.5, 1.0]))
+        assert len(f) == len(d) == 2  # the probe's step 0 is not handed back
+        (believed, true), = policy.slopes
+        assert believed == float(g @ p) < 0
+        assert abs(true - believed) < 1e-2 * abs(believed)  # float16 is close
+        obj.line_values(np.array([2.0]))  # the same direction: no second probe
+        assert len(policy.slopes) == 1

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-import geodml.site.service as site_service
+import geodml.site.rows as site_rows
 from geodml.algorithms.centralize import train_centralized_baseline
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
@@ -105,7 +105,7 @@ def plan(sites: Sites, deployment: Deployment, workload: Workload, **kw):
 
 
 def test_describe_estimates_export_size_within_ten_percent(datasets, monkeypatch, tmp_path):
-    monkeypatch.setattr(site_service, "EXPORT_SAMPLE_ROWS", 1024)  # sample: ROWS > 1024
+    monkeypatch.setattr(site_rows, "EXPORT_SAMPLE_ROWS", 1024)  # sample: ROWS > 1024
     sites = Sites(datasets)
     audit = tmp_path / "audit.jsonl"
     with sites(audit=str(audit)) as fed:
