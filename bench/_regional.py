@@ -39,9 +39,9 @@ from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.demo import demo_variant
 from geodml.errors import GeodmlError
 from geodml.federation import AuditLog, Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.planning.deployment import Deployment, parse_deployment
 from geodml.planning.planner import GeoVariant
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 

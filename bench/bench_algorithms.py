@@ -37,10 +37,10 @@ from geodml.data.readers import open_source
 from geodml.data.readers.table_presets import COVTYPE_WILDERNESS
 from geodml.data.source import KeySpec
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import tron
 from geodml.optim.preconditioner import Preconditioner
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -43,8 +43,8 @@ from geodml.data import Dataset
 from geodml.data.readers import open_source, read_dataset
 from geodml.data.source import KeySpec, read_all
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.optim import LbfgsOptions
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -40,9 +40,9 @@ from _regional import (
 from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.centralized import train_centralized
-from geodml.compression import AdaptivePrecision
 from geodml.data.dataset import Dataset
-from geodml.federation.base import CompressionConfig
+from geodml.federation import CompressionConfig
+from geodml.job.compression import AdaptivePrecision
 from geodml.metrics import roc_auc
 from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import NONE, Preconditioner

@@ -208,7 +208,7 @@ def run_mode(mode: str, args: argparse.Namespace, data: Path, group: Path | None
     site's memory throughout (the site in ``group`` when given)."""
     from geodml.algorithms.registry import TrainSpec, train
     from geodml.federation import Federation
-    from geodml.federation.transport import GrpcTransport
+    from geodml.wire.transport import GrpcTransport
 
     run = Run(mode, capped=str(group) if group else "no")
     workdir = args.work / f"run-{mode}"

@@ -42,10 +42,10 @@ from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import COVTYPE_WILDERNESS, open_source
 from geodml.data.source import KeySpec
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import tron
 from geodml.optim.preconditioner import Preconditioner
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
 SHARED = Path(os.environ.get("GEODML_SHARED_DATASETS",

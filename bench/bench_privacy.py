@@ -76,7 +76,6 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import Dataset
 from geodml.data.readers import read_dataset
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.metrics import accuracy, roc_auc
 from geodml.models.losses import get_loss
 from geodml.privacy.dp import epsilon_spent
@@ -85,6 +84,7 @@ from geodml.privacy.noise_cost import (
     noise_free_dp_gd,
     noise_objective_cost,
 )
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 

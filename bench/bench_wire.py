@@ -24,12 +24,12 @@ from rich.table import Table
 
 from geodml.data import Dataset, FeatureSpace, save_dataset
 from geodml.federation import Federation
-from geodml.federation.transport import GrpcTransport
 from geodml.site.config import DataConfig, SiteConfig, TlsConfig
 from geodml.site.launcher import LocalCluster
 from geodml.wire.codec import WireFormat
 from geodml.wire.protocol import pb
 from geodml.wire.tls import init_ca, issue
+from geodml.wire.transport import GrpcTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.tools.relay import CountingRelay

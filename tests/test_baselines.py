@@ -24,10 +24,10 @@ from geodml.data.readers import open_source
 from geodml.data.source import KeySpec, read_all
 from geodml.errors import ConfigError
 from geodml.federation import Federation, SiteCallError
-from geodml.federation.transport import InProcessTransport
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import LbfgsOptions
 from geodml.site.executor import ThreadExecutor
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.local_objective import LocalObjective
 from geodml.site.policy import Policy
 from geodml.site.procedures import PROCEDURES, ProcedureContext

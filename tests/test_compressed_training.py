@@ -6,15 +6,14 @@ import pytest
 
 from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
-from geodml.compression import AdaptivePrecision
 from geodml.data import load_dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.source import DatasetSource
-from geodml.federation import Federation, SiteCallError
-from geodml.federation.base import CompressionConfig
-from geodml.federation.transport import InProcessTransport
+from geodml.federation import CompressionConfig, Federation, SiteCallError
+from geodml.job.compression import AdaptivePrecision
 from geodml.optim.preconditioner import DIAG, NONE
 from geodml.site.config import DataConfig, SiteConfig
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.service import SiteService
 

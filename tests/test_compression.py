@@ -14,8 +14,6 @@ from geodml.compression import (
     MAX_DEPTH,
     MAX_SPEC_CHARS,
     MAX_STEPS,
-    AdaptivePrecision,
-    CompressedGradientOracle,
     CompressionError,
     CompressionSpecError,
     ErrorFeedbackState,
@@ -33,6 +31,7 @@ from geodml.compression import (
     wire_format_for,
 )
 from geodml.errors import GeodmlError
+from geodml.job.compression import AdaptivePrecision, CompressedGradientOracle
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim.lbfgs import LbfgsOptions, lbfgs
 from geodml.wire.codec import WireFormat, encode_vector, roundtrip, vector_bytes

@@ -15,10 +15,10 @@ from geodml.data.source import DatasetSource, KeySpec
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
 from geodml.federation import Federation, SiteCallError
-from geodml.federation.transport import InProcessTransport
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import tron
 from geodml.site.config import DataConfig, SiteConfig
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.service import SiteService
 from geodml.wire.protocol import pb

@@ -15,14 +15,15 @@ from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation, SiteCallError
 from geodml.federation.meter import read_audit
 from geodml.federation.objective import FederatedObjective
-from geodml.federation.transport import GrpcTransport, InProcessTransport
 from geodml.optim import LbfgsOptions, lbfgs
 from geodml.site.config import DataConfig, SiteConfig, load_site_config
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LaunchError, LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 from geodml.wire.codec import WireFormat, encode_vector
 from geodml.wire.protocol import pb, pb_grpc
+from geodml.wire.transport import GrpcTransport
 
 from .tools.relay import CountingRelay
 from .tools.timing import scaled

@@ -48,7 +48,6 @@ from hypothesis import strategies as st
 from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.federation.transport import METHODS  # name -> (request, reply, streams)
 from geodml.models.losses import LOSSES
 from geodml.site.config import DataConfig, ExecutorConfig, SiteConfig
 from geodml.site.launcher import LocalCluster
@@ -56,7 +55,7 @@ from geodml.site.policy import Policy
 from geodml.site.procedures import PROCEDURES
 from geodml.site.service import SiteError, SiteService
 from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector
-from geodml.wire.protocol import pb, with_chunks
+from geodml.wire.protocol import METHODS, pb, with_chunks
 
 FUZZ_SECONDS = float(os.environ.get("GEODML_FUZZ_SECONDS", "20"))
 SITE = "fz"
@@ -140,7 +139,7 @@ class RawSite:
     def call(self, method: str, payloads: list[bytes], timeout: float = CALL_TIMEOUT,
              path: str | None = None) -> list[bytes]:
         """The reply messages' bytes; grpc.RpcError on a failed call."""
-        _, _, client_streams, server_streams = METHODS.get(method, (None, None, False, False))
+        _, _, client_streams, server_streams, *_ = METHODS.get(method, (None, None, False, False))
         path = path or SERVICE + method
         kind = {(False, False): "unary_unary", (False, True): "unary_stream",
                 (True, False): "stream_unary", (True, True): "stream_stream"}[

@@ -22,13 +22,14 @@ from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
 from geodml.federation import Federation
-from geodml.federation.transport import GrpcTransport, SiteIdentityError
 from geodml.site.config import DataConfig, SiteConfig, TlsConfig, dump_site_config
 from geodml.site.launcher import LocalCluster
 from geodml.site.server import SiteServicer
 from geodml.site.service import SiteService
+from geodml.wire.errors import SiteIdentityError
 from geodml.wire.protocol import pb
 from geodml.wire.tls import IssuedPaths, channel_credentials, init_ca, issue
+from geodml.wire.transport import GrpcTransport
 
 from .tools.timing import scaled
 

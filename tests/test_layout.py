@@ -69,3 +69,30 @@ def test_no_import_circles_in_planning_or_algorithms():
     assert "geodml.planning.regions" in graph["geodml.planning.deployment"]
     for package in ("geodml.planning", "geodml.algorithms"):
         assert _cycle(graph, (package,)) is None, _cycle(graph, (package,))
+
+
+def test_no_module_is_over_600_lines():
+    """Generated code aside (geodml/wire/_generated)."""
+    sizes = {str(p.relative_to(SRC)): len(p.read_text().splitlines())
+             for p in SRC.rglob("*.py") if "_generated" not in p.parts}
+    assert len(sizes) > 100 and "federation/federation.py" in sizes
+    assert not {k: n for k, n in sizes.items() if n > MAX_LINES}
+
+
+def test_site_and_federation_never_import_each_other():
+    """The protocol contract (``geodml.wire``) sits between them: a site and a
+    coordinator are peers that share it, never each other's code."""
+    graph = _imports()
+    crossing = {(m, n) for m, out in graph.items() for n in out
+                if (m.startswith("geodml.site") and n.startswith("geodml.federation"))
+                or (m.startswith("geodml.federation") and n.startswith("geodml.site"))}
+    assert "geodml.wire.protocol" in graph["geodml.site.server"]
+    assert "geodml.wire.transport" in graph["geodml.site.launcher"]
+    assert not crossing, sorted(crossing)
+
+
+def test_wire_imports_neither_site_nor_federation():
+    graph = _imports()
+    wrong = {(m, n) for m, out in graph.items() if m.startswith("geodml.wire")
+             for n in out if n.startswith(("geodml.site", "geodml.federation"))}
+    assert not wrong, sorted(wrong)

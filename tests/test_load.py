@@ -23,13 +23,14 @@ from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import GeodmlError
 from geodml.federation import Federation, SiteCallError
 from geodml.federation.reliability import Reliability
-from geodml.federation.transport import GrpcTransport, InProcessTransport
 from geodml.site.config import DataConfig, SiteConfig, TlsConfig
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import MAX_SESSIONS, SiteService
 from geodml.wire.protocol import pb
 from geodml.wire.tls import init_ca, issue
+from geodml.wire.transport import GrpcTransport
 
 from .tools.procstat import (
     Counts,

@@ -23,10 +23,10 @@ from geodml.data.streamed import StreamedRows
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.models import SiteSums, get_loss, site_sums
 from geodml.site.config import load_site_config
 from geodml.site.executor import ThreadExecutor
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-import geodml.site.service as site_service
+import geodml.site.rows as site_rows
 from geodml.algorithms.centralize import train_centralized_baseline
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.data import load_dataset
@@ -22,12 +22,12 @@ from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation, SiteCallError
 from geodml.federation.meter import read_audit
-from geodml.federation.transport import InProcessTransport
 from geodml.planning.calibration import CalibrationStore
 from geodml.planning.deployment import Deployment, parse_deployment
 from geodml.planning.estimates import MIN_VECTOR_ROUNDS, lower_bound_bytes
 from geodml.planning.planner import make_plan
 from geodml.planning.plans import GeoVariant, Workload
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.policy import Policy
 from geodml.site.service import SiteError, SiteService
 from geodml.wire.protocol import pb
@@ -105,7 +105,7 @@ def plan(sites: Sites, deployment: Deployment, workload: Workload, **kw):
 
 
 def test_describe_estimates_export_size_within_ten_percent(datasets, monkeypatch, tmp_path):
-    monkeypatch.setattr(site_service, "EXPORT_SAMPLE_ROWS", 1024)  # sample: ROWS > 1024
+    monkeypatch.setattr(site_rows, "EXPORT_SAMPLE_ROWS", 1024)  # sample: ROWS > 1024
     sites = Sites(datasets)
     audit = tmp_path / "audit.jsonl"
     with sites(audit=str(audit)) as fed:
@@ -373,7 +373,7 @@ def test_workload_refuses_a_negative_or_nan_lambda():
 def test_a_secure_aggregation_plan_prices_its_masked_dense_sums(datasets, deployment):
     """Masked sums are dense 8-byte ring elements: the plan calibrates under secure
     aggregation and predicts the full secure run's bytes."""
-    from geodml.federation.base import SecureAggregation
+    from geodml.federation import SecureAggregation
 
     secure = GeoVariant(GEO.method, restrict_to_support=False, secure=True)
     assert secure.name == f"{GEO.method} secure"

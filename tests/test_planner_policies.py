@@ -22,7 +22,6 @@ from geodml.data.dataset import Dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.federation import AuditLog, Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.models.losses import get_loss
 from geodml.planning.deployment import parse_deployment
 from geodml.planning.planner import GeoVariant, Workload, make_plan
@@ -32,6 +31,7 @@ from geodml.privacy.noise_cost import (
     noise_objective_cost,
 )
 from geodml.site.config import DataConfig, PrivacyConfig, SiteConfig
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService

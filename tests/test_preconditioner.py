@@ -16,12 +16,11 @@ from geodml.algorithms.registry import TrainSpec, train
 from geodml.centralized import train_centralized
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import ConfigError
-from geodml.federation import Federation, SiteCallError
-from geodml.federation.base import CompressionConfig, SecureAggregation
-from geodml.federation.transport import InProcessTransport
+from geodml.federation import CompressionConfig, Federation, SecureAggregation, SiteCallError
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import DIAG, NONE, Preconditioner, ScaledObjective
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
 TIGHT = LbfgsOptions(gtol=1e-9, max_iter=5000)

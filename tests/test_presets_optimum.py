@@ -29,9 +29,9 @@ from geodml.data import Dataset
 from geodml.data.readers import COVTYPE_WILDERNESS, open_source
 from geodml.data.source import KeySpec, read_all
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import LbfgsOptions
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
 from .conftest import shared_path

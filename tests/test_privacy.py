@@ -22,9 +22,7 @@ from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError, GeodmlError
-from geodml.federation import Federation, SiteCallError
-from geodml.federation.base import PrivacyJob, SecureAggregation
-from geodml.federation.transport import InProcessTransport
+from geodml.federation import Federation, PrivacyJob, SecureAggregation, SiteCallError
 from geodml.model import LinearModel
 from geodml.models.losses import get_loss
 from geodml.privacy.dp import (
@@ -34,6 +32,7 @@ from geodml.privacy.dp import (
     gaussian_noise,
 )
 from geodml.site.config import DataConfig, PrivacyConfig, SiteConfig, load_site_config
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService

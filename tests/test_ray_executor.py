@@ -13,8 +13,8 @@ from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.site.config import load_site_config
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import RayPlacement, SiteService
 from geodml.wire.protocol import pb
 

@@ -14,10 +14,8 @@ from geodml.data.dataset import Dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError, GeodmlError
-from geodml.federation import Federation, SiteCallError
-from geodml.federation.base import AGGREGATE, SecureAggregation
+from geodml.federation import AGGREGATE, Federation, SecureAggregation, SiteCallError
 from geodml.federation.reliability import Reliability
-from geodml.federation.transport import InProcessTransport
 from geodml.optim import LbfgsOptions
 from geodml.privacy.secure_aggregation import (
     FixedPointOverflowError,
@@ -32,6 +30,7 @@ from geodml.privacy.secure_aggregation import (
     site_key,
 )
 from geodml.site.config import DataConfig, SiteConfig
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
@@ -336,7 +335,7 @@ def test_an_overflowing_sum_stops_the_run_with_a_clear_error(regional):
 
 
 def test_secure_aggregation_and_compression_do_not_mix(regional):
-    from geodml.federation.base import CompressionConfig
+    from geodml.federation import CompressionConfig
 
     with pytest.raises(GeodmlError, match="does not combine with compression"):
         in_process(loaded(regional), compression=CompressionConfig(up='{"dtype":"float16"}'))

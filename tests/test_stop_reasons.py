@@ -13,10 +13,10 @@ from geodml.centralized import train_centralized
 from geodml.data import Dataset, FeatureSpace
 from geodml.data.readers import read_dataset
 from geodml.federation import Federation
-from geodml.federation.transport import InProcessTransport
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import LbfgsOptions, lbfgs, tron
 from geodml.optim.tron import noise_of
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
 from .conftest import shared_path

@@ -14,7 +14,6 @@ from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation
 from geodml.federation.meter import audit_rounds, read_audit
-from geodml.federation.transport import InProcessTransport
 from geodml.planning.deployment import Deployment, load_deployment, parse_deployment
 from geodml.planning.regions import REGIONS, LinkModel, default_link, find_region
 from geodml.planning.wan import (
@@ -25,6 +24,7 @@ from geodml.planning.wan import (
     round_seconds,
     transfer_seconds,
 )
+from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
 DCS = ("us-east", "eu-west", "ap-south", "sa-east")

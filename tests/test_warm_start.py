@@ -9,7 +9,7 @@ from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.algorithms.warm_start import warm_start
 from geodml.centralized import train_centralized
-from geodml.federation.base import SecureAggregation
+from geodml.federation import SecureAggregation
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import DIAG, NONE

@@ -72,23 +72,17 @@ Exact convergence
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from geodml.errors import GeodmlError
-from geodml.models.objective import ObjectiveOracle
 from geodml.wire.codec import (
     WireFormat,
     chunk_bounds,
     dequantize_qint8,
-    encode_vector,
     quantize_qint8,
-    roundtrip_counted,
-    vector_bytes,
     wire_values,
 )
 
@@ -573,170 +567,7 @@ def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
 # ---------------------------------------------------------------- exact convergence
 
 
-def _fraction_arg(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
-            or not 0.0 <= float(value) <= 1.0:
-        raise CompressionError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-@dataclass
-class AdaptivePrecision:
-    """Compress while far from the optimum, then full precision for good.
-
-    Two rules, each switching to full precision permanently (after the switch an exact method
-    runs exactly, so it reaches the uncompressed optimum under its usual stopping rule):
-
-    * gradient norm: ``observe(||g_t||)`` gets the norm of each *received* gradient (what a
-      coordinator knows); the first sets the reference ``r = ||g_0||``; the policy switches
-      once ``||g_t|| <= threshold * r``.
-    * direction check: for a direction ``p`` computed from received gradients the solver
-      believes the slope is ``g~.p``; the sites' exact line-search scalars give the true slope
-      ``phi'(0) = g.p``. ``observe_direction(g~.p, phi'(0))`` switches when
-      ``phi'(0) > agreement * g~.p`` (with ``g~.p < 0``): the compressed gradient then
-      overstates the decrease by more than ``1 / agreement``, i.e. the compression error is
-      no longer small against the gradient, and a line search along such directions stalls.
-
-    ``threshold = 0`` disables the first rule, ``agreement = 0`` the second (it then fires
-    only on an ascent direction, ``phi'(0) > 0``).
-    """
-
-    threshold: float = 1e-3
-    agreement: float = 0.5
-    reference: float | None = None
-    observations: int = 0
-    switched_at: int | None = None  # the gradient observation after which all is exact
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        self.threshold = _fraction_arg(self.threshold, "threshold")
-        self.agreement = _fraction_arg(self.agreement, "agreement")
-
-    @property
-    def compressing(self) -> bool:
-        """Whether the next vector is sent compressed."""
-        return self.switched_at is None
-
-    def _switch(self, reason: str) -> None:
-        if self.switched_at is None:
-            self.switched_at = self.observations
-            self.reason = reason
-
-    def observe(self, grad_norm: float) -> bool:
-        """Record a received gradient norm; return whether the next vector is compressed."""
-        grad_norm = float(grad_norm)
-        if not math.isfinite(grad_norm) or grad_norm < 0:
-            raise CompressionError(f"gradient norm must be finite and >= 0, got {grad_norm}")
-        self.observations += 1
-        if self.reference is None:
-            self.reference = grad_norm
-        if self.threshold > 0 and grad_norm <= self.threshold * self.reference:
-            self._switch(f"gradient norm {grad_norm:.3g} <= {self.threshold:g} x "
-                         f"{self.reference:.3g}")
-        return self.compressing
-
-    def observe_direction(self, believed: float, true: float) -> bool:
-        """Record the slope along a direction as the solver computed it from compressed
-        gradients (``believed = g~.p``) and as the sites report it exactly (``true``);
-        return whether the next vector is compressed."""
-        believed, true = float(believed), float(true)
-        if not (math.isfinite(believed) and math.isfinite(true)):
-            raise CompressionError(f"slopes must be finite, got {believed} and {true}")
-        if believed < 0 and true > self.agreement * believed:
-            self._switch(f"true slope {true:.3g} vs compressed {believed:.3g}")
-        return self.compressing
-
-
-_FULL = WireFormat()
-
-
-class CompressedGradientOracle:
-    """An :class:`~geodml.models.ObjectiveOracle` whose gradients arrive compressed.
-
-    Every gradient the wrapped oracle returns (from ``value_grad`` and ``step``) goes through
-    ``transform`` (its state kept here) while ``policy`` says so, otherwise in full precision
-    (the residual of error feedback is dropped at the switch: an exact gradient needs no
-    correction), and then through the codec in ``wire_format_for(transform)``, so the solver
-    sees exactly what a receiver decodes. Values, line-search scalars and Hessian-vector
-    products pass through unchanged. While compressing under a policy, the first line-search
-    batch after ``set_direction(p)`` also asks for step 0 (one more scalar in the same round,
-    unless 0 is already there) and hands ``policy.observe_direction`` the believed slope
-    ``g~.p`` (``g~`` the last gradient delivered) and the true one. ``bytes_sent`` counts the
-    encoded gradients, ``bytes_full`` what float64 would have cost. In a federation each site
-    compresses its own gradient sum the same way; the coordinator adds ``lambda w`` itself.
-    """
-
-    def __init__(self, oracle: ObjectiveOracle, transform: Transform,
-                 policy: AdaptivePrecision | None = None, *, wire: WireFormat | None = None):
-        self.oracle = oracle
-        self.transform = transform
-        self.policy = policy
-        self.n_features = oracle.n_features
-        self.wire = wire if wire is not None else wire_format_for(transform)
-        self.state = transform.init(self.n_features)
-        self.gradients = 0
-        self.compressed = 0
-        self.bytes_sent = 0
-        self.bytes_full = 0
-        self._full_precision = False
-        self._last: np.ndarray | None = None  # the last gradient delivered
-        self._believed: float | None = None  # g~.p for the direction awaiting its probe
-
-    def _receive(self, g: np.ndarray) -> np.ndarray:
-        if self.policy is None or self.policy.compressing:
-            out, self.state = self.transform.update(g, self.state)
-            fmt = self.wire
-            self.compressed += 1
-        else:
-            if not self._full_precision:
-                self._full_precision = True
-                self.state = self.transform.init(self.n_features)
-            out, fmt = g, _FULL
-        received, nbytes = roundtrip_counted(out, fmt)
-        self.gradients += 1
-        self.bytes_sent += nbytes
-        self.bytes_full += vector_bytes(encode_vector(g, 0, _FULL))
-        if self.policy is not None:
-            self.policy.observe(float(np.linalg.norm(received)))
-        self._last = received
-        return received
-
-    def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
-        f, g = self.oracle.value_grad(w)
-        return f, self._receive(g)
-
-    def set_direction(self, p: np.ndarray) -> None:
-        self.oracle.set_direction(p)
-        probe = self.policy is not None and self.policy.compressing and self._last is not None
-        self._believed = float(self._last @ np.asarray(p, dtype=np.float64)) if probe else None
-
-    def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._believed is None or self.policy is None:
-            return self.oracle.line_values(alphas)
-        believed, self._believed = self._believed, None
-        alphas = np.asarray(alphas, dtype=np.float64)
-        zero = np.flatnonzero(alphas == 0.0)
-        if zero.size:
-            f, d = self.oracle.line_values(alphas)
-            slope = float(d[zero[0]])
-        else:
-            f, d = self.oracle.line_values(np.concatenate([[0.0], alphas]))
-            slope = float(d[0])
-            f, d = f[1:], d[1:]
-        self.policy.observe_direction(believed, slope)
-        return f, d
-
-    def step(self, alpha: float) -> tuple[float, np.ndarray]:
-        f, g = self.oracle.step(alpha)
-        return f, self._receive(g)
-
-    def hess_vec(self, v: np.ndarray) -> np.ndarray:
-        return self.oracle.hess_vec(v)
-
-
 __all__ = [
-    "AdaptivePrecision",
-    "CompressedGradientOracle",
     "CompressionError",
     "CompressionSpecError",
     "ErrorFeedbackState",

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 
 from geodml.federation import Federation
-from geodml.federation.transport import GrpcTransport
 from geodml.wire.codec import WireFormat
+from geodml.wire.transport import GrpcTransport
 
 
 def status(field: str) -> int:

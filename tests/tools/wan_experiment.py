@@ -439,7 +439,8 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
 _STOCK_DESCRIBE = """
 import json, sys, time
 from pathlib import Path
-from geodml.federation.transport import GrpcTransport, SiteCallError
+from geodml.wire.errors import SiteCallError
+from geodml.wire.transport import GrpcTransport
 from geodml.wire.protocol import pb
 from geodml.wire.tls import TlsFiles, channel_credentials
 d = Path(sys.argv[1])

@@ -60,7 +60,7 @@ from geodml.algorithms.baseline import (
 )
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec

@@ -16,7 +16,7 @@ import numpy as np
 
 from geodml.algorithms.record import RoundRow
 from geodml.errors import ConfigError
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec

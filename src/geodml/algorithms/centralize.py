@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.centralized import train_centralized
 from geodml.data.dataset import Dataset
-from geodml.federation.base import Federation
-from geodml.federation.transport import SiteCallError
+from geodml.federation import Federation
 from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import DIAG, Preconditioner
+from geodml.wire.errors import SiteCallError
 
 
 @dataclass

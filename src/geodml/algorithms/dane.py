@@ -37,7 +37,7 @@ import numpy as np
 from geodml.algorithms.baseline import StopRule, initial_point, read_params, weighted_average
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 from geodml.federation.objective import FederatedObjective
 
 if TYPE_CHECKING:

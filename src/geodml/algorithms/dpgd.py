@@ -32,7 +32,7 @@ import numpy as np
 from geodml.algorithms.baseline import read_params
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
-from geodml.federation.base import Federation, PrivacyJob
+from geodml.federation import Federation, PrivacyJob
 from geodml.privacy.dp import calibrate_noise
 
 if TYPE_CHECKING:

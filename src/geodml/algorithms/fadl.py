@@ -60,7 +60,7 @@ from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.warm_start import warm_start
 from geodml.errors import ConfigError
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 from geodml.optim.preconditioner import Preconditioner
 
 

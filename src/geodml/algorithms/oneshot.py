@@ -35,7 +35,7 @@ from geodml.algorithms.baseline import (
     weighted_average,
 )
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec

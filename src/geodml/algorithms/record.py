@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 
 
 @dataclass

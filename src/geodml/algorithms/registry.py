@@ -20,7 +20,7 @@ from geodml.algorithms.oneshot import train_oneshot
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.spec import TrainSpec
 from geodml.errors import ConfigError
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 
 Method = Callable[[Federation, TrainSpec, RunRecorder], RunResult]
 

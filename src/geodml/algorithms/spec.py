@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geodml.algorithms.defaults import DEFAULT_GTOL, DEFAULT_MAX_ROUNDS
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 from geodml.optim.preconditioner import DIAG, Preconditioner
 
 

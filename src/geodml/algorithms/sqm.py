@@ -17,7 +17,7 @@ from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.warm_start import warm_start
 from geodml.errors import ConfigError
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 from geodml.federation.objective import FederatedObjective
 from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import DIAG, Preconditioner, solve

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geodml.federation.base import Federation
+from geodml.federation import Federation
 from geodml.optim.preconditioner import Preconditioner
 from geodml.site.local_warm import WARM_START_OUTPUTS
 

@@ -71,11 +71,11 @@ class CompressionOptions:
         return " ".join(f"{d} {t}" for d, t in (("up", up), ("down", down)) if t)
 
     def config(self):
-        """The federation's :class:`~geodml.federation.base.CompressionConfig`, or None."""
+        """The federation's :class:`~geodml.federation.CompressionConfig`, or None."""
         if not self.active:
             return None
-        from geodml.compression import AdaptivePrecision
-        from geodml.federation.base import CompressionConfig
+        from geodml.federation import CompressionConfig
+        from geodml.job.compression import AdaptivePrecision
 
         up, down = self.specs()
         return CompressionConfig(up=up, down=down,

@@ -41,8 +41,8 @@ def load_deployment(sites: SiteSource):
 def _remote_transports(sites: SiteSource, topology) -> list:
     """gRPC transports to ``--site`` addresses or the deployment's sites, with the
     TLS files of the options, else the deployment's ``[tls]``."""
-    from geodml.federation.transport import GrpcTransport
     from geodml.wire.tls import channel_credentials, check_insecure_address
+    from geodml.wire.transport import GrpcTransport
 
     insecure = sites.tls.insecure or (topology is not None and topology.insecure)
     files = coordinator_files(sites.tls)
@@ -73,7 +73,7 @@ def _local_transports(sites: SiteSource) -> list:
     ``--dp-epsilon/--dp-delta`` as their policies."""
     from geodml.data.partition import site_dirs
     from geodml.data.store import load_dataset
-    from geodml.federation.transport import InProcessTransport
+    from geodml.site.inprocess import InProcessTransport
     from geodml.site.policy import Policy
     from geodml.site.service import SiteService
 
@@ -93,8 +93,7 @@ def _local_transports(sites: SiteSource) -> list:
 def open_federation(config: TrainConfig, topology, audit: str | None, journal=None):
     """The run's :class:`~geodml.federation.Federation` (``topology``: the deployment,
     whose home is the coordinator's DC; ``audit``: the audit log's path)."""
-    from geodml.federation import AuditLog, Federation
-    from geodml.federation.base import SecureAggregation
+    from geodml.federation import AuditLog, Federation, SecureAggregation
     from geodml.federation.reliability import Reliability
 
     sites = config.sites

@@ -1,6 +1,7 @@
-"""The global objective evaluated by the sites: the SQM oracle.
+"""The global objective evaluated by the sites: the federation as a :class:`SumsSource`.
 
-Implements :class:`~geodml.models.ObjectiveOracle` over a :class:`Federation`:
+``FederatedObjective(fed, lam)`` is :class:`~geodml.models.objective.RegularizedObjective`
+over :class:`FederationSums`:
 
     F(w) = (1/N) sum_k L_k(w) + (lambda/2) ||w||^2
 
@@ -10,78 +11,76 @@ first ``line_values`` call (sites cache ``X p``); further step-size batches and
 ``step`` (moving to ``w + a p`` and returning the gradient) send no vector down.
 So an L-BFGS iteration costs one vector down and one vector up per site.
 Because the sites see vectors after the wire format and the down compression
-(e.g. float32, 8-bit), the coordinator keeps ``p`` as the sites received it and
-hands it back from ``set_direction``, so solver and sites step alike.
+(e.g. float32, 8-bit), the objective keeps ``w`` and ``p`` as the sites received them
+and hands ``p`` back from ``set_direction``, so solver and sites step alike.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from geodml.federation.base import Federation, SiteEval
+from geodml.federation.federation import Federation
+from geodml.models.objective import RegularizedObjective
 
 
-class FederatedObjective:
-    def __init__(self, federation: Federation, lam: float):
+class FederationSums:
+    """The sums over a federation's sites (a :class:`~geodml.models.objective.SumsSource`)."""
+
+    def __init__(self, federation: Federation):
         self.fed = federation
-        self.lam = float(lam)
-        self.n_features = federation.n_features
-        self.w: np.ndarray | None = None
-        self.p: np.ndarray | None = None
-        self._p_pending = False
-        self._g: np.ndarray | None = None  # the last gradient, as assembled from the sites
+        self._p: np.ndarray | None = None
+        self.pending_direction = False
 
     @property
     def n_rows(self) -> int:
         """The rows of the sites still in the run (fewer once a lost site is dropped)."""
         return self.fed.n_rows
 
-    def _as_received(self, v: np.ndarray) -> np.ndarray:
-        return self.fed.as_received(v)
+    @property
+    def compressing(self) -> bool:
+        return self.fed.compressing
 
-    def _assemble(self, evals: list[SiteEval], w: np.ndarray) -> tuple[float, np.ndarray]:
-        loss = sum(e.loss_sum for e in evals)
-        grad = np.sum([e.grad for e in evals], axis=0) / self.n_rows + self.lam * w
-        self.fed.note_gradient(float(np.linalg.norm(grad)))
-        self._g = grad
-        return loss / self.n_rows + 0.5 * self.lam * float(w @ w), grad
+    def point(self, w: np.ndarray) -> np.ndarray:
+        return self.fed.as_received(w)
 
-    def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
-        self.w = self._as_received(w)
-        self.p = None
-        return self._assemble(self.fed.evaluate(self.w), self.w)
+    def evaluate(self, w: np.ndarray, need_grad: bool = True
+                 ) -> tuple[float, np.ndarray | None]:
+        evals = self.fed.evaluate(w, want_grad=need_grad)
+        grad = np.sum([e.grad for e in evals], axis=0) if need_grad else None
+        return sum(e.loss_sum for e in evals), grad
 
     def set_direction(self, p: np.ndarray) -> np.ndarray:
         """Remember ``p`` as the sites will receive it; returns that direction."""
-        self.p = self._as_received(p)
-        self._p_pending = True
-        return self.p
+        self._p = self.fed.as_received(p)
+        self.pending_direction = True
+        return self._p
 
-    def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        alphas = np.asarray(alphas, dtype=np.float64)
-        probe = self._p_pending and self.fed.compressing and self._g is not None
-        asked = np.concatenate([[0.0], alphas]) if probe else alphas
-        parts = self.fed.line_search(self.p if self._p_pending else None, asked)
-        self._p_pending = False
-        if probe:  # the exact slope at 0 checks the compressed gradient's (same round)
-            true_slope = float(sum(d[0] for _, d in parts)) / self.n_rows + self.lam * float(
-                self.w @ self.p)
-            self.fed.note_direction(float(self._g @ self.p), true_slope)
-            parts = [(v[1:], d[1:]) for v, d in parts]
-        vals = np.sum([v for v, _ in parts], axis=0)
-        ders = np.sum([d for _, d in parts], axis=0)
-        ww, wp, pp = float(self.w @ self.w), float(self.w @ self.p), float(self.p @ self.p)
-        f = vals / self.n_rows + 0.5 * self.lam * (ww + 2 * alphas * wp + alphas**2 * pp)
-        return f, ders / self.n_rows + self.lam * (wp + alphas * pp)
+    def line_sums(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = self.fed.line_search(self._p if self.pending_direction else None, alphas)
+        self.pending_direction = False
+        return np.sum([v for v, _ in parts], axis=0), np.sum([d for _, d in parts], axis=0)
 
     def step(self, alpha: float) -> tuple[float, np.ndarray]:
-        if self._p_pending:  # the direction never went out: send it with a 0-step batch
-            self.line_values(np.array([0.0]))
-        w_new = self.w + alpha * self.p
         evals = self.fed.evaluate(step=alpha)
-        self.w, self.p = w_new, None
-        return self._assemble(evals, w_new)
+        return sum(e.loss_sum for e in evals), np.sum([e.grad for e in evals], axis=0)
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
-        evals = self.fed.evaluate(None, want_grad=False, v=self._as_received(v))
-        return np.sum([e.hvp for e in evals], axis=0) / self.n_rows + self.lam * np.asarray(v)
+        evals = self.fed.evaluate(None, want_grad=False, v=self.fed.as_received(v))
+        return np.sum([e.hvp for e in evals], axis=0)
+
+    def note_gradient(self, grad_norm: float) -> None:
+        self.fed.note_gradient(grad_norm)
+
+    def note_direction(self, believed_slope: float, true_slope: float) -> None:
+        self.fed.note_direction(believed_slope, true_slope)
+
+
+class FederatedObjective(RegularizedObjective):
+    """:class:`RegularizedObjective` over a federation's sites."""
+
+    def __init__(self, federation: Federation, lam: float):
+        super().__init__(FederationSums(federation), lam, federation.n_features)
+        self.fed = federation
+
+
+__all__ = ["FederatedObjective", "FederationSums"]

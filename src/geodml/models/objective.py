@@ -14,8 +14,9 @@ logistic loss this is scikit-learn's ``LogisticRegression(C=1, fit_intercept=Fal
 objective divided by N.
 
 :class:`ObjectiveOracle` is the small interface the solvers are written against;
-:class:`RegularizedObjective` implements it over in-process parts, and the
-federation implements it over remote DCs.
+:class:`RegularizedObjective` is the one implementation, over a :class:`SumsSource`:
+in-process parts (:class:`PartSums`) or a federation's sites
+(:class:`geodml.federation.objective.FederationSums`).
 """
 
 from __future__ import annotations
@@ -62,75 +63,178 @@ class ObjectiveOracle(Protocol):
         """Hessian of ``F`` at the current point times ``v``."""
 
 
-class RegularizedObjective:
-    """``F(w)`` over in-process parts (one part: centralized; K parts: K DCs)."""
+class SumsSource(Protocol):
+    """The sums over all DCs at the current point, as :class:`RegularizedObjective`
+    needs them: in-process parts (:class:`PartSums`) or the sites of a federation
+    (:class:`geodml.federation.objective.FederationSums`). Totals, not per-DC."""
 
-    def __init__(self, parts: list[SumsProvider], lam: float, n_features: int):
-        if lam < 0:
-            raise ValueError(f"lambda must be >= 0, got {lam}")
+    n_rows: int
+    compressing: bool  # vectors travel compressed: probe the exact slope along each p
+    pending_direction: bool  # set_direction deferred p: it travels with a line search
+
+    def point(self, w: np.ndarray) -> np.ndarray: ...
+    def evaluate(self, w: np.ndarray, need_grad: bool = True) -> tuple[float, np.ndarray]: ...
+    def set_direction(self, p: np.ndarray) -> np.ndarray | None: ...
+    def line_sums(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def step(self, alpha: float) -> tuple[float, np.ndarray]: ...
+    def hess_vec(self, v: np.ndarray) -> np.ndarray: ...
+    def note_gradient(self, grad_norm: float) -> None: ...
+    def note_direction(self, believed_slope: float, true_slope: float) -> None: ...
+
+
+class PartSums:
+    """The sums over in-process parts (one part: centralized; K parts: K DCs)."""
+
+    compressing = False
+    pending_direction = False
+
+    def __init__(self, parts: list[SumsProvider]):
         self.parts = parts
-        self.lam = float(lam)
-        self.n_features = n_features
         self.n_rows = sum(p.n_rows for p in parts)
         if self.n_rows == 0:
             raise ValueError("the objective has no rows")
-        self.w: np.ndarray | None = None
-        self.p: np.ndarray | None = None
-        self.evaluations = 0
 
-    def _assemble(self, sums: list[Sums], w: np.ndarray) -> tuple[float, np.ndarray]:
-        loss = sum(s.loss for s in sums)
+    def point(self, w: np.ndarray) -> np.ndarray:
+        return np.array(w, dtype=np.float64)
+
+    @staticmethod
+    def _total(sums: list[Sums]) -> tuple[float, np.ndarray]:
         grad = sums[0].grad.copy()
         for s in sums[1:]:
             grad += s.grad
-        f = loss / self.n_rows + 0.5 * self.lam * float(w @ w)
-        grad /= self.n_rows
-        grad += self.lam * w
-        return f, grad
+        return sum(s.loss for s in sums), grad
 
-    def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
-        self.w = np.array(w, dtype=np.float64)
-        self.p = None
-        self.evaluations += 1
-        return self._assemble([part.evaluate(self.w) for part in self.parts], self.w)
-
-    def value(self, w: np.ndarray) -> float:
-        """``F(w)`` alone (moves the current point to ``w``)."""
-        self.w = np.array(w, dtype=np.float64)
-        self.p = None
-        loss = sum(part.evaluate(self.w, need_grad=False).loss for part in self.parts)
-        return loss / self.n_rows + 0.5 * self.lam * float(self.w @ self.w)
+    def evaluate(self, w: np.ndarray, need_grad: bool = True) -> tuple[float, np.ndarray | None]:
+        if not need_grad:
+            return sum(part.evaluate(w, need_grad=False).loss for part in self.parts), None
+        return self._total([part.evaluate(w) for part in self.parts])
 
     def set_direction(self, p: np.ndarray) -> None:
-        self.p = np.array(p, dtype=np.float64)
         for part in self.parts:
-            part.set_direction(self.p)
+            part.set_direction(p)
 
-    def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        alphas = np.asarray(alphas, dtype=np.float64)
+    def line_sums(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         vals = np.zeros(len(alphas))
         ders = np.zeros(len(alphas))
         for part in self.parts:
             v, d = part.line_sums(alphas)
             vals += v
             ders += d
+        return vals, ders
+
+    def step(self, alpha: float) -> tuple[float, np.ndarray]:
+        return self._total([part.step(alpha) for part in self.parts])
+
+    def hess_vec(self, v: np.ndarray) -> np.ndarray:
+        return sum(part.hess_vec(v) for part in self.parts)
+
+    def hess_diag(self) -> np.ndarray:
+        return np.sum([part.hess_diag() for part in self.parts], axis=0)
+
+    def note_gradient(self, grad_norm: float) -> None:
+        """In process nothing is compressed: nothing to watch."""
+
+    def note_direction(self, believed_slope: float, true_slope: float) -> None:
+        """In process nothing is compressed: nothing to watch."""
+
+
+class RegularizedObjective:
+    """``F(w)`` over the sums of all DCs: in-process parts (a list of
+    :class:`SumsProvider`) or any :class:`SumsSource`, such as a federation's sites
+    (:class:`geodml.federation.objective.FederationSums`: each call one round).
+
+    Over a source that sends vectors compressed, ``w`` and ``p`` are kept as the
+    sites received them (``set_direction`` returns that direction, so solver and
+    sites step alike), every assembled gradient's norm goes to the source's
+    precision policy, and the first line search along a new direction also asks for
+    the slope at step 0: the exact ``phi'(0)`` checks the compressed gradient's
+    ``g~.p`` (one more scalar in the same round).
+    """
+
+    def __init__(self, parts: list[SumsProvider] | SumsSource, lam: float, n_features: int):
+        if lam < 0:
+            raise ValueError(f"lambda must be >= 0, got {lam}")
+        self.source: SumsSource = PartSums(parts) if isinstance(parts, list | tuple) else parts
+        self.lam = float(lam)
+        self.n_features = n_features
+        self.w: np.ndarray | None = None
+        self.p: np.ndarray | None = None
+        self.evaluations = 0
+        self._g: np.ndarray | None = None  # the last gradient assembled
+        self._new_direction = False  # p set, no line search along it yet
+
+    @property
+    def parts(self) -> list[SumsProvider]:
+        """The in-process parts (a :class:`PartSums` source only)."""
+        return self.source.parts
+
+    @property
+    def n_rows(self) -> int:
+        """Rows summed over (a federation's: fewer once a lost site is dropped)."""
+        return self.source.n_rows
+
+    def _assemble(self, loss: float, grad: np.ndarray, w: np.ndarray
+                  ) -> tuple[float, np.ndarray]:
+        """``F`` and its gradient from the loss and gradient sums at ``w``."""
+        n = self.n_rows
+        f = loss / n + 0.5 * self.lam * float(w @ w)
+        grad = grad / n
+        grad += self.lam * w
+        self.source.note_gradient(float(np.linalg.norm(grad)))
+        self._g = grad
+        return f, grad
+
+    def value_grad(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        self.w = self.source.point(w)
+        self.p = None
+        self.evaluations += 1
+        return self._assemble(*self.source.evaluate(self.w), self.w)
+
+    def value(self, w: np.ndarray) -> float:
+        """``F(w)`` alone (moves the current point to ``w``)."""
+        self.w = self.source.point(w)
+        self.p = None
+        loss, _ = self.source.evaluate(self.w, need_grad=False)
+        return loss / self.n_rows + 0.5 * self.lam * float(self.w @ self.w)
+
+    def set_direction(self, p: np.ndarray) -> np.ndarray | None:
+        """Cache ``p`` at the current point; returns the direction as the sites
+        received it when the source changes vectors on their way (else None)."""
+        self.p = np.array(p, dtype=np.float64)
+        applied = self.source.set_direction(self.p)
+        if applied is not None:
+            self.p = applied
+        self._new_direction = True
+        return applied
+
+    def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        alphas = np.asarray(alphas, dtype=np.float64)
+        probe = self._new_direction and self.source.compressing and self._g is not None
+        self._new_direction = False
+        vals, ders = self.source.line_sums(np.concatenate([[0.0], alphas]) if probe
+                                           else alphas)
         ww, wp, pp = float(self.w @ self.w), float(self.w @ self.p), float(self.p @ self.p)
+        if probe:  # the exact slope at 0 checks the compressed gradient's (same round)
+            self.source.note_direction(float(self._g @ self.p),
+                                       float(ders[0]) / self.n_rows + self.lam * wp)
+            vals, ders = vals[1:], ders[1:]
         f = vals / self.n_rows + 0.5 * self.lam * (ww + 2 * alphas * wp + alphas**2 * pp)
         df = ders / self.n_rows + self.lam * (wp + alphas * pp)
         return f, df
 
     def step(self, alpha: float) -> tuple[float, np.ndarray]:
+        if self.source.pending_direction:  # p never went out: send it with a 0-step batch
+            self.line_values(np.array([0.0]))
         w_new = self.w + alpha * self.p
-        sums = [part.step(alpha) for part in self.parts]
+        loss, grad = self.source.step(alpha)
         self.w, self.p = w_new, None
         self.evaluations += 1
-        return self._assemble(sums, w_new)
+        return self._assemble(loss, grad, w_new)
 
     def hess_diag_sum(self) -> np.ndarray:
         """``sum_i l''(z_i) x_ij^2`` over every part's rows at the current point."""
-        return np.sum([part.hess_diag() for part in self.parts], axis=0)
+        return self.source.hess_diag()
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
-        hv = sum(part.hess_vec(v) for part in self.parts)
+        hv = self.source.hess_vec(v)
         return hv / self.n_rows + self.lam * np.asarray(v, dtype=np.float64)
-

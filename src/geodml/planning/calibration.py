@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geodml.errors import ConfigError
-from geodml.federation.base import SiteInfo
+from geodml.federation import SiteInfo
 from geodml.federation.meter import RoundTraffic
 from geodml.planning.deployment import Deployment
 from geodml.planning.plans import GeoVariant, Workload

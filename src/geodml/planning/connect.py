@@ -11,10 +11,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from geodml.errors import ConfigError
-from geodml.federation import AuditLog, Federation
-from geodml.federation.base import CompressionConfig, SecureAggregation
-from geodml.federation.transport import GrpcTransport
+from geodml.federation import AuditLog, CompressionConfig, Federation, SecureAggregation
 from geodml.planning.deployment import Deployment
+from geodml.wire.transport import GrpcTransport
 
 if TYPE_CHECKING:
     from geodml.wire.tls import TlsFiles

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from geodml.compression import wire_format_for
-from geodml.federation.base import SiteInfo
+from geodml.federation import SiteInfo
 from geodml.planning.deployment import Deployment
 from geodml.planning.plans import PRIVATE_METHODS, Estimate, GeoVariant, Workload
 from geodml.planning.wan import egress_usd, model_centralized, round_seconds

@@ -10,7 +10,7 @@ from typing import Literal
 
 from geodml.algorithms.defaults import DEFAULT_GTOL
 from geodml.errors import ConfigError
-from geodml.federation.base import CompressionConfig
+from geodml.federation import CompressionConfig
 
 PRIVATE_METHODS = frozenset({"dp-gd"})  # methods that release only noisy sums
 
@@ -46,14 +46,14 @@ class GeoVariant:
         return " ".join(parts)
 
     def secure_aggregation(self):
-        from geodml.federation.base import SecureAggregation
+        from geodml.federation import SecureAggregation
 
         return SecureAggregation() if self.secure else None
 
     def compression(self, full_precision_at: float = 1e-3) -> CompressionConfig | None:
         if not (self.compress_up or self.compress_down):
             return None
-        from geodml.compression import AdaptivePrecision
+        from geodml.job.compression import AdaptivePrecision
 
         return CompressionConfig(up=self.compress_up, down=self.compress_down,
                                  precision=AdaptivePrecision(threshold=full_precision_at))

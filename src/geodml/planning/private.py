@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from geodml.errors import GeodmlError
-from geodml.federation.base import SiteInfo
+from geodml.federation import SiteInfo
 from geodml.planning.deployment import Deployment
 from geodml.planning.estimates import MIN_VECTOR_ROUNDS, bound_links, geo_estimate
 from geodml.planning.plans import Estimate, GeoVariant, Workload
@@ -28,7 +28,7 @@ def twin_rounds(variant: GeoVariant, sites: Sequence[SiteInfo], home: str,
     from geodml.algorithms.registry import TrainSpec, train
     from geodml.data.dataset import Dataset
     from geodml.federation import Federation
-    from geodml.federation.transport import InProcessTransport
+    from geodml.site.inprocess import InProcessTransport
     from geodml.site.policy import Policy
     from geodml.site.service import SiteService
 

@@ -42,29 +42,6 @@ from geodml.errors import ConfigError
 
 GENESIS_PREV = "0" * 64
 
-# what each call's reply carries out of the DC
-CONTENT = {
-    "Describe": ("metadata", "site statistics: row, nonzero and positive counts, feature space"),
-    "Prepare": ("metadata", "session id; the feature indices the rows touch (support)"),
-    "Evaluate": ("aggregate", "loss sum over the rows; gradient / Hessian-vector sums"),
-    "LineSearch": ("aggregate", "loss and slope sums at the step sizes asked"),
-    "LocalSolve": ("aggregate", "a local solver's direction over the rows"),
-    "Subspace": ("aggregate", "loss, gradient and Hessian sums in subspace coefficients"),
-    "Export": ("raw-rows", "RAW ROWS (Arrow IPC)"),
-    "Close": ("metadata", "nothing"),
-}
-
-
-def message_digest():
-    """The running digest of a reply's messages (see the module docstring)."""
-    return hashlib.sha256()
-
-
-def add_message(digest, data: bytes) -> None:
-    digest.update(len(data).to_bytes(4, "little"))
-    digest.update(data)
-
-
 def record_hash(record: dict) -> str:
     """``SHA-256(prev || canonical JSON of the record without hash and sig)``."""
     body = {k: v for k, v in record.items() if k not in ("hash", "sig")}

@@ -20,9 +20,10 @@ from pathlib import Path
 import grpc
 
 from geodml.errors import GeodmlError
-from geodml.federation.transport import GrpcTransport, SiteCallError
 from geodml.site.config import SiteConfig, dump_site_config
+from geodml.wire.errors import SiteCallError
 from geodml.wire.protocol import pb
+from geodml.wire.transport import GrpcTransport
 
 #: how long LocalCluster waits for its sites to serve, unless told otherwise (seconds)
 READY_TIMEOUT = 60.0

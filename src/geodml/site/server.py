@@ -26,10 +26,10 @@ from google.protobuf.message import DecodeError
 
 from geodml.data.store import load_dataset, map_dataset
 from geodml.errors import ConfigError
-from geodml.federation.transport import KEEPALIVE_MS, MAX_MESSAGE_BYTES, METHODS
 from geodml.site.config import SiteConfig
-from geodml.site.service import SiteError, SiteService
-from geodml.wire.protocol import SERVICE_NAME
+from geodml.site.service import SiteService
+from geodml.wire.errors import SiteError
+from geodml.wire.protocol import KEEPALIVE_MS, MAX_MESSAGE_BYTES, METHODS, SERVICE_NAME
 
 log = logging.getLogger("geodml.site")
 
@@ -109,7 +109,7 @@ class SiteServicer:
     def handlers(self) -> grpc.GenericRpcHandler:
         """The Site service's method handlers, taking raw request bytes."""
         table = {}
-        for method, (_, reply_type, client_streams, server_streams) in METHODS.items():
+        for method, (_, reply_type, client_streams, server_streams, *_) in METHODS.items():
             def replies(request, context, method=method):
                 return self._replies(method, request, context)
 

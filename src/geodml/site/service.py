@@ -1,4 +1,4 @@
-"""The Site API, independent of the transport.
+"""The Site API, independent of the transport: dispatch and the call handlers.
 
 :class:`SiteService` turns request messages into reply messages. The gRPC server
 (:mod:`geodml.site.server`) and the in-process federation both call it with the
@@ -9,11 +9,14 @@ Errors are :class:`SiteError` with a gRPC status name: INVALID_ARGUMENT for a
 malformed request (wrong dimension, NaN, garbage bytes), NOT_FOUND for an
 unknown session, PERMISSION_DENIED for a policy refusal, FAILED_PRECONDITION for
 a call out of order. None of them disturbs other sessions.
+
+The site's rows and their facts are :mod:`geodml.site.rows`, a session's state
+:mod:`geodml.site.session`; each job concern's site half is in :mod:`geodml.job`
+(the job's spec, support, compression, secure aggregation, privacy).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -21,51 +24,46 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from google.protobuf.message import Message
 
-from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset
-from geodml.data.streamed import DEFAULT_BLOCK_NNZ, StreamedRows, release_pages
-from geodml.errors import GeodmlError
-from geodml.models.losses import Loss, get_loss
+from geodml.data.streamed import StreamedRows
+from geodml.job.compression import UpSender
+from geodml.job.privacy import PrivateRows, check_request, private_gradient
+from geodml.job.secure import mask, masker_for
+from geodml.job.spec import JobSpec
+from geodml.models.losses import Loss
 from geodml.privacy.dp import (
-    PrivacyBudgetError,
     PrivacyLedger,
-    PrivacyReplayError,
-    clipped_gradient_sum,
-    gaussian_noise,
-    row_l2_norms,
 )
 from geodml.privacy.secure_aggregation import (
-    FixedPointOverflowError,
-    Masker,
-    Peer,
-    SecureAggregationError,
     public_bytes,
     site_key,
 )
-from geodml.site.audit import CONTENT, SignedAuditLog, add_message, message_digest
+from geodml.site.audit import SignedAuditLog
 from geodml.site.executor import Executor, ThreadExecutor
-from geodml.site.export import encode_rows, encode_streamed
 from geodml.site.policy import Policy, PolicyError
 from geodml.site.procedures import PROCEDURES, ProcedureContext
+from geodml.site.rows import SiteRows
+from geodml.site.session import Session, read_message_stream
 from geodml.wire.codec import (
     CodecError,
     VectorAssembler,
-    WireFormat,
     encode_indices,
     encode_ring,
     encode_vector,
 )
-from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
+from geodml.wire.digest import add_message, message_digest
+from geodml.wire.errors import SiteError
+from geodml.wire.info import PrivacyBudget, SiteInfo
+from geodml.wire.protocol import CONTENT, PROTOCOL_VERSION, pb, with_chunks
 
 CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step",
                 "subspace", "sample", "secure_aggregation", "privacy")
-EXPORT_SAMPLE_ROWS = 32768  # rows encoded to estimate the size of a full Export
 MAX_SUBSPACE = 64  # directions a subspace may hold
 MAX_SESSIONS = 64
 MAX_PARAMS_JSON = 65536  # bytes of a LocalSolve's parameters
@@ -78,84 +76,6 @@ class RayPlacement:
 
     path: str  # the geodml dataset directory the site's data was loaded from
     address: str = "auto"
-
-
-class SiteError(GeodmlError):
-    """A refused or failed call: ``code`` is a gRPC status name."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
-
-
-@dataclass
-class Session:
-    id: str
-    job: str
-    loss: Loss
-    lam: float
-    executor: Executor
-    dim: int
-    support: np.ndarray | None
-    reply_format: WireFormat
-    X: sp.csr_matrix | StreamedRows  # the session's rows (support-restricted columns
-    # when restricted); streamed: read from the mapped files block by block
-    y: np.ndarray
-    shards: int = 1
-    threads: int | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    state: dict = field(default_factory=dict)  # what local procedures keep between calls
-    up: Transform | None = None  # compression of the gradient sums sent up, with its state
-    up_state: object = None
-    up_format: WireFormat | None = None
-    _scratch: Executor | None = None
-    # (call, round) -> result of the last round of each call, to answer a retry
-    cache: dict[tuple[str, int], tuple] = field(default_factory=dict)
-    has_point: bool = False
-    masker: Masker | None = None  # secure aggregation: every reply's sums masked
-    privacy: pb.PrivacyRequest | None = None  # differential privacy: noisy gradients only
-    row_norms: np.ndarray | None = None  # ||x_i||, for per-row clipping
-
-    def scratch(self) -> Executor:
-        """A second executor on the same rows, for local procedures: they never move
-        the session's point or its cached directions."""
-        if self._scratch is None:  # the same blocks or workers, its own state
-            self._scratch = self.executor.sibling()
-        return self._scratch
-
-    def close(self) -> None:
-        if self._scratch is not None:
-            self._scratch.close()
-        self.executor.close()
-
-    def cached(self, call: str, round_id: int) -> tuple | None:
-        return self.cache.get((call, round_id)) if round_id else None
-
-    def remember(self, call: str, round_id: int, result: tuple) -> tuple:
-        if round_id:
-            self.cache = {k: v for k, v in self.cache.items() if k[0] != call}
-            self.cache[(call, round_id)] = result
-        return result
-
-
-def read_message_stream(
-    requests: Iterable, lengths: Callable[[object], dict[int, int]], site: str,
-    float32: bool = False, float32_range: bool = False,
-) -> tuple[object, VectorAssembler]:
-    """The first (header) message and an assembler holding every chunk of the stream
-    (decoding into float32 when the receiver computes in float32; ``float32_range``:
-    refuse values a float32 site cannot hold, kept in float64)."""
-    it = iter(requests)
-    first = next(it, None)
-    if first is None:
-        raise SiteError("INVALID_ARGUMENT", f"site {site}: empty request stream")
-    slots = lengths(first)
-    assembler = VectorAssembler(slots, float32_slots=slots if float32 else (),
-                                float32_range_slots=slots if float32_range else ())
-    for msg in itertools.chain((first,), it):  # one message at a time: bounded memory
-        if msg.HasField("chunk"):
-            assembler.add(msg.chunk)
-    return first, assembler
 
 
 class SiteService:
@@ -189,20 +109,14 @@ class SiteService:
         if stream and ray is not None:
             raise ValueError(f"site {name}: streaming runs on the thread executor, not Ray")
         self.stream = stream
-        self.block_nnz = (block_nnz or DEFAULT_BLOCK_NNZ) if stream else block_nnz
+        self.rows = SiteRows(data, stream, block_nnz)
+        self.block_nnz = self.rows.block_nnz
         if ray is not None:  # connect now, in the site's main thread (Ray needs it)
             from geodml.site.ray_executor import ensure_ray
 
             ensure_ray(ray.address)
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
-        self._support: np.ndarray | None = None
-        self._restricted_X: sp.csr_matrix | None = None
-        self._export_estimate: int | None = None
-        self.fingerprint = self._fingerprint()
-        if stream:  # the fingerprint read the edges of the mapped arrays
-            release_pages(self.data.X.indices)
-            release_pages(self.data.X.data)
         self.audit: SignedAuditLog | None = None  # the site's own signed log, if configured
         self._float32 = self.data.X.dtype == np.float32
         self._secret = secret if secret is not None else os.urandom(32)
@@ -212,86 +126,19 @@ class SiteService:
             self.ledger = PrivacyLedger(self.policy.dp_epsilon, self.policy.dp_delta,
                                         privacy_ledger, self._secret)
 
-    # -- data-derived facts --------------------------------------------------
-    def _fingerprint(self) -> str:
+    # -- data-derived facts (geodml.site.rows) ------------------------------------
+    @property
+    def fingerprint(self) -> str:
         """A digest of the data's shape, feature space, labels and edges of its arrays."""
-        X, h = self.data.X, hashlib.blake2b(digest_size=12)
-        h.update(json.dumps([self.data.n_rows, X.nnz, self.data.space.fingerprint()]).encode())
-        for arr in (X.indptr, X.indices, X.data, self.data.y):
-            h.update(arr[:65536].tobytes())  # edges only: a mapped array stays unread
-            h.update(arr[-65536:].tobytes())
-        h.update(np.float64(self.data.y.sum()).tobytes())
-        return h.hexdigest()
+        return self.rows.fingerprint
 
     def support(self) -> np.ndarray:
         """Sorted feature indices that at least one of the site's rows touches."""
-        if self._support is None and self.stream:
-            self._support = StreamedRows(self.data.X).support(self.block_nnz)
-        if self._support is None:
-            indices = self.data.X.indices
-            if len(indices) < self.data.n_features // 8:  # few nonzeros: sort them
-                self._support = np.unique(indices).astype(np.uint32)
-            else:  # a count per feature costs less than sorting
-                counts = np.bincount(indices, minlength=self.data.n_features)
-                self._support = np.flatnonzero(counts).astype(np.uint32)
-        return self._support
+        return self.rows.support()
 
     def export_bytes_estimate(self) -> int:
-        """Bytes a full :meth:`export` would send, from encoding a sample of rows.
-
-        ``estimate = bytes(sample) * (nnz + rows) / (nnz(sample) + rows(sample))``: the
-        sample is up to ``EXPORT_SAMPLE_ROWS`` rows in 16 evenly spaced contiguous blocks
-        (contiguous, so zstd sees neighbouring rows as it does in a real export), encoded
-        exactly as Export encodes; all rows when there are fewer.
-        """
-        if self._export_estimate is None:
-            n, rows = self.data.n_rows, None
-            if n > EXPORT_SAMPLE_ROWS:
-                block = EXPORT_SAMPLE_ROWS // 16
-                starts = np.linspace(0, n - block, 16).astype(np.int64)
-                rows = np.concatenate([np.arange(s, s + block) for s in starts])
-            nbytes, sample_nnz, sample_rows = self._encoded_sample(rows)
-            scale = (self.data.nnz + n) / max(1, sample_nnz + sample_rows)
-            self._export_estimate = round(nbytes * scale)
-        return self._export_estimate
-
-    def _sample(self, fraction: float) -> np.ndarray:
-        """An evenly spaced sample of ``round(fraction * rows)`` row numbers (at least 1)."""
-        n = self.data.n_rows
-        k = min(n, max(1, round(fraction * n)))
-        return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
-
-    def _encoded_sample(self, rows: np.ndarray | None) -> tuple[int, int, int]:
-        """Bytes of the sample ``rows`` (None: all rows) encoded as Export encodes, its
-        nonzeros and its rows; streamed, read chunk by chunk (the same bytes)."""
-        if self.stream:
-            src = StreamedRows(self.data.X, rows)
-            y = self.data.y if rows is None else self.data.y[rows]
-            return sum(len(blob) for _, blob in encode_streamed(src, y)), src.nnz, len(y)
-        sample = self.data if rows is None else self.data.take(rows)
-        return sum(len(blob) for _, blob in encode_rows(sample)), sample.nnz, sample.n_rows
-
-    def _session_rows(self, rows: np.ndarray | None, support: np.ndarray | None
-                      ) -> tuple[sp.csr_matrix | StreamedRows, np.ndarray]:
-        """A session's rows (``rows``: a sample, None: all) and labels, with columns
-        renumbered to ``support`` when given: streamed, a view that applies both per
-        block; in memory, the restricted matrix and a copy of the sample."""
-        y = self.data.y if rows is None else self.data.y[rows]
-        if self.stream:
-            return StreamedRows(self.data.X, rows, support), y
-        X = self.data.X if support is None else self._restricted()
-        return (X if rows is None else X[rows]), y
-
-    def _restricted(self) -> sp.csr_matrix:
-        """The rows with columns renumbered to positions in :meth:`support`."""
-        if self._restricted_X is None:
-            X, support = self.data.X, self.support()
-            position = np.zeros(self.data.n_features, dtype=np.int32)
-            position[support] = np.arange(len(support), dtype=np.int32)
-            self._restricted_X = sp.csr_matrix(
-                (X.data, position[X.indices], X.indptr), shape=(X.shape[0], len(support))
-            )
-        return self._restricted_X
+        """Bytes a full :meth:`export` would send (:meth:`SiteRows.export_bytes_estimate`)."""
+        return self.rows.export_bytes_estimate()
 
     # -- helpers ---------------------------------------------------------------
     def _executor(self, X: sp.csr_matrix | StreamedRows, y: np.ndarray, loss: Loss,
@@ -319,124 +166,48 @@ class SiteService:
     # -- the calls ---------------------------------------------------------------
     def describe(self, request: pb.DescribeRequest, peer: str | None) -> pb.DescribeReply:
         self.policy.check_client(self.name, peer)
-        return pb.DescribeReply(
-            site=self.name, region=self.region, rows=self.data.n_rows,
-            features=self.data.n_features, nnz=self.data.nnz, positives=self.data.positives,
-            data_fingerprint=self.fingerprint,
-            feature_space_fingerprint=self.data.space.fingerprint(),
-            feature_space_json=json.dumps(self.data.space.to_dict()),
-            protocol_version=PROTOCOL_VERSION, capabilities=list(CAPABILITIES),
-            support_size=len(self.support()) if self.policy.share_support else 0,
-            shards=self.shards, raw_export_allowed=self.policy.allow_raw_export,
-            export_bytes_estimate=self.export_bytes_estimate(),
-            secure_aggregation_key=public_bytes(self._secure_key),
-            requires_secure_aggregation=self.policy.require_secure_aggregation,
-            privacy=self._budget(),
-        )
+        return SiteInfo(
+            self.name, self.region, self.data.n_rows, self.data.n_features, self.data.nnz,
+            self.data.positives, self.fingerprint, self.data.space, PROTOCOL_VERSION,
+            CAPABILITIES, len(self.support()) if self.policy.share_support else 0,
+            self.shards, self.policy.allow_raw_export, self.export_bytes_estimate(),
+            public_bytes(self._secure_key), self.policy.require_secure_aggregation,
+            self._budget()).to_reply()
 
-    def _budget(self) -> pb.PrivacyBudget | None:
+    def _budget(self) -> PrivacyBudget | None:
         if self.ledger is None:
             return None
-        spent = list(self.ledger.releases.values())
-        return pb.PrivacyBudget(epsilon=self.ledger.epsilon, delta=self.ledger.delta,
-                                epsilon_spent=self.ledger.spent, noise_multipliers=spent)
-
-    def _masker(self, request: pb.PrepareRequest) -> Masker | None:
-        """The job's secure aggregation, checked against the policy."""
-        if not request.HasField("secure"):
-            self.policy.check_unmasked(self.name)
-            return None
-        if request.restrict_to_support or request.up_compression:
-            raise SiteError("INVALID_ARGUMENT",
-                            f"site {self.name}: secure aggregation sums dense, exact vectors: "
-                            "no support restriction, no up compression")
-        sa = request.secure
-        try:
-            return Masker(self.name, self._secure_key,
-                          [Peer(p.site, p.public_key) for p in sa.peers], sa.nonce,
-                          sa.fraction_bits)
-        except SecureAggregationError as e:
-            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: {e}") from None
-
-    def _privacy(self, request: pb.PrepareRequest) -> pb.PrivacyRequest | None:
-        """The job's differential privacy, checked against the policy."""
-        if not request.HasField("privacy"):
-            self.policy.check_unprivate(self.name)
-            return None
-        dp = request.privacy
-        if request.restrict_to_support:
-            raise SiteError("INVALID_ARGUMENT",
-                            f"site {self.name}: a private job may not restrict vectors to the "
-                            "site's feature support (it would reveal which features rows touch)")
-        if self.ledger is None:
-            raise SiteError("FAILED_PRECONDITION",
-                            f"site {self.name}: no privacy budget: its policy sets no "
-                            "dp_epsilon, so it cannot account for a private job")
-        if not (np.isfinite(dp.clip) and dp.clip > 0 and np.isfinite(dp.noise_multiplier)
-                and dp.noise_multiplier > 0 and len(dp.nonce) == 16):
-            raise SiteError("INVALID_ARGUMENT",
-                            f"site {self.name}: privacy needs a positive clip and noise "
-                            "multiplier and a 16-byte nonce")
-        return dp
+        spent = tuple(self.ledger.releases.values())
+        return PrivacyBudget(self.ledger.epsilon, self.ledger.delta, self.ledger.spent, spent)
 
     def prepare(self, request: pb.PrepareRequest, peer: str | None) -> Iterator[pb.PrepareReply]:
         self._guard(peer)
-        try:
-            loss = get_loss(request.loss)
-        except ValueError as e:
-            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: {e}") from None
-        if not (np.isfinite(request.lam) and request.lam >= 0):
-            raise SiteError("INVALID_ARGUMENT", f"site {self.name}: lambda must be finite, >= 0")
-        if request.features != self.data.n_features:
-            raise SiteError(
-                "INVALID_ARGUMENT",
-                f"site {self.name}: job has {request.features} features, the site's data "
-                f"has {self.data.n_features}",
-            )
-        if request.feature_space_fingerprint != self.data.space.fingerprint():
-            raise SiteError(
-                "FAILED_PRECONDITION",
-                f"site {self.name}: feature space {self.data.space.fingerprint()} differs "
-                f"from the job's {request.feature_space_fingerprint}",
-            )
-        if loss.binary and not np.all((self.data.y == 0) | (self.data.y == 1)):
-            raise SiteError("FAILED_PRECONDITION",
-                            f"site {self.name}: loss {loss.name} needs 0/1 labels")
-        up = None
-        if request.up_compression:
-            try:
-                up = from_spec(request.up_compression)
-            except CompressionError as e:
-                raise SiteError("INVALID_ARGUMENT",
-                                f"site {self.name}: up_compression: {e}") from None
-        fraction = request.sample_fraction
-        if not (np.isfinite(fraction) and 0 <= fraction <= 1):
-            raise SiteError("INVALID_ARGUMENT",
-                            f"site {self.name}: sample_fraction must be in [0, 1], got {fraction}")
-        masker, privacy = self._masker(request), self._privacy(request)
+        spec = JobSpec.from_request(request, self.name, self.data)
+        masker = masker_for(request, self.name, self._secure_key, self.policy)
+        privacy = check_request(request, self.name, self.policy, self.ledger)
         support, rows = None, None
-        if request.restrict_to_support:
+        if spec.restrict:
             self.policy.check_support(self.name)
             support = self.support()
-        if 0 < fraction < 1:
-            rows = self._sample(fraction)
+        if 0 < spec.sample_fraction < 1:
+            rows = self.rows.sample(spec.sample_fraction)
             self.policy.check_aggregate(self.name, len(rows))
-        X, y = self._session_rows(rows, support)
-        executor = self._executor(X, y, loss, rows, support)
+        X, y = self.rows.session_rows(rows, support)
+        executor = self._executor(X, y, spec.loss, rows, support)
         with self._lock:
             if len(self.sessions) >= MAX_SESSIONS:
                 executor.close()
                 raise SiteError("RESOURCE_EXHAUSTED",
                                 f"site {self.name}: {MAX_SESSIONS} sessions are open")
             session = Session(
-                uuid.uuid4().hex, request.job, loss, request.lam, executor,
-                X.shape[1], support, WireFormat.from_proto(request.reply_format),
-                X, y, self.shards, self.threads,
+                uuid.uuid4().hex, spec.job, spec.loss, spec.lam, executor,
+                X.shape[1], support, spec.reply_format, X, y, self.shards, self.threads,
             )
-            if up is not None:
-                session.up, session.up_state = up, up.init(session.dim)
-                session.up_format = wire_format_for(up)
+            if spec.up is not None:
+                session.up = UpSender(spec.up, session.dim)
             session.masker, session.privacy = masker, privacy
+            if privacy is not None:
+                session.private_rows = PrivateRows(X, y)
             self.sessions[session.id] = session
         first = pb.PrepareReply(session=session.id, rows=X.shape[0],
                                 support_size=0 if support is None else len(support))
@@ -474,16 +245,7 @@ class SiteService:
 
     def _mask(self, s: Session, request, kind: str, values: np.ndarray) -> np.ndarray:
         """``values`` fixed-point encoded and masked for the request's round."""
-        if not request.round:
-            raise SiteError("INVALID_ARGUMENT",
-                            f"site {self.name}: a masked reply needs a round number")
-        try:
-            return s.masker.mask(values, request.round, kind, request.dropped_peers)
-        except SecureAggregationError as e:
-            code = "OUT_OF_RANGE" if isinstance(e, FixedPointOverflowError) else (
-                "INVALID_ARGUMENT")
-            raise SiteError(code, f"site {self.name}: {kind} round {request.round}: {e}"
-                            ) from None
+        return mask(s.masker, request, kind, values, self.name)
 
     def _refuse_private(self, s: Session, call: str) -> None:
         if s.privacy is not None:
@@ -493,31 +255,11 @@ class SiteService:
 
     def _private_gradient(self, s: Session, first: pb.EvaluateRequest,
                           vectors: VectorAssembler) -> tuple:
-        """The clipped gradient sum at w plus Gaussian noise, charged to the ledger
-        first (see :mod:`geodml.privacy.dp`)."""
-        if not (first.has_w and first.want_gradient) or first.want_hvp or not first.round:
-            raise SiteError("FAILED_PRECONDITION",
-                            f"site {self.name}: a differentially private session answers "
-                            "only Evaluate with a point w, for its gradient, in a round")
-        dp = s.privacy
-        w = np.asarray(vectors.result(0), dtype=np.float64)
-        digest = hashlib.sha256(w.tobytes() + f"{dp.clip!r} {dp.noise_multiplier!r}".encode()
-                                ).hexdigest()  # what the release depends on
-        try:
-            self.ledger.charge(f"{dp.nonce.hex()}:{first.round}", dp.noise_multiplier,
-                               self.name, digest)
-        except PrivacyBudgetError as e:
-            raise SiteError("RESOURCE_EXHAUSTED", str(e)) from None
-        except PrivacyReplayError as e:
-            raise SiteError("PERMISSION_DENIED", str(e)) from None
-        if isinstance(s.X, StreamedRows):  # geodml.privacy computes on one whole matrix
-            s.X = s.X.to_csr()
-        if s.row_norms is None:
-            s.row_norms = row_l2_norms(s.X)
-        grad = clipped_gradient_sum(s.X, s.y, w, s.loss, dp.clip, s.row_norms)
-        grad += gaussian_noise(self._secret, dp.nonce, first.round, len(grad),
-                               dp.noise_multiplier * dp.clip)
-        return 0.0, s.X.shape[0], grad, None, s.reply_format
+        """The clipped gradient sum at w plus Gaussian noise (:mod:`geodml.job.privacy`)."""
+        w = vectors.result(0) if first.has_w else None
+        grad = private_gradient(s.privacy, first, w, s.private_rows, s.loss, self.ledger,
+                                self._secret, self.name)
+        return 0.0, s.private_rows.X.shape[0], grad, None, s.reply_format
 
     def _evaluate(self, s: Session, first: pb.EvaluateRequest, vectors: VectorAssembler) -> tuple:
         if s.privacy is not None:
@@ -540,17 +282,15 @@ class SiteService:
         s.has_point = True
         hvp = ex.hess_vec(vectors.result(1)) if first.want_hvp else None
         if first.full_precision and s.up is not None:
-            s.up = s.up_state = s.up_format = None  # exact from now on; no residual owed
+            s.up = None  # exact from now on; no residual owed
         grad, grad_format = sums.grad if first.want_gradient else None, s.reply_format
         if grad is not None and not np.all(np.isfinite(grad)):  # e.g. w near float32's max
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: the gradient sum at this point is not finite "
                             "(the products with the data overflow): send a smaller point")
-        if grad is not None and s.up is not None:
-            # compressed sums travel as per-row means: a sum over millions of rows would
-            # saturate float16 (largest 65504); the coordinator multiplies by ``rows``
-            grad, s.up_state = s.up.update(grad / max(1, sums.rows), s.up_state)
-            grad_format = s.up_format
+        if grad is not None and s.up is not None and s.up.active:
+            # compressed sums travel as per-row means (geodml.job.compression)
+            grad, grad_format = s.up.send(grad, sums.rows), s.up.format
         return sums.loss, sums.rows, grad, hvp, grad_format
 
     def line_search(
@@ -622,7 +362,8 @@ class SiteService:
         proc = PROCEDURES[first.procedure]
         self._refuse_private(s, "LocalSolve")
         with s.lock:
-            result = s.cached("local_solve", first.round)
+            # keyed by procedure too: another procedure in the same round is no retry
+            result = s.cached(f"local_solve:{first.procedure}", first.round)
             if result is None:
                 inputs = [vectors.result(slot) for slot in range(proc.slots(params))]
                 touched = None
@@ -639,7 +380,7 @@ class SiteService:
                 except (ValueError, TypeError) as e:
                     raise SiteError("INVALID_ARGUMENT",
                                     f"site {self.name}: {first.procedure}: {e}") from None
-                s.remember("local_solve", first.round, result)
+                s.remember(f"local_solve:{first.procedure}", first.round, result)
         vector, info = result
         if len(vector) != proc.outputs * s.dim:
             raise SiteError("INTERNAL", f"site {self.name}: {first.procedure} returned "
@@ -650,7 +391,7 @@ class SiteService:
             return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
                                encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
         head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
-        fmt = proc.reply_format(s.reply_format, s.up_format)
+        fmt = proc.reply_format(s.reply_format, s.up.format if s.up is not None else None)
         return with_chunks(head, encode_vector(vector, 0, fmt), pb.LocalSolveReply)
 
     def _local_params(self, first: pb.LocalSolveRequest) -> dict:
@@ -736,9 +477,7 @@ class SiteService:
         self._session(request.session)
         low, high = EXPORT_CHUNK_BYTES
         size = min(max(request.max_chunk_bytes or (4 << 20), low), high)
-        chunks = encode_streamed(StreamedRows(self.data.X), self.data.y, size) if (
-            self.stream) else encode_rows(self.data, size)
-        for rows, blob in chunks:
+        for rows, blob in self.rows.export_chunks(size):
             yield pb.ExportReply(rows=rows, arrow_ipc=blob)
 
     def close(self, request: pb.CloseRequest, peer: str | None) -> pb.CloseReply:

@@ -5,123 +5,56 @@ message per link and direction (:class:`~geodml.federation.meter.Meter`), writes
 each boundary crossing to the audit log, and hides support-restricted exchange:
 callers always pass and receive full-dimension vectors, while the wire carries
 only the coordinates a site's rows touch when that is enabled.
+
+Each round: the job's coordinator halves encode what goes down (support restriction
+:mod:`geodml.job.support`, down compression :mod:`geodml.job.compression`), the client
+calls every site (:mod:`geodml.federation.client`: session, meter, audit, journal,
+retry; :mod:`geodml.federation.recovery`: replay and recovery), and the halves decode
+what comes up (expand, per-row means, secure-aggregation unmasking
+:mod:`geodml.job.secure`) before the sums are returned.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from geodml.compression import AdaptivePrecision, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import GeodmlError
+from geodml.federation.client import SiteClient
 from geodml.federation.journal import (
-    DIGEST_PREFIX,
-    CallRecord,
     Journal,
-    JournalError,
-    replies_digest,
 )
-from geodml.federation.meter import AuditLog, Meter, link_name
-from geodml.federation.reliability import TRANSIENT, Reliability, SiteLostError
-from geodml.federation.transport import METHODS, SiteCallError, Transport
-from geodml.privacy.secure_aggregation import (
-    MEAN_BITS,
-    decode,
-    fraction_bits_for,
-    new_nonce,
-    ring_sum,
+from geodml.federation.meter import AuditLog, Meter
+from geodml.federation.recovery import Recovery
+from geodml.federation.reliability import Reliability, SiteLostError
+from geodml.job import secure as secure_job
+from geodml.job import support as support_job
+from geodml.job.compression import CompressionConfig, DownChannel, UpReceiver
+from geodml.job.privacy import PrivacyJob, privacy_request
+from geodml.job.secure import SecureAggregation
+from geodml.job.spec import prepare_request
+from geodml.wire.codec import WireFormat, encode_vector
+from geodml.wire.errors import SiteCallError
+from geodml.wire.info import SiteInfo
+from geodml.wire.protocol import (
+    PROTOCOL_VERSION,
+    pb,
+    with_chunks,
 )
-from geodml.site.audit import add_message, message_digest
-from geodml.site.export import decode_rows
-from geodml.wire.codec import VectorAssembler, WireFormat, encode_vector, roundtrip
-from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
+from geodml.wire.rows import decode_rows
+from geodml.wire.transport import Transport
 
-__all__ = ["AGGREGATE", "CompressionConfig", "Federation", "SecureAggregation", "SiteCallError",
-           "SiteEval", "SiteInfo", "SiteLostError"]
+__all__ = ["AGGREGATE", "CompressionConfig", "Federation", "PrivacyJob", "SecureAggregation",
+           "SiteCallError", "SiteEval", "SiteInfo", "SiteLostError"]
 
 AGGREGATE = "(all sites)"  # the one "site" a secure-aggregation round returns
-
-SESSION_CALLS = frozenset({"Evaluate", "LineSearch", "LocalSolve", "Subspace", "Export",
-                           "Close"})  # requests that name a session
-REPLAYED_ON_RECOVERY = frozenset({"Prepare", "Evaluate", "LineSearch", "LocalSolve",
-                                  "Subspace"})  # the calls that build a session's state
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    name: str
-    region: str
-    rows: int
-    features: int
-    nnz: int
-    positives: int
-    data_fingerprint: str
-    space: FeatureSpace
-    protocol_version: int
-    capabilities: tuple[str, ...]
-    support_size: int
-    shards: int
-    raw_export_allowed: bool = False
-    export_bytes_estimate: int = 0  # what Export would send (Arrow IPC, zstd), estimated
-    secure_aggregation_key: bytes = b""
-    requires_secure_aggregation: bool = False
-    privacy: PrivacyBudget | None = None  # the site's DP budget, when its policy sets one
-
-    @classmethod
-    def from_reply(cls, r: pb.DescribeReply) -> SiteInfo:
-        budget = None
-        if r.HasField("privacy"):
-            p = r.privacy
-            budget = PrivacyBudget(p.epsilon, p.delta, p.epsilon_spent,
-                                   tuple(p.noise_multipliers))
-        return cls(r.site, r.region, r.rows, r.features, r.nnz, r.positives, r.data_fingerprint,
-                   FeatureSpace.from_dict(json.loads(r.feature_space_json)), r.protocol_version,
-                   tuple(r.capabilities), r.support_size, r.shards, r.raw_export_allowed,
-                   r.export_bytes_estimate, r.secure_aggregation_key,
-                   r.requires_secure_aggregation, budget)
-
-
-@dataclass(frozen=True)
-class PrivacyBudget:
-    epsilon: float
-    delta: float
-    epsilon_spent: float
-    noise_multipliers: tuple[float, ...]  # the site's ledger: one Gaussian release each
-
-
-@dataclass(frozen=True)
-class SecureAggregation:
-    """Mask every reply so the coordinator learns only sums over the sites
-    (:mod:`geodml.privacy.secure_aggregation`). Fixed point: ``fraction_bits``, or
-    (None) as many as resolve per-row means to ``2^-mean_bits``."""
-
-    fraction_bits: int | None = None
-    mean_bits: int = MEAN_BITS
-
-
-@dataclass
-class CompressionConfig:
-    """Compression of what crosses the WAN (JSON specs, see :mod:`geodml.compression`).
-
-    ``up``: each site compresses the gradient sums it sends (its own error-feedback
-    state); ``down``: the coordinator compresses the vectors it sends (directions,
-    points, gradients for local solves). ``precision`` switches both to full precision
-    near the optimum, so exact methods still reach it.
-    """
-
-    up: str | None = None
-    down: str | None = None
-    precision: AdaptivePrecision | None = None
-
 
 @dataclass
 class SiteEval:
@@ -130,15 +63,6 @@ class SiteEval:
     rows: int
     grad: np.ndarray | None
     hvp: np.ndarray | None
-
-
-@dataclass(frozen=True)
-class PrivacyJob:
-    """A differentially private job: per-row clip norm, and each site's noise
-    multiplier (calibrated to its remaining budget, :mod:`geodml.privacy.dp`)."""
-
-    clip: float
-    noise_multipliers: dict[str, float]
 
 
 def _symmetric(upper: np.ndarray, m: int) -> np.ndarray:
@@ -154,12 +78,8 @@ class _Job:
     support: np.ndarray | None  # global indices of the wire coordinates, or None (dense)
     rows: int = 0  # rows the session computes over (fewer than the site's when sampled)
 
-    @property
-    def restricted(self) -> bool:
-        return self.support is not None
 
-
-class Federation:
+class Federation(SiteClient, Recovery):
     """The coordinator's handle on K sites (in-process or gRPC transports)."""
 
     def __init__(
@@ -192,10 +112,8 @@ class Federation:
         self.home = home
         self.wire = wire or WireFormat()
         self.compression = compression or CompressionConfig()
-        self._down_transform: Transform | None = None  # active down compression, and its state
-        self._down_state: object = None
-        self._full_precision_pending = False
-        self._up_exact = False  # the sites were told to stop compressing their gradients
+        self._down = DownChannel(None, 0, self.wire)  # the job's channels (see prepare)
+        self._up = UpReceiver(None)
         self.meter = Meter(home)
         self.audit = audit
         self.reliability = reliability or Reliability()
@@ -301,278 +219,6 @@ class Federation:
         """Rounds' worth of model-sized vectors: one vector each way per site is 1."""
         return (self.vectors_down + self.vectors_up) / 2
 
-    def _counted(self, messages: Iterable, tally: list[int], journal=None,
-                 digest=None) -> Iterator:
-        """Count the messages (and journal them, and add them to an audit digest)."""
-        for m in messages:
-            tally[0] += m.ByteSize()
-            tally[1] += 1
-            if journal is not None or digest is not None:
-                data = m.SerializeToString()
-                if journal is not None:
-                    journal(data)
-                if digest is not None:
-                    add_message(digest, data)
-            yield m
-
-    def _record(self, site: str, direction: str, method: str, tally, rows: int | None,
-                round_id: int | None, seconds: float | None = None,
-                audit: bool = True, **extra) -> None:
-        self.meter.record(site, direction, method, tally[0], tally[1], round_id, seconds)
-        if self.audit is not None and audit:
-            record = {"link": link_name(self.home, site, direction),
-                      "wan": site != self.home, "site": site,
-                      "direction": direction, "call": method, "bytes": tally[0],
-                      "messages": tally[1], "rows": rows, "round": round_id, **extra}
-            if seconds is not None:  # the call's duration, on the up record
-                record["seconds"] = round(seconds, 6)
-            self.audit.write(record)
-
-    def _messages(self, site: str, method: str, request):
-        """A fresh copy of the request (``request`` is a message, or a function making
-        the message stream anew for every attempt), naming the site's current session
-        (a recovered site has a new one)."""
-        req = request() if callable(request) else request
-        job = self._jobs.get(site)
-        if job is None or method not in SESSION_CALLS:
-            return req
-        if hasattr(req, "ByteSize"):
-            req = type(req).FromString(req.SerializeToString())
-            req.session = job.session
-            return req
-
-        def with_session(messages: Iterable) -> Iterator:
-            it = iter(messages)
-            for first in it:
-                first.session = job.session
-                yield first
-                break
-            yield from it
-        return with_session(req)
-
-    def _call(self, site: str, method: str, request, round_id: int | None = None,
-              lengths: Callable[[object], dict[int, int]] | None = None,
-              slot_kinds: dict | None = None, journal: bool = True, retry: bool = True):
-        """Send a request (a message, or a function making the message stream), meter
-        both ways, journal the call; retry transient failures and recover a restarted
-        site (see :mod:`geodml.federation.reliability`).
-
-        Returns the first reply and, when ``lengths`` is given, an assembler
-        holding the vectors streamed in all replies (else the list of all replies).
-        ``slot_kinds``: the assembler's integer slots (``index_slots``, ``ring_slots``).
-        ``retry=False``: one attempt (freeing a session needs no second).
-        """
-        site_journal = self.journal.site(site) if self.journal is not None and journal \
-            else None
-        if site_journal is not None and site in self._replaying:
-            record = self._next_replayed(site, site_journal, method, round_id, request)
-            if record is not None:
-                return self._from_record(site, method, record, lengths, slot_kinds)
-        policy, first_failure, attempt, recoveries = self.reliability, None, 0, 0
-        while True:
-            writer = site_journal.begin(method, round_id) if site_journal else None
-            try:
-                return self._attempt(site, method, self._messages(site, method, request),
-                                     round_id, lengths, slot_kinds, writer, site_journal)
-            except SiteCallError as e:
-                if site_journal is not None:
-                    site_journal.abandon()
-                if e.code in TRANSIENT and retry:
-                    now = time.monotonic()
-                    first_failure = first_failure or now
-                    waited = now - first_failure
-                    if waited < policy.site_deadline:
-                        time.sleep(min(policy.backoff(attempt), policy.site_deadline - waited))
-                        attempt += 1
-                        continue
-                    lost = SiteLostError(site, method, waited, str(e))
-                    if policy.drop_lost_sites:  # the run goes on without it: so must a resume
-                        self._journal_outcome(site_journal, method, round_id,
-                                              ("LOST", str(lost)))
-                    raise lost from None
-                if (e.code == "NOT_FOUND" and method in SESSION_CALLS and method != "Close"
-                        and site_journal is not None and policy.recover_sites
-                        and site in self._jobs and recoveries < 3):
-                    self._recover(site, site_journal)
-                    recoveries += 1
-                    continue
-                self._journal_outcome(site_journal, method, round_id, (e.code, str(e)),
-                                      *getattr(e, "tallies", ()))
-                raise
-            except BaseException:
-                if site_journal is not None:
-                    site_journal.abandon()
-                raise
-
-    @staticmethod
-    def _journal_outcome(site_journal, method: str, round_id: int | None,
-                         error: tuple[str, str], down=(0, 0), up=(0, 0),
-                         seconds: float = 0.0) -> None:
-        """Journal a call that failed for good, so a resumed run fails it the same way."""
-        if site_journal is not None:
-            site_journal.begin(method, round_id).finish(down, up, seconds, error)
-            site_journal.commit()
-
-    def _attempt(self, site: str, method: str, request, round_id: int | None,
-                 lengths, slot_kinds, writer, site_journal):
-        """One try of a call (see :meth:`_call`)."""
-        down, up = [0, 0], [0, 0]
-        streaming = not hasattr(request, "ByteSize")
-        if streaming:
-            request = self._counted(request, down, writer.request if writer else None)
-        else:
-            down = [request.ByteSize(), 1]
-            if writer is not None:
-                writer.request(request.SerializeToString())
-        first, result, complete = None, None, False
-        digest = message_digest() if self.audit is not None else None
-        start = time.perf_counter()
-        try:
-            replies = self.transports[site].call(method, request, self.timeout)
-            first, result = self._assemble(
-                self._counted(replies, up, writer.reply if writer else None, digest),
-                lengths, slot_kinds)
-            complete = True
-        except SiteCallError as e:
-            e.tallies = (tuple(down), tuple(up), time.perf_counter() - start)
-            raise
-        finally:
-            seconds = time.perf_counter() - start
-            self._record(site, "down", method, down, None, round_id)
-            rows = getattr(first, "rows", None) if first is not None else None
-            extra = {"digest": digest.hexdigest(), "complete": complete} if (
-                digest is not None and up[1]) else {}
-            self._record(site, "up", method, up, rows, round_id, seconds, **extra)
-        if first is None:
-            raise SiteCallError(site, method, "INTERNAL", "empty reply")
-        if writer is not None:
-            writer.finish(down, up, seconds, None)
-            site_journal.commit()
-        return first, result
-
-    @staticmethod
-    def _assemble(replies: Iterable, lengths, slot_kinds):
-        """The first reply, and an assembler of the streamed vectors (``lengths``
-        given) or the list of the other replies."""
-        first, rest, assembler = None, [], None
-        for reply in replies:
-            if first is None:
-                first = reply
-                if lengths is not None:
-                    assembler = VectorAssembler(lengths(first), **(slot_kinds or {}))
-            if assembler is not None:
-                if reply.HasField("chunk"):
-                    assembler.add(reply.chunk)
-            else:
-                rest.append(reply)
-        return first, (assembler if lengths is not None else rest)
-
-    # -- resuming from a journal -------------------------------------------------------
-    def _next_replayed(self, site: str, site_journal, method: str, round_id: int | None,
-                       request) -> CallRecord | None:
-        """The journaled outcome of this call, checked against what the run asks now;
-        None once the site's journal is used up (from then on calls go to the site)."""
-        for record in site_journal.pending:
-            if record.method == "Recover":
-                self._replay_recovery(site, record)
-                continue
-            if record.method != method or record.round != round_id:
-                raise JournalError(
-                    f"resume diverged at site {site}: the journal holds {record.method} "
-                    f"round {record.round}, the run now asks {method} round {round_id}. "
-                    "Resume with the same settings, data and geodml version.")
-            messages = self._messages(site, method, request)
-            sent = [messages.SerializeToString()] if hasattr(messages, "ByteSize") else [
-                m.SerializeToString() for m in messages]
-            if sent != record.requests:
-                raise JournalError(
-                    f"resume diverged at site {site}: {method} round {round_id} sends "
-                    "other data than the journaled run did. Resume with the same "
-                    "settings, data and geodml version.")
-            return record
-        self._replaying.discard(site)
-        return None
-
-    def _from_record(self, site: str, method: str, record: CallRecord, lengths,
-                     slot_kinds):
-        """A journaled call's outcome: meter its bytes again (they crossed before the
-        crash; the audit log already lists them), return or raise what it returned."""
-        self.meter.record(site, "down", method, *record.down, record.round)
-        self.meter.record(site, "up", method, *record.up, record.round, record.seconds)
-        if record.error is not None:
-            code, message = record.error
-            if code == "LOST":
-                raise SiteLostError(site, method, 0.0, message)
-            raise SiteCallError(site, method, code, message.split("): ", 1)[-1])
-        reply_type = METHODS[method][1]
-        return self._assemble((reply_type.FromString(b) for b in record.replies), lengths,
-                              slot_kinds)
-
-    def _replay_recovery(self, site: str, record: CallRecord) -> None:
-        self.meter.record(site, "down", "Recover", *record.down)
-        self.meter.record(site, "up", "Recover", *record.up)
-        self._jobs[site].session = pb.PrepareReply.FromString(record.replies[0]).session
-        self.recoveries[site] = self.recoveries.get(site, 0) + 1
-
-    # -- recovering a restarted site -----------------------------------------------------
-    def _recover(self, site: str, site_journal) -> None:
-        """Re-prepare a restarted site and re-send its journaled calls since its last
-        Prepare, checking every reply against the journal, so that its session is
-        exactly what it was; journal the new session id."""
-        info = self._describe(site)
-        before = self.sites[site]
-        if info.data_fingerprint != before.data_fingerprint:
-            raise GeodmlError(
-                f"site {site} came back with other data (fingerprint {info.data_fingerprint}, "
-                f"was {before.data_fingerprint}): the run cannot continue from the same "
-                "iterate")
-        transport, down, up, session = self.transports[site], [0, 0], [0, 0], None
-        for record in site_journal.since_last_prepare():
-            if record.method not in REPLAYED_ON_RECOVERY:
-                continue
-            req_type, _, client_streams, _ = METHODS[record.method]
-            messages = [req_type.FromString(b) for b in record.requests]
-            if session is not None:
-                messages[0].session = session
-            try:
-                replies = list(self._counted(transport.call(
-                    record.method, self._counted(messages, down) if client_streams
-                    else messages[0], self.timeout), up))
-                if not client_streams:
-                    down[0] += messages[0].ByteSize()
-                    down[1] += 1
-                error = None
-            except SiteCallError as e:
-                if e.code in TRANSIENT:
-                    raise
-                replies, error = [], e.code
-            got = [r.SerializeToString() for r in replies]
-            if record.method == "Prepare" and replies:
-                session = replies[0].session
-                first = type(replies[0]).FromString(record.replies[0])
-                first.session = session
-                want = [first.SerializeToString(), *record.replies[1:]]
-            elif record.replies and record.replies[0].startswith(DIGEST_PREFIX):
-                got, want = [replies_digest(got)], record.replies  # a compact journal
-            else:
-                want = record.replies
-            if got != want or error != (record.error[0] if record.error else None):
-                raise GeodmlError(
-                    f"site {site} came back but answers {record.method} round "
-                    f"{record.round} differently than before its restart (its data or "
-                    "software changed): the run cannot continue from the same iterate")
-        if session is None:
-            raise GeodmlError(f"site {site} lost its session and the journal holds no "
-                              "Prepare to rebuild it")
-        self._record(site, "down", "Recover", down, None, None, recovery=True)
-        self._record(site, "up", "Recover", up, None, None, recovery=True)
-        writer = site_journal.begin("Recover", None)
-        writer.reply(pb.PrepareReply(session=session).SerializeToString())
-        writer.finish(down, up, 0.0, None)
-        site_journal.commit()
-        self._jobs[site].session = session
-        self.recoveries[site] = self.recoveries.get(site, 0) + 1
-
     def _check_compatible(self) -> None:
         ref = next(iter(self.sites.values()))
         for info in self.sites.values():
@@ -598,37 +244,25 @@ class Federation:
             raise GeodmlError("no job prepared: call Federation.prepare first")
         return job
 
-    def _down(self, site: str, v: np.ndarray) -> np.ndarray:
-        job = self._job(site)
-        return v[job.support] if job.restricted else v
+    def _restrict(self, site: str, v: np.ndarray) -> np.ndarray:
+        return support_job.restrict(v, self._job(site).support)
 
-    def _up(self, site: str, v: np.ndarray) -> np.ndarray:
-        job = self._job(site)
-        if not job.restricted:
-            return v
-        full = np.zeros(self.n_features)
-        full[job.support] = v
-        return full
+    def _expand(self, site: str, v: np.ndarray) -> np.ndarray:
+        return support_job.expand(v, self._job(site).support, self.n_features)
 
     def _dim(self, site: str) -> int:
-        job = self._job(site)
-        return len(job.support) if job.restricted else self.n_features
+        return support_job.dim(self._job(site).support, self.n_features)
 
     @property
     def down_format(self) -> WireFormat:
         """The codec format of vectors sent to the sites."""
-        t = self._down_transform
-        return wire_format_for(t) if t is not None else self.wire
+        return self._down.format
 
     def as_received(self, v: np.ndarray) -> np.ndarray:
         """What the sites will receive when ``v`` is sent: after the down compression (its
         state advances: call once per vector sent) and the wire format. Algorithms send
         and use this vector, so coordinator and sites compute with the same numbers."""
-        v = np.asarray(v, dtype=np.float64)
-        if self._down_transform is not None:
-            v, self._down_state = self._down_transform.update(v, self._down_state)
-        fmt = self.down_format
-        return v if fmt.dtype == "float64" else roundtrip(v, fmt)
+        return self._down.as_received(v)
 
     def note_gradient(self, grad_norm: float) -> None:
         """Tell the precision policy the norm of a received global gradient; near the
@@ -658,8 +292,8 @@ class Federation:
 
     def _full_precision(self) -> None:
         """Stop compressing: down at once, up from the next Evaluate on."""
-        self._down_transform = self._down_state = None
-        self._full_precision_pending = True
+        self._down.stop()
+        self._up.pending = True
 
     def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]],
                 exact: frozenset[int] = frozenset()) -> Iterator:
@@ -673,8 +307,7 @@ class Federation:
 
     def as_received_exact(self, v: np.ndarray) -> np.ndarray:
         """What the sites receive of ``v`` sent uncompressed (the job's wire format)."""
-        v = np.asarray(v, dtype=np.float64)
-        return v if self.wire.dtype == "float64" else roundtrip(v, self.wire)
+        return self._down.as_received_exact(v)
 
     # -- the interface algorithms use -----------------------------------------------
     def prepare(self, loss: str, lam: float, restrict_to_support: bool | None = None,
@@ -691,27 +324,20 @@ class Federation:
         if secure is not None or privacy is not None:  # dense: the support is data too
             restrict_to_support = False
         dp_nonce = self._job_nonce() if privacy is not None else b""
-        reply_format = self.wire.to_proto()
         cfg = self.compression
-        self._down_transform = t = from_spec(cfg.down) if cfg.down else None
-        self._down_state = t.init(self.n_features) if t is not None else None
-        self._full_precision_pending = self._up_exact = False
+        self._down = DownChannel(cfg.down, self.n_features, self.wire)
+        self._up = UpReceiver(cfg.up)
 
         def one(site: str) -> _Job:
             info = self.sites[site]
             restrict = (info.support_size > 0) if restrict_to_support is None else (
                 restrict_to_support)
-            req = pb.PrepareRequest(
-                loss=loss, lam=lam, feature_space_fingerprint=info.space.fingerprint(),
-                features=self.n_features, restrict_to_support=restrict,
-                reply_format=reply_format, job=job, up_compression=cfg.up or "",
-                sample_fraction=self.sample_fraction if self.sample_fraction < 1 else 0.0)
+            req = prepare_request(loss, lam, info.space, self.n_features, restrict, self.wire,
+                                  job, cfg.up, self.sample_fraction)
             if secure is not None:
                 req.secure.CopyFrom(secure)
             if privacy is not None:
-                req.privacy.CopyFrom(pb.PrivacyRequest(
-                    clip=privacy.clip, noise_multiplier=privacy.noise_multipliers[site],
-                    nonce=dp_nonce))
+                req.privacy.CopyFrom(privacy_request(privacy, site, dp_nonce))
             first, assembler = self._call(
                 site, "Prepare", req, lengths=lambda r: {0: r.support_size},
                 slot_kinds={"index_slots": (0,)})
@@ -732,29 +358,19 @@ class Federation:
         self._peers = {p.site for p in secure.peers} if secure is not None else set()
 
     def _job_nonce(self) -> bytes:
-        """A fresh nonce per job: random, or from ``nonce_seed`` (a resumed run must
-        send the same requests as the run it resumes)."""
+        """A fresh nonce per job (:func:`geodml.job.secure.job_nonce`)."""
         self._jobs_prepared += 1
-        if self.nonce_seed is None:
-            return new_nonce()
-        return hashlib.blake2b(self.nonce_seed + self._jobs_prepared.to_bytes(8, "little"),
-                               digest_size=16, person=b"geodml-job").digest()
+        return secure_job.job_nonce(self.nonce_seed, self._jobs_prepared)
 
     def _secure_setup(self) -> pb.SecureAggregation | None:
         """The peers (every site, with its public key), a fresh nonce, the fixed point."""
         if self.secure is None:
             return None
-        if len(self.transports) < 2:
-            raise GeodmlError("secure aggregation needs at least 2 sites: the sum over one "
-                              f"site is that site's numbers (sites: {self.names})")
-        peers = [pb.SecureAggregation.Peer(site=n, public_key=self.sites[n].secure_aggregation_key)
-                 for n in sorted(self.transports)]
-        bits = self.secure.fraction_bits
-        if bits is None:
-            bits = fraction_bits_for(sum(self.sites[n].rows for n in self.transports),
-                                     self.secure.mean_bits)
-        self._fraction_bits = bits
-        return pb.SecureAggregation(peers=peers, nonce=self._job_nonce(), fraction_bits=bits)
+        secure_job.check_sites(list(self.transports))  # before a nonce is drawn
+        setup = secure_job.setup(self.secure, self.sites, list(self.transports),
+                                 self._job_nonce())
+        self._fraction_bits = setup.fraction_bits
+        return setup
 
     @property
     def sum_resolution(self) -> float:
@@ -762,7 +378,7 @@ class Federation:
         secure aggregation, half a fixed-point unit per site."""
         if self.secure is None:
             return 0.0
-        return len(self.transports) * 2.0 ** -(self._fraction_bits + 1)
+        return secure_job.sum_resolution(len(self.transports), self._fraction_bits)
 
     def _dropped_peers(self) -> list[str]:
         """Sites of the current job lost since it was prepared: masks leave them out."""
@@ -781,15 +397,7 @@ class Federation:
                                   f"{self.names} remain (lost: {sorted(self.dropped)})")
 
     def _unmask(self, parts: Iterable[np.ndarray]) -> np.ndarray:
-        return decode(ring_sum(parts), self._fraction_bits)
-
-    @staticmethod
-    def _masked_field(site: str, method: str, reply, n: int) -> np.ndarray:
-        """A unary reply's masked sums, checked for length."""
-        if len(reply.masked) != n:
-            raise SiteCallError(site, method, "INTERNAL",
-                                f"{len(reply.masked)} masked values, expected {n}")
-        return np.array(reply.masked, dtype=np.uint64)
+        return secure_job.unmask(parts, self._fraction_bits)
 
     def evaluate(self, w: np.ndarray | None = None, *, step: float | None = None,
                  want_grad: bool = True, v: np.ndarray | None = None) -> list[SiteEval]:
@@ -797,10 +405,7 @@ class Federation:
         ``w + step p``, or at the current point; one round to every site."""
         round_id = self._next_round(down=(w is not None) + (v is not None),
                                     up=want_grad + (v is not None))
-        full_precision, self._full_precision_pending = self._full_precision_pending, False
-        # a site compressing its gradient sends it as a per-row mean (see SiteService)
-        per_row = bool(self.compression.up) and not full_precision and not self._up_exact
-        self._up_exact = self._up_exact or full_precision
+        full_precision, as_mean = self._up.begin_evaluate()
 
         def one(site: str) -> SiteEval:
             job = self._job(site)
@@ -812,9 +417,9 @@ class Federation:
                 head.step = step
             vectors = []
             if w is not None:
-                vectors.append((0, self._down(site, w)))
+                vectors.append((0, self._restrict(site, w)))
             if v is not None:
-                vectors.append((1, self._down(site, v)))
+                vectors.append((1, self._restrict(site, v)))
             dim = self._dim(site)
             if self.secure is not None:  # one masked vector: loss, gradient, Hv
                 n = 1 + dim * (want_grad + (v is not None))
@@ -825,10 +430,10 @@ class Federation:
             first, asm = self._call(
                 site, "Evaluate", lambda: self._stream(head, pb.EvaluateRequest, vectors), round_id,
                 lengths=lambda _r: {0: dim if want_grad else 0, 1: dim if v is not None else 0})
-            grad = self._up(site, asm.result(0)) if want_grad else None
-            if grad is not None and per_row:
-                grad = grad * first.rows
-            hvp = self._up(site, asm.result(1)) if v is not None else None
+            grad = self._expand(site, asm.result(0)) if want_grad else None
+            if grad is not None:
+                grad = self._up.receive(grad, first.rows, as_mean)
+            hvp = self._expand(site, asm.result(1)) if v is not None else None
             return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
 
         if self.secure is None:
@@ -855,12 +460,12 @@ class Federation:
             job = self._job(site)
             head = pb.LineSearchRequest(session=job.session, round=round_id, step_sizes=alphas,
                                         dropped_peers=self._dropped_peers())
-            vectors = [] if p is None else [(0, self._down(site, p))]
+            vectors = [] if p is None else [(0, self._restrict(site, p))]
             reply, _ = self._call(
                 site, "LineSearch", lambda: self._stream(head, pb.LineSearchRequest, vectors),
                 round_id)
             if self.secure is not None:
-                return self._masked_field(site, "LineSearch", reply, 2 * len(alphas))
+                return secure_job.masked_field(site, "LineSearch", reply, 2 * len(alphas))
             return np.array(reply.loss_sums), np.array(reply.derivative_sums)
 
         if self.secure is None:
@@ -881,7 +486,7 @@ class Federation:
             head = pb.LocalSolveRequest(session=job.session, round=round_id,
                                         procedure=procedure, params_json=json.dumps(params),
                                         dropped_peers=self._dropped_peers())
-            vectors = [(slot, self._down(site, v)) for slot, v in enumerate(inputs)]
+            vectors = [(slot, self._restrict(site, v)) for slot, v in enumerate(inputs)]
             dim = self._dim(site)
             ring = {"ring_slots": (0,)} if self.secure is not None else None
             first, asm = self._call(
@@ -891,7 +496,7 @@ class Federation:
             if self.secure is not None:
                 return first.rows, asm.result(0)
             blocks = np.split(asm.result(0), outputs)
-            return (np.concatenate([self._up(site, b) for b in blocks]),
+            return (np.concatenate([self._expand(site, b) for b in blocks]),
                     json.loads(first.info_json or "{}"), first.rows)
 
         if self.secure is None:
@@ -916,13 +521,13 @@ class Federation:
                 session=job.session, round=round_id, new_directions=len(new),
                 add_last_local_input=add_last_local_input, coefficients=coeffs,
                 commit=commit, memory=memory, dropped_peers=self._dropped_peers())
-            vectors = [(slot, self._down(site, v)) for slot, v in enumerate(new)]
+            vectors = [(slot, self._restrict(site, v)) for slot, v in enumerate(new)]
             reply, _ = self._call(site, "Subspace",
                                   lambda: self._stream(head, pb.SubspaceRequest, vectors), round_id)
             m = reply.directions
             if self.secure is not None and not commit:
                 n = 1 + m + m * (m + 1) // 2
-                return m, reply.rows, self._masked_field(site, "Subspace", reply, n)
+                return m, reply.rows, secure_job.masked_field(site, "Subspace", reply, n)
             hess = None
             if reply.hessian:
                 if len(reply.hessian) != m * (m + 1) // 2:

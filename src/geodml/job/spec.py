@@ -1,0 +1,92 @@
+"""A job, as the coordinator states it and as a site reads it: ``PrepareRequest``.
+
+Coordinator half: :func:`prepare_request` writes what every site of the job shares
+(loss, ``lambda``, the feature space, the reply format, the up compression, the
+sample) and what is the site's own (whether its vectors are restricted to its
+support). Site half: :meth:`JobSpec.from_request` reads it back, checking every
+field against the site's data, with a :class:`~geodml.wire.errors.SiteError` naming
+the site and the field. Secure aggregation and privacy add their own parts
+(:mod:`geodml.job.secure`, :mod:`geodml.job.privacy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from geodml.compression import CompressionError, Transform, from_spec
+from geodml.data.dataset import Dataset, FeatureSpace
+from geodml.models.losses import Loss, get_loss
+from geodml.wire.codec import WireFormat
+from geodml.wire.errors import SiteError
+from geodml.wire.protocol import pb
+
+
+# -- the coordinator's half -----------------------------------------------------------
+def prepare_request(loss: str, lam: float, space: FeatureSpace, n_features: int,
+                    restrict: bool, reply_format: WireFormat, job: str = "train",
+                    up_compression: str | None = None, sample_fraction: float = 1.0
+                    ) -> pb.PrepareRequest:
+    """The ``PrepareRequest`` of one site (``restrict``: its vectors carry only its
+    support); ``sample_fraction`` < 1 binds the job to an evenly spaced sample."""
+    return pb.PrepareRequest(
+        loss=loss, lam=lam, feature_space_fingerprint=space.fingerprint(),
+        features=n_features, restrict_to_support=restrict,
+        reply_format=reply_format.to_proto(), job=job, up_compression=up_compression or "",
+        sample_fraction=sample_fraction if sample_fraction < 1 else 0.0)
+
+
+# -- the site's half ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobSpec:
+    """What a site computes for a job: the loss, ``lambda``, the reply format, the up
+    compression (None: exact), the sample (0: all rows) and support restriction."""
+
+    job: str
+    loss: Loss
+    lam: float
+    reply_format: WireFormat
+    up: Transform | None
+    sample_fraction: float
+    restrict: bool
+
+    @classmethod
+    def from_request(cls, request: pb.PrepareRequest, site: str, data: Dataset) -> JobSpec:
+        """Read and check ``request`` against the site's ``data``."""
+        try:
+            loss = get_loss(request.loss)
+        except ValueError as e:
+            raise SiteError("INVALID_ARGUMENT", f"site {site}: {e}") from None
+        if not (np.isfinite(request.lam) and request.lam >= 0):
+            raise SiteError("INVALID_ARGUMENT", f"site {site}: lambda must be finite, >= 0")
+        if request.features != data.n_features:
+            raise SiteError(
+                "INVALID_ARGUMENT",
+                f"site {site}: job has {request.features} features, the site's data "
+                f"has {data.n_features}")
+        if request.feature_space_fingerprint != data.space.fingerprint():
+            raise SiteError(
+                "FAILED_PRECONDITION",
+                f"site {site}: feature space {data.space.fingerprint()} differs "
+                f"from the job's {request.feature_space_fingerprint}")
+        if loss.binary and not np.all((data.y == 0) | (data.y == 1)):
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {site}: loss {loss.name} needs 0/1 labels")
+        up = None
+        if request.up_compression:
+            try:
+                up = from_spec(request.up_compression)
+            except CompressionError as e:
+                raise SiteError("INVALID_ARGUMENT",
+                                f"site {site}: up_compression: {e}") from None
+        fraction = request.sample_fraction
+        if not (np.isfinite(fraction) and 0 <= fraction <= 1):
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {site}: sample_fraction must be in [0, 1], got {fraction}")
+        return cls(request.job, loss, float(request.lam),
+                   WireFormat.from_proto(request.reply_format), up, float(fraction),
+                   bool(request.restrict_to_support))
+
+
+__all__ = ["JobSpec", "prepare_request"]
