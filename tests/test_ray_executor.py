@@ -3,6 +3,8 @@ giving the same numbers as the thread executor."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,8 @@ from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import RayPlacement, SiteService
 from geodml.wire.protocol import pb
 
+from .tools import processes
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'geodml[ray]')")
 
 REGIONS = ("us-east", "eu-west")
@@ -28,16 +32,28 @@ def local_ray():
     """A local 2-CPU Ray. Its start is tried up to three times: Ray waits a fixed 30 s for
     its raylet to register, and on a loaded 2-core machine a fresh clone's first start
     once missed that (the retry passed); any other error is raised at once."""
-    for attempt in range(3):
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception as e:
-            if "timed out during startup" not in str(e) or attempt == 2:
-                raise
-            ray.shutdown()
-    yield
-    ray.shutdown()
+    try:
+        for attempt in range(3):
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                break
+            except Exception as e:
+                if "timed out during startup" not in str(e) or attempt == 2:
+                    raise
+                ray.shutdown()
+                stop_ray_daemons()  # a start that timed out leaves its daemons behind
+        yield
+    finally:
+        ray.shutdown()
+        stop_ray_daemons()
+
+
+def stop_ray_daemons() -> None:
+    """Kill the Ray daemons (GCS, raylet, dashboard, monitor) this test session started
+    that ``ray.shutdown()`` left running: a start that timed out is never shut down."""
+    ours = [pid for pid in processes.with_token(os.environ[processes.ENV])
+            if "/ray/" in processes.command_line(pid)]
+    processes.kill_all(ours)
 
 
 @pytest.fixture(scope="module")
