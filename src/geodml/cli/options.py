@@ -94,18 +94,23 @@ def max_rounds_option(fn: Callable) -> Callable:
                         help="Outer iterations, at most.")(fn)
 
 
-def parse_params(items: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
-    """``KEY=VALUE`` items, the value JSON when it parses as JSON, else text."""
+def parse_key_values(items: tuple[str, ...], option: str) -> dict[str, object]:
+    """``KEY=VALUE`` items of ``option``, the value JSON when it parses as JSON, else text."""
     out: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
-    return tuple(out.items())
+    return out
+
+
+def parse_params(items: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """``--param KEY=VALUE`` items (:func:`parse_key_values`)."""
+    return tuple(parse_key_values(items, "--param").items())
 
 
 def parse_addresses(items: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:

@@ -7,21 +7,9 @@ from pathlib import Path
 
 import click
 
+from geodml.cli.options import parse_key_values
+
 _FORMATS = ("libsvm", "criteo", "csv", "parquet")
-
-
-def _options(items: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` reader options; a value is JSON when it parses as JSON."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _data_options(f):
@@ -45,7 +33,7 @@ def _load(model: str, data: str, fmt: str | None, split: str, preset: str | None
     from geodml.model import LinearModel
     from geodml.scoring import load_rows
 
-    options = _options(reader_options)
+    options = parse_key_values(reader_options, "--option")
     if preset is not None:
         options["preset"] = preset
     return LinearModel.load(model), load_rows(data, fmt, split, id_column, **options)
