@@ -56,9 +56,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.warm_start import warm_start
+from geodml.algorithms.warm_start import start
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 
@@ -178,12 +177,8 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     fed.prepare(spec.loss, lam)
     N = fed.n_rows
     # D at w = 0 (the sites have no point yet), so a resumed run gets the same metric
-    w0, reference = spec.w0, spec.grad_reference
-    if spec.warm_start and w0 is None:  # the metric comes in the same round
-        warm = warm_start(fed, spec.preconditioner, lam)
-        w0, metric = warm.w, warm.metric
-    else:
-        metric = global_metric(fed, spec.preconditioner, lam)  # None: the identity
+    w0, metric, grad_at_zero = start(fed, spec.preconditioner, lam, spec.w0,
+                                     spec.warm_start)  # metric None: the identity
     if metric is not None:  # as the sites will hold it (it travels uncompressed)
         metric = fed.as_received_exact(metric)
     w = np.zeros(fed.n_features) if w0 is None else fed.as_received(w0)
@@ -192,11 +187,10 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
     fed.note_gradient(float(np.linalg.norm(g)))
     inverse = np.ones(fed.n_features) if metric is None else 1.0 / metric
-
     norm = spec.preconditioner.grad_norm(metric)  # gtol's norm
-
-    if spec.warm_start and spec.w0 is None and reference is None:
-        reference = norm(warm.grad_at_zero)  # gtol as in a run from zero
+    reference = spec.grad_reference
+    if reference is None and grad_at_zero is not None:
+        reference = norm(grad_at_zero)  # warm: gtol as in a run from zero
     g0 = reference or norm(g)
     recorder.add(0, f, w, norm(g))
     memory: list[np.ndarray] = []

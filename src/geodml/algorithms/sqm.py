@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from geodml.algorithms.metric import global_metric
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.warm_start import warm_start
+from geodml.algorithms.warm_start import start
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 from geodml.federation.objective import FederatedObjective
@@ -55,13 +54,9 @@ def train_sqm(
     recorder = recorder or RunRecorder(fed)
     objective = FederatedObjective(fed, lam)
     warm = warm and w0 is None
-    if warm:  # the metric comes in the same round; gtol as in a run from zero
-        start = warm_start(fed, preconditioner, lam)
-        w0, metric = start.w, start.metric
-        grad_reference = grad_reference or preconditioner.grad_norm(metric)(
-            start.grad_at_zero)
-    else:
-        metric = global_metric(fed, preconditioner, lam)
+    w0, metric, grad_at_zero = start(fed, preconditioner, lam, w0, warm)
+    if grad_reference is None and grad_at_zero is not None:  # warm: gtol as from zero
+        grad_reference = preconditioner.grad_norm(metric)(grad_at_zero)
     stop_reason: list[str] = []
     done = [0]  # iterations of earlier solves (a site dropped: the solve restarted)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geodml.algorithms.metric import global_metric
 from geodml.federation import Federation
 from geodml.optim.preconditioner import Preconditioner
 from geodml.site.local_warm import WARM_START_OUTPUTS
@@ -52,3 +53,15 @@ def warm_start(fed: Federation, preconditioner: Preconditioner, lam: float) -> W
     metric = preconditioner.metric(curvature, fed.n_rows, lam) if preconditioner.active \
         else None
     return WarmStart(w, metric, grad_sum / fed.n_rows)
+
+
+def start(fed: Federation, preconditioner: Preconditioner, lam: float,
+          w0: np.ndarray | None, warm: bool
+          ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """An exact method's ``(w0, D, grad F(0))``: from the warm start when ``warm`` and no
+    ``w0`` is given (the metric in the same round), else ``w0`` as given, the metric's
+    own round (:func:`geodml.algorithms.metric.global_metric`) and no gradient at zero."""
+    if warm and w0 is None:
+        ws = warm_start(fed, preconditioner, lam)
+        return ws.w, ws.metric, ws.grad_at_zero
+    return w0, global_metric(fed, preconditioner, lam), None
