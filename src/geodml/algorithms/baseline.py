@@ -1,4 +1,4 @@
-"""Pieces the baseline methods share: weighted averages, objectives from loss sums, stops.
+"""Pieces the baseline methods share: parameters, weighted averages, objectives from loss sums.
 
 With ``N = sum_k n_k`` rows, the averages are weighted by ``n_k / N`` and the global
 objective is assembled from the sites' loss sums ``L_k(w)``:
@@ -9,12 +9,10 @@ objective is assembled from the sites' loss sums ``L_k(w)``:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geodml.algorithms.record import RoundRow
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 
@@ -85,38 +83,6 @@ def evaluate_objective(fed: Federation, lam: float, w: np.ndarray) -> float:
     """``F(w)``: one Evaluate round (``w`` down, a loss sum up; no gradient)."""
     evals = fed.evaluate(w, want_grad=False)
     return objective_from_loss_sums([e.loss_sum for e in evals], fed.n_rows, lam, w)
-
-
-@dataclass
-class StopRule:
-    """The stops every method shares: ``tol`` relative suboptimality (needs ``F*``), the
-    WAN byte budget, and a non-finite or exploded objective (``> blowup * max(1, |F_0|)``)."""
-
-    tol: float | None
-    max_wan_bytes: int | None
-    blowup: float = 1e6
-    f0: float | None = None
-
-    @classmethod
-    def from_spec(cls, spec: TrainSpec) -> StopRule:
-        return cls(spec.tol, spec.max_wan_bytes)
-
-    def check(self, row: RoundRow) -> str | None:
-        """Why to stop after ``row``, or None."""
-        if self.f0 is None:
-            self.f0 = row.objective
-        if not np.isfinite(row.objective) or (
-                row.objective > self.blowup * max(1.0, abs(self.f0))):
-            return "diverged: the objective is not finite or exploded"
-        if self.tol is not None and row.suboptimality is not None and (
-                row.suboptimality <= self.tol):
-            return f"relative suboptimality below {self.tol:g}"
-        if self.max_wan_bytes is not None and row.wan_bytes >= self.max_wan_bytes:
-            return f"WAN byte budget of {self.max_wan_bytes} reached"
-        return None
-
-    def converged(self, reason: str | None) -> bool:
-        return bool(reason) and reason.startswith("relative suboptimality")
 
 
 def initial_point(fed: Federation, spec: TrainSpec) -> np.ndarray:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.stop import StopRule
 from geodml.centralized import train_centralized
 from geodml.data.dataset import Dataset
 from geodml.federation import Federation
@@ -72,12 +73,19 @@ def train_centralized_baseline(
                      for k, v in after.items() if v["wan"])
     data = Dataset.concat([parts[s] for s in fed.names])
 
-    def callback(rec, w) -> None:
-        recorder.add(rec.iteration, rec.f, w, rec.grad_norm)
+    rule = StopRule(gtol=gtol, max_rounds=max_iter)
+    stop_reason: list[str] = []
 
-    model, result = train_centralized(data, loss, lam, LbfgsOptions(gtol=gtol, max_iter=max_iter),
+    def callback(rec, w) -> bool:
+        if reason := rule.check(recorder.add(rec.iteration, rec.f, w, rec.grad_norm)):
+            stop_reason.append(reason)
+        return bool(reason)
+    # gtol 0: the rule stops at gtol, as in every federated method
+    model, result = train_centralized(data, loss, lam, LbfgsOptions(gtol=0.0, max_iter=max_iter),
                                       callback=callback, preconditioner=preconditioner)
-    return RunResult("centralized", model.w, result.f, result.converged, result.reason,
+    reason = stop_reason[0] if stop_reason else result.reason
+    converged = rule.converged(reason) if stop_reason else result.converged
+    return RunResult("centralized", model.w, result.f, converged, reason,
                      recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": loss, "export_seconds": export_seconds,
                       "preconditioner": preconditioner.describe(),

@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geodml.algorithms.baseline import StopRule, initial_point, read_params, weighted_average
+from geodml.algorithms.baseline import initial_point, read_params, weighted_average
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.stop import StopRule
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 from geodml.federation.objective import FederatedObjective
@@ -58,28 +59,18 @@ def train_dane(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunRe
     objective = FederatedObjective(fed, lam)
     rule = StopRule.from_spec(spec)
     w = initial_point(fed, spec)
-    g0_norm = None
     inner: list[list[int]] = []
     t = 0
     while True:
         f, g = objective.value_grad(w)
         w = objective.w  # the point as the sites received it
-        gnorm = float(np.linalg.norm(g))
-        if g0_norm is None:
-            g0_norm = gnorm if spec.grad_reference is None else spec.grad_reference
-        if reason := rule.check(recorder.add(t, f, w, gnorm)):
-            break
-        if gnorm <= spec.gtol * g0_norm:
-            reason = "relative gradient norm below gtol"
-            break
-        if t == spec.max_rounds:
-            reason = f"max_rounds ({spec.max_rounds}) reached"
+        if reason := rule.check(recorder.add(t, f, w, float(np.linalg.norm(g)))):
             break
         results = fed.local_solve("dane_local", params, [w, g])
         inner.append([info.get("iterations") for _, info, _ in results])
         # site k returned v_k - shift with shift = w - eta g / (lambda + mu) (0 off its support)
         w = weighted_average(results) + w - (params["eta"] / (lam + params["mu"])) * g
         t += 1
-    converged = rule.converged(reason) or reason.startswith("relative gradient")
-    return RunResult("dane", w, f, converged, reason, recorder.rows, fed.meter.snapshot(),
+    return RunResult("dane", w, f, rule.converged(reason), reason, recorder.rows,
+                     fed.meter.snapshot(),
                      {"lam": lam, "loss": spec.loss, **params, "inner_iterations": inner})

@@ -31,6 +31,7 @@ import numpy as np
 
 from geodml.algorithms.baseline import read_params
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.stop import StopRule
 from geodml.errors import ConfigError
 from geodml.federation import Federation, PrivacyJob
 from geodml.privacy.dp import calibrate_noise
@@ -71,19 +72,25 @@ def train_dp_gd(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunR
     N = fed.n_rows
     w = np.zeros(fed.n_features) if spec.w0 is None else np.asarray(spec.w0, dtype=float)
     tail, kept = np.zeros_like(w), 0
+    rule = StopRule.from_spec(spec, gtol=False, max_rounds=rounds)  # no objective: nan
+    reason = None
     for t in range(1, rounds + 1):
         g = np.sum([e.grad for e in fed.evaluate(w)], axis=0) / N + lam * w
         w = w - step * g
         if t > rounds // 2:
             tail += w
             kept += 1
-        recorder.add(t, float("nan"), tail / kept if kept else w, float(np.linalg.norm(g)))
-    w_out = tail / kept
+        reason = rule.check(recorder.add(t, float("nan"), tail / kept if kept else w,
+                                         float(np.linalg.norm(g))))
+        if reason:
+            break
+    w_out = tail / kept if kept else w
     spent = {name: fed.describe_site(name).privacy for name in fed.names}
     privacy = {name: {"epsilon": b.epsilon, "delta": b.delta, "epsilon_spent": b.epsilon_spent,
                       "noise_multiplier": sigma[name], "releases": len(b.noise_multipliers)}
                for name, b in spent.items()}
-    return RunResult("dp-gd", w_out, float("nan"), False, f"{rounds} private rounds done",
+    return RunResult("dp-gd", w_out, float("nan"), False,
+                     f"{rounds} private rounds done" if reason.startswith("max_rounds") else reason,
                      recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": spec.loss, "clip": clip, "step": step,
                       "privacy": privacy})

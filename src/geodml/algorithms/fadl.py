@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.stop import StopRule
 from geodml.algorithms.warm_start import start
 from geodml.errors import ConfigError
 from geodml.federation import Federation
@@ -188,22 +189,18 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     fed.note_gradient(float(np.linalg.norm(g)))
     inverse = np.ones(fed.n_features) if metric is None else 1.0 / metric
     norm = spec.preconditioner.grad_norm(metric)  # gtol's norm
-    reference = spec.grad_reference
-    if reference is None and grad_at_zero is not None:
-        reference = norm(grad_at_zero)  # warm: gtol as in a run from zero
-    g0 = reference or norm(g)
-    recorder.add(0, f, w, norm(g))
+    rule = StopRule.from_spec(spec)
+    if rule.reference is None and grad_at_zero is not None:
+        rule.reference = norm(grad_at_zero)  # warm: gtol as in a run from zero
+    reason = rule.check(recorder.add(0, f, w, norm(g)))
     memory: list[np.ndarray] = []
     params = {"inner_iterations": options.inner_iterations, "inner_gtol": options.inner_gtol,
               "mu": options.mu}
     metric_sent = False
     skip_until, backoff, weak = 0, 2, 0
-    reason, converged = f"max_rounds ({spec.max_rounds}) reached", False
-    for it in range(1, spec.max_rounds + 1):
-        gnorm = norm(g)
-        if gnorm <= spec.gtol * g0 or gnorm == 0.0:
-            reason, converged = "relative gradient norm below gtol", True
-            break
+    it = 0
+    while reason is None:
+        it += 1
         local = not options.adaptive or it >= skip_until
         g_sent = fed.as_received(g)  # what the sites receive (after down compression)
         if local:  # g goes down with the local solves; the sites keep u = D^(-1) g_sent
@@ -248,18 +245,11 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
         g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
         fed.note_gradient(float(np.linalg.norm(g)))
-        row = recorder.add(it, f, w, norm(g))
-        if spec.tol is not None and row.suboptimality is not None and row.suboptimality <= (
-                spec.tol):
-            reason, converged = f"relative suboptimality below {spec.tol:g}", True
-            break
-        if spec.max_wan_bytes is not None and row.wan_bytes >= spec.max_wan_bytes:
-            reason = f"WAN byte budget of {spec.max_wan_bytes} reached"
-            break
-        if not np.any(c):
+        reason = rule.check(recorder.add(it, f, w, norm(g)))
+        if reason is None and not np.any(c):
             reason = "no further decrease in the subspace"
-            break
-    return RunResult(name, w, f, converged, reason, recorder.rows, fed.meter.snapshot(),
-                     {"lam": lam, "loss": spec.loss, "reference_grad_norm": g0,
+    return RunResult(name, w, f, rule.converged(reason), reason, recorder.rows,
+                     fed.meter.snapshot(),
+                     {"lam": lam, "loss": spec.loss, "reference_grad_norm": rule.reference,
                       "preconditioner": spec.preconditioner.describe(),
                       "warm_start": spec.warm_start and spec.w0 is None})

@@ -28,13 +28,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geodml.algorithms.baseline import (
-    StopRule,
     evaluate_objective,
     initial_point,
     read_params,
     weighted_average,
 )
 from geodml.algorithms.record import RunRecorder, RunResult
+from geodml.algorithms.stop import StopRule
 from geodml.federation import Federation
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def train_oneshot(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> Ru
     results = fed.local_solve("local_minimize", params, [initial_point(fed, spec)])
     w = weighted_average(results)
     f = evaluate_objective(fed, lam, w)
-    rule = StopRule.from_spec(spec)
+    rule = StopRule.from_spec(spec, gtol=False)
     reason = rule.check(recorder.add(1, f, w))
     return RunResult(
         "oneshot", w, f, rule.converged(reason), reason or "one round (approximate method)",

@@ -29,14 +29,7 @@ def _sqm(name: str) -> Method:
     def run(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
         from geodml.algorithms.sqm import train_sqm
 
-        unknown = set(spec.params) - {"line_search_batch"}
-        if unknown:
-            raise ConfigError(f"unknown sqm-{name} parameters {sorted(unknown)}; known: "
-                              "['line_search_batch']")
-        return train_sqm(fed, name, spec.loss, spec.lam_for(fed), spec.gtol, spec.max_rounds,
-                         spec.w0, recorder, spec.max_wan_bytes, spec.tol,
-                         int(spec.params.get("line_search_batch", 1)), spec.grad_reference,
-                         spec.preconditioner, spec.warm_start)
+        return train_sqm(fed, spec, recorder, name)
     run.__doc__ = f"SQM {name} (see geodml.algorithms.sqm)."
     return run
 

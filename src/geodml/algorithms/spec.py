@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geodml.algorithms.defaults import DEFAULT_GTOL, DEFAULT_MAX_ROUNDS
+from geodml.algorithms.stop import ValidationStop
 from geodml.federation import Federation
 from geodml.optim.preconditioner import DIAG, Preconditioner
 
@@ -28,6 +29,9 @@ class TrainSpec:
     # start sqm-* / fadl / fadl-subspace from the sites' curvature-weighted solutions
     # (geodml.algorithms.warm_start); ignored when w0 is given
     warm_start: bool = False
+    # stop when the sites' held-out loss stops improving (the federation must be
+    # prepared with a validation share; see geodml.algorithms.stop)
+    validation: ValidationStop | None = None
 
     def lam_for(self, fed: Federation) -> float:
         return 1.0 / fed.n_rows if self.lam is None else float(self.lam)
