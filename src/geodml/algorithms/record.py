@@ -5,13 +5,15 @@ suboptimality ``(F(w) - F*) / |F*|`` when a reference optimum ``F*`` is known,
 the gradient norm when the method has it, cumulative WAN bytes (total, and per
 directed link in ``links``), cumulative rounds (calls to every site) and *vector
 rounds* (rounds that moved a model-sized vector each way), wall time, and test
-metrics when a test set was given. Rows go to a JSON-lines file as they are made, so an interrupted
-run keeps what it did.
+metrics when a test set was given, and the sites' held-out metrics (``val_log_loss``,
+``val_auc``) when the run holds rows out. Rows go to a JSON-lines file as they are
+made, so an interrupted run keeps what it did.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geodml.algorithms.stop import VALIDATION_METRIC
 from geodml.federation import Federation
 
 
@@ -85,6 +88,9 @@ class RunRecorder:
         self.evaluate_every = max(1, evaluate_every)
         self.on_row = on_row  # e.g. a progress display
         self.rows: list[RoundRow] = []
+        # (validation loss, iteration, objective, w) of the best held-out row so far
+        self.best_validation: tuple[float, int, float, np.ndarray | None] = (
+            math.inf, -1, math.nan, None)
         self.start = time.perf_counter()
         self.path = Path(path) if path else None
         if self.path:
@@ -100,6 +106,11 @@ class RunRecorder:
         if self.evaluate is not None and iteration % self.evaluate_every == 0:
             metrics = self.evaluate(w)
         fed = self.fed
+        if fed is not None:  # the sites' held-out metrics at w (geodml.job.validation)
+            metrics.update(fed.take_validation())
+            v = metrics.get(VALIDATION_METRIC)
+            if v is not None and v < self.best_validation[0]:
+                self.best_validation = (v, iteration, objective, np.array(w, copy=True))
         snapshot = fed.meter.snapshot() if fed else {"links": {}, "wan_bytes": 0}
         row = RoundRow(
             iteration, float(objective), sub, grad_norm, snapshot["wan_bytes"],

@@ -4,8 +4,11 @@ A method is ``fn(fed, spec, recorder) -> RunResult``: it prepares the federation
 with ``spec.loss`` and ``spec.lam``, records one row per outer iteration, and stops
 at ``spec.tol`` relative suboptimality (when the recorder knows ``F*``), at
 ``spec.gtol`` relative gradient norm (methods that see exact gradients), after
-``spec.max_rounds`` outer iterations, or once ``spec.max_wan_bytes`` have crossed
-the WAN. ``spec.params`` holds method-specific settings.
+``spec.max_rounds`` outer iterations, once ``spec.max_wan_bytes`` have crossed
+the WAN, or (``spec.validation``) when the sites' held-out loss stops improving: all
+through one :class:`~geodml.algorithms.stop.StopRule`. A run stopped by validation
+returns the model of its best held-out row. ``spec.params`` holds method-specific
+settings.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from geodml.algorithms.fedavg import train_fedavg
 from geodml.algorithms.oneshot import train_oneshot
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.spec import TrainSpec
+from geodml.algorithms.stop import VALIDATION_REASON
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 
@@ -69,4 +73,15 @@ def train(fed: Federation, method: str, spec: TrainSpec | None = None,
         raise ConfigError(f"{method} needs each site's own local solution, which secure "
                           "aggregation hides; methods that run with it: "
                           f"{', '.join(sorted(SECURE_METHODS))}")
-    return fn(fed, spec or TrainSpec(), recorder or RunRecorder(fed))
+    spec, recorder = spec or TrainSpec(), recorder or RunRecorder(fed)
+    if spec.validation is not None and fed.validation is None:
+        raise ConfigError("stopping by validation needs held-out rows: open the federation "
+                          "with a validation share (geodml train --validation-share)")
+    result = fn(fed, spec, recorder)
+    loss, iteration, objective, w = recorder.best_validation
+    if w is not None:
+        result.info["validation"] = {"best_log_loss": loss, "best_iteration": iteration,
+                                     "held_out_share": fed.validation.share}
+        if result.reason.startswith(VALIDATION_REASON):  # the model of the best row
+            result.w, result.objective = w, objective
+    return result

@@ -27,6 +27,7 @@ import numpy as np
 
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import GeodmlError
+from geodml.federation.channels import Channels
 from geodml.federation.client import SiteClient
 from geodml.federation.journal import (
     Journal,
@@ -40,6 +41,7 @@ from geodml.job.compression import CompressionConfig, DownChannel, UpReceiver
 from geodml.job.privacy import PrivacyJob, privacy_request
 from geodml.job.secure import SecureAggregation
 from geodml.job.spec import prepare_request
+from geodml.job.validation import SiteValidation, ValidationJob, combine, histogram_from_wire
 from geodml.wire.codec import WireFormat, encode_vector
 from geodml.wire.errors import SiteCallError
 from geodml.wire.info import SiteInfo
@@ -79,7 +81,7 @@ class _Job:
     rows: int = 0  # rows the session computes over (fewer than the site's when sampled)
 
 
-class Federation(SiteClient, Recovery):
+class Federation(SiteClient, Recovery, Channels):
     """The coordinator's handle on K sites (in-process or gRPC transports)."""
 
     def __init__(
@@ -88,6 +90,7 @@ class Federation(SiteClient, Recovery):
         compression: CompressionConfig | None = None, sample_fraction: float = 1.0,
         reliability: Reliability | None = None, journal: Journal | None = None,
         secure: SecureAggregation | None = None, nonce_seed: bytes | None = None,
+        validation: ValidationJob | None = None,
     ):
         """``sample_fraction`` < 1 binds every job to an evenly spaced sample of that
         share of each site's rows (the planner's calibration runs); ``n_rows`` is then
@@ -102,7 +105,11 @@ class Federation(SiteClient, Recovery):
 
         ``secure``: secure aggregation. Every round then returns one result, the sum
         over the sites (named :data:`AGGREGATE`); a site that drops out of a round is
-        left out of the masks and the survivors are asked again."""
+        left out of the masks and the survivors are asked again.
+
+        ``validation``: every site holds out a share of its rows; each gradient round
+        then also scores them (:mod:`geodml.job.validation`) and
+        :meth:`take_validation` gives the metrics at the last point evaluated."""
         self.transports = {t.site: t for t in transports}
         if not 0 < sample_fraction <= 1:
             raise GeodmlError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
@@ -142,6 +149,12 @@ class Federation(SiteClient, Recovery):
             self._release()
             raise GeodmlError("secure aggregation sums exact fixed-point vectors: it does not "
                               "combine with compression")
+        if secure is not None and validation is not None:
+            self._release()
+            raise GeodmlError("secure aggregation hides each site's sums; validation scores "
+                              "would travel in the clear: train without --stop validation")
+        self.validation = validation
+        self._validated: dict[str, float] = {}  # metrics at the last point evaluated
         try:
             self.sites = self._map(self._describe)
             self._check_compatible()
@@ -253,48 +266,6 @@ class Federation(SiteClient, Recovery):
     def _dim(self, site: str) -> int:
         return support_job.dim(self._job(site).support, self.n_features)
 
-    @property
-    def down_format(self) -> WireFormat:
-        """The codec format of vectors sent to the sites."""
-        return self._down.format
-
-    def as_received(self, v: np.ndarray) -> np.ndarray:
-        """What the sites will receive when ``v`` is sent: after the down compression (its
-        state advances: call once per vector sent) and the wire format. Algorithms send
-        and use this vector, so coordinator and sites compute with the same numbers."""
-        return self._down.as_received(v)
-
-    def note_gradient(self, grad_norm: float) -> None:
-        """Tell the precision policy the norm of a received global gradient; near the
-        optimum it switches both directions to full precision, for good."""
-        policy = self.compression.precision
-        if policy is None or not policy.compressing:
-            return
-        if not policy.observe(grad_norm):
-            self._full_precision()
-
-    @property
-    def compressing(self) -> bool:
-        """Whether some direction is still compressed under a precision policy."""
-        cfg = self.compression
-        return cfg.precision is not None and cfg.precision.compressing and bool(
-            cfg.up or cfg.down)
-
-    def note_direction(self, believed_slope: float, true_slope: float) -> None:
-        """Tell the policy the slope along a direction as computed from compressed
-        gradients and as the sites report it exactly; a disagreement (the compressed
-        gradient no longer points downhill enough) switches to full precision."""
-        policy = self.compression.precision
-        if policy is None or not policy.compressing:
-            return
-        if not policy.observe_direction(believed_slope, true_slope):
-            self._full_precision()
-
-    def _full_precision(self) -> None:
-        """Stop compressing: down at once, up from the next Evaluate on."""
-        self._down.stop()
-        self._up.pending = True
-
     def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]],
                 exact: frozenset[int] = frozenset()) -> Iterator:
         """The header message, then every chunk of the given (slot, vector) pairs; slots
@@ -304,10 +275,6 @@ class Federation(SiteClient, Recovery):
                                   for c in encode_vector(v, slot,
                                                          self.wire if slot in exact else fmt)),
                            cls)
-
-    def as_received_exact(self, v: np.ndarray) -> np.ndarray:
-        """What the sites receive of ``v`` sent uncompressed (the job's wire format)."""
-        return self._down.as_received_exact(v)
 
     # -- the interface algorithms use -----------------------------------------------
     def prepare(self, loss: str, lam: float, restrict_to_support: bool | None = None,
@@ -333,7 +300,8 @@ class Federation(SiteClient, Recovery):
             restrict = (info.support_size > 0) if restrict_to_support is None else (
                 restrict_to_support)
             req = prepare_request(loss, lam, info.space, self.n_features, restrict, self.wire,
-                                  job, cfg.up, self.sample_fraction)
+                                  job, cfg.up, self.sample_fraction,
+                                  self.validation if privacy is None else None)
             if secure is not None:
                 req.secure.CopyFrom(secure)
             if privacy is not None:
@@ -406,13 +374,15 @@ class Federation(SiteClient, Recovery):
         round_id = self._next_round(down=(w is not None) + (v is not None),
                                     up=want_grad + (v is not None))
         full_precision, as_mean = self._up.begin_evaluate()
+        validate = want_grad and self.validation is not None and self.secure is None
+        scored: dict[str, SiteValidation] = {}
 
         def one(site: str) -> SiteEval:
             job = self._job(site)
             head = pb.EvaluateRequest(session=job.session, round=round_id,
                                       want_gradient=want_grad, want_hvp=v is not None,
                                       has_w=w is not None, full_precision=full_precision,
-                                      dropped_peers=self._dropped_peers())
+                                      dropped_peers=self._dropped_peers(), validate=validate)
             if step is not None and w is None:
                 head.step = step
             vectors = []
@@ -434,10 +404,17 @@ class Federation(SiteClient, Recovery):
             if grad is not None:
                 grad = self._up.receive(grad, first.rows, as_mean)
             hvp = self._expand(site, asm.result(1)) if v is not None else None
+            if validate:
+                scored[site] = SiteValidation(
+                    first.validation_loss_sum, first.validation_rows,
+                    histogram_from_wire(first.validation_histogram, site))
             return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
 
         if self.secure is None:
-            return list(self._map(one).values())
+            evals = list(self._map(one).values())
+            if validate:
+                self._validated = combine([scored[site] for site in self.transports])
+            return evals
         replies = self._secure_map(one).values()
         total = self._unmask(masked for _, masked in replies)
         d = self.n_features
@@ -445,6 +422,13 @@ class Federation(SiteClient, Recovery):
         hvp = total[1 + d * want_grad:] if v is not None else None
         return [SiteEval(AGGREGATE, float(total[0]), sum(rows for rows, _ in replies), grad,
                          hvp)]
+
+    def take_validation(self) -> dict[str, float]:
+        """The held-out metrics (``val_log_loss``, ``val_auc``, ``val_rows``) at the last
+        point a gradient round evaluated, once: a second call, or one before any
+        such round, returns ``{}``."""
+        out, self._validated = self._validated, {}
+        return out
 
     def line_search(self, p: np.ndarray | None, alphas: np.ndarray
                     ) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from geodml.compression import CompressionError, Transform, from_spec
 from geodml.data.dataset import Dataset, FeatureSpace
+from geodml.job.validation import ValidationJob
 from geodml.models.losses import Loss, get_loss
 from geodml.wire.codec import WireFormat
 from geodml.wire.errors import SiteError
@@ -26,11 +27,14 @@ from geodml.wire.protocol import pb
 # -- the coordinator's half -----------------------------------------------------------
 def prepare_request(loss: str, lam: float, space: FeatureSpace, n_features: int,
                     restrict: bool, reply_format: WireFormat, job: str = "train",
-                    up_compression: str | None = None, sample_fraction: float = 1.0
-                    ) -> pb.PrepareRequest:
+                    up_compression: str | None = None, sample_fraction: float = 1.0,
+                    validation: ValidationJob | None = None) -> pb.PrepareRequest:
     """The ``PrepareRequest`` of one site (``restrict``: its vectors carry only its
-    support); ``sample_fraction`` < 1 binds the job to an evenly spaced sample."""
-    return pb.PrepareRequest(
+    support); ``sample_fraction`` < 1 binds the job to an evenly spaced sample;
+    ``validation`` holds out a share of the rows (:mod:`geodml.job.validation`)."""
+    held = {} if validation is None else {"validation_share": validation.share,
+                                          "validation_seed": validation.seed}
+    return pb.PrepareRequest(**held,
         loss=loss, lam=lam, feature_space_fingerprint=space.fingerprint(),
         features=n_features, restrict_to_support=restrict,
         reply_format=reply_format.to_proto(), job=job, up_compression=up_compression or "",
@@ -41,7 +45,8 @@ def prepare_request(loss: str, lam: float, space: FeatureSpace, n_features: int,
 @dataclass(frozen=True)
 class JobSpec:
     """What a site computes for a job: the loss, ``lambda``, the reply format, the up
-    compression (None: exact), the sample (0: all rows) and support restriction."""
+    compression (None: exact), the sample (0: all rows), support restriction and the
+    held-out share (0: none) with its seed."""
 
     job: str
     loss: Loss
@@ -50,6 +55,8 @@ class JobSpec:
     up: Transform | None
     sample_fraction: float
     restrict: bool
+    validation_share: float = 0.0
+    validation_seed: int = 0
 
     @classmethod
     def from_request(cls, request: pb.PrepareRequest, site: str, data: Dataset) -> JobSpec:
@@ -84,9 +91,14 @@ class JobSpec:
         if not (np.isfinite(fraction) and 0 <= fraction <= 1):
             raise SiteError("INVALID_ARGUMENT",
                             f"site {site}: sample_fraction must be in [0, 1], got {fraction}")
+        share = request.validation_share
+        if not (np.isfinite(share) and 0 <= share < 1):
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {site}: validation_share must be in [0, 1), got {share}")
         return cls(request.job, loss, float(request.lam),
                    WireFormat.from_proto(request.reply_format), up, float(fraction),
-                   bool(request.restrict_to_support))
+                   bool(request.restrict_to_support), float(share),
+                   int(request.validation_seed))
 
 
 __all__ = ["JobSpec", "prepare_request"]

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from geodml.data.dataset import Dataset
 from geodml.data.streamed import DEFAULT_BLOCK_NNZ, StreamedRows, release_pages
 from geodml.job.support import renumber_columns, support_of
+from geodml.job.validation import held_out
 from geodml.wire.rows import encode_rows, encode_streamed
 
 EXPORT_SAMPLE_ROWS = 32768  # rows encoded to estimate the size of a full Export
@@ -97,6 +98,19 @@ class SiteRows:
             return StreamedRows(self.data.X, rows, support), y
         X = self.data.X if support is None else self.restricted()
         return (X if rows is None else X[rows]), y
+
+    def hold_out(self, share: float, seed: int, rows: np.ndarray | None,
+                 support: np.ndarray | None
+                 ) -> tuple[tuple[sp.csr_matrix, np.ndarray], np.ndarray]:
+        """The held-out rows (in memory, columns as :meth:`session_rows` numbers them)
+        with their labels, and the training rows left: all others, or those of the
+        sample ``rows`` (:func:`geodml.job.validation.held_out` picks them)."""
+        held = held_out(self.data.n_rows, share, seed)
+        train = np.flatnonzero(~held)
+        if rows is not None:
+            train = np.intersect1d(rows, train, assume_unique=True)
+        Xv, yv = self.session_rows(np.flatnonzero(held), support)
+        return (Xv.to_csr() if isinstance(Xv, StreamedRows) else Xv, yv), train
 
     def restricted(self) -> sp.csr_matrix:
         """The rows with columns renumbered to positions in :meth:`support`."""

@@ -36,6 +36,7 @@ from geodml.job.compression import UpSender
 from geodml.job.privacy import PrivateRows, check_request, private_gradient
 from geodml.job.secure import mask, masker_for
 from geodml.job.spec import JobSpec
+from geodml.job.validation import ValidationRows
 from geodml.models.losses import Loss
 from geodml.privacy.dp import (
     PrivacyLedger,
@@ -191,6 +192,11 @@ class SiteService:
             support = self.support()
         if 0 < spec.sample_fraction < 1:
             rows = self.rows.sample(spec.sample_fraction)
+        validation = None
+        if spec.validation_share > 0:
+            validation, rows = self._hold_out(spec, masker is not None or privacy is not None,
+                                              rows, support)
+        if rows is not None:
             self.policy.check_aggregate(self.name, len(rows))
         X, y = self.rows.session_rows(rows, support)
         executor = self._executor(X, y, spec.loss, rows, support)
@@ -206,13 +212,33 @@ class SiteService:
             if spec.up is not None:
                 session.up = UpSender(spec.up, session.dim)
             session.masker, session.privacy = masker, privacy
+            session.validation = validation
             if privacy is not None:
                 session.private_rows = PrivateRows(X, y)
             self.sessions[session.id] = session
         first = pb.PrepareReply(session=session.id, rows=X.shape[0],
-                                support_size=0 if support is None else len(support))
+                                support_size=0 if support is None else len(support),
+                                validation_rows=0 if validation is None else validation.n_rows)
         chunks = [] if support is None else encode_indices(support, 0, session.reply_format)
         return with_chunks(first, chunks, pb.PrepareReply)
+
+    def _hold_out(self, spec: JobSpec, hidden: bool, rows: np.ndarray | None,
+                  support: np.ndarray | None) -> tuple[ValidationRows, np.ndarray]:
+        """The held-out rows of ``spec`` and the training rows left (of the sample
+        ``rows`` when given); refused where every reply is masked or noisy, since the
+        validation sums would cross in the clear."""
+        if hidden:
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {self.name}: validation scores travel unmasked; a masked "
+                            "or differentially private job cannot hold out rows")
+        (Xv, yv), train = self.rows.hold_out(spec.validation_share, spec.validation_seed,
+                                             rows, support)
+        self.policy.check_aggregate(self.name, len(yv))
+        if len(train) == 0:
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {self.name}: validation_share {spec.validation_share} "
+                            "leaves no rows to train on")
+        return ValidationRows(Xv, yv, spec.loss), train
 
     def evaluate(
         self, requests: Iterable[pb.EvaluateRequest], peer: str | None
@@ -229,7 +255,7 @@ class SiteService:
             result = s.cached("evaluate", first.round)
             if result is None:
                 result = s.remember("evaluate", first.round, self._evaluate(s, first, vectors))
-        loss, rows, grad, hvp, grad_format = result
+        loss, rows, grad, hvp, grad_format, validation = result
         if s.masker is not None:  # one masked vector: loss, then gradient, then Hv
             parts = [np.array([loss]), *(v for v in (grad, hvp) if v is not None)]
             masked = self._mask(s, first, "Evaluate", np.concatenate(parts))
@@ -241,6 +267,10 @@ class SiteService:
         if hvp is not None:
             chunks.append(encode_vector(hvp, 1, s.reply_format))
         head = pb.EvaluateReply(loss_sum=loss, rows=rows)
+        if validation is not None:
+            head.validation_loss_sum = validation.loss_sum
+            head.validation_rows = validation.rows
+            head.validation_histogram.extend(validation.histogram.ravel().tolist())
         return with_chunks(head, itertools.chain(*chunks), pb.EvaluateReply)
 
     def _mask(self, s: Session, request, kind: str, values: np.ndarray) -> np.ndarray:
@@ -259,7 +289,7 @@ class SiteService:
         w = vectors.result(0) if first.has_w else None
         grad = private_gradient(s.privacy, first, w, s.private_rows, s.loss, self.ledger,
                                 self._secret, self.name)
-        return 0.0, s.private_rows.X.shape[0], grad, None, s.reply_format
+        return 0.0, s.private_rows.X.shape[0], grad, None, s.reply_format, None
 
     def _evaluate(self, s: Session, first: pb.EvaluateRequest, vectors: VectorAssembler) -> tuple:
         if s.privacy is not None:
@@ -291,7 +321,14 @@ class SiteService:
         if grad is not None and s.up is not None and s.up.active:
             # compressed sums travel as per-row means (geodml.job.compression)
             grad, grad_format = s.up.send(grad, sums.rows), s.up.format
-        return sums.loss, sums.rows, grad, hvp, grad_format
+        validation = None
+        if first.validate:
+            if s.validation is None:
+                raise SiteError("FAILED_PRECONDITION",
+                                f"site {self.name}: validate asked of a job without held-out "
+                                "rows (PrepareRequest.validation_share)")
+            validation = s.validation.score(ex.point)
+        return sums.loss, sums.rows, grad, hvp, grad_format, validation
 
     def line_search(
         self, requests: Iterable[pb.LineSearchRequest], peer: str | None

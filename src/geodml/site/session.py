@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from geodml.data.streamed import StreamedRows
 from geodml.job.compression import UpSender
 from geodml.job.privacy import PrivateRows
+from geodml.job.validation import ValidationRows
 from geodml.models.losses import Loss
 from geodml.privacy.secure_aggregation import Masker
 from geodml.site.executor import Executor
@@ -47,6 +48,7 @@ class Session:
     masker: Masker | None = None  # secure aggregation: every reply's sums masked
     privacy: pb.PrivacyRequest | None = None  # differential privacy: noisy gradients only
     private_rows: PrivateRows | None = None  # the rows as one matrix, with their norms
+    validation: ValidationRows | None = None  # held-out rows (geodml.job.validation)
 
     def scratch(self) -> Executor:
         """A second executor on the same rows, for local procedures: they never move

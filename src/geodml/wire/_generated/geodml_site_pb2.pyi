@@ -158,7 +158,7 @@ class PrivacyRequest(_message.Message):
     def __init__(self, clip: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression", "sample_fraction", "secure", "privacy")
+    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression", "sample_fraction", "secure", "privacy", "validation_share", "validation_seed")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     LAM_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPACE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,8 @@ class PrepareRequest(_message.Message):
     SAMPLE_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SECURE_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SHARE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SEED_FIELD_NUMBER: _ClassVar[int]
     loss: str
     lam: float
     feature_space_fingerprint: str
@@ -181,22 +183,26 @@ class PrepareRequest(_message.Message):
     sample_fraction: float
     secure: SecureAggregation
     privacy: PrivacyRequest
-    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ..., sample_fraction: _Optional[float] = ..., secure: _Optional[_Union[SecureAggregation, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ...) -> None: ...
+    validation_share: float
+    validation_seed: int
+    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ..., sample_fraction: _Optional[float] = ..., secure: _Optional[_Union[SecureAggregation, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., validation_share: _Optional[float] = ..., validation_seed: _Optional[int] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
-    __slots__ = ("session", "rows", "support_size", "chunk")
+    __slots__ = ("session", "rows", "support_size", "chunk", "validation_rows")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     session: str
     rows: int
     support_size: int
     chunk: VectorChunk
-    def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    validation_rows: int
+    def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_rows: _Optional[int] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision", "dropped_peers")
+    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision", "dropped_peers", "validate")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     WANT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +212,7 @@ class EvaluateRequest(_message.Message):
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     FULL_PRECISION_FIELD_NUMBER: _ClassVar[int]
     DROPPED_PEERS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     want_gradient: bool
@@ -215,17 +222,24 @@ class EvaluateRequest(_message.Message):
     chunk: VectorChunk
     full_precision: bool
     dropped_peers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ...) -> None: ...
+    validate: bool
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ..., validate: _Optional[bool] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
-    __slots__ = ("loss_sum", "rows", "chunk")
+    __slots__ = ("loss_sum", "rows", "chunk", "validation_loss_sum", "validation_rows", "validation_histogram")
     LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     loss_sum: float
     rows: int
     chunk: VectorChunk
-    def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ...) -> None: ...
+    validation_loss_sum: float
+    validation_rows: int
+    validation_histogram: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_loss_sum: _Optional[float] = ..., validation_rows: _Optional[int] = ..., validation_histogram: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LineSearchRequest(_message.Message):
     __slots__ = ("session", "round", "step_sizes", "chunk", "dropped_peers")
