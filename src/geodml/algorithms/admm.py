@@ -58,7 +58,6 @@ from geodml.algorithms.baseline import (
     read_params,
 )
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.stop import StopRule
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 
@@ -103,7 +102,7 @@ def train_admm(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunRe
     lam = spec.lam_for(fed)
     opt = AdmmOptions.from_params(spec.params, lam)
     fed.prepare(spec.loss, lam)
-    rule = StopRule.from_spec(spec, gtol=False)
+    rule = spec.stop_rule(gtol=False)
     K, N = len(fed.names), fed.n_rows
     z = initial_point(fed, spec)
     z_prev: np.ndarray | None = None

@@ -39,7 +39,7 @@ def train_centralized_baseline(
     preconditioner: Preconditioner = DIAG,
 ) -> RunResult | Refused:
     """Export all rows to the home DC and train there; or say who refused."""
-    lam = 1.0 / fed.n_rows if lam is None else float(lam)
+    lam = 1.0 / fed.site_rows if lam is None else float(lam)
     try:  # a session for Export; no support. Masked-only or private sites refuse it
         fed.prepare(loss, lam, restrict_to_support=False, job="export")
     except SiteCallError as e:

@@ -36,7 +36,6 @@ import numpy as np
 
 from geodml.algorithms.baseline import initial_point, read_params, weighted_average
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.stop import StopRule
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 from geodml.federation.objective import FederatedObjective
@@ -57,7 +56,7 @@ def train_dane(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunRe
         raise ConfigError("dane parameter mu: must be > 0 when lambda is 0")
     fed.prepare(spec.loss, lam)
     objective = FederatedObjective(fed, lam)
-    rule = StopRule.from_spec(spec)
+    rule = spec.stop_rule()
     w = initial_point(fed, spec)
     inner: list[list[int]] = []
     t = 0

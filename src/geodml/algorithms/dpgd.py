@@ -31,7 +31,6 @@ import numpy as np
 
 from geodml.algorithms.baseline import read_params
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.stop import StopRule
 from geodml.errors import ConfigError
 from geodml.federation import Federation, PrivacyJob
 from geodml.privacy.dp import calibrate_noise
@@ -72,7 +71,7 @@ def train_dp_gd(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunR
     N = fed.n_rows
     w = np.zeros(fed.n_features) if spec.w0 is None else np.asarray(spec.w0, dtype=float)
     tail, kept = np.zeros_like(w), 0
-    rule = StopRule.from_spec(spec, gtol=False, max_rounds=rounds)  # no objective: nan
+    rule = spec.stop_rule(gtol=False, max_rounds=rounds)  # no objective: nan
     reason = None
     for t in range(1, rounds + 1):
         g = np.sum([e.grad for e in fed.evaluate(w)], axis=0) / N + lam * w

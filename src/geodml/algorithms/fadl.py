@@ -57,7 +57,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.stop import StopRule
 from geodml.algorithms.warm_start import start
 from geodml.errors import ConfigError
 from geodml.federation import Federation
@@ -189,7 +188,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     fed.note_gradient(float(np.linalg.norm(g)))
     inverse = np.ones(fed.n_features) if metric is None else 1.0 / metric
     norm = spec.preconditioner.grad_norm(metric)  # gtol's norm
-    rule = StopRule.from_spec(spec)
+    rule = spec.stop_rule()
     if rule.reference is None and grad_at_zero is not None:
         rule.reference = norm(grad_at_zero)  # warm: gtol as in a run from zero
     reason = rule.check(recorder.add(0, f, w, norm(g)))

@@ -51,7 +51,6 @@ from geodml.algorithms.baseline import (
     weighted_average,
 )
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.stop import StopRule
 from geodml.federation import Federation
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ class _Run:
                  opt: FedAvgOptions):
         self.fed, self.spec, self.recorder, self.opt = fed, spec, recorder, opt
         self.lam = spec.lam_for(fed)
-        self.rule = StopRule.from_spec(spec, gtol=False)
+        self.rule = spec.stop_rule(gtol=False)
         self.tuning: dict[str, float] = {}  # eta0 candidate -> F of its first-round average
 
     def sgd_round(self, w: np.ndarray, eta0: float, t: int) -> tuple[np.ndarray, float, bool]:

@@ -34,7 +34,6 @@ from geodml.algorithms.baseline import (
     weighted_average,
 )
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.algorithms.stop import StopRule
 from geodml.federation import Federation
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ def train_oneshot(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> Ru
     results = fed.local_solve("local_minimize", params, [initial_point(fed, spec)])
     w = weighted_average(results)
     f = evaluate_objective(fed, lam, w)
-    rule = StopRule.from_spec(spec, gtol=False)
+    rule = spec.stop_rule(gtol=False)
     reason = rule.check(recorder.add(1, f, w))
     return RunResult(
         "oneshot", w, f, rule.converged(reason), reason or "one round (approximate method)",

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from geodml.algorithms.stop import VALIDATION_METRIC
 from geodml.federation import Federation
+from geodml.job.validation import VALIDATION_METRIC
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from geodml.algorithms.defaults import DEFAULT_GTOL, DEFAULT_MAX_ROUNDS
-from geodml.algorithms.stop import ValidationStop
+from geodml.algorithms.stop import StopRule, ValidationStop
 from geodml.federation import Federation
 from geodml.optim.preconditioner import DIAG, Preconditioner
 
@@ -33,5 +33,15 @@ class TrainSpec:
     # prepared with a validation share; see geodml.algorithms.stop)
     validation: ValidationStop | None = None
 
+    def stop_rule(self, gtol: bool = True, max_rounds: int | None = None) -> StopRule:
+        """The run's :class:`StopRule`: ``gtol=False`` for methods that see no exact
+        gradient; ``max_rounds`` where the method counts its rounds itself (dp-gd)."""
+        return StopRule(self.gtol if gtol else None, self.tol,
+                        self.max_rounds if max_rounds is None else max_rounds,
+                        self.max_wan_bytes, self.grad_reference, self.validation)
+
     def lam_for(self, fed: Federation) -> float:
-        return 1.0 / fed.n_rows if self.lam is None else float(self.lam)
+        """``lam``, or ``1/N`` with ``N`` every row the sites hold (held-out rows and
+        rows outside a calibration sample included, so that neither changes the
+        regularization of the model)."""
+        return 1.0 / fed.site_rows if self.lam is None else float(self.lam)

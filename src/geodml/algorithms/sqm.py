@@ -14,7 +14,6 @@ from __future__ import annotations
 from geodml.algorithms.baseline import read_params
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.spec import TrainSpec
-from geodml.algorithms.stop import StopRule
 from geodml.algorithms.warm_start import start
 from geodml.errors import ConfigError
 from geodml.federation import Federation
@@ -44,7 +43,7 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
     warm = spec.warm_start and spec.w0 is None
     preconditioner = spec.preconditioner
     w0, metric, grad_at_zero = start(fed, preconditioner, lam, spec.w0, warm)
-    rule = StopRule.from_spec(spec)
+    rule = spec.stop_rule()
     if rule.reference is None and grad_at_zero is not None:  # warm: gtol as from zero
         rule.reference = preconditioner.grad_norm(metric)(grad_at_zero)
     stop_reason: list[str] = []

@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from geodml.errors import ConfigError
+from geodml.job.validation import VALIDATION_METRIC
 
 if TYPE_CHECKING:
     from geodml.algorithms.record import RoundRow
-    from geodml.algorithms.spec import TrainSpec
 
 GTOL_REASON = "relative gradient norm below gtol"
 VALIDATION_REASON = "validation loss stopped improving"
-VALIDATION_METRIC = "val_log_loss"
 _CONVERGED = ("relative gradient", "gradient is zero", "relative suboptimality",
               VALIDATION_REASON)
 
@@ -55,7 +54,8 @@ class ValidationStop:
 
 @dataclass
 class StopRule:
-    """See the module docstring; ``gtol=None`` for methods that see no exact gradient."""
+    """See the module docstring; ``gtol=None`` for methods that see no exact gradient.
+    A run's rule comes from :meth:`geodml.algorithms.spec.TrainSpec.stop_rule`."""
 
     gtol: float | None = None
     tol: float | None = None
@@ -68,15 +68,6 @@ class StopRule:
     best_validation: float = field(default=math.inf, init=False)
     best_row: int | None = field(default=None, init=False)  # iteration of the best V
     stale: int = field(default=0, init=False)
-
-    @classmethod
-    def from_spec(cls, spec: TrainSpec, gtol: bool = True,
-                  max_rounds: int | None = None) -> StopRule:
-        """The rule of ``spec``; ``gtol=False`` for methods that see no exact gradient;
-        ``max_rounds`` when the method counts its rounds differently (dp-gd)."""
-        return cls(spec.gtol if gtol else None, spec.tol,
-                   spec.max_rounds if max_rounds is None else max_rounds,
-                   spec.max_wan_bytes, spec.grad_reference, spec.validation)
 
     def check(self, row: RoundRow) -> str | None:
         """Why to stop after ``row``, or None."""

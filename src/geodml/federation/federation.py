@@ -173,6 +173,11 @@ class Federation(SiteClient, Recovery, Channels):
         sites."""
         if self._jobs:
             return sum(job.rows for job in self._jobs.values())
+        return self.site_rows
+
+    @property
+    def site_rows(self) -> int:
+        """Every row the sites hold (held-out rows and rows outside a sample included)."""
         return sum(s.rows for s in self.sites.values())
 
     @property

@@ -35,6 +35,7 @@ from geodml.metrics import auc_from_histogram
 from geodml.models.losses import Loss
 from geodml.wire.errors import SiteCallError
 
+VALIDATION_METRIC = "val_log_loss"  # the metric the stop rule watches
 VALIDATION_BINS = 64
 VALIDATION_MARGIN = 8.0
 DEFAULT_SHARE = 0.1
@@ -70,7 +71,7 @@ def combine(parts: Sequence[SiteValidation]) -> dict[str, float]:
     if rows == 0:
         return {}
     hist = np.sum([p.histogram for p in parts], axis=0)
-    return {"val_log_loss": sum(p.loss_sum for p in parts) / rows,
+    return {VALIDATION_METRIC: sum(p.loss_sum for p in parts) / rows,
             "val_auc": auc_from_histogram(hist), "val_rows": float(rows)}
 
 
@@ -118,6 +119,7 @@ class ValidationRows:
                               margin_histogram(self.y, z))
 
 
-__all__ = ["DEFAULT_SHARE", "VALIDATION_BINS", "VALIDATION_MARGIN", "SiteValidation",
+__all__ = ["DEFAULT_SHARE", "VALIDATION_BINS", "VALIDATION_MARGIN", "VALIDATION_METRIC",
+           "SiteValidation",
            "ValidationJob", "ValidationRows", "combine", "held_out", "histogram_from_wire",
            "margin_histogram"]
