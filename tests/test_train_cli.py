@@ -136,3 +136,28 @@ def test_the_preconditioner_is_on_by_default_and_can_be_turned_off(sites, tmp_pa
     assert LinearModel.load(tmp_path / "c.npz").info["preconditioner"] == "none"
     bad = invoke("train", sites, "--precondition", "diagonal")
     assert bad.exit_code != 0 and "'diagonal' is not one of 'diag', 'none'" in bad.output
+
+
+def test_stop_validation_holds_rows_out_and_keeps_the_best_model(sites, tmp_path):
+    record = tmp_path / "val.jsonl"
+    result = invoke("train", sites, "--method", "fadl-subspace", "--stop", "validation",
+                    "--gtol", "1e-10", "--patience", "2", "--record", record,
+                    "--out", tmp_path / "v.npz")
+    assert result.exit_code == 0, result.output
+    assert "validation loss stopped improving" in result.output
+    assert "held-out rows (0.1 of each site's)" in result.output
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    losses = [r["metrics"]["val_log_loss"] for r in rows]
+    assert all(0 < v < 1 for v in losses) and all("val_auc" in r["metrics"] for r in rows)
+    info = LinearModel.load(tmp_path / "v.npz").info
+    assert info["validation"]["best_iteration"] == rows[losses.index(min(losses))]["iteration"]
+
+
+def test_validation_options_that_cannot_combine_are_refused(sites, tmp_path):
+    result = invoke("train", sites, "--method", "fadl-subspace", "--stop", "validation",
+                    "--secure-aggregation")
+    assert result.exit_code != 0 and "travel in the clear" in result.output
+    result = invoke("train", sites, "--method", "centralized-export", "--stop", "validation")
+    assert result.exit_code != 0 and "geo-distributed --method" in result.output
+    result = invoke("train", sites, "--validation-share", "1.5")
+    assert result.exit_code != 0 and "--validation-share" in result.output

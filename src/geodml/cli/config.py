@@ -101,11 +101,37 @@ class TlsOptions:
 
 @dataclass(frozen=True)
 class StopOptions:
-    """When a run stops: relative gradient norm, outer iterations, WAN bytes."""
+    """When a run stops: relative gradient norm (``rule="gtol"``) or held-out loss
+    (``rule="validation"``: ``patience`` rows without a relative gain of ``threshold``),
+    outer iterations, WAN bytes. ``validation_share``: rows every site holds out (also
+    with gtol, to report the held-out curve); None with validation means the default."""
 
     gtol: float = DEFAULT_GTOL
     max_rounds: int = DEFAULT_MAX_ROUNDS
     max_wan_bytes: int | None = None
+    rule: str = "gtol"
+    validation_share: float | None = None
+    patience: int = 2
+    threshold: float = 1e-4
+    validation_seed: int = 0
+
+    @property
+    def validation_job(self):
+        """The federation's :class:`~geodml.job.validation.ValidationJob`, or None."""
+        from geodml.job.validation import DEFAULT_SHARE, ValidationJob
+
+        share = self.validation_share
+        if share is None and self.rule == "validation":
+            share = DEFAULT_SHARE
+        return None if share is None else ValidationJob(share, self.validation_seed)
+
+    @property
+    def validation_stop(self):
+        """The spec's :class:`~geodml.algorithms.stop.ValidationStop`, or None."""
+        from geodml.algorithms.stop import ValidationStop
+
+        return ValidationStop(self.patience, self.threshold) if (
+            self.rule == "validation") else None
 
 
 @dataclass(frozen=True)
@@ -182,7 +208,9 @@ class TrainConfig:
             precondition_mix=p.get("precondition_mix", 0.0),
             local_warm_start=bool(p.get("local_warm_start")),
             stop=StopOptions(p.get("gtol", DEFAULT_GTOL), p.get("max_iter", DEFAULT_MAX_ROUNDS),
-                             p.get("max_wan_bytes")),
+                             p.get("max_wan_bytes"), p.get("stop_rule") or "gtol",
+                             p.get("validation_share"), p.get("patience", 2),
+                             p.get("stop_threshold", 1e-4), p.get("validation_seed", 0)),
             compression=CompressionOptions(
                 p.get("compress"), p.get("compress_up"), p.get("compress_down"),
                 p.get("full_precision_at", DEFAULT_FULL_PRECISION_AT)),
@@ -219,6 +247,14 @@ class TrainConfig:
             raise click.UsageError("--secure-aggregation sums exact fixed-point values: it "
                                    "does not combine with --compress/--compress-up/"
                                    "--compress-down")
+        held_out = self.stop.validation_job is not None
+        if held_out and (self.centralized or self.method == "centralized-export"):
+            raise click.UsageError("--stop validation/--validation-share hold rows out at the "
+                                   "sites: give a geo-distributed --method")
+        if held_out and (self.secure_aggregation or self.method == "dp-gd"):
+            raise click.UsageError("--stop validation/--validation-share: held-out scores "
+                                   "travel in the clear, which --secure-aggregation and dp-gd "
+                                   "forbid")
         if self.centralized:
             if s.data_dir is None or s.remote:
                 raise click.UsageError(

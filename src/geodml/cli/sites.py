@@ -110,4 +110,5 @@ def open_federation(config: TrainConfig, topology, audit: str | None, journal=No
         journal=journal,
         secure=SecureAggregation(config.secure_fraction_bits)
         if config.secure_aggregation else None,
-        nonce_seed=bytes.fromhex(config.nonce_seed) if config.nonce_seed else None)
+        nonce_seed=bytes.fromhex(config.nonce_seed) if config.nonce_seed else None,
+        validation=config.stop.validation_job)

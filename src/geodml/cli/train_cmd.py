@@ -56,6 +56,22 @@ PATH_OPTIONS = ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key", "test_di
               help="Blend the diagonal with its mean: (1 - M) D + M mean(D); 1 is the identity.")
 @max_rounds_option
 @click.option("--max-wan-bytes", type=int, default=None, help="Stop after this many WAN bytes.")
+@click.option("--stop", "stop_rule", type=click.Choice(("gtol", "validation")), default="gtol",
+              show_default=True,
+              help="gtol: at --gtol. validation: when the sites' held-out log loss stops "
+                   "improving (--patience rows without a --stop-threshold relative gain); the "
+                   "model of the best held-out row is kept.")
+@click.option("--validation-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None,
+              help="Share of every site's rows held out and scored each round (default 0.1 "
+                   "with --stop validation; with --stop gtol it only reports the curve).")
+@click.option("--patience", type=click.IntRange(1, 1000), default=2, show_default=True,
+              help="--stop validation: rows without a gain before stopping.")
+@click.option("--stop-threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-4,
+              show_default=True,
+              help="--stop validation: the relative gain in held-out log loss that counts.")
+@click.option("--validation-seed", type=click.IntRange(0, 2**63 - 1), default=0,
+              show_default=True, help="Fixes which rows are held out.")
 @compression_options(repeat=False)
 @click.option("--full-precision-at", type=click.FloatRange(0, 1), default=1e-3,
               show_default=True,

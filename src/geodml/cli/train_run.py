@@ -52,7 +52,8 @@ def _train(fed, config: TrainConfig, start, recorder):
     spec = TrainSpec(loss=config.loss, lam=config.lam, gtol=stop.gtol,
                      max_rounds=stop.max_rounds, max_wan_bytes=stop.max_wan_bytes, w0=w0,
                      grad_reference=reference, params=dict(config.params),
-                     preconditioner=config.preconditioner, warm_start=config.local_warm_start)
+                     preconditioner=config.preconditioner, warm_start=config.local_warm_start,
+                     validation=stop.validation_stop)
     return train(fed, config.method, spec, recorder)
 
 
@@ -77,8 +78,10 @@ def train_federated(config: TrainConfig, test, start, run=None, resume: bool = F
                       f"{fed.n_features:,} features")
         with console.status(f"training ({config.method})") as status:
             def on_row(row) -> None:
+                held = row.metrics.get("val_log_loss")
                 status.update(f"{config.method}: iteration {row.iteration}, "
-                              f"F = {row.objective:.10g}, WAN {row.wan_bytes:,} bytes")
+                              f"F = {row.objective:.10g}, WAN {row.wan_bytes:,} bytes"
+                              + ("" if held is None else f", held-out log loss {held:.6f}"))
                 if run is not None:
                     run.save_checkpoint(_progress(fed, row))
 
@@ -101,6 +104,10 @@ def train_federated(config: TrainConfig, test, start, run=None, resume: bool = F
         console.print(metrics_table("test quality", {"test": evaluate(result.w)}))
     if "privacy" in result.info:
         console.print(privacy_table(result.info["privacy"]))
+    if "validation" in result.info:
+        v = result.info["validation"]
+        console.print(f"held-out rows ({v['held_out_share']:g} of each site's): best log loss "
+                      f"{v['best_log_loss']:.6f} at iteration {v['best_iteration']}")
     if topology is not None:
         _print_modeled(rounds, topology, result.rows[-1].seconds)
     console.print(f"model written to {out_path}")
