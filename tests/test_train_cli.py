@@ -161,3 +161,25 @@ def test_validation_options_that_cannot_combine_are_refused(sites, tmp_path):
     assert result.exit_code != 0 and "geo-distributed --method" in result.output
     result = invoke("train", sites, "--validation-share", "1.5")
     assert result.exit_code != 0 and "--validation-share" in result.output
+
+
+def test_lam_path_keeps_the_lambda_of_least_held_out_loss(sites, tmp_path):
+    record = tmp_path / "path.jsonl"
+    result = invoke("train", sites, "--method", "sqm-lbfgs", "--validation-share", "0.2",
+                    "--lam-path", "1e-2,1e-4,1e-3", "--record", record,
+                    "--out", tmp_path / "p.npz")
+    assert result.exit_code == 0, result.output
+    assert "lambda path: chose" in result.output
+    info = LinearModel.load(tmp_path / "p.npz").info
+    steps = info["lam_path"]
+    assert [s["lam"] for s in steps] == [1e-2, 1e-3, 1e-4]  # largest first
+    best = min(steps, key=lambda s: s["best_log_loss"])
+    assert info["lam"] == best["lam"] and f"chose {best['lam']:g}" in result.output
+    # warm-started from the previous lambda's model: later runs need fewer rounds
+    assert steps[1]["vector_rounds"] < steps[0]["vector_rounds"]
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    assert {r["metrics"]["lam"] for r in rows} == {1e-2, 1e-3, 1e-4}  # one record, all runs
+    refused = invoke("train", sites, "--lam-path", "1e-3,1e-4")
+    assert refused.exit_code != 0 and "held-out loss" in refused.output
+    refused = invoke("train", sites, "--validation-share", "0.1", "--lam-path", "1e-3,x")
+    assert refused.exit_code != 0 and "--lam-path" in refused.output

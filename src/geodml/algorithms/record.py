@@ -81,7 +81,11 @@ class RunRecorder:
                  path: str | Path | None = None,
                  evaluate: Callable[[np.ndarray], dict[str, float]] | None = None,
                  evaluate_every: int = 1,
-                 on_row: Callable[[RoundRow], None] | None = None):
+                 on_row: Callable[[RoundRow], None] | None = None,
+                 append: bool = False, tags: dict[str, float] | None = None):
+        """``path``: write each row as a JSON line (``append``: after what the file
+        holds, e.g. the earlier runs of a lambda path); ``tags``: metrics every row
+        carries (e.g. ``{"lam": 1e-5}``)."""
         self.fed = federation
         self.f_star = f_star
         self.evaluate = evaluate
@@ -93,7 +97,8 @@ class RunRecorder:
             math.inf, -1, math.nan, None)
         self.start = time.perf_counter()
         self.path = Path(path) if path else None
-        if self.path:
+        self.tags = dict(tags or {})
+        if self.path and not append:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("")
 
@@ -102,9 +107,9 @@ class RunRecorder:
         sub = None
         if self.f_star is not None:
             sub = max(0.0, (objective - self.f_star) / abs(self.f_star))
-        metrics = {}
+        metrics = dict(self.tags)
         if self.evaluate is not None and iteration % self.evaluate_every == 0:
-            metrics = self.evaluate(w)
+            metrics.update(self.evaluate(w))
         fed = self.fed
         if fed is not None:  # the sites' held-out metrics at w (geodml.job.validation)
             metrics.update(fed.take_validation())

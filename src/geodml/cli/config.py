@@ -178,6 +178,7 @@ class TrainConfig:
     precondition: str = "diag"  # geodml.optim.preconditioner: diag | none
     precondition_mix: float = 0.0
     local_warm_start: bool = False
+    lam_path: tuple[float, ...] = ()  # train at each, keep the least held-out loss
     stop: StopOptions = field(default_factory=StopOptions)
     compression: CompressionOptions = field(default_factory=CompressionOptions)
     outputs: OutputOptions = field(default_factory=OutputOptions)
@@ -207,6 +208,7 @@ class TrainConfig:
             precondition=p.get("precondition", "diag"),
             precondition_mix=p.get("precondition_mix", 0.0),
             local_warm_start=bool(p.get("local_warm_start")),
+            lam_path=_floats(p.get("lam_path"), "--lam-path"),
             stop=StopOptions(p.get("gtol", DEFAULT_GTOL), p.get("max_iter", DEFAULT_MAX_ROUNDS),
                              p.get("max_wan_bytes"), p.get("stop_rule") or "gtol",
                              p.get("validation_share"), p.get("patience", 2),
@@ -248,6 +250,20 @@ class TrainConfig:
                                    "does not combine with --compress/--compress-up/"
                                    "--compress-down")
         held_out = self.stop.validation_job is not None
+        if self.lam_path:
+            from geodml.algorithms.lam_path import check_path
+            from geodml.errors import ConfigError
+
+            if self.lam is not None:
+                raise click.UsageError("give --lam or --lam-path, not both")
+            if not held_out:
+                raise click.UsageError("--lam-path chooses lambda by held-out loss: add "
+                                       "--validation-share S or --stop validation")
+            try:
+                check_path(self.lam_path)
+            except ConfigError as e:
+                raise click.BadParameter(str(e).removeprefix("--lam-path: "),
+                                         param_hint="--lam-path") from None
         if held_out and (self.centralized or self.method == "centralized-export"):
             raise click.UsageError("--stop validation/--validation-share hold rows out at the "
                                    "sites: give a geo-distributed --method")
@@ -273,6 +289,19 @@ class TrainConfig:
         if s.tls.given and s.data_dir is not None:
             raise click.UsageError("--tls-dir/--tls-ca/--tls-cert/--tls-key are for remote "
                                    "sites; DATA_DIR's sites run in this process")
+
+
+def _floats(text: str | list | None, option: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers (a resumed run's saved list as it is)."""
+    if not text:
+        return ()
+    if isinstance(text, list | tuple):
+        return tuple(float(x) for x in text)
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers",
+                                 param_hint=option) from None
 
 
 def _default_method(sites: SiteSource) -> str:

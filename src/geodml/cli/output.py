@@ -43,3 +43,16 @@ def result_table(method: str, result) -> Table:
     table.add_row(f"{result.objective:.10g}", str(last.iteration), str(last.rounds),
                   f"{last.vector_rounds:g}", f"{last.wan_bytes:,}", f"{last.seconds:.1f}")
     return table
+
+
+def lam_path_table(steps: list[dict], chosen: float) -> Table:
+    """A lambda path: each run's rounds, WAN bytes and best held-out log loss."""
+    table = Table(title=f"lambda path: chose {chosen:g} (least held-out log loss)")
+    for col in ("lambda", "iterations", "vector rounds", "WAN bytes", "held-out log loss",
+                "stop"):
+        table.add_column(col, justify="left" if col == "stop" else "right")
+    for s in steps:
+        mark = " *" if s["lam"] == chosen else ""
+        table.add_row(f"{s['lam']:g}{mark}", str(s["iterations"]), f"{s['vector_rounds']:g}",
+                      f"{s['wan_bytes']:,}", f"{s['best_log_loss']:.6f}", s["reason"])
+    return table

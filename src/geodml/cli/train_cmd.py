@@ -70,6 +70,10 @@ PATH_OPTIONS = ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key", "test_di
 @click.option("--stop-threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-4,
               show_default=True,
               help="--stop validation: the relative gain in held-out log loss that counts.")
+@click.option("--lam-path", default=None, metavar="L1,L2,...",
+              help="Train at each lambda (largest first, each warm-started from the last) "
+                   "and keep the one of least held-out log loss; needs --validation-share "
+                   "or --stop validation.")
 @click.option("--validation-seed", type=click.IntRange(0, 2**63 - 1), default=0,
               show_default=True, help="Fixes which rows are held out.")
 @compression_options(repeat=False)

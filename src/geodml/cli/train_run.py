@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 
 from geodml.cli.config import TrainConfig
-from geodml.cli.output import console, metrics_table, privacy_table, result_table
+from geodml.cli.output import (
+    console,
+    lam_path_table,
+    metrics_table,
+    privacy_table,
+    result_table,
+)
 from geodml.cli.sites import load_deployment, load_test, open_federation
 
 
@@ -39,22 +45,35 @@ def _check_method(method: str) -> None:
             f"{', '.join(sorted(METHODS))}", param_hint="--method")
 
 
-def _train(fed, config: TrainConfig, start, recorder):
-    """The run itself: the centralized baseline (centralized-export) or the method."""
+def _train(fed, config: TrainConfig, start, recorder_for):
+    """The run itself: the centralized baseline (centralized-export), the method, or
+    the method along ``--lam-path`` (``recorder_for(tags, append)``: a run's recorder)."""
     from geodml.algorithms.centralize import train_centralized_baseline
     from geodml.algorithms.registry import TrainSpec, train
 
     stop = config.stop
     if config.method == "centralized-export":
         return train_centralized_baseline(fed, config.loss, config.lam, stop.gtol,
-                                          stop.max_rounds, recorder, config.preconditioner)
+                                          stop.max_rounds, recorder_for({}, False),
+                                          config.preconditioner)
     w0, reference = start
     spec = TrainSpec(loss=config.loss, lam=config.lam, gtol=stop.gtol,
                      max_rounds=stop.max_rounds, max_wan_bytes=stop.max_wan_bytes, w0=w0,
                      grad_reference=reference, params=dict(config.params),
                      preconditioner=config.preconditioner, warm_start=config.local_warm_start,
                      validation=stop.validation_stop)
-    return train(fed, config.method, spec, recorder)
+    if not config.lam_path:
+        return train(fed, config.method, spec, recorder_for({}, False))
+    from geodml.algorithms.lam_path import train_path
+
+    first = config.lam_path[0]
+    chosen, steps = train_path(fed, config.method, spec, config.lam_path,
+                               lambda lam: recorder_for({"lam": lam}, lam != first))
+    chosen.result.info["lam_path"] = [
+        {"lam": s.lam, "iterations": s.result.rows[-1].iteration,
+         "vector_rounds": s.vector_rounds, "wan_bytes": s.wan_bytes,
+         "best_log_loss": s.best_log_loss, "reason": s.result.reason} for s in steps]
+    return chosen.result
 
 
 def train_federated(config: TrainConfig, test, start, run=None, resume: bool = False) -> None:
@@ -85,7 +104,8 @@ def train_federated(config: TrainConfig, test, start, run=None, resume: bool = F
                 if run is not None:
                     run.save_checkpoint(_progress(fed, row))
 
-            result = _train(fed, config, start, RunRecorder(fed, path=record, on_row=on_row))
+            result = _train(fed, config, start, lambda tags, append: RunRecorder(
+                fed, path=record, on_row=on_row, append=append, tags=tags))
         if isinstance(result, Refused):
             raise click.ClickException(f"the centralized plan is {result}:\n  "
                                        + "\n  ".join(result.messages))
@@ -104,6 +124,8 @@ def train_federated(config: TrainConfig, test, start, run=None, resume: bool = F
         console.print(metrics_table("test quality", {"test": evaluate(result.w)}))
     if "privacy" in result.info:
         console.print(privacy_table(result.info["privacy"]))
+    if "lam_path" in result.info:
+        console.print(lam_path_table(result.info["lam_path"], result.info["lam"]))
     if "validation" in result.info:
         v = result.info["validation"]
         console.print(f"held-out rows ({v['held_out_share']:g} of each site's): best log loss "
