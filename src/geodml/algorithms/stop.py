@@ -42,7 +42,7 @@ class ValidationStop:
     """Stop once the held-out loss has not improved by a relative ``threshold`` for
     ``patience`` consecutive rows."""
 
-    patience: int = 2
+    patience: int = 1
     threshold: float = 1e-4
 
     def __post_init__(self) -> None:
