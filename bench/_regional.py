@@ -84,10 +84,11 @@ def federation_factory(services: Sequence[SiteService], home: str
     """The in-process twin of :func:`geodml.planning.connect.federation_factory`: the same messages
     and metered bytes as gRPC, without sockets."""
     def open_federation(compression=None, sample_fraction: float = 1.0,
-                        audit: str | None = None, secure=None) -> Federation:
+                        audit: str | None = None, secure=None, validation=None) -> Federation:
         return Federation([InProcessTransport(s) for s in services], home,
                           audit=AuditLog(audit) if audit else None, compression=compression,
-                          sample_fraction=sample_fraction, secure=secure)
+                          sample_fraction=sample_fraction, secure=secure,
+                          validation=validation)
     return open_federation
 
 

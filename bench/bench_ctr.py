@@ -3,7 +3,7 @@ per-feature (Hessian-diagonal) preconditioner.
 
 Usage: python bench/bench_ctr.py [--rows 10000,100000,1000000] [--dcs 2] [--bits 20]
        [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16] [--starts cold,warm]
-       [--gtol 1e-3]
+       [--gtol 1e-3] [--held-out 0.1]
        [--work DIR] [--stream]
 
 For every size it generates (or reuses, under ``--work``) the regional CTR data of
@@ -39,10 +39,12 @@ from _regional import (
 )
 from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
+from geodml.algorithms.stop import ValidationStop
 from geodml.centralized import train_centralized
 from geodml.data.dataset import Dataset
 from geodml.federation import CompressionConfig
 from geodml.job.compression import AdaptivePrecision
+from geodml.job.validation import ValidationJob
 from geodml.metrics import roc_auc
 from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import NONE, Preconditioner
@@ -86,15 +88,21 @@ def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
 
 
 def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: float,
-            max_rounds: int, warm: bool) -> list[str]:
+            max_rounds: int, warm: bool, held_out: float | None = None) -> list[str]:
+    """One geo run; ``held_out``: stop by the held-out loss of that share of the rows
+    (``--stop validation``, patience 1) instead of gtol."""
     t0 = time.perf_counter()
-    with open_fed(compression=compression(comp)) as fed:
-        r = train(fed, method, TrainSpec(gtol=gtol, max_rounds=max_rounds, preconditioner=pre,
-                                         warm_start=warm), RunRecorder(fed))
+    validation = None if held_out is None else ValidationJob(held_out)
+    stop = None if held_out is None else ValidationStop()
+    with open_fed(compression=compression(comp), validation=validation) as fed:
+        r = train(fed, method, TrainSpec(gtol=gtol if stop is None else 1e-8,
+                                         max_rounds=max_rounds, preconditioner=pre,
+                                         warm_start=warm, validation=stop), RunRecorder(fed))
         rounds, vector_rounds = fed.rounds, fed.vector_rounds
         wan = fed.meter.snapshot()["wan_bytes"]
     auc = roc_auc(test.y, test.X @ r.w)
-    plan = (method if comp == "none" else f"{method} {comp}") + (" warm" if warm else "")
+    plan = (method if comp == "none" else f"{method} {comp}") + (" warm" if warm else "") + (
+        "" if held_out is None else f" stop validation ({held_out:g} held out)")
     return [f"{n:,}", plan, pre.kind, str(len(r.rows) - 1), f"{vector_rounds:g}", str(rounds),
             f"{wan / 1e6:.1f}", f"{r.objective:.7f}", f"{auc:.5f}",
             f"{time.perf_counter() - t0:.0f}", r.reason]
@@ -115,6 +123,9 @@ def main() -> None:
     ap.add_argument("--gtol", type=float, default=1e-3)
     ap.add_argument("--max-rounds", type=int, default=1000)
     ap.add_argument("--no-centralize", action="store_true")
+    ap.add_argument("--held-out", default="",
+                    help="comma-separated shares: also run each geo plan with --stop "
+                         "validation, that share of every site's rows held out")
     ap.add_argument("--stream", action="store_true", help="sites read rows from disk")
     ap.add_argument("--work", type=Path, default=Path("bench-work"))
     ap.add_argument("--markdown", action="store_true")
@@ -137,10 +148,11 @@ def main() -> None:
             for metric in args.metrics.split(","):
                 for comp, start in itertools.product(args.compress.split(","),
                                                      args.starts.split(",")):
-                    row = geo_row(n, open_fed, method, pres[metric], comp, test, args.gtol,
-                                  args.max_rounds, start == "warm")
-                    rows.append(row)
-                    console.log(" | ".join(row))
+                    for share in [None, *(float(x) for x in args.held_out.split(",") if x)]:
+                        row = geo_row(n, open_fed, method, pres[metric], comp, test,
+                                      args.gtol, args.max_rounds, start == "warm", share)
+                        rows.append(row)
+                        console.log(" | ".join(row))
         for s in services:
             s.shutdown()
         del sites, services

@@ -284,7 +284,7 @@ def test_sites_stop_gracefully_on_sigterm(regional, tmp_path):
     config = SiteConfig(name="eu-west", insecure=True, data=DataConfig(path=regional["eu-west"]))
     cluster = LocalCluster([config], tmp_path / "run", insecure=True).start()
     process = cluster.sites["eu-west"].process
-    cluster.stop()
+    cluster.stop(timeout=scaled(30))  # a loaded machine exits slowly; killed would be -9
     assert process.returncode == 0
     assert "serving 3000 rows" in (tmp_path / "run" / "eu-west.log").read_text()
 

@@ -177,7 +177,9 @@ class LocalCluster:
         self.sites[name] = RunningSite(site.config, proc, port, log_path)
         self._wait_until_serving(self.sites[name], deadline)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every site, wait up to ``timeout`` seconds for each to exit (a
+        graceful stop drains calls for up to 5 s), then kill what is left."""
         for site in self.sites.values():
             if site.process.poll() is None:
                 site.process.send_signal(signal.SIGTERM)
