@@ -236,11 +236,11 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
                     skip_until, backoff, weak = it + 1 + backoff, backoff * 2, 0
             else:
                 weak, backoff = 0, 2
-        fed.subspace(coefficients=c, commit=True, memory=options.memory)
         step = D @ c
         w = w + step
         memory = [step, *memory][: options.memory]
-        evals = fed.evaluate()  # the gradient at the new point, from cached margins
+        # the move and the gradient at the new point (from cached margins), one round
+        evals = fed.evaluate(commit=c, memory=options.memory)
         f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
         g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
         fed.note_gradient(float(np.linalg.norm(g)))

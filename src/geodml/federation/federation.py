@@ -373,12 +373,18 @@ class Federation(SiteClient, Recovery, Channels):
         return secure_job.unmask(parts, self._fraction_bits)
 
     def evaluate(self, w: np.ndarray | None = None, *, step: float | None = None,
-                 want_grad: bool = True, v: np.ndarray | None = None) -> list[SiteEval]:
+                 want_grad: bool = True, v: np.ndarray | None = None,
+                 commit: np.ndarray | None = None, memory: int = 0) -> list[SiteEval]:
         """Loss sums (and gradient / Hessian-vector sums) at ``w``, at the cached
-        ``w + step p``, or at the current point; one round to every site."""
+        ``w + step p``, or at the current point (first moved to ``w + D commit``, keeping
+        ``memory`` steps, as :meth:`subspace` with ``commit=True`` would); one round to
+        every site."""
+        if commit is not None and (w is not None or step is not None):
+            raise GeodmlError("evaluate: commit moves the current point; give no w or step")
         round_id = self._next_round(down=(w is not None) + (v is not None),
                                     up=want_grad + (v is not None))
         full_precision, as_mean = self._up.begin_evaluate()
+        coefficients = [] if commit is None else [float(x) for x in commit]
         validate = want_grad and self.validation is not None and self.secure is None
         scored: dict[str, SiteValidation] = {}
 
@@ -387,7 +393,9 @@ class Federation(SiteClient, Recovery, Channels):
             head = pb.EvaluateRequest(session=job.session, round=round_id,
                                       want_gradient=want_grad, want_hvp=v is not None,
                                       has_w=w is not None, full_precision=full_precision,
-                                      dropped_peers=self._dropped_peers(), validate=validate)
+                                      dropped_peers=self._dropped_peers(), validate=validate,
+                                      commit=commit is not None, commit_memory=memory,
+                                      commit_coefficients=coefficients)
             if step is not None and w is None:
                 head.step = step
             vectors = []

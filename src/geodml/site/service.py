@@ -50,7 +50,13 @@ from geodml.site.executor import Executor, ThreadExecutor
 from geodml.site.policy import Policy, PolicyError
 from geodml.site.procedures import PROCEDURES, ProcedureContext
 from geodml.site.rows import SiteRows
-from geodml.site.session import Session, read_message_stream
+from geodml.site.session import (
+    MAX_SUBSPACE,
+    Session,
+    read_message_stream,
+    subspace_coefficients,
+    subspace_memory,
+)
 from geodml.wire.codec import (
     CodecError,
     VectorAssembler,
@@ -65,7 +71,6 @@ from geodml.wire.protocol import CONTENT, PROTOCOL_VERSION, pb, with_chunks
 
 CAPABILITIES = ("evaluate", "hvp", "line_search", "local_solve", "export", "support", "step",
                 "subspace", "sample", "secure_aggregation", "privacy")
-MAX_SUBSPACE = 64  # directions a subspace may hold
 MAX_SESSIONS = 64
 MAX_PARAMS_JSON = 65536  # bytes of a LocalSolve's parameters
 EXPORT_CHUNK_BYTES = (64 << 10, 32 << 20)  # the range Export's max_chunk_bytes is clamped to
@@ -295,6 +300,9 @@ class SiteService:
         if s.privacy is not None:
             return self._private_gradient(s, first, vectors)
         ex = s.executor
+        if first.commit and (first.has_w or first.HasField("step")):
+            raise SiteError("INVALID_ARGUMENT",
+                            f"site {self.name}: commit moves the current point: no w or step")
         if first.has_w:
             sums = ex.evaluate(vectors.result(0), first.want_gradient)
         elif first.HasField("step"):
@@ -305,6 +313,10 @@ class SiteService:
                 raise SiteError("INVALID_ARGUMENT", f"site {self.name}: step is not finite")
             sums = ex.step(first.step, first.want_gradient)
         elif s.has_point:
+            if first.commit:  # the FADL step and the next gradient in one round
+                c = subspace_coefficients(ex.subspace_size, first.commit_coefficients,
+                                          self.name)
+                ex.subspace_commit(c, subspace_memory(first.commit_memory, self.name))
             sums = ex.current(first.want_gradient)
         else:
             raise SiteError("FAILED_PRECONDITION",
@@ -480,14 +492,9 @@ class SiteService:
                 raise SiteError("INVALID_ARGUMENT",
                                 f"site {self.name}: a subspace holds at most {MAX_SUBSPACE} "
                                 "directions")
-            c = np.array(first.coefficients, dtype=np.float64) if first.coefficients else (
-                np.zeros(m))
-            if len(c) != m or not np.all(np.isfinite(c)):
-                raise SiteError("INVALID_ARGUMENT",
-                                f"site {self.name}: need {m} finite coefficients, got {len(c)}")
-            if first.commit and first.memory > MAX_SUBSPACE:
-                raise SiteError("INVALID_ARGUMENT",
-                                f"site {self.name}: memory must be <= {MAX_SUBSPACE}")
+            c = subspace_coefficients(m, first.coefficients, self.name)
+            if first.commit:
+                subspace_memory(first.memory, self.name)
             for d in new:  # validated: now the call may change the session
                 ex.add_direction(d)
             if first.commit:

@@ -94,3 +94,22 @@ def read_message_stream(
 
 
 __all__ = ["Session", "read_message_stream"]
+
+
+MAX_SUBSPACE = 64  # directions a subspace may hold
+
+
+def subspace_coefficients(m: int, given, site: str) -> np.ndarray:
+    """Subspace coefficients of a request: ``m`` finite numbers (none given: zeros)."""
+    c = np.array(given, dtype=np.float64) if len(given) else np.zeros(m)
+    if len(c) != m or not np.all(np.isfinite(c)):
+        raise SiteError("INVALID_ARGUMENT",
+                        f"site {site}: need {m} finite coefficients, got {len(c)}")
+    return c
+
+
+def subspace_memory(memory: int, site: str) -> int:
+    """The steps a commit keeps, at most :data:`MAX_SUBSPACE`."""
+    if memory > MAX_SUBSPACE:
+        raise SiteError("INVALID_ARGUMENT", f"site {site}: memory must be <= {MAX_SUBSPACE}")
+    return memory

@@ -202,7 +202,7 @@ class PrepareReply(_message.Message):
     def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_rows: _Optional[int] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision", "dropped_peers", "validate")
+    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision", "dropped_peers", "validate", "commit", "commit_coefficients", "commit_memory")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     WANT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,9 @@ class EvaluateRequest(_message.Message):
     FULL_PRECISION_FIELD_NUMBER: _ClassVar[int]
     DROPPED_PEERS_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_MEMORY_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     want_gradient: bool
@@ -223,7 +226,10 @@ class EvaluateRequest(_message.Message):
     full_precision: bool
     dropped_peers: _containers.RepeatedScalarFieldContainer[str]
     validate: bool
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ..., validate: _Optional[bool] = ...) -> None: ...
+    commit: bool
+    commit_coefficients: _containers.RepeatedScalarFieldContainer[float]
+    commit_memory: int
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ..., validate: _Optional[bool] = ..., commit: _Optional[bool] = ..., commit_coefficients: _Optional[_Iterable[float]] = ..., commit_memory: _Optional[int] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
     __slots__ = ("loss_sum", "rows", "chunk", "validation_loss_sum", "validation_rows", "validation_histogram")
