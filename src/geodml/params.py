@@ -149,7 +149,7 @@ class Param:
             ",".join(_text(x) for x in self.default) if self.kind == "floats"
             else str(self.default).lower() if self.kind == "bool" else _text(self.default)
             if isinstance(self.default, int | float) else str(self.default))
-        return f"{name} = {default}: {self.doc} ({self.expects()})"
+        return f"{name} = {default} ({self.expects()}): {self.doc}"
 
 
 class Schema(Mapping[str, Param]):
