@@ -68,15 +68,15 @@ FADL_SUBSPACE_PARAMS = Schema(
     memory=Param(10, "int", 0, 32, "past steps kept in the subspace"),
     adaptive=Param(True, "bool", doc="pause local solves while they do not pay for their "
                    "vector round"),
-    pay_ratio=Param(2.0, "float", 0.0, None, "local solves pay when the model decrease with "
-                    "d is at least this many times that without it"),
+    pay_ratio=Param(2.0, "float", 0.0, None, "local solves pay while d's model decrease is "
+                    "this many times the rest's"),
     inner_iterations=FADL_LOCAL["inner_iterations"],
     inner_gtol=FADL_LOCAL["inner_gtol"],
     mu=FADL_LOCAL["mu"],
-    newton_rounds=Param(25, "int", 1, 200, "scalar rounds of the subspace Newton method per "
-                        "outer iteration, at most"),
-    newton_tol=Param(1e-7, "float", 0.0, 1.0, "stop the subspace Newton method when its "
-                     "predicted gain is below this share of the gain so far"),
+    newton_rounds=Param(25, "int", 1, 200, "subspace Newton rounds per outer iteration, "
+                        "at most"),
+    newton_tol=Param(1e-7, "float", 0.0, 1.0, "stop subspace Newton when its predicted gain "
+                     "is below this share of the gain so far"),
 )
 #: fadl's: the subspace {d, -g, previous step}, local solves every iteration
 FADL_PARAMS = FADL_SUBSPACE_PARAMS.with_defaults(memory=1, adaptive=False)

@@ -70,7 +70,7 @@ FEDAVG_PARAMS = Schema(
     decay=LOCAL_SGD["decay"].with_default(2.0),
     eta0=_ETA0.with_default(None, "initial step size (unset: the best of eta0_grid)"),
     eta0_grid=Param(DEFAULT_GRID, "floats", _ETA0.lo, _ETA0.hi,
-                    "eta0 candidates the first round tries when eta0 is unset"),
+                    "eta0 candidates of the first round when eta0 is unset"),
     seed=Param(0, "int", 0, 1 << 40, f"minibatch order (round t: seed * {SEED_STRIDE} + t)"),
 )
 

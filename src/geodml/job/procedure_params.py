@@ -56,8 +56,8 @@ FADL_LOCAL = Schema(
     inner_iterations=Param(10, "int", 1, 1000, "TRON iterations of each site's local solve"),
     inner_gtol=Param(1e-3, "float", 0.0, 1.0, "relative gradient tolerance of the local solve"),
     mu=Param(0.0, "float", 0.0, 1e12, "proximal weight of the local problem"),
-    metric=Param(None, "choice", doc="the per-feature metric D comes with this call (send) "
-                 "or came before (stored); unset: no metric", choices=METRIC_MODES),
+    metric=Param(None, "choice", doc="the metric D comes with this call (send), came "
+                 "before (stored), or none (unset)", choices=METRIC_MODES),
 )
 
 #: every site procedure's parameters, by procedure name
