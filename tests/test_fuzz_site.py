@@ -48,6 +48,7 @@ from hypothesis import strategies as st
 from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
+from geodml.job.procedure_params import PROCEDURE_PARAMS
 from geodml.models.losses import LOSSES
 from geodml.site.config import DataConfig, ExecutorConfig, SiteConfig
 from geodml.site.launcher import LocalCluster
@@ -428,12 +429,12 @@ def nesting(n: int) -> str:
     return "[" * n + "]" * n
 
 
-GOOD_PARAMS = st.fixed_dictionaries({}, optional={
+GOOD_PARAMS = st.fixed_dictionaries({}, optional={  # filtered to the procedure's names
     "max_iter": st.integers(1, 25), "gtol": st.floats(0, 1), "epochs": st.integers(1, 2),
     "batch_size": st.integers(1, 1000), "eta0": st.floats(1e-6, 10), "mu": st.floats(0, 10),
     "iteration": st.integers(0, 3), "rho": st.floats(1e-3, 10), "seed": st.integers(0, 2**63 - 1),
     "inner_iterations": st.integers(1, 10), "eta": st.floats(1e-3, 2),
-}).map(json.dumps)
+})
 PARAMS_JSON = st.one_of(
     st.dictionaries(st.one_of(st.sampled_from(PARAM_KEYS), st.text(max_size=6)), JSON_VALUES,
                     max_size=4).map(_cap_work).map(json.dumps),
@@ -526,7 +527,9 @@ def structured_call(draw, target: Target, method: str) -> Call:
     elif method == "LocalSolve":
         head["procedure"] = mostly(draw, st.sampled_from(sorted(PROCEDURES)),
                                    st.text(max_size=16), 8)
-        head["params_json"] = mostly(draw, GOOD_PARAMS, PARAMS_JSON, 3)
+        known = PROCEDURE_PARAMS.get(head["procedure"], {})  # others: unknown names
+        good = GOOD_PARAMS.map(lambda p: json.dumps({k: v for k, v in p.items() if k in known}))
+        head["params_json"] = mostly(draw, good, PARAMS_JSON, 3)
         proc = PROCEDURES.get(head["procedure"])
         slots = list(range(mostly(draw, st.just(expected_slots(proc, head["params_json"])),
                                   st.integers(0, 3), 6)))

@@ -57,7 +57,14 @@ def test_bad_method_and_params_are_one_line_errors(sites, tmp_path):
     result = invoke("train", sites, "--method", "magic")
     assert result.exit_code != 0 and "unknown method 'magic'" in result.output
     result = invoke("train", sites, "--method", "fadl", "--param", "inner=3")
-    assert result.exit_code != 0 and "unknown FADL parameters ['inner']" in result.output
+    assert result.exit_code != 0 and "unknown fadl parameters ['inner']" in result.output
+    assert "'inner_iterations'" in result.output  # the known names are listed
+    assert "Traceback" not in result.output
+    result = invoke("train", sites, "--method", "fadl-subspace", "--param", "inner_iterations=0")
+    assert result.exit_code != 0 and ("fadl-subspace parameter inner_iterations must be an "
+                                      "integer in [1, 1000], got 0") in result.output
+    result = invoke("train", sites, "--method", "fedavg", "--param", "epochs=true")
+    assert result.exit_code != 0 and "fedavg parameter epochs must be an integer" in result.output
     assert "Traceback" not in result.output
     result = invoke("train", "--method", "fadl", "--site", "eu-west")
     assert result.exit_code != 0 and "is not NAME=HOST:PORT" in result.output

@@ -34,3 +34,10 @@ def _truncate(text: str, limit: int = 120) -> str:
 class DataError(GeodmlError):
     """Data that parsed but cannot be used: NaN values, labels outside a loss's set,
     a dimension that does not match the model. The message names the dataset."""
+
+
+class ParamError(ConfigError, ValueError):
+    """A method's or a site procedure's parameter that its schema refuses
+    (:mod:`geodml.params`). The message names the owner and the field. A
+    ``ValueError`` too, so that a site answers it as INVALID_ARGUMENT naming itself
+    and the procedure, as it does any procedure's refusal."""

@@ -50,47 +50,56 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geodml.algorithms.baseline import (
-    as_bool,
-    evaluate_objective,
-    initial_point,
-    objective_from_info,
-    read_params,
-)
+from geodml.algorithms.baseline import evaluate_objective, initial_point, objective_from_info
 from geodml.algorithms.record import RunRecorder, RunResult
-from geodml.errors import ConfigError
 from geodml.federation import Federation
+from geodml.job.procedure_params import ADMM_LOCAL, check_sent
+from geodml.params import Param, Schema
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec
 
 
-@dataclass
+#: rho goes to every site's admm_local as it is (that procedure's declaration); the
+#: inner solve's settings as its max_iter and gtol
+ADMM_PARAMS = Schema(
+    rho=ADMM_LOCAL["rho"].with_default(None, "the penalty rho (unset: rho_scale * lambda)"),
+    rho_scale=Param(4.0, "float", 0.0, None, "rho = rho_scale * lambda when rho is unset",
+                    lo_open=True),
+    adapt=Param(False, "bool", doc="residual balancing: rho follows the residuals"),
+    mu=Param(10.0, "float", 1.0, None, "residual balancing: rho changes when one residual "
+             "exceeds mu times the other", lo_open=True),
+    tau=Param(2.0, "float", 1.0, None, "residual balancing: the factor rho changes by",
+              lo_open=True),
+    inner_max_iter=ADMM_LOCAL["max_iter"].with_default(30),
+    inner_gtol0=ADMM_LOCAL["gtol"].with_default(
+        1e-2, "the x-update's tolerance max(inner_gtol_min, inner_gtol0 / (1 + t)^2)"),
+    inner_gtol_min=ADMM_LOCAL["gtol"].with_default(1e-10, "the x-update's tolerance, at least"),
+    eps_rel=Param(1e-7, "float", 0.0, 1.0, "stop when both residuals are below eps_rel, "
+                  "relative (0: never)"),
+)
+
+
+@dataclass(frozen=True)
 class AdmmOptions:
+    """One run's settings, read from ``--param`` by :data:`ADMM_PARAMS`."""
+
     rho: float
-    adapt: bool = False
-    mu: float = 10.0
-    tau: float = 2.0
-    inner_max_iter: int = 30
-    inner_gtol0: float = 1e-2
-    inner_gtol_min: float = 1e-10
-    eps_rel: float = 1e-7
+    adapt: bool
+    mu: float
+    tau: float
+    inner_max_iter: int
+    inner_gtol0: float
+    inner_gtol_min: float
+    eps_rel: float
 
     @classmethod
     def from_params(cls, params: dict, lam: float) -> AdmmOptions:
-        d = cls(0.0)
-        p = read_params("admm", params, {
-            "rho": (None, float), "rho_scale": (4.0, float), "adapt": (d.adapt, as_bool),
-            "mu": (d.mu, float), "tau": (d.tau, float),
-            "inner_max_iter": (d.inner_max_iter, int), "inner_gtol0": (d.inner_gtol0, float),
-            "inner_gtol_min": (d.inner_gtol_min, float), "eps_rel": (d.eps_rel, float)})
+        p = ADMM_PARAMS.read("admm", params)
         rho, scale = p.pop("rho"), p.pop("rho_scale")
         opt = cls(rho=scale * lam if rho is None else rho, **p)
-        if not opt.rho > 0:
-            raise ConfigError(f"admm parameter rho: must be > 0, got {opt.rho}")
-        if opt.adapt and not (opt.mu > 1 and opt.tau > 1):
-            raise ConfigError(f"admm parameters mu, tau: residual balancing needs both > 1, "
-                              f"got {opt.mu}, {opt.tau}")
+        if rho is None:  # rho_scale * lambda within rho's bounds (lambda may be 0)
+            ADMM_PARAMS["rho"].read("admm", "rho", opt.rho)
         return opt
 
     def inner_gtol(self, t: int) -> float:
@@ -118,7 +127,7 @@ def train_admm(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunRe
             break
         params = {"iteration": t, "rho": rho, "n_total": N,
                   "max_iter": opt.inner_max_iter, "gtol": opt.inner_gtol(t)}
-        results = fed.local_solve("admm_local", params, [z])
+        results = fed.local_solve("admm_local", check_sent("admm_local", params), [z])
         f = objective_from_info(results, N, lam, z)
         r = math.sqrt(sum(info["primal_sq"] for _, info, _ in results))
         s = 0.0 if z_prev is None else rho_prev * math.sqrt(K) * float(np.linalg.norm(z - z_prev))

@@ -1,4 +1,6 @@
-"""Pieces the baseline methods share: parameters, weighted averages, objectives from loss sums.
+"""Pieces the baseline methods share: weighted averages, objectives from loss sums.
+
+(Their parameters are :class:`geodml.params.Schema` declarations next to each method.)
 
 With ``N = sum_k n_k`` rows, the averages are weighted by ``n_k / N`` and the global
 objective is assembled from the sites' loss sums ``L_k(w)``:
@@ -8,53 +10,17 @@ objective is assembled from the sites' loss sums ``L_k(w)``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geodml.errors import ConfigError
 from geodml.federation import Federation
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec
 
 SiteResult = tuple[np.ndarray, dict, int]  # (vector, info, rows) from Federation.local_solve
-
-
-def as_bool(v: object) -> bool:
-    """A JSON/TOML boolean (or 0/1); anything else is an error."""
-    if isinstance(v, bool):
-        return v
-    if v in (0, 1):
-        return bool(v)
-    raise ValueError(f"expected true or false, got {v!r}")
-
-
-def floats(v: object) -> tuple[float, ...]:
-    """A non-empty list of numbers."""
-    if isinstance(v, str) or not isinstance(v, Sequence) or not v:
-        raise ValueError(f"expected a non-empty list of numbers, got {v!r}")
-    return tuple(float(x) for x in v)
-
-
-def read_params(method: str, params: dict, schema: dict[str, tuple[object, Callable]]
-                ) -> dict:
-    """``params`` checked against ``schema`` (name -> (default, converter)): unknown
-    names and unconvertible values are a :class:`ConfigError` naming them."""
-    unknown = sorted(set(params) - set(schema))
-    if unknown:
-        raise ConfigError(f"unknown {method} parameters {unknown}; known: {sorted(schema)}")
-    out = {}
-    for key, (default, convert) in schema.items():
-        if key not in params or params[key] is None:
-            out[key] = default
-            continue
-        try:
-            out[key] = convert(params[key])
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{method} parameter {key}: {e}") from None
-    return out
 
 
 def weighted_average(results: Sequence[SiteResult]) -> np.ndarray:

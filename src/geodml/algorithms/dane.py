@@ -34,23 +34,32 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geodml.algorithms.baseline import initial_point, read_params, weighted_average
+from geodml.algorithms.baseline import initial_point, weighted_average
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
 from geodml.federation import Federation
 from geodml.federation.objective import FederatedObjective
+from geodml.job.procedure_params import DANE_LOCAL, check_sent
+from geodml.params import Schema
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec
 
+#: eta and mu go to every site's dane_local as they are; the inner solve's settings
+#: as its max_iter and gtol
+DANE_PARAMS = Schema(
+    eta=DANE_LOCAL["eta"], mu=DANE_LOCAL["mu"],
+    inner_max_iter=DANE_LOCAL["max_iter"].with_default(200),
+    inner_gtol=DANE_LOCAL["gtol"],
+)
+
 
 def train_dane(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
     """Run DANE (see the module docstring); one record row per iteration."""
-    p = read_params("dane", spec.params, {
-        "eta": (1.0, float), "mu": (0.0, float), "inner_max_iter": (200, int),
-        "inner_gtol": (1e-8, float)})
-    params = {"eta": p["eta"], "mu": p["mu"], "max_iter": p["inner_max_iter"],
-              "gtol": p["inner_gtol"]}
+    p = DANE_PARAMS.read("dane", spec.params)
+    params = check_sent("dane_local", {"eta": p["eta"], "mu": p["mu"],
+                                       "max_iter": p["inner_max_iter"],
+                                       "gtol": p["inner_gtol"]})
     lam = spec.lam_for(fed)
     if lam + params["mu"] <= 0:
         raise ConfigError("dane parameter mu: must be > 0 when lambda is 0")

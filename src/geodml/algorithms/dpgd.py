@@ -29,16 +29,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geodml.algorithms.baseline import read_params
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.errors import ConfigError
 from geodml.federation import Federation, PrivacyJob
+from geodml.params import Param, Schema
 from geodml.privacy.dp import calibrate_noise
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec
 
-SCHEMA = {"rounds": (100, int), "clip": (1.0, float), "step": (None, float)}
+DP_GD_PARAMS = Schema(
+    rounds=Param(100, "int", 1, 1_000_000, "private rounds (at most max_rounds)"),
+    clip=Param(1.0, "float", 0.0, None, "per-row gradient norm bound C", lo_open=True),
+    step=Param(None, "float", 0.0, None, "step size (unset: 1 / (C^2 / 4 + lambda))",
+               lo_open=True),
+)
 
 
 def noise_multipliers(fed: Federation, rounds: int) -> dict[str, float]:
@@ -56,10 +61,10 @@ def noise_multipliers(fed: Federation, rounds: int) -> dict[str, float]:
 def dp_gd_settings(params: dict, lam: float, max_rounds: int) -> tuple[int, float, float]:
     """``(rounds, clip, step)`` of a dp-gd job from its params (defaults in the module
     docstring); the planner prices a private plan with the same numbers."""
-    p = read_params("dp-gd", params, SCHEMA)
+    p = DP_GD_PARAMS.read("dp-gd", params)
     rounds, clip = min(p["rounds"], max_rounds), p["clip"]
-    if rounds < 1 or not clip > 0 or (p["step"] is not None and not p["step"] > 0):
-        raise ConfigError("dp-gd: rounds >= 1, clip > 0 and step > 0 are required")
+    if rounds < 1:
+        raise ConfigError(f"dp-gd needs max_rounds >= 1, got {max_rounds}")
     return rounds, clip, p["step"] or 1.0 / (0.25 * clip * clip + lam)
 
 

@@ -51,44 +51,59 @@ typically 3-8 for the subspace Newton method.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.warm_start import start
-from geodml.errors import ConfigError
 from geodml.federation import Federation
+from geodml.job.procedure_params import FADL_LOCAL, check_sent
+from geodml.params import Param, Schema
+
+#: fadl-subspace's parameters; inner_iterations, inner_gtol and mu go to every site's
+#: fadl_local as they are, so they are that procedure's own declarations
+FADL_SUBSPACE_PARAMS = Schema(
+    memory=Param(10, "int", 0, 32, "past steps kept in the subspace"),
+    adaptive=Param(True, "bool", doc="pause local solves while they do not pay for their "
+                   "vector round"),
+    pay_ratio=Param(2.0, "float", 0.0, None, "local solves pay while d's model decrease is "
+                    "this many times the rest's"),
+    inner_iterations=FADL_LOCAL["inner_iterations"],
+    inner_gtol=FADL_LOCAL["inner_gtol"],
+    mu=FADL_LOCAL["mu"],
+    newton_rounds=Param(25, "int", 1, 200, "subspace Newton rounds per outer iteration, "
+                        "at most"),
+    newton_tol=Param(1e-7, "float", 0.0, 1.0, "stop subspace Newton when its predicted gain "
+                     "is below this share of the gain so far"),
+)
+#: fadl's: the subspace {d, -g, previous step}, local solves every iteration
+FADL_PARAMS = FADL_SUBSPACE_PARAMS.with_defaults(memory=1, adaptive=False)
+SCHEMAS = {"fadl": FADL_PARAMS, "fadl-subspace": FADL_SUBSPACE_PARAMS}
 
 
-@dataclass
+@dataclass(frozen=True)
 class FadlOptions:
-    memory: int = 10  # past steps kept in the subspace
-    adaptive: bool = True  # pause local solves while they do not pay for their round
-    pay_ratio: float = 2.0
-    inner_iterations: int = 10
-    inner_gtol: float = 1e-3
-    mu: float = 0.0
-    newton_rounds: int = 25  # scalar rounds per outer iteration, at most
-    newton_tol: float = 1e-7  # stop Newton when the predicted gain < this share of the gain so far
+    """One run's settings, read from ``--param`` by the method's schema."""
+
+    memory: int
+    adaptive: bool
+    pay_ratio: float
+    inner_iterations: int
+    inner_gtol: float
+    mu: float
+    newton_rounds: int
+    newton_tol: float
 
     @classmethod
-    def from_params(cls, params: dict, defaults: FadlOptions) -> FadlOptions:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(params) - known
-        if unknown:
-            raise ConfigError(f"unknown FADL parameters {sorted(unknown)}; known: {sorted(known)}")
-        opts = dataclasses.replace(defaults, **params)
-        if not (0 <= opts.memory <= 32 and 1 <= opts.inner_iterations <= 1000
-                and 1 <= opts.newton_rounds <= 200):
-            raise ConfigError("FADL parameters: memory in 0..32, inner_iterations in 1..1000, "
-                              "newton_rounds in 1..200")
-        return opts
+    def from_params(cls, params: dict, method: str = "fadl-subspace") -> FadlOptions:
+        """``params`` read by ``method``'s schema (:data:`SCHEMAS`); a ParamError names
+        the method and the field."""
+        return cls(**SCHEMAS[method].read(method, params))
 
 
-FADL = FadlOptions(memory=1, adaptive=False)  # the defaults of the two methods
-FADL_SUBSPACE = FadlOptions()
+FADL = FadlOptions(**FADL_PARAMS.defaults())  # the defaults of the two methods
+FADL_SUBSPACE = FadlOptions(**FADL_SUBSPACE_PARAMS.defaults())
 
 
 class _SubspaceModel:
@@ -210,8 +225,9 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
                 if not metric_sent:
                     inputs.append(metric)
                 metric_sent = True
+            sent = check_sent("fadl_local", {**params, **extra})
             d = fed.as_received(_combine(fed, fed.local_solve(
-                "fadl_local", {**params, **extra}, inputs, exact=frozenset({1})), g, lam))
+                "fadl_local", sent, inputs, exact=frozenset({1})), g, lam))
             u = g_sent * inverse if metric is not None else g_sent
             send, new = [d], [d, u]
         else:  # the direction -D^(-1) g itself goes down

@@ -44,38 +44,50 @@ import numpy as np
 
 from geodml.algorithms.baseline import (
     evaluate_objective,
-    floats,
     initial_point,
     objective_from_info,
-    read_params,
     weighted_average,
 )
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.federation import Federation
+from geodml.job.procedure_params import LOCAL_SGD, check_sent
+from geodml.params import Param, Schema
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec
 
 DEFAULT_GRID = (0.25, 1.0, 4.0, 16.0)
+SEED_STRIDE = 1_000_003  # round t's sites draw from seed * SEED_STRIDE + t
+_ETA0 = LOCAL_SGD["eta0"]
+
+#: epochs, batch_size, decay and eta0 go to every site's local_sgd as they are (the
+#: procedure's own declarations, under FedAvg's defaults); every eta0_grid candidate
+#: is sent as eta0, so it has eta0's bounds
+FEDAVG_PARAMS = Schema(
+    epochs=LOCAL_SGD["epochs"],
+    batch_size=LOCAL_SGD["batch_size"].with_default(64),
+    decay=LOCAL_SGD["decay"].with_default(2.0),
+    eta0=_ETA0.with_default(None, "initial step size (unset: the best of eta0_grid)"),
+    eta0_grid=Param(DEFAULT_GRID, "floats", _ETA0.lo, _ETA0.hi,
+                    "eta0 candidates of the first round when eta0 is unset"),
+    seed=Param(0, "int", 0, 1 << 40, f"minibatch order (round t: seed * {SEED_STRIDE} + t)"),
+)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FedAvgOptions:
-    epochs: int = 1
-    batch_size: int = 64
-    decay: float = 2.0
-    eta0: float | None = None
-    eta0_grid: tuple[float, ...] = DEFAULT_GRID
-    seed: int = 0
+    """One run's settings, read from ``--param`` by :data:`FEDAVG_PARAMS`."""
+
+    epochs: int
+    batch_size: int
+    decay: float
+    eta0: float | None
+    eta0_grid: tuple[float, ...]
+    seed: int
 
     @classmethod
     def from_params(cls, params: dict) -> FedAvgOptions:
-        d = cls()
-        p = read_params("fedavg", params, {
-            "epochs": (d.epochs, int), "batch_size": (d.batch_size, int),
-            "decay": (d.decay, float), "eta0": (d.eta0, float),
-            "eta0_grid": (d.eta0_grid, floats), "seed": (d.seed, int)})
-        return cls(**p)
+        return cls(**FEDAVG_PARAMS.read("fedavg", params))
 
 
 class _Run:
@@ -92,8 +104,8 @@ class _Run:
         """One round from ``w_t``: returns the average, ``F(w_t)`` and whether a site diverged."""
         o = self.opt
         params = {"epochs": o.epochs, "batch_size": o.batch_size, "eta0": eta0,
-                  "decay": o.decay, "t0": float(t * o.epochs), "seed": o.seed * 1_000_003 + t}
-        results = self.fed.local_solve("local_sgd", params, [w])
+                  "decay": o.decay, "t0": float(t * o.epochs), "seed": o.seed * SEED_STRIDE + t}
+        results = self.fed.local_solve("local_sgd", check_sent("local_sgd", params), [w])
         f_w = objective_from_info(results, self.fed.n_rows, self.lam, w)
         diverged = any(info.get("diverged") for _, info, _ in results)
         # site k returned d_k = v_k - shrink_k w (0 off its support): add the shrunk w back

@@ -27,25 +27,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from geodml.algorithms.baseline import (
-    evaluate_objective,
-    initial_point,
-    read_params,
-    weighted_average,
-)
+from geodml.algorithms.baseline import evaluate_objective, initial_point, weighted_average
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.federation import Federation
+from geodml.job.procedure_params import LOCAL_MINIMIZE, check_sent
+from geodml.params import Schema
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec
+
+#: sent to every site's local_minimize as its max_iter and gtol
+ONESHOT_PARAMS = Schema(
+    local_max_iter=LOCAL_MINIMIZE["max_iter"].with_default(1000),
+    local_gtol=LOCAL_MINIMIZE["gtol"].with_default(1e-10),
+)
 
 
 def train_oneshot(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
     """Run one-shot averaging (see the module docstring); one record row."""
     lam = spec.lam_for(fed)
-    p = read_params("oneshot", spec.params,
-                    {"local_max_iter": (1000, int), "local_gtol": (1e-10, float)})
-    params = {"max_iter": p["local_max_iter"], "gtol": p["local_gtol"]}
+    p = ONESHOT_PARAMS.read("oneshot", spec.params)
+    params = check_sent("local_minimize",
+                        {"max_iter": p["local_max_iter"], "gtol": p["local_gtol"]})
     fed.prepare(spec.loss, lam)
     results = fed.local_solve("local_minimize", params, [initial_point(fed, spec)])
     w = weighted_average(results)

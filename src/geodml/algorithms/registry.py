@@ -8,23 +8,27 @@ at ``spec.tol`` relative suboptimality (when the recorder knows ``F*``), at
 the WAN, or (``spec.validation``) when the sites' held-out loss stops improving: all
 through one :class:`~geodml.algorithms.stop.StopRule`. A run stopped by validation
 returns the model of its best held-out row. ``spec.params`` holds method-specific
-settings.
+settings, which the method reads with its :class:`~geodml.params.Schema`
+(:data:`PARAMS`, listed by ``geodml methods``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from geodml.algorithms.admm import train_admm
-from geodml.algorithms.dane import train_dane
-from geodml.algorithms.dpgd import train_dp_gd
-from geodml.algorithms.fedavg import train_fedavg
-from geodml.algorithms.oneshot import train_oneshot
+from geodml.algorithms.admm import ADMM_PARAMS, train_admm
+from geodml.algorithms.dane import DANE_PARAMS, train_dane
+from geodml.algorithms.dpgd import DP_GD_PARAMS, train_dp_gd
+from geodml.algorithms.fadl import FADL_PARAMS, FADL_SUBSPACE_PARAMS
+from geodml.algorithms.fedavg import FEDAVG_PARAMS, train_fedavg
+from geodml.algorithms.oneshot import ONESHOT_PARAMS, train_oneshot
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.spec import TrainSpec
+from geodml.algorithms.sqm import SQM_PARAMS
 from geodml.algorithms.stop import VALIDATION_REASON
 from geodml.errors import ConfigError
 from geodml.federation import Federation
+from geodml.params import Schema
 
 Method = Callable[[Federation, TrainSpec, RunRecorder], RunResult]
 
@@ -42,8 +46,7 @@ def _fadl(name: str) -> Method:
     def run(fed: Federation, spec: TrainSpec, recorder: RunRecorder) -> RunResult:
         from geodml.algorithms import fadl
 
-        defaults = fadl.FADL if name == "fadl" else fadl.FADL_SUBSPACE
-        options = fadl.FadlOptions.from_params(spec.params, defaults)
+        options = fadl.FadlOptions.from_params(spec.params, name)
         return fadl.train_fadl(fed, spec, recorder, options, name)
     run.__doc__ = f"{name} (see geodml.algorithms.fadl)."
     return run
@@ -57,6 +60,11 @@ METHODS["fedavg"] = train_fedavg
 METHODS["admm"] = train_admm
 METHODS["dane"] = train_dane
 METHODS["dp-gd"] = train_dp_gd
+#: every method's parameters (``spec.params``, ``--param KEY=VALUE``), by method
+PARAMS: dict[str, Schema] = {**{f"sqm-{m}": SQM_PARAMS for m in ("lbfgs", "gd", "tron")},
+                             "fadl": FADL_PARAMS, "fadl-subspace": FADL_SUBSPACE_PARAMS,
+                             "oneshot": ONESHOT_PARAMS, "fedavg": FEDAVG_PARAMS,
+                             "admm": ADMM_PARAMS, "dane": DANE_PARAMS, "dp-gd": DP_GD_PARAMS}
 # methods that use only sums over the sites, so they run under secure aggregation
 # (the others need each site's own local solution or its info)
 SECURE_METHODS = frozenset({"sqm-lbfgs", "sqm-gd", "sqm-tron", "fadl", "fadl-subspace",

@@ -11,7 +11,6 @@ optimum of ``F(w) = (1/N) sum_i l(y_i, x_i.w) + (lambda/2)||w||^2``.
 
 from __future__ import annotations
 
-from geodml.algorithms.baseline import read_params
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.spec import TrainSpec
 from geodml.algorithms.warm_start import start
@@ -20,9 +19,13 @@ from geodml.federation import Federation
 from geodml.federation.objective import FederatedObjective
 from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import solve
+from geodml.params import Param, Schema
 
 SQM_METHODS = ("lbfgs", "gd", "tron")
-SQM_PARAMS = {"line_search_batch": (1, int)}
+#: the parameters of every sqm-* method (a site answers up to 1024 step sizes a round)
+SQM_PARAMS = Schema(
+    line_search_batch=Param(1, "int", 1, 1024, "trial step sizes per line-search round"),
+)
 
 
 def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
@@ -36,7 +39,7 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
     Param: ``line_search_batch`` (1): trial steps per line-search round."""
     if method not in SQM_METHODS:
         raise ConfigError(f"unknown SQM method {method!r}; known: {', '.join(SQM_METHODS)}")
-    batch = read_params(f"sqm-{method}", spec.params, SQM_PARAMS)["line_search_batch"]
+    batch = SQM_PARAMS.read(f"sqm-{method}", spec.params)["line_search_batch"]
     lam = spec.lam_for(fed)
     fed.prepare(spec.loss, lam)
     objective = FederatedObjective(fed, lam)

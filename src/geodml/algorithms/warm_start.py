@@ -25,11 +25,13 @@ import numpy as np
 
 from geodml.algorithms.metric import global_metric
 from geodml.federation import Federation
+from geodml.job.procedure_params import WARM_START
 from geodml.optim.preconditioner import Preconditioner
 from geodml.site.local_warm import WARM_START_OUTPUTS
 
-LOCAL_GTOL = 1e-2  # the sites' own tolerance: a start, not an answer
-LOCAL_MAX_ITER = 50
+# the sites' own tolerance (a start, not an answer) and iterations: the procedure's defaults
+LOCAL_GTOL = WARM_START["gtol"].default
+LOCAL_MAX_ITER = WARM_START["max_iter"].default
 
 
 @dataclass(frozen=True)

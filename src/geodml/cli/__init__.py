@@ -11,6 +11,7 @@ from geodml.cli.compare_cmd import compare
 from geodml.cli.convert_cmd import convert
 from geodml.cli.demo_cmd import demo
 from geodml.cli.generate_cmd import generate
+from geodml.cli.methods_cmd import methods
 from geodml.cli.partition_cmd import partition
 from geodml.cli.plan_cmd import plan
 from geodml.cli.score_cmds import evaluate, predict
@@ -35,6 +36,6 @@ def main() -> None:
     """geodml: train one model on data born in many data centers."""
 
 
-for command in (demo, plan, compare, train, predict, evaluate, convert, partition, generate,
-                certs, site, audit):
+for command in (demo, plan, compare, train, methods, predict, evaluate, convert, partition,
+                generate, certs, site, audit):
     main.add_command(command)

@@ -84,7 +84,8 @@ def objective_options(fn: Callable) -> Callable:
                           "sqm-*, fadl, fadl-subspace, dane; oneshot, fedavg, admm and dp-gd "
                           "stop by rounds)."),
         click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-                     help="A method parameter (repeat), e.g. --param memory=5."),
+                     help="A method parameter (repeat), e.g. --param memory=5; "
+                          "`geodml methods` lists them."),
     ])
 
 

@@ -29,8 +29,8 @@ adds ``z^t`` back. Info: ``loss_sum = L_k(z^t)`` (so the coordinator knows ``F(z
 with no extra round), ``primal_sq = ||x_k^t - z^t||^2``, ``dual_sq = ||u_k^t||^2``,
 inner ``iterations``.
 
-Params: ``iteration`` (t >= 0), ``rho`` (> 0), ``n_total`` (N, >= the site's rows),
-``max_iter``, ``gtol``. Input: ``z^t``.
+Params (:data:`geodml.job.procedure_params.ADMM_LOCAL`): ``iteration`` (t >= 0),
+``rho`` (> 0), ``n_total`` (N, >= the site's rows), ``max_iter``, ``gtol``. Input: ``z^t``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from geodml.job.procedure_params import ADMM_LOCAL
 from geodml.optim.lbfgs import LbfgsOptions, lbfgs
 from geodml.site.local_objective import LocalObjective
 
@@ -77,16 +78,13 @@ def _base_state(session_state: dict, t: int) -> AdmmState | None:
 
 def run_admm_local(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]
                    ) -> tuple[np.ndarray, dict]:
-    from geodml.site.procedures import _float_param, _int_param
-
-    t = _int_param(params, "iteration", 0, 0, 10_000_000)
-    rho = _float_param(params, "rho", 1.0, 1e-300, 1e300)
-    n_total = _int_param(params, "n_total", ctx.n_rows, 1, 1 << 62)
+    p = ADMM_LOCAL.read("admm_local", params)
+    t, rho = p["iteration"], p["rho"]
+    n_total = ctx.n_rows if p["n_total"] is None else p["n_total"]
     if n_total < ctx.n_rows:
         raise ValueError(f"parameter n_total must be at least the site's {ctx.n_rows} rows, "
                          f"got {n_total}")
-    options = LbfgsOptions(max_iter=_int_param(params, "max_iter", 50, 1, 100_000),
-                           gtol=_float_param(params, "gtol", 1e-6, 0.0, 1.0))
+    options = LbfgsOptions(max_iter=p["max_iter"], gtol=p["gtol"])
     z = np.asarray(inputs[0], dtype=np.float64)
     base = _base_state(ctx.state, t)
     if base is None:

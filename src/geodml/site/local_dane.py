@@ -16,7 +16,8 @@ there ``v_k = w - eta g / (lambda + mu)`` exactly (so ``lambda + mu > 0`` is req
 The site returns ``d_k = v_k - (w - eta g / (lambda + mu))``, which is 0 there — a
 support-restricted reply loses nothing — and the coordinator adds the shift back.
 
-Params: ``eta`` (> 0), ``mu`` (>= 0; > 0 when lambda is 0), ``max_iter``, ``gtol``.
+Params (:data:`geodml.job.procedure_params.DANE_LOCAL`): ``eta`` (> 0), ``mu`` (>= 0;
+> 0 when lambda is 0), ``max_iter``, ``gtol``.
 Inputs: ``w``, ``g``. Returns ``d_k`` and info with the inner ``iterations``,
 ``converged`` and the subproblem's decrease ``phi(w) - phi(v_k)``.
 """
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from geodml.job.procedure_params import DANE_LOCAL
 from geodml.optim.lbfgs import LbfgsOptions, lbfgs
 from geodml.site.local_objective import LocalObjective
 
@@ -36,12 +38,9 @@ if TYPE_CHECKING:
 
 def run_dane_local(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]
                    ) -> tuple[np.ndarray, dict]:
-    from geodml.site.procedures import _float_param, _int_param
-
-    eta = _float_param(params, "eta", 1.0, 1e-12, 1e6)
-    mu = _float_param(params, "mu", 0.0, 0.0, 1e12)
-    options = LbfgsOptions(max_iter=_int_param(params, "max_iter", 100, 1, 100_000),
-                           gtol=_float_param(params, "gtol", 1e-8, 0.0, 1.0))
+    p = DANE_LOCAL.read("dane_local", params)
+    eta, mu = p["eta"], p["mu"]
+    options = LbfgsOptions(max_iter=p["max_iter"], gtol=p["gtol"])
     if ctx.lam + mu <= 0:
         raise ValueError("parameter mu must be > 0 when lambda is 0 (the local problem is "
                          "unbounded on coordinates the site's rows do not touch)")

@@ -31,25 +31,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from geodml.job.procedure_params import FADL_LOCAL
 from geodml.optim.lbfgs import LbfgsOptions
 from geodml.optim.preconditioner import DIAG, solve
 from geodml.site.local_objective import LocalObjective
 
-METRIC_MODES = ("send", "stored")
-
 
 def fadl_local_slots(params: dict) -> int:
     """Input vectors of a call: ``[g]``, or ``[g, D]`` with ``metric = "send"``."""
-    mode = params.get("metric")
-    if mode is not None and mode not in METRIC_MODES:
-        raise ValueError(f"parameter metric must be one of {', '.join(METRIC_MODES)}, "
-                         f"got {mode!r}")
+    mode = FADL_LOCAL["metric"].read("fadl_local", "metric", params.get("metric"))
     return 2 if mode == "send" else 1
 
 
-def _keep_metric(ctx, params: dict, inputs: list[np.ndarray]) -> None:
+def _keep_metric(ctx, mode: str | None, inputs: list[np.ndarray]) -> None:
     """Store ``D`` (``metric = "send"``) and leave ``u = D^(-1) g`` for the subspace."""
-    mode = params.get("metric")
     if mode is None:
         return
     if mode == "send":
@@ -64,15 +59,11 @@ def _keep_metric(ctx, params: dict, inputs: list[np.ndarray]) -> None:
 
 
 def run_fadl_local(ctx, params: dict, inputs: list[np.ndarray]) -> tuple[np.ndarray, dict]:
-    from geodml.site.procedures import _float_param, _int_param
-
-    fadl_local_slots(params)
+    p = FADL_LOCAL.read("fadl_local", params)
     if ctx.point is None:
         raise ValueError("fadl_local needs a current point: Evaluate first")
-    inner = _int_param(params, "inner_iterations", 10, 1, 1000)
-    gtol = _float_param(params, "inner_gtol", 1e-3, 0.0, 1.0)
-    mu = _float_param(params, "mu", 0.0, 0.0, 1e12)
-    _keep_metric(ctx, params, inputs)
+    inner, gtol, mu = p["inner_iterations"], p["inner_gtol"], p["mu"]
+    _keep_metric(ctx, p["metric"], inputs)
     g = inputs[0]
     w = np.asarray(ctx.point, dtype=np.float64)
     scale = 1.0 / ctx.n_rows
@@ -82,7 +73,7 @@ def run_fadl_local(ctx, params: dict, inputs: list[np.ndarray]) -> tuple[np.ndar
     approx = LocalObjective(ctx.executor, ctx.dim, scale, lam=ctx.lam, mu=mu, center=w,
                             linear=shift)
     local_metric = None
-    if params.get("metric") is not None:  # the site's own diagonal, at the first point
+    if p["metric"] is not None:  # the site's own diagonal, at the first point
         local_metric = ctx.state.get("local_metric")
         if local_metric is None:
             local_metric = DIAG.metric(ctx.executor.hess_diag(), ctx.n_rows, ctx.lam + mu)

@@ -24,8 +24,9 @@ returns ``d = v - shrink * w``, which is exactly 0 on those coordinates — a
 support-restricted reply (zeros off the support) loses nothing — and the
 coordinator takes ``v = d + shrink * w``.
 
-Params: ``epochs`` (>= 1), ``batch_size`` (>= 1), ``eta0`` (> 0), ``decay`` (>= 0),
-``t0`` (>= 0), ``seed``. Input: ``w``. Returns ``d`` and info with ``shrink``,
+Params (:data:`geodml.job.procedure_params.LOCAL_SGD`): ``epochs`` (>= 1),
+``batch_size`` (>= 1), ``eta0`` (> 0), ``decay`` (>= 0), ``t0`` (>= 0), ``seed``.
+Input: ``w``. Returns ``d`` and info with ``shrink``,
 ``loss_sum = L_k(w)`` at the *input* point (so the coordinator gets
 ``F(w) = (1/N) sum_k loss_sum_k + (lambda/2)||w||^2`` without another round),
 ``steps`` and ``diverged`` (the iterate became non-finite: ``v = w``, ``d = 0``).
@@ -38,10 +39,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from geodml.job.procedure_params import LOCAL_SGD
+
 if TYPE_CHECKING:
     from geodml.site.procedures import ProcedureContext
-
-MAX_SEED = (1 << 63) - 1
 
 
 def _shard_rows(executor: object) -> list[tuple[sp.csr_matrix, np.ndarray]]:
@@ -89,18 +90,12 @@ def sgd_epochs(shards: list[tuple[sp.csr_matrix, np.ndarray]], loss, lam: float,
 
 def run_local_sgd(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]
                   ) -> tuple[np.ndarray, dict]:
-    from geodml.site.procedures import _float_param, _int_param
-
-    epochs = _int_param(params, "epochs", 1, 1, 10_000)
-    batch = _int_param(params, "batch_size", 32, 1, 1 << 30)
-    eta0 = _float_param(params, "eta0", 0.1, 1e-12, 1e6)
-    decay = _float_param(params, "decay", 0.0, 0.0, 1e6)
-    t0 = _float_param(params, "t0", 0.0, 0.0, 1e12)
-    seed = _int_param(params, "seed", 0, 0, MAX_SEED)
+    p = LOCAL_SGD.read("local_sgd", params)
     w = inputs[0]
     loss_sum = ctx.executor.evaluate(w, need_grad=False).loss
-    rng = np.random.default_rng([seed, ctx.n_rows])
+    rng = np.random.default_rng([p["seed"], ctx.n_rows])
     v, shrink, steps, diverged = sgd_epochs(_shard_rows(ctx.executor), ctx.loss, ctx.lam, w,
-                                            epochs, batch, eta0, decay, t0, rng)
+                                            p["epochs"], p["batch_size"], p["eta0"],
+                                            p["decay"], p["t0"], rng)
     return v - shrink * w, {"shrink": shrink, "loss_sum": float(loss_sum), "steps": steps,
                             "diverged": diverged}

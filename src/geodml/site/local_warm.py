@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from geodml.job.procedure_params import WARM_START
 from geodml.models.objective import RegularizedObjective
 from geodml.optim.lbfgs import LbfgsOptions
 from geodml.optim.preconditioner import DIAG, solve
@@ -33,13 +34,8 @@ WARM_START_OUTPUTS = 4  # blocks of the reply: a_k, b_k, c_k, e_k
 
 
 def run_warm_start(ctx, params: dict, inputs: list[np.ndarray]) -> tuple[np.ndarray, dict]:
-    from geodml.site.procedures import _float_param, _int_param
-
-    max_iter = _int_param(params, "max_iter", 50, 1, 10_000)
-    gtol = _float_param(params, "gtol", 1e-2, 0.0, 1.0)
-    unknown = set(params) - {"max_iter", "gtol"}
-    if unknown:
-        raise ValueError(f"unknown parameters {sorted(unknown)}; known: gtol, max_iter")
+    p = WARM_START.read("warm_start", params)
+    max_iter, gtol = p["max_iter"], p["gtol"]
     n = max(1, ctx.n_rows)
     objective = RegularizedObjective([ctx.executor], ctx.lam, ctx.dim)
     grad_at_zero = ctx.executor.evaluate(np.zeros(ctx.dim)).grad / n

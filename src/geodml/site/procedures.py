@@ -2,7 +2,11 @@
 
 A procedure gets the session's executor (the site's sums), the loss, lambda and
 its input vectors, and returns one vector plus a JSON-able info dict. Only the
-vector and the info leave the DC.
+vector and the info leave the DC. Every procedure reads its parameters with its
+:class:`~geodml.params.Schema` in :mod:`geodml.job.procedure_params` (the one the
+coordinator checks what it sends with): an unknown name, a wrong kind or a value out
+of bounds is a ``ParamError`` (a ``ValueError``), which the service answers as
+INVALID_ARGUMENT naming the site and the procedure.
 
 ``local_minimize`` (inputs: ``w0``; params: ``max_iter``, ``gtol``) returns the
 minimizer of the site's own regularized objective
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from geodml.job.procedure_params import HESS_DIAG, LOCAL_MINIMIZE
 from geodml.models.losses import Loss
 from geodml.models.objective import RegularizedObjective
 from geodml.optim.lbfgs import LbfgsOptions, lbfgs
@@ -86,25 +91,9 @@ class Procedure:
             params)
 
 
-def _int_param(params: dict, key: str, default: int, lo: int, hi: int) -> int:
-    v = params.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ValueError(f"parameter {key} must be an integer in [{lo}, {hi}], got {v!r}")
-    return v
-
-
-def _float_param(params: dict, key: str, default: float, lo: float, hi: float) -> float:
-    v = params.get(key, default)
-    if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ValueError(f"parameter {key} must be a number in [{lo}, {hi}], got {v!r}")
-    return float(v)
-
-
 def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
-    options = LbfgsOptions(
-        max_iter=_int_param(params, "max_iter", 100, 1, 100_000),
-        gtol=_float_param(params, "gtol", 1e-6, 0.0, 1.0),
-    )
+    p = LOCAL_MINIMIZE.read("local_minimize", params)
+    options = LbfgsOptions(max_iter=p["max_iter"], gtol=p["gtol"])
     objective = RegularizedObjective([ctx.executor], ctx.lam, ctx.dim)
     result = lbfgs(objective, w0=inputs[0], options=options)
     return result.w, {"iterations": result.iterations, "objective": result.f,
@@ -112,8 +101,7 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
 
 
 def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
-    if params:
-        raise ValueError(f"takes no parameters, got {sorted(params)}")
+    HESS_DIAG.read("hess_diag", params)
     point = np.zeros(ctx.dim) if ctx.point is None else ctx.point
     ctx.executor.evaluate(point, need_grad=False)
     return ctx.executor.hess_diag() / max(1, ctx.n_rows), {}
