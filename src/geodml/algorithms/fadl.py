@@ -74,7 +74,7 @@ FADL_SUBSPACE_PARAMS = Schema(
     mu=FADL_LOCAL["mu"],
     newton_rounds=Param(25, "int", 1, 200, "subspace Newton rounds per outer iteration, "
                         "at most"),
-    newton_tol=Param(1e-7, "float", 0.0, 1.0, "stop subspace Newton when its predicted gain "
+    newton_tol=Param(0.1, "float", 0.0, 1.0, "stop subspace Newton when its predicted gain "
                      "is below this share of the gain so far"),
 )
 #: fadl's: the subspace {d, -g, previous step}, local solves every iteration
@@ -124,8 +124,12 @@ class _SubspaceModel:
         return f, grad / self.N + self.lam * (self.wD + Gc), hess / self.N + self.lam * self.G
 
 
+F_RESOLUTION = 1e-15  # relative: gains in F below this are lost in its float64 rounding
+NOISE_REASON = "no further decrease in the subspace at the noise level of F"
+
+
 def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: int,
-            tol: float = 1e-7) -> tuple[np.ndarray, float, float, tuple]:
+            tol: float = 0.1) -> tuple[np.ndarray, float, float, tuple]:
     """Damped Newton over the coefficients; ``first`` is the replies at ``c = 0``.
 
     Returns the coefficients, ``phi`` there, ``phi(0)`` and the model at ``c = 0``.
@@ -139,7 +143,10 @@ def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: i
         slope = float(gr @ step)
         if not slope < 0:
             step, slope = -gr, -float(gr @ gr)
-        if -0.5 * slope <= max(1e-15 * abs(f), tol * (f0 - f)):
+        # stop once the predicted further gain is a small share of the gain so far (it
+        # does not pay for its round: the next outer iteration continues from here), or
+        # below F's resolution (no round could see it)
+        if -0.5 * slope <= max(F_RESOLUTION * abs(f), tol * (f0 - f)):
             break
         t = 1.0
         while True:
@@ -262,8 +269,12 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         fed.note_gradient(float(np.linalg.norm(g)))
         reason = rule.check(recorder.add(it, f, w, norm(g)))
         if reason is None and not np.any(c):
-            reason = "no further decrease in the subspace"
-    return RunResult(name, w, f, rule.converged(reason), reason, recorder.rows,
+            # the full Newton step's predicted gain below F's rounding: converged as far
+            # as F can tell (as TRON's trust region collapsing at the noise level)
+            floor = _model_decrease(gr0, H0) <= F_RESOLUTION * abs(f)
+            reason = NOISE_REASON if floor else "no further decrease in the subspace"
+    return RunResult(name, w, f, rule.converged(reason) or reason == NOISE_REASON, reason,
+                     recorder.rows,
                      fed.meter.snapshot(),
                      {"lam": lam, "loss": spec.loss, "reference_grad_norm": rule.reference,
                       "preconditioner": spec.preconditioner.describe(),
