@@ -33,7 +33,8 @@ GEO = GeoVariant("fadl-subspace")
 WORKLOAD = Workload(gtol=1e-3)
 EXCEPTION = f"centralize (exception for {FORBIDS})"
 TABLE_HEADER = ("| plan | status | objective | log loss | AUC | WAN bytes | "
-                "modeled | egress $ | wall | planner err |")
+                "modeled | egress $ | wall | planner err bytes | planner err time | "
+                "planner err $ |")
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +123,11 @@ def test_compare_runs_every_plan_reports_and_records(comparison, deployment_file
         assert r.predicted_bytes == estimate.wan_bytes
         assert r.prediction_error == pytest.approx(
             (estimate.wan_bytes - r.wan_bytes) / r.wan_bytes)
+        # modeled time and dollars are named errors of their own
+        assert r.time_error == pytest.approx(
+            (estimate.seconds - r.modeled_seconds) / r.modeled_seconds)
+        if r.usd:
+            assert r.usd_error == pytest.approx((estimate.usd - r.usd) / r.usd)
     assert abs(exc.prediction_error) < 0.10  # the sites' export-size estimates
 
     # the planner excluded centralizing and said why

@@ -71,7 +71,10 @@ class RunReport:
     usd: float = 0.0
     wall_seconds: float = 0.0
     predicted_bytes: int | None = None
-    prediction_error: float | None = None  # (predicted - metered) / metered
+    prediction_error: float | None = None  # bytes: (predicted - metered) / metered
+    # the planner's error on modeled seconds and on dollars, the same way
+    time_error: float | None = None
+    usd_error: float | None = None
     per_link: dict[str, int] = field(default_factory=dict)
     refused_by: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
@@ -300,10 +303,12 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
                    "wan_bytes": report.wan_bytes, "seconds": report.modeled_seconds,
                    "evaluations": evaluations})
     for run in runs:
-        predicted = _predicted_for(plan, run)
-        if predicted is not None and run.wan_bytes:
-            run.predicted_bytes = predicted
-            run.prediction_error = (predicted - run.wan_bytes) / run.wan_bytes
+        estimate = _estimate_for(plan, run)
+        if estimate is not None and run.wan_bytes:
+            run.predicted_bytes = estimate.wan_bytes
+            run.prediction_error = _relative(estimate.wan_bytes, run.wan_bytes)
+            run.time_error = _relative(estimate.seconds, run.modeled_seconds)
+            run.usd_error = _relative(estimate.usd, run.usd)
     objectives = [r.objective for r in runs if r.objective is not None]
     f_star = min(objectives) if objectives else None
     comparison = Comparison(plan, runs, out, time.perf_counter() - start, f_star)
@@ -317,12 +322,18 @@ def _refusing(estimate) -> list[str]:
     return sorted(set(names)) or [estimate.plan]
 
 
-def _predicted_for(plan: Plan, run: RunReport) -> int | None:
+def _estimate_for(plan: Plan, run: RunReport):
+    """The plan's estimate of ``run`` (None: the plan did not price it)."""
     name = "centralize" if run.kind == "centralized" else run.plan
     try:
-        return plan.estimate(name).wan_bytes
+        return plan.estimate(name)
     except KeyError:
         return None
+
+
+def _relative(predicted: float, measured: float) -> float | None:
+    """``(predicted - measured) / measured``; None when nothing was measured."""
+    return None if not measured else (predicted - measured) / measured
 
 
 # -- the report -------------------------------------------------------------------------
@@ -349,8 +360,9 @@ def table_rows(c: Comparison) -> list[dict[str, str]]:
             "modeled": "-" if r.refused_by else f"{r.modeled_seconds:,.1f} s",
             "egress $": "-" if r.refused_by else f"{r.usd:.4f}",
             "wall": "-" if r.refused_by else f"{r.wall_seconds:.1f} s",
-            "planner err": "-" if r.prediction_error is None
-            else f"{100 * r.prediction_error:+.1f}%",
+            **{f"planner err {what}": "-" if err is None else f"{100 * err:+.1f}%"
+               for what, err in (("bytes", r.prediction_error), ("time", r.time_error),
+                                 ("$", r.usd_error))},
         })
     return rows
 
