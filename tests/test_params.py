@@ -137,10 +137,10 @@ def test_describe_gives_one_line_per_parameter_with_default_bounds_and_doc():
 METHOD_DEFAULTS = {
     "sqm-lbfgs": {"line_search_batch": 1},
     "fadl": {"memory": 1, "adaptive": False, "pay_ratio": 2.0, "inner_iterations": 10,
-             "inner_gtol": 1e-3, "mu": 0.0, "newton_rounds": 25, "newton_tol": 0.1},
+             "inner_gtol": 1e-3, "mu": 0.0, "newton_rounds": 0, "newton_tol": 0.1},
     "fadl-subspace": {"memory": 10, "adaptive": True, "pay_ratio": 2.0,
                       "inner_iterations": 10, "inner_gtol": 1e-3, "mu": 0.0,
-                      "newton_rounds": 25, "newton_tol": 0.1},
+                      "newton_rounds": 0, "newton_tol": 0.1},
     "oneshot": {"local_max_iter": 1000, "local_gtol": 1e-10},
     "fedavg": {"epochs": 1, "batch_size": 64, "decay": 2.0, "eta0": None,
                "eta0_grid": (0.25, 1.0, 4.0, 16.0), "seed": 0},

@@ -57,6 +57,7 @@ import numpy as np
 
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.warm_start import start
+from geodml.errors import ParamError
 from geodml.federation import Federation
 from geodml.job.procedure_params import FADL_LOCAL, check_sent
 from geodml.params import Param, Schema
@@ -72,8 +73,9 @@ FADL_SUBSPACE_PARAMS = Schema(
     inner_iterations=FADL_LOCAL["inner_iterations"],
     inner_gtol=FADL_LOCAL["inner_gtol"],
     mu=FADL_LOCAL["mu"],
-    newton_rounds=Param(25, "int", 1, 200, "subspace Newton rounds per outer iteration, "
-                        "at most"),
+    newton_rounds=Param(0, "int", 0, 200, "subspace Newton rounds per outer iteration, "
+                        "at most (0: commit the Newton step of the model at 0 untried, "
+                        "backing off only if the new loss says so; needs memory >= 1)"),
     newton_tol=Param(0.1, "float", 0.0, 1.0, "stop subspace Newton when its predicted gain "
                      "is below this share of the gain so far"),
 )
@@ -99,7 +101,11 @@ class FadlOptions:
     def from_params(cls, params: dict, method: str = "fadl-subspace") -> FadlOptions:
         """``params`` read by ``method``'s schema (:data:`SCHEMAS`); a ParamError names
         the method and the field."""
-        return cls(**SCHEMAS[method].read(method, params))
+        options = cls(**SCHEMAS[method].read(method, params))
+        if options.newton_rounds == 0 and options.memory < 1:
+            raise ParamError(f"{method} parameter newton_rounds 0 backs off along the "
+                             "remembered step: it needs memory >= 1")
+        return options
 
 
 FADL = FadlOptions(**FADL_PARAMS.defaults())  # the defaults of the two methods
@@ -138,6 +144,13 @@ def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: i
     f, gr, H = model.assemble(first, c)
     f0, at_zero = f, (gr, H)
     noise = 2 * fed.sum_resolution / model.N  # phi's values are known to within this
+    if max_rounds == 0:  # untried: the caller commits it and backs off if it fails
+        step = np.linalg.lstsq(H, -gr, rcond=None)[0]
+        if not float(gr @ step) < 0:
+            step = -gr
+        if -0.5 * float(gr @ step) <= F_RESOLUTION * abs(f):
+            step = np.zeros(m)
+        return step, float("nan"), f0, at_zero
     for _ in range(max_rounds):
         step = np.linalg.lstsq(H, -gr, rcond=None)[0]
         slope = float(gr @ step)
@@ -161,6 +174,32 @@ def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: i
             if t < 1e-10:
                 return c, f, f0, at_zero
     return c, f, f0, at_zero
+
+
+def _objective(evals, n_rows: int, lam: float, w: np.ndarray) -> float:
+    """``F(w)`` from the sites' loss sums."""
+    return sum(e.loss_sum for e in evals) / n_rows + 0.5 * lam * float(w @ w)
+
+
+def _back_off(fed: Federation, keep: int, lam: float, w: np.ndarray, f0: float, f: float,
+              evals, slope: float, memory: list[np.ndarray]):
+    """After an untried Newton step ``s`` (``newton_rounds = 0``; ``memory[0] = s``,
+    ``w = w0 + s``): while ``F(w0 + t s) > F(w0) + 1e-4 t slope`` (Armijo, plus the
+    sums' noise), halve ``t``, moving by ``-t/2 s`` with the next Evaluate: a commit
+    along the last remembered move (a multiple of ``s``). Returns the accepted point,
+    its ``F``, the sites' sums there and the coordinator's copy of their memory."""
+    step, t, last = memory[0], 1.0, 1.0  # memory[0] = last * step
+    noise = 2 * fed.sum_resolution / fed.n_rows
+    while f > f0 + 1e-4 * t * slope + noise and t > 1e-10:
+        move = -0.5 * t  # from t s to t s / 2
+        coefficients = np.zeros(len(memory))
+        coefficients[0] = move / last
+        evals = fed.evaluate(commit=coefficients, memory=keep)
+        t, last = t + move, move
+        w = w + move * step
+        memory = [move * step, *memory][:keep]
+        f = _objective(evals, fed.n_rows, lam, w)
+    return w, f, evals, memory
 
 
 def _model_decrease(gr: np.ndarray, H: np.ndarray) -> float:
@@ -264,7 +303,10 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         memory = [step, *memory][: options.memory]
         # the move and the gradient at the new point (from cached margins), one round
         evals = fed.evaluate(commit=c, memory=options.memory)
-        f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
+        f_before, f = f, _objective(evals, N, lam, w)
+        if options.newton_rounds == 0:  # the step was not tried: back off if it failed
+            w, f, evals, memory = _back_off(fed, options.memory, lam, w, f_before, f, evals,
+                                            float(gr0 @ c), memory)
         g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
         fed.note_gradient(float(np.linalg.norm(g)))
         reason = rule.check(recorder.add(it, f, w, norm(g)))
