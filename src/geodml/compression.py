@@ -15,9 +15,11 @@ Transforms (``x`` a d-vector)
 
 ``identity()``
     ``x``.
-``cast(dtype)``, dtype float32, float16 or bfloat16
+``cast(dtype)``, dtype float32, float16, bfloat16 or float8
     Round to nearest even in ``dtype``, saturating at its largest finite value: exactly the
-    codec's cast, ``wire_values(x, WireFormat(dtype))``.
+    codec's cast, ``wire_values(x, WireFormat(dtype))``. float8 is the codec's scaled E5M2
+    (``qfloat8``): per chunk of 2^20 elements a float32 scale ``s ~ max|x| / 57344`` and
+    ``x / s`` rounded to E5M2, relative error ``<= 2^-3`` down to ``2^-14 s``.
 ``quantize_int8(chunk_elements, stochastic, seed)``
     Per chunk of ``chunk_elements`` consecutive elements: scale ``s`` = the smallest float32
     ``>= max|x_chunk| / 127``, codes ``c = round(x / s)`` in ``[-127, 127]``, output ``c * s``:
@@ -45,7 +47,7 @@ Transforms (``x`` a d-vector)
 Spec (JSON; what a coordinator sends a site in ``PrepareRequest.up_compression``)::
 
     {"kind": "identity"}
-    {"kind": "cast", "dtype": "float16"}                      # float32, float16, bfloat16
+    {"kind": "cast", "dtype": "float16"}                      # float32/16, bfloat16, float8
     {"kind": "quantize_int8", "chunk_elements": 1048576, "stochastic": false, "seed": 0}
     {"kind": "top_k", "fraction": 0.01}                       # or {"kind": "top_k", "k": 1000}
     {"kind": "chain", "steps": [<spec>, ...]}
@@ -59,7 +61,7 @@ problem raises :class:`CompressionSpecError` naming the field (e.g. ``steps[1].f
 
 Exact convergence
     A compressed gradient is an inexact gradient. When the compression error is relative to
-    the gradient (qint8, float16, bfloat16) an exact method (L-BFGS, TRON) converges with
+    the gradient (qint8, float16, bfloat16, float8) an exact method (L-BFGS, TRON) converges with
     compression on, and error feedback makes the errors cancel over time. Otherwise (top-k)
     :class:`AdaptivePrecision` bounds them: compress while the received gradient norm is
     above ``threshold * ||g_0||`` and the true slope along each direction (exact line-search
@@ -96,7 +98,8 @@ MAX_COUNT = (1 << 32) - 1  # bound on k and chunk_elements
 MAX_SEED = (1 << 63) - 1
 DEFAULT_CHUNK_ELEMENTS = 1 << 20  # WireFormat's default chunk_bytes with itemsize 1
 
-CAST_DTYPES = ("float32", "float16", "bfloat16")
+CAST_DTYPES = ("float32", "float16", "bfloat16", "float8")
+_CAST_WIRE = {"float8": "qfloat8"}  # the wire dtype of a cast, where its name differs
 _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "identity": (),
     "cast": ("dtype",),
@@ -197,12 +200,12 @@ def identity() -> Transform:
 
 
 def cast(dtype: str) -> Transform:
-    """Round to ``dtype`` (float32, float16 or bfloat16) exactly as the codec does:
-    round to nearest even, saturating at the dtype's largest finite value."""
+    """Round to ``dtype`` (float32, float16, bfloat16, or float8: the codec's qfloat8, one
+    scale per 2^20 elements) exactly as the codec does: round to nearest even, saturating."""
     if dtype not in CAST_DTYPES:
         raise CompressionError(f"cast dtype must be one of {', '.join(CAST_DTYPES)}, "
                                f"got {dtype!r}")
-    fmt = WireFormat(dtype)
+    fmt = WireFormat(_CAST_WIRE.get(dtype, dtype))
 
     def init(dim: int) -> None:
         _check_dim(dim)
@@ -379,6 +382,7 @@ SHORT_SPECS: dict[str, dict[str, Any]] = {
     "float32": {"kind": "cast", "dtype": "float32"},
     "float16": {"kind": "cast", "dtype": "float16"},
     "bfloat16": {"kind": "cast", "dtype": "bfloat16"},
+    "float8": {"kind": "cast", "dtype": "float8"},
     "int8": {"kind": "quantize_int8"},
 }
 
@@ -534,12 +538,13 @@ def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
     """The codec format that carries a transform's output exactly and compactly.
 
     Walking the steps in order: a cast to d makes the values d-valued (unless they already
-    are in a dtype d contains: float16 and bfloat16 values are float32 values);
-    quantize_int8 makes them qint8 with its chunking (``chunk_bytes = chunk_elements``); top_k
-    keeps the representation, except after quantize_int8 (a sparsified quantized chunk would
-    get a new scale, so it travels as float64). Sparse chunks are always allowed (the codec
-    uses them only when strictly smaller), so top-k output costs 4 bytes of offset plus the
-    value per kept entry. ``roundtrip(v_out, wire_format_for(t)) == v_out`` bit for bit.
+    are in a dtype d contains: float16 and bfloat16 values are float32 values); a cast to
+    float8 makes them qfloat8 (default chunking); quantize_int8 makes them qint8 with its
+    chunking (``chunk_bytes = chunk_elements``); top_k keeps the representation, except after
+    a scaled dtype (a sparsified chunk would get a new scale, so it travels as float64).
+    Sparse chunks are always allowed (the codec uses them only when strictly smaller), so
+    top-k output costs 4 bytes of offset plus the value per kept entry.
+    ``roundtrip(v_out, wire_format_for(t)) == v_out`` bit for bit.
     """
     t = transform_spec if isinstance(transform_spec, Transform) else from_spec(transform_spec)
     dtype, chunk = "float64", None
@@ -552,15 +557,16 @@ def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
                 walk(step)
         elif kind == "cast":
             if (dtype, node["dtype"]) not in _CAST_KEEPS:
-                dtype = node["dtype"]
+                dtype = _CAST_WIRE.get(node["dtype"], node["dtype"])
+                chunk = DEFAULT_CHUNK_ELEMENTS
         elif kind == "quantize_int8":
             dtype, chunk = "qint8", node["chunk_elements"]
-        elif kind == "top_k" and dtype == "qint8":
+        elif kind == "top_k" and dtype in ("qint8", "qfloat8"):
             dtype = "float64"
 
     walk(to_spec(t))
-    if dtype == "qint8":
-        return WireFormat("qint8", compression, True, chunk_bytes=chunk)
+    if dtype in ("qint8", "qfloat8"):
+        return WireFormat(dtype, compression, True, chunk_bytes=chunk)
     return WireFormat(dtype, compression, True)
 
 
