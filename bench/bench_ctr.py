@@ -2,7 +2,8 @@
 per-feature (Hessian-diagonal) preconditioner.
 
 Usage: python bench/bench_ctr.py [--rows 10000,100000,1000000] [--dcs 2] [--bits 20]
-       [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16] [--starts cold,warm]
+       [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16,float8,int8]
+       [--starts cold,warm]
        [--gtol 1e-3]
        [--work DIR] [--stream]
 
@@ -48,16 +49,18 @@ from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import NONE, Preconditioner
 
 COLS = ["rows/DC", "plan", "metric", "iters", "vector rounds", "rounds", "WAN MB", "F",
-        "test AUC", "seconds", "stop"]
+        "test AUC", "seconds", "stop", "exact from"]
 
 
 def compression(kind: str) -> CompressionConfig | None:
-    """``none``, a float cast both ways, or ``int8`` (with error feedback up)."""
+    """``none``, a float cast both ways (float32, float16, bfloat16), or one of the
+    1-byte formats ``float8`` (scaled E5M2) and ``int8`` (with error feedback up)."""
     if kind == "none":
         return None
-    if kind == "int8":
-        return CompressionConfig(up='{"kind": "quantize_int8", "error_feedback": true}',
-                                 down='{"kind": "quantize_int8"}',
+    if kind in ("int8", "float8"):
+        spec = ('{"kind": "quantize_int8"' if kind == "int8"
+                else '{"kind": "cast", "dtype": "float8"')
+        return CompressionConfig(up=spec + ', "error_feedback": true}', down=spec + "}",
                                  precision=AdaptivePrecision())
     spec = f'{{"kind": "cast", "dtype": "{kind}"}}'
     return CompressionConfig(up=spec, down=spec, precision=AdaptivePrecision())
@@ -81,14 +84,15 @@ def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
         auc = roc_auc(test.y, test.X @ model.w)
         out.append([f"{n:,}", "centralize", pre.kind, str(res.iterations), "-", "-",
                     f"{wan / 1e6:.1f}", f"{res.f:.7f}", f"{auc:.5f}",
-                    f"{export_seconds + time.perf_counter() - t0:.0f}", res.reason])
+                    f"{export_seconds + time.perf_counter() - t0:.0f}", res.reason, "-"])
     return out
 
 
 def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: float,
             max_rounds: int, warm: bool) -> list[str]:
     t0 = time.perf_counter()
-    with open_fed(compression=compression(comp)) as fed:
+    config = compression(comp)
+    with open_fed(compression=config) as fed:
         r = train(fed, method, TrainSpec(gtol=gtol, max_rounds=max_rounds, preconditioner=pre,
                                          warm_start=warm), RunRecorder(fed))
         rounds, vector_rounds = fed.rounds, fed.vector_rounds
@@ -97,7 +101,17 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
     plan = (method if comp == "none" else f"{method} {comp}") + (" warm" if warm else "")
     return [f"{n:,}", plan, pre.kind, str(len(r.rows) - 1), f"{vector_rounds:g}", str(rounds),
             f"{wan / 1e6:.1f}", f"{r.objective:.7f}", f"{auc:.5f}",
-            f"{time.perf_counter() - t0:.0f}", r.reason]
+            f"{time.perf_counter() - t0:.0f}", r.reason, exact_from(config)]
+
+
+def exact_from(config: CompressionConfig | None) -> str:
+    """When the precision policy switched to full precision: the received gradient after
+    which both directions went exact, and which rule fired ("-": compressed to the end)."""
+    policy = config.precision if config is not None else None
+    if policy is None or policy.switched_at is None:
+        return "-"
+    rule = "norm" if policy.reason.startswith("gradient norm") else "slope"
+    return f"gradient {policy.switched_at} ({rule})"
 
 
 def main() -> None:
@@ -110,7 +124,8 @@ def main() -> None:
     ap.add_argument("--metrics", default="diag,none", help="preconditioners to run")
     ap.add_argument("--stop", default="euclidean", choices=("euclidean", "metric"),
                     help="the norm gtol is measured in (geodml.optim.preconditioner)")
-    ap.add_argument("--compress", default="none")
+    ap.add_argument("--compress", default="none",
+                    help="none, float32, float16, bfloat16, float8 or int8 (comma-separated)")
     ap.add_argument("--starts", default="cold", help="cold, warm (--local-warm-start) or both")
     ap.add_argument("--gtol", type=float, default=1e-3)
     ap.add_argument("--max-rounds", type=int, default=1000)
