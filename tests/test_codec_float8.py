@@ -61,29 +61,37 @@ def _decode(chunk: pb.VectorChunk) -> np.ndarray:
     return asm.result(0)
 
 
+def _scale_exponent(m: float) -> int:
+    """k of the scale 2^k for a chunk whose largest magnitude is m > 2^-166, from the
+    definition: the binade of m rounded to 3 significant bits, minus 15, in [-149, 127]."""
+    f, e = math.frexp(m)  # m = 2f 2^(e-1), 2f in [1, 2)
+    e -= 1
+    top = float(E5M2[np.argmin(np.abs(E5M2 - 8 * f) + (np.arange(len(E5M2)) % 2) * 1e-9)]) / 4
+    return min(max(e + (top == 2.0) - 15, -149), 127)
+
+
 def _check_chunks(v: np.ndarray, out: np.ndarray, fmt: WireFormat) -> None:
-    """Per chunk: the scale is the smallest float32 >= max|x| / 57344 (0 below
-    57344 * 2**-126, float32 max above 57344 times it), the largest element arrives as
-    +-57344 s, the relative error is <= 2**-3 from 2**-14 s up (values beyond 57344 s
-    saturate) and the absolute error <= 2**-17 s below."""
+    """Per chunk: the scale is the power of two of :func:`_scale_exponent` (0 at or below
+    2^-166), the largest element arrives in E5M2's top binade [32768 s, 57344 s] unless the
+    scale is clamped, the relative error is <= 2**-3 from 2**-14 s up (values beyond
+    57344 s saturate) and the absolute error <= 2**-17 s below."""
     for start, stop in chunk_bounds(len(v), fmt):
         x, y = v[start:stop], out[start:stop]
         m = float(np.max(np.abs(x))) if len(x) else 0.0
         s = float(qfloat8_scale(x))
-        if m < E5M2_MAX * 2.0**-126:
+        if m <= 2.0**-166:
             assert s == 0 and not y.any()
             continue
-        if m / E5M2_MAX > F32_MAX:
-            assert s == F32_MAX
-        else:
-            below = float(np.nextafter(np.float32(s), np.float32(0)))
-            assert s * E5M2_MAX >= m > below * E5M2_MAX
-        assert float(np.max(np.abs(y))) == E5M2_MAX * s
+        k = _scale_exponent(m)
+        assert s == 2.0**k
+        if -149 < k < 127:
+            assert 32768 * s <= float(np.max(np.abs(y))) <= E5M2_MAX * s
+            assert m < 61440 * s
         target = np.clip(x, -E5M2_MAX * s, E5M2_MAX * s)
         err = np.abs(y - target)
         normal = np.abs(target) >= 2.0**-14 * s
-        assert np.all(err[normal] <= 2.0**-3 * np.abs(target[normal]) * (1 + 2.0**-40))
-        assert np.all(err[~normal] <= 2.0**-17 * s * (1 + 2.0**-40))
+        assert np.all(err[normal] <= 2.0**-3 * np.abs(target[normal]))
+        assert np.all(err[~normal] <= 2.0**-17 * s)
         assert np.all(np.sign(y) * np.sign(target) >= 0)
 
 
@@ -162,32 +170,61 @@ def test_many_chunks_each_with_its_scale(chunk_bytes):
     assert _same_bits(wire_values(v, fmt), out)
 
 
+def test_any_subset_of_decoded_values_reencodes_to_the_same_values():
+    """Support restriction sends v[S] of a decoded vector v: with power-of-two scales every
+    subset, in any chunking, decodes to exactly v[S] (a per-chunk float32 scale such as
+    QINT8's gives the subset a new scale, and the values move)."""
+    rng = np.random.default_rng(36)
+    n = 5000
+    v = rng.choice([-1.0, 1.0], n) * np.exp(rng.uniform(math.log(1e-12), math.log(1e3), n))
+    v[rng.random(n) < 0.3] = 0.0
+    whole = roundtrip(v, WireFormat("qfloat8", chunk_bytes=n))  # one scale for all
+    for trial in range(20):
+        subset = np.sort(rng.choice(n, size=int(rng.integers(1, n)), replace=False))
+        if trial % 4 == 0:  # the subset's largest value far below the whole's
+            subset = subset[np.abs(whole[subset]) < 1e-6]
+        for chunk_bytes in (1, 37, 1000, 1 << 20):
+            fmt = WireFormat("qfloat8", allow_sparse=bool(trial % 2), chunk_bytes=chunk_bytes)
+            part = whole[subset]
+            assert _same_bits(roundtrip(part, fmt), part), (trial, chunk_bytes)
+    # per-chunk scales too: a subset within each chunk re-encodes to itself
+    chunked = roundtrip(v, WireFormat("qfloat8", chunk_bytes=500))
+    inside = np.sort(rng.choice(500, size=200, replace=False))
+    for start in range(0, n, 500):
+        part = chunked[start + inside]
+        assert _same_bits(roundtrip(part, WireFormat("qfloat8")), part)
+
+
 def test_huge_values_saturate_and_never_become_infinite():
     v = np.array([1e308, -np.finfo(np.float64).max, 1e300, 3.0, 0.0])
     out = roundtrip(v, WireFormat("qfloat8"))
     scale, codes = quantize_qfloat8(v)
-    assert scale == qfloat8_scale(v) == np.float32(F32_MAX)
+    assert scale == qfloat8_scale(v) == np.float32(2.0**127)  # float32's largest power of 2
     assert codes.tolist()[:2] == [0x7B, 0xFB] and not invalid_e5m2(codes).any()
-    assert out[:3].tolist() == [E5M2_MAX * F32_MAX, -E5M2_MAX * F32_MAX, E5M2_MAX * F32_MAX]
-    assert out[3:].tolist() == [0.0, 0.0]  # 3 / float32 max is far below 2^-17
+    top = E5M2_MAX * 2.0**127
+    assert out[:3].tolist() == [top, -top, top]
+    assert out[3:].tolist() == [0.0, 0.0]  # 3 / 2^127 is far below 2^-17
     assert _same_bits(roundtrip(out, WireFormat("qfloat8")), out)
 
 
 def test_zero_tiny_and_empty_chunks():
     fmt = WireFormat("qfloat8", chunk_bytes=4)
     v = np.array([0.0, -0.0, 0.0, 0.0,  # all zero: scale 0
-                  1e-40, -3e-34, 1e-300, 0.0,  # max|x| < 57344 * 2**-126 (6.7e-34): zero
-                  7e-34, -1e-40, 1e-44, 0.0,  # the smallest chunks with a scale
-                  -1.0, -1e-6, 0.0, 0.0])
+                  2.0**-166, -1e-300, 1e-320, 0.0,  # at most 2^-166: every code 0, scale 0
+                  1e-45, -2.0**-165, 0.0, 0.0,  # the smallest scale, 2^-149 (subnormal)
+                  7e-34, -1e-40, 1e-44, 0.0])
     chunks = list(encode_vector(v, 0, fmt))
     assert [(c.layout, c.data) for c in chunks[:2]] == [(pb.SPARSE, bytes(4))] * 2
     out = roundtrip(v, fmt)
     assert not out[:8].any() and math.copysign(1, out[1]) == 1.0  # no -0
-    assert out[8] == E5M2_MAX * float(qfloat8_scale(v[8:12])) and abs(out[8] - 7e-34) < 1e-34
-    assert abs(out[9] + 1e-40) <= 1e-40 / 8 and out[10] == 0.0  # 1e-44 < 2^-17 s
-    s = float(qfloat8_scale(v[12:]))  # 1 / 57344 is not a float32: the largest becomes 57344 s
-    assert out[12] == -E5M2_MAX * s != -1.0 and abs(out[13] + 1e-6) <= 1e-6 / 8
+    assert qfloat8_scale(v[8:12]) == np.float32(2.0**-149) > 0
+    assert out[8] == 0.75 * 2.0**-149  # 1e-45 / 2^-149 = 0.7133 -> 0.75 = 1.5 * 2^-1
+    assert out[9] == -(2.0**-165)  # 2^16 s: a normal E5M2 value
+    assert qfloat8_scale(v[12:]) == np.float32(2.0**-126)  # 7e-34 = 1.82 * 2^-111 ~ 1.75 * ...
+    assert abs(out[12] - 7e-34) <= 7e-34 / 8 and abs(out[13] + 1e-40) <= 1e-40 / 8
+    assert out[14] == 0.0  # 1e-44 is below 2^-17 s = 2^-143
     _check_chunks(v, out, fmt)
+    assert _same_bits(roundtrip(out, fmt), out) and _wire(out, fmt) == _wire(v, fmt)
     assert qfloat8_scale(np.zeros(0)) == 0 and quantize_qfloat8(np.zeros(3))[1].tolist() == [0] * 3
     (empty,) = encode_vector(np.zeros(0), 0, fmt)
     assert (empty.count, empty.data) == (0, b"")

@@ -18,8 +18,10 @@ Transforms (``x`` a d-vector)
 ``cast(dtype)``, dtype float32, float16, bfloat16 or float8
     Round to nearest even in ``dtype``, saturating at its largest finite value: exactly the
     codec's cast, ``wire_values(x, WireFormat(dtype))``. float8 is the codec's scaled E5M2
-    (``qfloat8``): per chunk of 2^20 elements a float32 scale ``s ~ max|x| / 57344`` and
-    ``x / s`` rounded to E5M2, relative error ``<= 2^-3`` down to ``2^-14 s``.
+    (``qfloat8``) with one chunk for the whole vector: a power-of-two scale
+    ``s ~ max|x| / 2^15`` and ``x / s`` rounded to E5M2, relative error ``<= 2^-3`` down to
+    ``2^-14 s``; the output travels exactly in ``qfloat8`` at any chunk size, and so does any
+    subset of it (a support-restricted vector).
 ``quantize_int8(chunk_elements, stochastic, seed)``
     Per chunk of ``chunk_elements`` consecutive elements: scale ``s`` = the smallest float32
     ``>= max|x_chunk| / 127``, codes ``c = round(x / s)`` in ``[-127, 127]``, output ``c * s``:
@@ -200,8 +202,8 @@ def identity() -> Transform:
 
 
 def cast(dtype: str) -> Transform:
-    """Round to ``dtype`` (float32, float16, bfloat16, or float8: the codec's qfloat8, one
-    scale per 2^20 elements) exactly as the codec does: round to nearest even, saturating."""
+    """Round to ``dtype`` (float32, float16, bfloat16, or float8: the codec's qfloat8 with
+    one scale for the whole vector) exactly as the codec does: nearest even, saturating."""
     if dtype not in CAST_DTYPES:
         raise CompressionError(f"cast dtype must be one of {', '.join(CAST_DTYPES)}, "
                                f"got {dtype!r}")
@@ -211,7 +213,10 @@ def cast(dtype: str) -> Transform:
         _check_dim(dim)
 
     def update(v: np.ndarray, state: None) -> tuple[np.ndarray, None]:
-        return wire_values(_vector(v, f"cast({dtype})"), fmt), state
+        x = _vector(v, f"cast({dtype})")
+        if fmt.dtype == "qfloat8":  # one scale: exact in any chunking and in any subset
+            return wire_values(x, WireFormat("qfloat8", chunk_bytes=max(1, len(x)))), state
+        return wire_values(x, fmt), state
 
     return Transform(init, update, {"kind": "cast", "dtype": dtype})
 
@@ -538,10 +543,11 @@ def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
     """The codec format that carries a transform's output exactly and compactly.
 
     Walking the steps in order: a cast to d makes the values d-valued (unless they already
-    are in a dtype d contains: float16 and bfloat16 values are float32 values); a cast to
-    float8 makes them qfloat8 (default chunking); quantize_int8 makes them qint8 with its
-    chunking (``chunk_bytes = chunk_elements``); top_k keeps the representation, except after
-    a scaled dtype (a sparsified chunk would get a new scale, so it travels as float64).
+    are in a dtype d contains: float16 and bfloat16 values are float32 values; float8 makes
+    them qfloat8, default chunks); quantize_int8 makes them qint8 with its chunking
+    (``chunk_bytes = chunk_elements``); top_k keeps the representation, except after
+    quantize_int8 (a sparsified chunk would get a new scale, so it travels as float64; a
+    subset of qfloat8 values is qfloat8).
     Sparse chunks are always allowed (the codec uses them only when strictly smaller), so
     top-k output costs 4 bytes of offset plus the value per kept entry.
     ``roundtrip(v_out, wire_format_for(t)) == v_out`` bit for bit.
@@ -561,7 +567,7 @@ def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
                 chunk = DEFAULT_CHUNK_ELEMENTS
         elif kind == "quantize_int8":
             dtype, chunk = "qint8", node["chunk_elements"]
-        elif kind == "top_k" and dtype in ("qint8", "qfloat8"):
+        elif kind == "top_k" and dtype == "qint8":
             dtype = "float64"
 
     walk(to_spec(t))

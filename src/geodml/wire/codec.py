@@ -43,22 +43,25 @@ Chunk payload (``VectorChunk.data`` before compression)
 Scaled float8 (``QFLOAT8``, per chunk of elements ``x``; :mod:`geodml.wire.float8`)
     A code is a float8 E5M2 value: the top byte of an IEEE binary16 (sign, 5 exponent bits
     with bias 15, 2 mantissa bits; normals ``m 2^(e-2)``, ``m`` in 4..7, ``e`` in -14..15, up to
-    ``57344``; subnormals ``{1, 2, 3} 2^-16``). ``m = max|x|``; the scale ``s`` is the smallest
-    float32 ``>= m / 57344`` (so ``|x| / s <= 57344`` exactly), saturated at the largest float32;
-    a chunk with ``m < 57344 * 2**-126`` gets ``s = 0`` and all codes 0. Codes are ``x / s``
-    (computed in float64, clipped to ``±57344``, which matters only for a saturated scale)
-    rounded once to the nearest E5M2 value, ties to even; a value that rounds to zero gets
-    code ``0x00`` whatever its sign. Never sent and refused: the infinities and NaNs
-    (``0x7C..0x7F``, ``0xFC..0xFF``) and ``-0`` (``0x80``). The receiver decodes
-    ``float16(code << 8) * s`` in float64, which is exact (3 + 24 significant bits). The error
-    per element (plus one float64 rounding of ``x / s``) is at most ``2^-3 |x|`` when
+    ``57344``; subnormals ``{1, 2, 3} 2^-16``). The scale is a power of two, ``s = 2^k``: with
+    ``2^E`` the binade of ``max|x|`` rounded to 3 significant bits (ties to even),
+    ``k = E - 15`` clamped to ``[-149, 127]``, so the largest element lands in E5M2's top
+    binade ``[32768, 57344]`` (``max|x| / s < 61440``: nothing overflows); ``s = 0`` when
+    ``max|x| <= 2^-166`` (all codes 0). Codes are ``x / s`` (exact in float64) rounded once to
+    the nearest E5M2 value, ties to even, clipped to ``±57344`` (only when ``k = 127``
+    saturates); a value that rounds to zero gets code ``0x00`` whatever its sign. Never sent
+    and refused: the infinities and NaNs (``0x7C..0x7F``, ``0xFC..0xFF``) and ``-0``
+    (``0x80``). The receiver decodes ``float16(code << 8) * s`` in float64, exact for any
+    float32 ``s`` it accepts. The error per element is at most ``2^-3 |x|`` when
     ``|x| >= 2^-14 s`` (E5M2's normal range: half a step of ``2^(e-2)`` against ``|x| >= 2^e``)
     and at most ``2^-17 s`` below it (half the subnormal step ``2^-16``); values of at most
     ``2^-17 s`` arrive as zero. Unlike ``QINT8``, whose codes are linear, the small entries
-    of a chunk keep their relative precision across ``2^30`` (nine decades) below its largest.
-    The largest element of a chunk gets code ``±57344`` (its quotient exceeds the midpoint
-    53248 of the top two values), so decoding and re-encoding a chunk gives back the same scale
-    and codes: ``roundtrip`` is idempotent. Elements per chunk as for ``QINT8``.
+    of a chunk keep their relative precision down to ``2^-30`` of its largest (nine decades).
+    Decoding and re-encoding a chunk gives back the same scale and codes (its largest value,
+    rounded, stays in the same binade): ``roundtrip`` is idempotent. More: a decoded value
+    has at most 3 significant bits on the grid ``2^-16 s``, so any subset of a decoded chunk
+    (a support-restricted vector, other chunk bounds) re-encodes to the same values, its scale
+    being a power of two no larger. Elements per chunk as for ``QINT8``.
 
 Layout rule (per chunk)
     ``SPARSE`` if ``allow_sparse`` and ``nnz * (4 + itemsize) < count * itemsize``, otherwise
