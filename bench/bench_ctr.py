@@ -53,14 +53,13 @@ COLS = ["rows/DC", "plan", "metric", "iters", "vector rounds", "rounds", "WAN MB
 
 
 def compression(kind: str) -> CompressionConfig | None:
-    """``none``, a float cast both ways (float32, float16, bfloat16), or one of the
-    1-byte formats ``float8`` (scaled E5M2) and ``int8`` (with error feedback up)."""
+    """``none``, a cast both ways (float32, float16, bfloat16, or float8: scaled E5M2,
+    1 byte per entry), or ``int8`` (with error feedback up)."""
     if kind == "none":
         return None
-    if kind in ("int8", "float8"):
-        spec = ('{"kind": "quantize_int8"' if kind == "int8"
-                else '{"kind": "cast", "dtype": "float8"')
-        return CompressionConfig(up=spec + ', "error_feedback": true}', down=spec + "}",
+    if kind == "int8":
+        return CompressionConfig(up='{"kind": "quantize_int8", "error_feedback": true}',
+                                 down='{"kind": "quantize_int8"}',
                                  precision=AdaptivePrecision())
     spec = f'{{"kind": "cast", "dtype": "{kind}"}}'
     return CompressionConfig(up=spec, down=spec, precision=AdaptivePrecision())

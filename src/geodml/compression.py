@@ -390,15 +390,19 @@ SHORT_SPECS: dict[str, dict[str, Any]] = {
     "float8": {"kind": "cast", "dtype": "float8"},
     "int8": {"kind": "quantize_int8"},
 }
+# short names never given error feedback: float8's residual (~1/9 of each entry) lags into
+# later, smaller gradients (2^20 CTR, 100k rows per DC: 3.1x the bytes of sqm-lbfgs)
+NO_FEEDBACK = frozenset({"float8"})
 
 
 def spec_text(text: str | None, error_feedback: bool) -> str | None:
     """A validated JSON spec from a short name (:data:`SHORT_SPECS`, with
-    ``error_feedback`` as given) or from JSON text; None stays None."""
+    ``error_feedback`` as given, except for :data:`NO_FEEDBACK`) or from JSON text; None
+    stays None."""
     if not text:
         return None
-    spec = dict(SHORT_SPECS[text], error_feedback=error_feedback) if text in SHORT_SPECS \
-        else text
+    feedback = error_feedback and text not in NO_FEEDBACK
+    spec = dict(SHORT_SPECS[text], error_feedback=feedback) if text in SHORT_SPECS else text
     return json.dumps(to_spec(from_spec(spec)))
 
 def _short(value: Any) -> str:
@@ -574,9 +578,6 @@ def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
     if dtype in ("qint8", "qfloat8"):
         return WireFormat(dtype, compression, True, chunk_bytes=chunk)
     return WireFormat(dtype, compression, True)
-
-
-# ---------------------------------------------------------------- exact convergence
 
 
 __all__ = [

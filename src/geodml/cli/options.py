@@ -62,7 +62,7 @@ def compression_options(repeat: bool) -> Callable[[Callable], Callable]:
     both_help = ("Compress the vectors both ways: none, float32, float16, bfloat16, float8 "
                  "(1 byte per entry, small entries keep their relative precision), int8, or a "
                  "JSON spec (docs/compression.md); gradient sums keep an error-feedback "
-                 "residual")
+                 "residual, except with float8")
     if repeat:
         both_help += "; repeat to plan each method with each."
     options = [
