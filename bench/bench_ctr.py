@@ -2,8 +2,8 @@
 per-feature (Hessian-diagonal) preconditioner.
 
 Usage: python bench/bench_ctr.py [--rows 10000,100000,1000000] [--dcs 2] [--bits 20]
-       [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16] [--starts cold,warm]
-       [--gtol 1e-3] [--held-out 0.1]
+       [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16,float8,int8]
+       [--starts cold,warm] [--gtol 1e-3] [--held-out 0.1]
        [--work DIR] [--stream]
 
 For every size it generates (or reuses, under ``--work``) the regional CTR data of
@@ -50,11 +50,12 @@ from geodml.optim import LbfgsOptions
 from geodml.optim.preconditioner import NONE, Preconditioner
 
 COLS = ["rows/DC", "plan", "metric", "iters", "vector rounds", "rounds", "WAN MB", "F",
-        "test AUC", "seconds", "stop"]
+        "test AUC", "seconds", "stop", "exact from"]
 
 
 def compression(kind: str) -> CompressionConfig | None:
-    """``none``, a float cast both ways, or ``int8`` (with error feedback up)."""
+    """``none``, a cast both ways (float32, float16, bfloat16, or float8: scaled E5M2,
+    1 byte per entry), or ``int8`` (with error feedback up)."""
     if kind == "none":
         return None
     if kind == "int8":
@@ -83,7 +84,7 @@ def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
         auc = roc_auc(test.y, test.X @ model.w)
         out.append([f"{n:,}", "centralize", pre.kind, str(res.iterations), "-", "-",
                     f"{wan / 1e6:.1f}", f"{res.f:.7f}", f"{auc:.5f}",
-                    f"{export_seconds + time.perf_counter() - t0:.0f}", res.reason])
+                    f"{export_seconds + time.perf_counter() - t0:.0f}", res.reason, "-"])
     return out
 
 
@@ -94,7 +95,8 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
     t0 = time.perf_counter()
     validation = None if held_out is None else ValidationJob(held_out)
     stop = None if held_out is None else ValidationStop()
-    with open_fed(compression=compression(comp), validation=validation) as fed:
+    config = compression(comp)
+    with open_fed(compression=config, validation=validation) as fed:
         r = train(fed, method, TrainSpec(gtol=gtol if stop is None else 1e-8,
                                          max_rounds=max_rounds, preconditioner=pre,
                                          warm_start=warm, validation=stop), RunRecorder(fed))
@@ -105,7 +107,17 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
         "" if held_out is None else f" stop validation ({held_out:g} held out)")
     return [f"{n:,}", plan, pre.kind, str(len(r.rows) - 1), f"{vector_rounds:g}", str(rounds),
             f"{wan / 1e6:.1f}", f"{r.objective:.7f}", f"{auc:.5f}",
-            f"{time.perf_counter() - t0:.0f}", r.reason]
+            f"{time.perf_counter() - t0:.0f}", r.reason, exact_from(config)]
+
+
+def exact_from(config: CompressionConfig | None) -> str:
+    """When the precision policy switched to full precision: the received gradient after
+    which both directions went exact, and which rule fired ("-": compressed to the end)."""
+    policy = config.precision if config is not None else None
+    if policy is None or policy.switched_at is None:
+        return "-"
+    rule = "norm" if policy.reason.startswith("gradient norm") else "slope"
+    return f"gradient {policy.switched_at} ({rule})"
 
 
 def main() -> None:
@@ -118,7 +130,8 @@ def main() -> None:
     ap.add_argument("--metrics", default="diag,none", help="preconditioners to run")
     ap.add_argument("--stop", default="euclidean", choices=("euclidean", "metric"),
                     help="the norm gtol is measured in (geodml.optim.preconditioner)")
-    ap.add_argument("--compress", default="none")
+    ap.add_argument("--compress", default="none",
+                    help="none, float32, float16, bfloat16, float8 or int8 (comma-separated)")
     ap.add_argument("--starts", default="cold", help="cold, warm (--local-warm-start) or both")
     ap.add_argument("--gtol", type=float, default=1e-3)
     ap.add_argument("--max-rounds", type=int, default=1000)

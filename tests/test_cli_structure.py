@@ -4,6 +4,7 @@ passed whole, so no CLI helper takes more than 12 parameters; small modules."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -58,7 +59,7 @@ def test_an_invalid_compression_or_loss_lists_the_choices(tmp_path):
                  ["compare", str(deployment), "--compress", "flot16"]):
         result = runner.invoke(main, args)
         assert result.exit_code == 2, (args, result.output)
-        assert "'flot16' is not one of none, float32, float16, bfloat16, int8" in \
+        assert "'flot16' is not one of none, float32, float16, bfloat16, float8, int8" in \
             result.output, result.output
         assert "JSON" in result.output and "not valid JSON" not in result.output
     for args in (["train", "--loss", "hinge2"], ["plan", str(deployment), "--loss", "hinge2"]):
@@ -92,3 +93,7 @@ def test_plan_compression_flags_make_one_variant_per_compress(tmp_path):
     up = variants("--compress-up", "int8", "--method", "sqm-lbfgs")
     assert [v.name for v in up] == ["sqm-lbfgs up int8"]
     assert '"error_feedback": true' in up[0].compress_up and up[0].compress_down is None
+    (f8,) = variants("--compress", "float8")
+    assert f8.name == "fadl-subspace float8"
+    assert json.loads(f8.compress_up) == {"kind": "cast", "dtype": "float8"}  # no feedback
+    assert json.loads(f8.compress_down) == {"kind": "cast", "dtype": "float8"}

@@ -224,7 +224,8 @@ def test_zero_length_vector_is_one_empty_chunk(fmt):
         asm.add(chunks[0])
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "qint8"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "qint8",
+                                   "qfloat8"])
 def test_chunking_covers_vector_in_order(dtype):
     fmt = WireFormat(dtype, chunk_bytes=1000)
     per = 1000 // fmt.itemsize
@@ -423,7 +424,8 @@ def test_qint8_is_about_an_eighth_of_float64():
         assert 7.9 < f64 / q8 <= 8.0
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "qint8"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16", "qint8",
+                                   "qfloat8"])
 def test_wire_values_equal_roundtrip(dtype):
     rng = np.random.default_rng(24)
     v = np.concatenate([_special_values(), rng.standard_normal(2000) * 1e3, np.zeros(500),
@@ -790,7 +792,7 @@ if hypothesis is not None:
         s = np.zeros(40)
         s[[3, 17]] = [1.5, -2.0]
         cases = []
-        for dtype in ("float64", "float32", "float16", "bfloat16", "qint8"):
+        for dtype in ("float64", "float32", "float16", "bfloat16", "qint8", "qfloat8"):
             for comp in ("none", "zstd"):
                 for x in (v, s, np.zeros(40)):
                     (c,) = encode_vector(x, 0, WireFormat(dtype, comp))

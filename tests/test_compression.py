@@ -25,6 +25,7 @@ from geodml.compression import (
     from_spec,
     identity,
     quantize_int8,
+    spec_text,
     to_spec,
     top_k,
     top_k_indices,
@@ -75,6 +76,26 @@ def test_cast_equals_codec_roundtrip(dtype):
     if dtype == "float16":
         assert out[0][1] == F16_MAX and out[0][2] == -F16_MAX  # saturates, never inf
     assert math.copysign(1, out[0][0]) == -1.0
+
+
+def test_cast_to_float8_is_the_codecs_qfloat8_with_one_scale_for_the_vector():
+    v = _vector()
+    v[7] = -1e300  # the scale saturates at 2^127; nothing becomes infinite
+    out, _ = _apply(cast("float8"), [v])
+    assert _same_bits(out[0], roundtrip(v, WireFormat("qfloat8")))
+    assert np.isfinite(out[0]).all() and math.copysign(1, out[0][0]) == 1.0  # no -0
+    w = _vector(3 << 19)  # beyond one chunk of 2^20: still one scale, so the output travels
+    w[1 << 20:] *= 1e-3  # exactly in 2^20-element chunks and in any support restriction
+    out, _ = _apply(cast("float8"), [w])
+    assert _same_bits(out[0], roundtrip(w, WireFormat("qfloat8", chunk_bytes=3 << 19)))
+    assert wire_format_for(cast("float8")) == WireFormat("qfloat8")
+    assert _same_bits(roundtrip(out[0], WireFormat("qfloat8")), out[0])
+    support = np.flatnonzero(np.arange(3 << 19) % 3 == 1)
+    assert _same_bits(roundtrip(out[0][support], WireFormat("qfloat8")), out[0][support])
+    s = 2.0 ** math.ceil(math.log2(np.abs(w).max() / 57344))  # a power of two near max / 2^15
+    normal = np.abs(w) >= 2.0**-14 * s
+    assert normal.sum() > 0.9 * np.count_nonzero(w)  # relative error <= 1/8 over 2^30
+    assert np.max(np.abs(out[0] - w)[normal] / np.abs(w[normal])) <= 2.0**-3
 
 
 @pytest.mark.parametrize("chunk_elements", [1, 7, 1000, 1 << 20])
@@ -176,7 +197,8 @@ def test_chain_applies_steps_in_order():
     lambda: error_feedback(cast("float16")),
     lambda: error_feedback(chain(top_k(0.02), quantize_int8())),
     lambda: chain(error_feedback(top_k(0.1)), cast("bfloat16")),
-], ids=["top_k", "qint8", "qint8-stochastic", "float16", "top_k+qint8", "inner-ef"])
+    lambda: error_feedback(cast("float8")),
+], ids=["top_k", "qint8", "qint8-stochastic", "float16", "top_k+qint8", "inner-ef", "float8"])
 def test_error_feedback_loses_nothing(make):
     """sum of sent vectors + final residual == sum of inputs (up to float64 rounding)."""
     rng = np.random.default_rng(4)
@@ -264,6 +286,13 @@ def test_transforms_refuse_bad_vectors():
     (chain(quantize_int8(), cast("float32")), WireFormat("float32")),
     (error_feedback(chain(top_k(0.01), cast("float16"))), WireFormat("float16")),
     (chain(chain(quantize_int8(10)), identity()), WireFormat("qint8", chunk_bytes=10)),
+    (cast("float8"), WireFormat("qfloat8")),
+    (error_feedback(chain(top_k(0.01), cast("float8"))), WireFormat("qfloat8")),
+    (chain(cast("float8"), top_k(0.01)), WireFormat("qfloat8")),
+    (chain(cast("float8"), cast("float8")), WireFormat("qfloat8")),
+    (chain(quantize_int8(10), cast("float8")), WireFormat("qfloat8")),
+    (chain(cast("float8"), cast("float32")), WireFormat("float32")),
+    (chain(cast("float8"), quantize_int8(10)), WireFormat("qint8", chunk_bytes=10)),
 ])
 def test_wire_format_for(t, fmt):
     assert wire_format_for(t) == fmt
@@ -298,7 +327,7 @@ def test_byte_reductions_on_a_2_pow_20_gradient():
     full = _bytes(g, WireFormat())
     ratios = {}
     for name, t in [("float16", cast("float16")), ("bfloat16", cast("bfloat16")),
-                    ("qint8", quantize_int8()), ("top1%", top_k(0.01)),
+                    ("float8", cast("float8")), ("qint8", quantize_int8()), ("top1%", top_k(0.01)),
                     ("top1%+float16", chain(top_k(0.01), cast("float16"))),
                     ("top1%+qint8", chain(top_k(0.01), quantize_int8()))]:
         out, _ = t.update(g, t.init(n))
@@ -306,7 +335,7 @@ def test_byte_reductions_on_a_2_pow_20_gradient():
         ratios[name] = full / _bytes(out, fmt)
         assert _same_bits(roundtrip(out, fmt), out)
     assert 3.99 < ratios["float16"] < 4.01 and 3.99 < ratios["bfloat16"] < 4.01
-    assert 7.95 < ratios["qint8"] < 8.01
+    assert 7.95 < ratios["qint8"] < 8.01 and 7.95 < ratios["float8"] < 8.01
     assert 1 / ratios["top1%"] == pytest.approx(0.01 * (4 + 8) / 8, rel=0.01)
     assert 1 / ratios["top1%+float16"] == pytest.approx(0.01 * (4 + 2) / 8, rel=0.01)
     assert 1 / ratios["top1%+qint8"] == pytest.approx(0.01 * (4 + 1) / 8, rel=0.01)
@@ -334,6 +363,8 @@ GOOD_SPECS = [
          {"kind": "chain", "steps": [{"kind": "quantize_int8", "chunk_elements": 5,
                                       "stochastic": True, "seed": 9,
                                       "error_feedback": True}]}]}]}),
+    ({"kind": "cast", "dtype": "float8", "error_feedback": True},
+     {"kind": "cast", "dtype": "float8", "error_feedback": True}),
 ]
 
 
@@ -347,6 +378,16 @@ def test_spec_round_trip(spec, canonical):
     a, _ = _apply(t, [v, v])
     b, _ = _apply(from_spec(canonical), [v, v])
     assert all(_same_bits(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_short_names_give_canonical_specs():
+    assert json.loads(spec_text("bfloat16", True)) == {"kind": "cast", "dtype": "bfloat16",
+                                                       "error_feedback": True}
+    # float8's residual would lag into later, smaller gradients: never error feedback
+    assert json.loads(spec_text("float8", True)) == {"kind": "cast", "dtype": "float8"}
+    assert wire_format_for(spec_text("float8", False)) == WireFormat("qfloat8")
+    assert wire_format_for(spec_text("int8", True)) == WireFormat("qint8")
+    assert spec_text("", True) is None
 
 
 def test_python_built_transforms_have_specs():
@@ -493,6 +534,7 @@ def logistic():
 
 @pytest.mark.parametrize(("name", "make_transform", "policy"), [
     ("ef-qint8", lambda: error_feedback(quantize_int8()), None),
+    ("ef-float8", lambda: error_feedback(cast("float8")), None),
     ("top10%+adaptive", lambda: top_k(0.1), AdaptivePrecision()),
     ("top10%+qint8+adaptive", lambda: chain(top_k(0.1), quantize_int8()),
      AdaptivePrecision()),

@@ -21,7 +21,8 @@ from geodml.cli.report_output import comparison_table, print_plan, print_summary
 @click.option("--method", default="fadl-subspace", show_default=True,
               help="The geo-distributed method (see geodml train --help).")
 @click.option("--compress", type=COMPRESSION, default="float16", show_default=True,
-              help="Vector compression both ways (none, float32, float16, bfloat16, int8).")
+              help="Vector compression both ways (none, float32, float16, bfloat16, float8, "
+                   "int8).")
 def demo(out_dir: str, rows: int, hash_bits: int, method: str, compress: str) -> None:
     """Four DCs on this machine: geo-distributed training vs copying the data home."""
     from geodml.demo import run_demo

@@ -18,7 +18,7 @@ from geodml.models import LOSSES
 
 #: compression names accepted besides a JSON spec (geodml.compression.SHORT_SPECS, and
 #: "none" to switch one direction off); checked against SHORT_SPECS when used
-COMPRESSION_NAMES = ("none", "float32", "float16", "bfloat16", "int8")
+COMPRESSION_NAMES = ("none", "float32", "float16", "bfloat16", "float8", "int8")
 LOSS = click.Choice(sorted(LOSSES))
 
 
@@ -59,8 +59,10 @@ def _apply(fn: Callable, options: list[Callable]) -> Callable:
 def compression_options(repeat: bool) -> Callable[[Callable], Callable]:
     """``--compress`` (both directions; with ``repeat``, once per plan to compare),
     ``--compress-up`` and ``--compress-down`` (one direction, overriding --compress)."""
-    both_help = ("Compress the vectors both ways: none, float32, float16, bfloat16, int8 "
-                 "(gradient sums with error feedback) or a JSON spec (docs/compression.md)")
+    both_help = ("Compress the vectors both ways: none, float32, float16, bfloat16, float8 "
+                 "(1 byte per entry, small entries keep their relative precision), int8, or a "
+                 "JSON spec (docs/compression.md); gradient sums keep an error-feedback "
+                 "residual, except with float8")
     if repeat:
         both_help += "; repeat to plan each method with each."
     options = [

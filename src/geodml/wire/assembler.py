@@ -15,6 +15,7 @@ from geodml.wire.dtypes import (
     _OFFSET_BYTES,
     _QMAX,
     _SCALE_BYTES,
+    _SCALED_CODES,
     _WIRE,
     _check_slot,
     _enum_name,
@@ -22,6 +23,7 @@ from geodml.wire.dtypes import (
     dequantize_qint8,
 )
 from geodml.wire.errors import CodecError
+from geodml.wire.float8 import dequantize_qfloat8, invalid_e5m2
 from geodml.wire.protocol import pb
 
 
@@ -131,7 +133,7 @@ class VectorAssembler:
         itemsize = _WIRE[code][1]
         nnz = chunk.nnz if chunk.layout == pb.SPARSE else 0
         size = count * itemsize if chunk.layout == pb.DENSE else nnz * (_OFFSET_BYTES + itemsize)
-        head = _SCALE_BYTES if code == pb.QINT8 and count > 0 else 0
+        head = _SCALE_BYTES if code in _SCALED_CODES and count > 0 else 0
         size += head
         data = chunk.data  # one copy out of the message
         payload = self._payload(chunk, data, size)
@@ -145,8 +147,8 @@ class VectorAssembler:
             _check_offsets(offsets, count, slot, start)
         if code == pb.BFLOAT16:
             values = bfloat16_to_float32(values)
-        elif code == pb.QINT8:
-            values = _decode_qint8(payload, values, offsets, slot, start)
+        elif code in _SCALED_CODES:
+            values = _decode_scaled(code, payload, values, offsets, slot, start)
         if code not in _INTEGER_CODES:
             _check_decoded(values, offsets, slot, start)
             if s.float32_range and values.dtype.itemsize > 4 and values.size and (
@@ -259,23 +261,32 @@ def _check_decoded(values: np.ndarray, offsets: np.ndarray | None, slot: int,
 
 
 
-def _decode_qint8(payload: bytes, codes: np.ndarray, offsets: np.ndarray | None, slot: int,
-                  start: int) -> np.ndarray:
-    """codes * scale, after checking the scale (finite, no sign bit) and the codes (no -128).
-    The payload's size was checked, so it holds the scale unless the chunk is empty."""
+def _decode_scaled(code: int, payload: bytes, codes: np.ndarray, offsets: np.ndarray | None,
+                   slot: int, start: int) -> np.ndarray:
+    """A QINT8 or QFLOAT8 chunk's values (``codes * scale``, ``e5m2(codes) * scale``), after
+    checking the scale (finite, no sign bit) and the codes (QINT8: no -128; QFLOAT8: no
+    infinity, NaN or -0). The payload's size was checked, so it holds the scale unless the
+    chunk is empty."""
     if not payload:  # the one chunk of a zero-length vector
-        return codes.astype(np.float64)
+        return np.zeros(0)
+    name = pb.DType.Name(code)
     scale = np.frombuffer(payload, dtype="<f4", count=1)[0]
     if not np.isfinite(scale) or np.signbit(scale):
-        raise CodecError(f"QINT8 scale is {float(scale)!r}; it must be finite and >= +0.0",
+        raise CodecError(f"{name} scale is {float(scale)!r}; it must be finite and >= +0.0",
                          slot=slot, start=start)
-    low = codes == -_QMAX - 1
-    if low.any():
-        i = int(np.argmax(low))
+    bad = codes == -_QMAX - 1 if code == pb.QINT8 else invalid_e5m2(codes)
+    if bad.any():
+        i = int(np.argmax(bad))
         where = i if offsets is None else int(offsets[i])
-        raise CodecError(f"QINT8 code -128 at index {start + where}; codes lie in "
-                         f"[-{_QMAX}, {_QMAX}]", slot=slot, start=start)
-    return dequantize_qint8(scale, codes)
+        if code == pb.QINT8:
+            raise CodecError(f"QINT8 code -128 at index {start + where}; codes lie in "
+                             f"[-{_QMAX}, {_QMAX}]", slot=slot, start=start)
+        raise CodecError(f"QFLOAT8 code 0x{int(codes[i]):02X} at index {start + where}; "
+                         "infinities, NaNs (0x7C-0x7F, 0xFC-0xFF) and -0 (0x80) are never "
+                         "sent", slot=slot, start=start)
+    if code == pb.QINT8:
+        return dequantize_qint8(scale, codes)
+    return dequantize_qfloat8(scale, codes)
 
 
 

@@ -13,7 +13,8 @@ Chunking
 Wire dtypes (``itemsize`` in bytes), all little-endian
     ``FLOAT64`` IEEE binary64 (8), ``FLOAT32`` binary32 (4), ``FLOAT16`` binary16 (2),
     ``BFLOAT16`` the top 16 bits of a binary32 (2), ``QINT8`` int8 codes with one float32
-    scale per chunk (1, plus 4 bytes per chunk), ``UINT32`` unsigned 32-bit integers (4;
+    scale per chunk (1, plus 4 bytes per chunk), ``QFLOAT8`` float8 E5M2 codes with one
+    float32 scale per chunk (1, plus 4 bytes per chunk), ``UINT32`` unsigned 32-bit integers (4;
     index vectors only, always ``DENSE``), ``UINT64`` ring elements mod ``2^64`` (8; the
     masked sums of secure aggregation only, always ``DENSE``).
 
@@ -22,9 +23,9 @@ Chunk payload (``VectorChunk.data`` before compression)
     ``SPARSE``: ``nnz`` uint32 offsets (element index minus ``start``), strictly increasing and
     ``< count``, then the ``nnz`` values at those offsets: ``nnz * (4 + itemsize)`` bytes. The
     elements not listed are ``+0.0``.
-    ``QINT8`` payloads start with the chunk's scale ``s`` (a float32, 4 bytes), followed by the
-    ``DENSE`` or ``SPARSE`` body above with int8 codes as values; a chunk with ``count = 0``
-    (a zero-length vector) has an empty payload, without a scale.
+    ``QINT8`` and ``QFLOAT8`` payloads start with the chunk's scale ``s`` (a float32, 4 bytes),
+    followed by the ``DENSE`` or ``SPARSE`` body above with the 1-byte codes as values; a chunk
+    with ``count = 0`` (a zero-length vector) has an empty payload, without a scale.
 
 8-bit quantization (``QINT8``, per chunk of elements ``x``)
     ``m = max|x|``; the scale ``s`` is the smallest float32 ``>= m / 127`` (so ``|x| / s <= 127``
@@ -39,11 +40,35 @@ Chunk payload (``VectorChunk.data`` before compression)
     arrive as ``±127 s``; the sign of zero is not kept. Elements per chunk follow the usual
     rule with ``itemsize = 1``: ``chunk_bytes`` counts codes, not the 4-byte scale.
 
+Scaled float8 (``QFLOAT8``, per chunk of elements ``x``; :mod:`geodml.wire.float8`)
+    A code is a float8 E5M2 value: the top byte of an IEEE binary16 (sign, 5 exponent bits
+    with bias 15, 2 mantissa bits; normals ``m 2^(e-2)``, ``m`` in 4..7, ``e`` in -14..15, up to
+    ``57344``; subnormals ``{1, 2, 3} 2^-16``). The scale is a power of two, ``s = 2^k``: with
+    ``2^E`` the binade of ``max|x|`` rounded to 3 significant bits (ties to even),
+    ``k = E - 15`` clamped to ``[-149, 127]``, so the largest element lands in E5M2's top
+    binade ``[32768, 57344]`` (``max|x| / s < 61440``: nothing overflows); ``s = 0`` when
+    ``max|x| <= 2^-166`` (all codes 0). Codes are ``x / s`` (exact in float64) rounded once to
+    the nearest E5M2 value, ties to even, clipped to ``±57344`` (only when ``k = 127``
+    saturates); a value that rounds to zero gets code ``0x00`` whatever its sign. Never sent
+    and refused: the infinities and NaNs (``0x7C..0x7F``, ``0xFC..0xFF``) and ``-0``
+    (``0x80``). The receiver decodes ``float16(code << 8) * s`` in float64, exact for any
+    float32 ``s`` it accepts. The error per element is at most ``2^-3 |x|`` when
+    ``|x| >= 2^-14 s`` (E5M2's normal range: half a step of ``2^(e-2)`` against ``|x| >= 2^e``)
+    and at most ``2^-17 s`` below it (half the subnormal step ``2^-16``); values of at most
+    ``2^-17 s`` arrive as zero. Unlike ``QINT8``, whose codes are linear, the small entries
+    of a chunk keep their relative precision down to ``2^-30`` of its largest (nine decades).
+    Decoding and re-encoding a chunk gives back the same scale and codes (its largest value,
+    rounded, stays in the same binade): ``roundtrip`` is idempotent. More: a decoded value
+    has at most 3 significant bits on the grid ``2^-16 s``, so any subset of a decoded chunk
+    (a support-restricted vector, other chunk bounds) re-encodes to the same values, its scale
+    being a power of two no larger. Elements per chunk as for ``QINT8``.
+
 Layout rule (per chunk)
     ``SPARSE`` if ``allow_sparse`` and ``nnz * (4 + itemsize) < count * itemsize``, otherwise
     ``DENSE`` (the ``QINT8`` scale is in both, so it does not enter the rule). ``nnz`` counts the
     elements whose *wire* encoding is not all zero bits, so values that underflow to zero in the
-    wire dtype are dropped and ``-0.0`` is kept (bit-exact; ``QINT8`` has no ``-0``).
+    wire dtype are dropped and ``-0.0`` is kept (bit-exact; ``QINT8`` and ``QFLOAT8`` have no
+    ``-0``).
 
 Compression rule (per chunk)
     With ``compression="zstd"`` the payload is compressed into one zstd frame (content size in
@@ -75,7 +100,8 @@ the chunk start and the problem
       size (if any) and output are exactly the size ``count``/``nnz`` imply; decompression
       stops at that size, so no zip bombs; a ``NONE`` payload has exactly that size;
     * sparse offsets are strictly increasing and ``< count``;
-    * a ``QINT8`` scale is finite and ``>= +0.0`` (no sign bit), its codes are not ``-128``;
+    * a ``QINT8`` or ``QFLOAT8`` scale is finite and ``>= +0.0`` (no sign bit); ``QINT8`` codes
+      are not ``-128``, ``QFLOAT8`` codes are not infinities, NaNs or ``-0``;
     * decoded values are finite.
     A chunk that fails validation changes nothing, so the assembler's state stays consistent.
     Output arrays are float64 (``uint32`` for index slots, ``uint64`` for ring slots), decoded
@@ -108,7 +134,10 @@ from geodml.wire.dtypes import (
     quantize_qint8,
 )
 from geodml.wire.errors import CodecError
+from geodml.wire.float8 import dequantize_qfloat8, qfloat8_scale, quantize_qfloat8
 from geodml.wire.protocol import pb
+
+_QUANTIZE = {pb.QINT8: quantize_qint8, pb.QFLOAT8: quantize_qfloat8}  # chunk -> (scale, codes)
 
 
 def _elements_per_chunk(chunk_bytes: int, itemsize: int) -> int:
@@ -127,7 +156,7 @@ def _chunk_bounds(n: int, per_chunk: int) -> Iterator[tuple[int, int]]:
 
 def chunk_bounds(n: int, fmt: WireFormat) -> Iterator[tuple[int, int]]:
     """The element ranges ``[start, stop)`` of the chunks of an n-element vector sent in fmt
-    (one empty range for n = 0). For qint8 each range has its own scale."""
+    (one empty range for n = 0). For qint8 and qfloat8 each range has its own scale."""
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise CodecError(f"vector length must be a non-negative integer, got {n!r}")
     return _chunk_bounds(int(n), _elements_per_chunk(fmt.chunk_bytes, fmt.itemsize))
@@ -147,7 +176,7 @@ class _Packer:
                      if fmt.compression == "zstd" else None)
 
     def pack(self, start: int, w: np.ndarray, prefix: bytes = b"") -> pb.VectorChunk:
-        """The chunk of wire values w starting at element `start`; `prefix` (the QINT8 scale)
+        """The chunk of wire values w starting at element `start`; `prefix` (the scale)
         goes in front of the payload whatever the layout."""
         count = len(w)
         layout, nnz = pb.DENSE, 0
@@ -191,11 +220,11 @@ def _encode(v: np.ndarray, slot: int, fmt: WireFormat) -> Iterator[pb.VectorChun
                                                                   fmt.itemsize)):
         x = v[start:stop]
         _check_finite(x, slot, start)
-        if code == pb.QINT8:
+        if code in _QUANTIZE:
             if stop == start:  # the zero-length vector: no scale
-                yield packer.pack(start, np.zeros(0, dtype="i1"))
+                yield packer.pack(start, np.zeros(0, dtype=_WIRE[code][2]))
                 continue
-            scale, codes = quantize_qint8(x)
+            scale, codes = _QUANTIZE[code](x)
             yield packer.pack(start, codes, prefix=np.float32(scale).astype("<f4").tobytes())
         else:
             yield packer.pack(start, _to_wire(x, code))
@@ -217,6 +246,8 @@ def wire_values(v: np.ndarray, fmt: WireFormat) -> np.ndarray:
         seg = out[start:stop]
         if code == pb.QINT8:
             seg[:] = dequantize_qint8(*quantize_qint8(x))
+        elif code == pb.QFLOAT8:
+            seg[:] = dequantize_qfloat8(*quantize_qfloat8(x))
         elif code == pb.BFLOAT16:
             seg[:] = bfloat16_to_float32(bfloat16_bits(x))
         else:
@@ -272,13 +303,14 @@ def vector_bytes(chunks: Iterable[pb.VectorChunk]) -> int:
 
 def expected_dense_bytes(n: int, dtype: str, chunk_bytes: int = 1 << 20) -> int:
     """Payload bytes of an n-element vector sent DENSE and uncompressed in `dtype`
-    (float64, float32, float16, bfloat16, qint8 or uint32); chunk headers not included.
-    For qint8 that is n codes plus a 4-byte scale per chunk of ``chunk_bytes`` codes."""
+    (float64, float32, float16, bfloat16, qint8, qfloat8 or uint32); chunk headers not
+    included. For qint8 and qfloat8 that is n codes plus a 4-byte scale per chunk of
+    ``chunk_bytes`` codes."""
     if dtype not in _CODE_OF:
         raise CodecError(f"unknown wire dtype {dtype!r}")
     n = int(n)
     payload = n * _WIRE[_CODE_OF[dtype]][1]
-    if dtype == "qint8" and n:
+    if dtype in ("qint8", "qfloat8") and n:
         per = _elements_per_chunk(chunk_bytes, 1)
         payload += _SCALE_BYTES * ((n + per - 1) // per)
     return payload
@@ -308,12 +340,15 @@ __all__ = [
     "bfloat16_bits",
     "bfloat16_to_float32",
     "chunk_bounds",
+    "dequantize_qfloat8",
     "dequantize_qint8",
     "encode_indices",
     "encode_ring",
     "encode_vector",
     "expected_dense_bytes",
+    "qfloat8_scale",
     "qint8_scale",
+    "quantize_qfloat8",
     "quantize_qint8",
     "roundtrip",
     "roundtrip_counted",

@@ -1,5 +1,6 @@
 """The wire dtypes and the wire format: casting with saturation, bfloat16, 8-bit
-quantization, and :class:`WireFormat` (see :mod:`geodml.wire.codec` for the spec).
+quantization, and :class:`WireFormat` (see :mod:`geodml.wire.codec` for the spec; the
+scaled float8 math is in :mod:`geodml.wire.float8`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import zstandard
 from geodml.wire.errors import CodecError
 from geodml.wire.protocol import pb
 
-DTypeName = Literal["float64", "float32", "float16", "bfloat16", "qint8"]
+DTypeName = Literal["float64", "float32", "float16", "bfloat16", "qint8", "qfloat8"]
 
 
 
@@ -29,7 +30,7 @@ _OFFSET_BYTES = 4
 
 
 
-_SCALE_BYTES = 4  # the float32 scale in front of a QINT8 payload
+_SCALE_BYTES = 4  # the float32 scale in front of a QINT8 or QFLOAT8 payload
 
 
 
@@ -48,6 +49,7 @@ _WIRE = {
     pb.FLOAT16: ("float16", 2, np.dtype("<f2")),
     pb.BFLOAT16: ("bfloat16", 2, np.dtype("<u2")),
     pb.QINT8: ("qint8", 1, np.dtype("i1")),
+    pb.QFLOAT8: ("qfloat8", 1, np.dtype("u1")),
     pb.UINT32: ("uint32", 4, np.dtype("<u4")),
     pb.UINT64: ("uint64", 8, np.dtype("<u8")),
 }
@@ -58,7 +60,12 @@ _INTEGER_CODES = frozenset({pb.UINT32, pb.UINT64})
 
 
 
-_FLOAT_CODES = frozenset({pb.FLOAT64, pb.FLOAT32, pb.FLOAT16, pb.BFLOAT16, pb.QINT8})
+_FLOAT_CODES = frozenset({pb.FLOAT64, pb.FLOAT32, pb.FLOAT16, pb.BFLOAT16, pb.QINT8,
+                          pb.QFLOAT8})
+
+
+
+_SCALED_CODES = frozenset({pb.QINT8, pb.QFLOAT8})  # a float32 scale, then 1-byte codes
 
 
 
@@ -109,7 +116,7 @@ class WireFormat:
     def __post_init__(self) -> None:
         if self.dtype not in _CODE_OF or self.dtype in ("uint32", "uint64"):
             raise CodecError(f"unknown wire dtype {self.dtype!r}; use float64, float32, "
-                             "float16, bfloat16 or qint8")
+                             "float16, bfloat16, qint8 or qfloat8")
         if self.compression not in _COMPRESSION_CODE:
             raise CodecError(f"unknown compression {self.compression!r}; use none or zstd")
         if not isinstance(self.chunk_bytes, int) or self.chunk_bytes < 1:
@@ -121,7 +128,8 @@ class WireFormat:
 
     @property
     def itemsize(self) -> int:
-        """Bytes per value on the wire (1 for qint8, whose per-chunk scale is extra)."""
+        """Bytes per value on the wire (1 for qint8 and qfloat8, whose per-chunk scale is
+        extra)."""
         return _WIRE[_CODE_OF[self.dtype]][1]
 
     def to_proto(self) -> pb.WireFormat:
@@ -139,7 +147,8 @@ class WireFormat:
         dtype = m.dtype if m.dtype != pb.DTYPE_UNSPECIFIED else pb.FLOAT64
         if dtype not in _FLOAT_CODES:
             raise CodecError(f"wire format asks for dtype {_enum_name(pb.DType, dtype)}; "
-                             "vectors travel as FLOAT64, FLOAT32, FLOAT16, BFLOAT16 or QINT8")
+                             "vectors travel as FLOAT64, FLOAT32, FLOAT16, BFLOAT16, QINT8 "
+                             "or QFLOAT8")
         comp = m.compression if m.compression != pb.COMPRESSION_UNSPECIFIED else pb.NONE
         if comp not in _COMPRESSION_NAME:
             raise CodecError(f"wire format asks for unknown compression "

@@ -17,6 +17,7 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UINT32: _ClassVar[DType]
     QINT8: _ClassVar[DType]
     UINT64: _ClassVar[DType]
+    QFLOAT8: _ClassVar[DType]
 
 class Layout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -37,6 +38,7 @@ BFLOAT16: DType
 UINT32: DType
 QINT8: DType
 UINT64: DType
+QFLOAT8: DType
 LAYOUT_UNSPECIFIED: Layout
 DENSE: Layout
 SPARSE: Layout
