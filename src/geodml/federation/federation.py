@@ -299,6 +299,8 @@ class Federation(SiteClient, Recovery, Channels):
         cfg = self.compression
         self._down = DownChannel(cfg.down, self.n_features, self.wire)
         self._up = UpReceiver(cfg.up)
+        if restrict_to_support is None and not self._down.keeps_subsets:
+            restrict_to_support = False  # int8 down: dense, or the sites' points drift
 
         def one(site: str) -> _Job:
             info = self.sites[site]

@@ -132,6 +132,14 @@ class DownChannel:
     def stop(self) -> None:
         self.transform = self.state = None
 
+    @property
+    def keeps_subsets(self) -> bool:
+        """Whether a subset of a vector as received re-encodes to the same values (so
+        a site sent only its support's coordinates holds what the coordinator holds).
+        QINT8's scale is per chunk: a subset gets its own scale and is quantized anew,
+        which would leave the site at another point than the coordinator's."""
+        return self.format.dtype != "qint8"
+
     def as_received(self, v: np.ndarray) -> np.ndarray:
         """What the sites receive when ``v`` is sent: after the transform (its state
         advances: once per vector sent) and the wire format."""
