@@ -33,8 +33,8 @@ GEO = GeoVariant("fadl-subspace")
 WORKLOAD = Workload(gtol=1e-3)
 EXCEPTION = f"centralize (exception for {FORBIDS})"
 TABLE_HEADER = ("| plan | status | objective | log loss | AUC | WAN bytes | "
-                "modeled | egress $ | wall | planner err bytes | planner err time | "
-                "planner err $ |")
+                "modeled | egress $ | wall | err bytes | err time | "
+                "err $ |")
 
 
 @pytest.fixture(scope="module")

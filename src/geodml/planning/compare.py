@@ -360,7 +360,7 @@ def table_rows(c: Comparison) -> list[dict[str, str]]:
             "modeled": "-" if r.refused_by else f"{r.modeled_seconds:,.1f} s",
             "egress $": "-" if r.refused_by else f"{r.usd:.4f}",
             "wall": "-" if r.refused_by else f"{r.wall_seconds:.1f} s",
-            **{f"planner err {what}": "-" if err is None else f"{100 * err:+.1f}%"
+            **{f"err {what}": "-" if err is None else f"{100 * err:+.1f}%"
                for what, err in (("bytes", r.prediction_error), ("time", r.time_error),
                                  ("$", r.usd_error))},
         })
