@@ -80,3 +80,17 @@ def test_no_method_writes_its_own_gtol_or_budget_check():
         for text in ("relative gradient norm below gtol", "WAN byte budget",
                      "relative suboptimality below"):
             assert not any(text in s for s in strings), f"{path.name} states {text!r}"
+
+
+def test_outcome_is_the_rules_reason_when_it_stopped_the_solver_else_the_solvers():
+    rule = StopRule(gtol=1e-2)
+    assert rule.outcome("relative decrease below ftol", True) == (
+        "relative decrease below ftol", True)
+    rule.check(row(0, g=10.0))
+    rule.check(row(1, g=0.05))
+    assert rule.outcome("stopped by callback", False) == (
+        "relative gradient norm below gtol", True)
+    budget = StopRule(max_wan_bytes=5)
+    budget.check(row(0, wan=9))
+    assert budget.outcome("stopped by callback", False) == ("WAN byte budget of 5 reached",
+                                                            False)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geodml.federation import Federation
+from geodml.federation import Federation, SiteEval
 
 if TYPE_CHECKING:
     from geodml.algorithms.spec import TrainSpec
@@ -45,10 +45,15 @@ def objective_from_info(results: Sequence[SiteResult], n_rows: int, lam: float,
                                     lam, w)
 
 
+def objective_from_evals(evals: Sequence[SiteEval], n_rows: int, lam: float,
+                         w: np.ndarray) -> float:
+    """``F(w)`` from the ``loss_sum`` of every site's Evaluate reply at ``w``."""
+    return objective_from_loss_sums([e.loss_sum for e in evals], n_rows, lam, w)
+
+
 def evaluate_objective(fed: Federation, lam: float, w: np.ndarray) -> float:
     """``F(w)``: one Evaluate round (``w`` down, a loss sum up; no gradient)."""
-    evals = fed.evaluate(w, want_grad=False)
-    return objective_from_loss_sums([e.loss_sum for e in evals], fed.n_rows, lam, w)
+    return objective_from_evals(fed.evaluate(w, want_grad=False), fed.n_rows, lam, w)
 
 
 def initial_point(fed: Federation, spec: TrainSpec) -> np.ndarray:

@@ -74,17 +74,13 @@ def train_centralized_baseline(
     data = Dataset.concat([parts[s] for s in fed.names])
 
     rule = StopRule(gtol=gtol, max_rounds=max_iter)
-    stop_reason: list[str] = []
 
     def callback(rec, w) -> bool:
-        if reason := rule.check(recorder.add(rec.iteration, rec.f, w, rec.grad_norm)):
-            stop_reason.append(reason)
-        return bool(reason)
+        return rule.check(recorder.add(rec.iteration, rec.f, w, rec.grad_norm)) is not None
     # gtol 0: the rule stops at gtol, as in every federated method
     model, result = train_centralized(data, loss, lam, LbfgsOptions(gtol=0.0, max_iter=max_iter),
                                       callback=callback, preconditioner=preconditioner)
-    reason = stop_reason[0] if stop_reason else result.reason
-    converged = rule.converged(reason) if stop_reason else result.converged
+    reason, converged = rule.outcome(result.reason, result.converged)
     return RunResult("centralized", model.w, result.f, converged, reason,
                      recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": loss, "export_seconds": export_seconds,

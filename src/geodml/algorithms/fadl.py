@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geodml.algorithms.baseline import objective_from_evals
 from geodml.algorithms.record import RunRecorder, RunResult
 from geodml.algorithms.warm_start import start
 from geodml.errors import ParamError
@@ -176,11 +177,6 @@ def _newton(fed: Federation, model: _SubspaceModel, first, m: int, max_rounds: i
     return c, f, f0, at_zero
 
 
-def _objective(evals, n_rows: int, lam: float, w: np.ndarray) -> float:
-    """``F(w)`` from the sites' loss sums."""
-    return sum(e.loss_sum for e in evals) / n_rows + 0.5 * lam * float(w @ w)
-
-
 def _back_off(fed: Federation, keep: int, lam: float, w: np.ndarray, f0: float, f: float,
               evals, slope: float, memory: list[np.ndarray]):
     """After an untried Newton step ``s`` (``newton_rounds = 0``; ``memory[0] = s``,
@@ -198,7 +194,7 @@ def _back_off(fed: Federation, keep: int, lam: float, w: np.ndarray, f0: float, 
         t, last = t + move, move
         w = w + move * step
         memory = [move * step, *memory][:keep]
-        f = _objective(evals, fed.n_rows, lam, w)
+        f = objective_from_evals(evals, fed.n_rows, lam, w)
     return w, f, evals, memory
 
 
@@ -244,7 +240,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         metric = fed.as_received_exact(metric)
     w = np.zeros(fed.n_features) if w0 is None else fed.as_received(w0)
     evals = fed.evaluate(w)
-    f = sum(e.loss_sum for e in evals) / N + 0.5 * lam * float(w @ w)
+    f = objective_from_evals(evals, N, lam, w)
     g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
     fed.note_gradient(float(np.linalg.norm(g)))
     inverse = np.ones(fed.n_features) if metric is None else 1.0 / metric
@@ -303,7 +299,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         memory = [step, *memory][: options.memory]
         # the move and the gradient at the new point (from cached margins), one round
         evals = fed.evaluate(commit=c, memory=options.memory)
-        f_before, f = f, _objective(evals, N, lam, w)
+        f_before, f = f, objective_from_evals(evals, N, lam, w)
         if options.newton_rounds == 0:  # the step was not tried: back off if it failed
             w, f, evals, memory = _back_off(fed, options.memory, lam, w, f_before, f, evals,
                                             float(gr0 @ c), memory)

@@ -49,14 +49,11 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
     rule = spec.stop_rule()
     if rule.reference is None and grad_at_zero is not None:  # warm: gtol as from zero
         rule.reference = preconditioner.grad_norm(metric)(grad_at_zero)
-    stop_reason: list[str] = []
     done = [0]  # iterations of earlier solves (a site dropped: the solve restarted)
 
     def callback(rec, w) -> bool:
-        reason = rule.check(recorder.add(done[0] + rec.iteration, rec.f, w, rec.grad_norm))
-        if reason:
-            stop_reason.append(reason)
-        return bool(reason)
+        row = recorder.add(done[0] + rec.iteration, rec.f, w, rec.grad_norm)
+        return rule.check(row) is not None
 
     while True:
         sites = len(fed.names)
@@ -70,13 +67,12 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
         done[0] += len(result.history) - 1
         # a site dropped mid-solve changed the objective under the solver's feet (its
         # curvature pairs and last value are the old objective's): solve again from here
-        if len(fed.names) == sites or stop_reason or done[0] >= spec.max_rounds:
+        if len(fed.names) == sites or rule.fired or done[0] >= spec.max_rounds:
             break
         w0 = result.w
-    reason = stop_reason[0] if stop_reason else result.reason
+    reason, converged = rule.outcome(result.reason, result.converged)
     if reason.startswith("max_iter ("):  # the solver's iterations are this run's rounds
         reason = f"max_rounds ({spec.max_rounds}) reached"
-    converged = rule.converged(reason) if stop_reason else result.converged
     return RunResult(f"sqm-{method}", result.w, result.f, converged, reason,
                      recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": spec.loss, "reference_grad_norm": rule.reference,

@@ -68,9 +68,24 @@ class StopRule:
     best_validation: float = field(default=math.inf, init=False)
     best_row: int | None = field(default=None, init=False)  # iteration of the best V
     stale: int = field(default=0, init=False)
+    fired: str | None = field(default=None, init=False)  # the first reason check gave
 
     def check(self, row: RoundRow) -> str | None:
-        """Why to stop after ``row``, or None."""
+        """Why to stop after ``row``, or None (the first reason is kept in ``fired``)."""
+        reason = self._why(row)
+        if self.fired is None:
+            self.fired = reason
+        return reason
+
+    def outcome(self, solver_reason: str, solver_converged: bool) -> tuple[str, bool]:
+        """A solver run under this rule (its callback calling :meth:`check`): the rule's
+        reason when it stopped the solver, else the solver's own; and whether it
+        converged."""
+        if self.fired is not None:
+            return self.fired, self.converged(self.fired)
+        return solver_reason, solver_converged
+
+    def _why(self, row: RoundRow) -> str | None:
         if self.f0 is None:
             self.f0 = row.objective
         if math.isfinite(self.f0) and (not math.isfinite(row.objective) or (
