@@ -65,19 +65,26 @@ def test_int8_cuts_sqm_bytes_to_a_tolerance(sites, preconditioner, ratio):
         1e-4).wan_bytes
 
 
-def test_compressed_grpc_run_equals_in_process_run(sites, tmp_path):
-    config = CompressionConfig(up=INT8_EF, down=INT8)
+def in_process_and_grpc(sites, run_dir, method: str, up: str, down: str):
+    """The same compressed run over in-process sites and over site servers (gRPC, real
+    subprocesses): ``(in-process result, gRPC result)``; each federation gets a fresh
+    compression config (its error-feedback state is per run)."""
     spec = TrainSpec(gtol=1e-7, max_rounds=8)
-    local_services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
-    with Federation([InProcessTransport(s) for s in local_services], "site0",
-                    compression=config) as fed:
-        local = train(fed, "sqm-lbfgs", spec)
+    services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
+    with Federation([InProcessTransport(s) for s in services], "site0",
+                    compression=CompressionConfig(up=up, down=down)) as fed:
+        local = train(fed, method, spec)
     configs = [SiteConfig(name=n, region=n, insecure=True, data=DataConfig(path=p))
                for n, p in sites.items()]
-    with LocalCluster(configs, tmp_path / "run", insecure=True) as cluster, Federation(
+    with LocalCluster(configs, run_dir, insecure=True) as cluster, Federation(
             cluster.transports(), "site0", compression=CompressionConfig(
-                up=INT8_EF, down=INT8)) as fed:
-        remote = train(fed, "sqm-lbfgs", spec)
+                up=up, down=down)) as fed:
+        remote = train(fed, method, spec)
+    return local, remote
+
+
+def test_compressed_grpc_run_equals_in_process_run(sites, tmp_path):
+    local, remote = in_process_and_grpc(sites, tmp_path / "run", "sqm-lbfgs", INT8_EF, INT8)
     assert [r.objective for r in remote.rows] == [r.objective for r in local.rows]
     assert remote.wan_bytes == local.wan_bytes
 

@@ -10,18 +10,14 @@ import pytest
 from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.centralized import train_centralized
-from geodml.data import load_dataset
 from geodml.data.dataset import Dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.source import DatasetSource
-from geodml.federation import CompressionConfig, Federation
+from geodml.federation import CompressionConfig
 from geodml.job.compression import AdaptivePrecision
 from geodml.models import RegularizedObjective, SiteSums, get_loss
-from geodml.site.config import DataConfig, SiteConfig
-from geodml.site.inprocess import InProcessTransport
-from geodml.site.launcher import LocalCluster
-from geodml.site.service import SiteService
 
+from .test_compressed_training import in_process_and_grpc
 from .test_preconditioner import TIGHT, federation, rare_features, split
 
 F8 = '{"kind": "cast", "dtype": "float8"}'  # both ways, no error feedback (as the CLI's)
@@ -70,19 +66,8 @@ def test_float8_both_ways_reaches_the_float64_optimum(data, optimum, method, byt
 
 def test_float8_grpc_run_equals_in_process_run(data, tmp_path):
     partition_source(DatasetSource(data), tmp_path / "sites", PartitionSpec("iid", k=2, seed=5))
-    sites = site_dirs(tmp_path / "sites")
-    config = CompressionConfig(up=F8, down=F8)
-    spec = TrainSpec(gtol=1e-7, max_rounds=8)
-    services = [SiteService(n, n, load_dataset(p)) for n, p in sites.items()]
-    with Federation([InProcessTransport(s) for s in services], "site0",
-                    compression=config) as fed:
-        local = train(fed, "fadl-subspace", spec)
-    configs = [SiteConfig(name=n, region=n, insecure=True, data=DataConfig(path=p))
-               for n, p in sites.items()]
-    with LocalCluster(configs, tmp_path / "run", insecure=True) as cluster, Federation(
-            cluster.transports(), "site0", compression=CompressionConfig(
-                up=F8, down=F8)) as fed:
-        remote = train(fed, "fadl-subspace", spec)
+    local, remote = in_process_and_grpc(site_dirs(tmp_path / "sites"), tmp_path / "run",
+                                        "fadl-subspace", F8, F8)
     assert len(remote.rows) > 3
     assert [r.objective for r in remote.rows] == [r.objective for r in local.rows]
     assert remote.wan_bytes == local.wan_bytes
