@@ -27,6 +27,7 @@ from geodml.site.config import DataConfig, SiteConfig, TlsConfig
 from geodml.site.inprocess import InProcessTransport
 from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
+from geodml.site.server import RPC_WORKERS
 from geodml.site.service import MAX_SESSIONS, SiteService
 from geodml.wire.protocol import pb
 from geodml.wire.tls import init_ca, issue
@@ -130,9 +131,16 @@ def test_sixteen_sites_hundreds_of_rounds_keep_resources_flat(load):
         # leaked one stays); gRPC's event engine keeps or reclaims its helpers itself
         assert wait_until(lambda: own_threads() <= ref.own_threads and open_fds() <= ref.fds,
                           scaled(IDLE)), (ref, thread_counts(), open_fds())
-        assert wait_until(lambda: all(
-            own_threads(p) <= ref.site_own_threads(n) and open_fds(p) <= ref.sites_fds[n]
-            for n, p in load.pids.items()), scaled(IDLE))
+        # a site's call pool adds a thread whenever a call finds none idle (more often
+        # on a busy machine) and keeps it until the server stops: bounded by
+        # RPC_WORKERS, not a leak; a leak grows with the rounds past that bound
+        def site_excess() -> dict[str, tuple[int, int]]:
+            return {n: (own_threads(p) - ref.site_own_threads(n), open_fds(p) - ref.sites_fds[n])
+                    for n, p in load.pids.items()
+                    if own_threads(p) > ref.site_own_threads(n) + RPC_WORKERS
+                    or open_fds(p) > ref.sites_fds[n]}
+        assert wait_until(lambda: not site_excess(), scaled(IDLE)), \
+            f"(threads, descriptors) beyond the warm-up sample: {site_excess()}"
     finally:
         fed.close()
 

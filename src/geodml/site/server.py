@@ -173,11 +173,14 @@ def build_service(config: SiteConfig) -> SiteService:
     return service
 
 
+RPC_WORKERS = 16  # threads serving calls: created on demand, kept until the server stops
+
+
 def start_server(config: SiteConfig, service: SiteService, insecure_ok: bool = False
                  ) -> tuple[grpc.Server, int]:
     """Bind and start; returns the server and the bound port."""
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"site-{config.name}"),
+        ThreadPoolExecutor(max_workers=RPC_WORKERS, thread_name_prefix=f"site-{config.name}"),
         options=[# gRPC binds with SO_REUSEPORT by default: a second site on a port in
                  # use would start, and the kernel would split connections between them
                  ("grpc.so_reuseport", 0),
