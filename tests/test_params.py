@@ -153,7 +153,7 @@ METHOD_DEFAULTS = {
 PROCEDURE_DEFAULTS = {
     "local_minimize": {"max_iter": 100, "gtol": 1e-6},
     "warm_start": {"max_iter": 50, "gtol": 1e-2},
-    "hess_diag": {},
+    "hess_diag": {"at": "point"},
     "local_sgd": {"epochs": 1, "batch_size": 32, "eta0": 0.1, "decay": 0.0, "t0": 0.0,
                   "seed": 0},
     "admm_local": {"iteration": 0, "rho": 1.0, "n_total": None, "max_iter": 50,

@@ -107,16 +107,23 @@ def test_bad_settings_are_refused_naming_the_field():
 
 def test_the_sites_diagonal_equals_the_pooled_one(data):
     lam = 1.0 / data.n_rows
-    with federation(split(data, 3)) as fed:
+    parts = split(data, 3)
+    with federation(parts) as fed:
         fed.prepare("logistic", lam)
-        remote = global_metric(fed, DIAG, lam)
+        cold = global_metric(fed, DIAG, lam)  # each site's rows at its own base rate
+        at_zero = global_metric(fed, DIAG, lam, cold=False)  # the sites' point: none yet
         assert global_metric(fed, NONE, lam) is None
-        assert fed.vector_rounds == pytest.approx(0.5)  # one vector, up only
+        assert fed.vector_rounds == pytest.approx(1.0)  # two vectors, up only
+    squares = [np.asarray(p.X.power(2).sum(axis=0)).ravel() for p in parts]
+    rates = [float(p.y.mean()) for p in parts]
+    expected = sum(r * (1 - r) * sq for r, sq in zip(rates, squares, strict=True))
+    np.testing.assert_allclose(cold, DIAG.metric(expected, data.n_rows, lam), rtol=1e-12)
     objective = RegularizedObjective([SiteSums(data.X, data.y, get_loss("logistic"))], lam,
                                      data.n_features)
     objective.value(np.zeros(data.n_features))
-    np.testing.assert_allclose(remote, DIAG.metric(objective.hess_diag_sum(), data.n_rows, lam),
+    np.testing.assert_allclose(at_zero, DIAG.metric(objective.hess_diag_sum(), data.n_rows, lam),
                                rtol=1e-12)
+    assert not np.allclose(cold, at_zero)  # the base rate is not 1/2 here
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "tron"])

@@ -55,8 +55,8 @@ def train_centralized(
     preconditioner: Preconditioner = DIAG,
 ) -> tuple[LinearModel, SolveResult]:
     """Train on one dataset with ``solver`` (lbfgs | tron) in the metric of
-    ``preconditioner`` (default: the Hessian's diagonal at ``w = 0``); returns model and
-    record. Gradient norms and ``gtol`` are in that metric's dual norm."""
+    ``preconditioner`` (default: the Hessian's diagonal at the best constant model);
+    returns model and record. Gradient norms and ``gtol`` are in that metric's dual norm."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
     check_trainable(data, loss)
@@ -65,9 +65,10 @@ def train_centralized(
     try:
         objective = RegularizedObjective([sums], lam, data.n_features)
         metric = None
-        if preconditioner.active:
-            objective.value(np.zeros(data.n_features))  # D at w = 0, as the sites do
-            metric = preconditioner.metric(objective.hess_diag_sum(), data.n_rows, lam)
+        if preconditioner.active:  # D at the best constant model, as the sites take it
+            curvature = get_loss(loss).constant_curvature(float(data.y.mean()))
+            metric = preconditioner.metric(objective.source.hess_diag(curvature),
+                                           data.n_rows, lam)
         result = solve(objective, solver, metric, w0, options, callback,
                        preconditioner.stop)
     finally:

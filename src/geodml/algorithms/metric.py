@@ -1,10 +1,20 @@
 """The per-feature preconditioner of the federated exact methods, from the sites.
 
-One round: every site returns the per-row mean ``h_k`` of its Hessian diagonal at
-the current point (the ``hess_diag`` local procedure, :mod:`geodml.site.procedures`;
-one vector up per site, none down), and the coordinator forms
+One round: every site returns the per-row mean ``h_k`` of its Hessian diagonal (the
+``hess_diag`` local procedure, :mod:`geodml.site.procedures`; one vector up per site,
+none down), and the coordinator forms
 
     D = (1/N) sum_k n_k h_k + lambda
+
+From a cold start the sites take every row's curvature at the best constant model of
+their labels (logistic: ``ybar_k (1 - ybar_k)``, ``ybar_k`` the site's base rate),
+not at ``w = 0`` (``1/4``): with rare positives the model reaches the base rate within
+a step or two and the curvature there is ``4 ybar (1 - ybar)`` times smaller, so the
+metric at zero overweights every feature against ``lambda``. Measured centrally
+(L-BFGS iterations to 1e-6 relative suboptimality): iPinYou (1% positives) 141 at
+zero, 61 at the base rate, 83 in the identity; where positives are 20-30% (a9a,
+covtype, the CTR generator) the two metrics are within a few iterations. From a given
+``w0`` (a lambda path, a resumed run) the curvature is the sites' current point's.
 
 (under secure aggregation the sites' vectors arrive already summed). ``D`` lives at
 the coordinator: SQM solves in the variables ``D^(1/2) w``
@@ -20,13 +30,13 @@ from geodml.federation import Federation
 from geodml.optim.preconditioner import Preconditioner
 
 
-def global_metric(fed: Federation, preconditioner: Preconditioner, lam: float
-                  ) -> np.ndarray | None:
-    """``D`` at the sites' current point (zero if none), or None when ``preconditioner``
-    is off. Costs one WAN round with one vector up per site."""
+def global_metric(fed: Federation, preconditioner: Preconditioner, lam: float,
+                  cold: bool = True) -> np.ndarray | None:
+    """``D`` at the best constant model (``cold``) or at the sites' current point (zero
+    if none); None when ``preconditioner`` is off. One WAN round, one vector up per site."""
     if not preconditioner.active:
         return None
-    parts = fed.local_solve("hess_diag", {}, [])
+    parts = fed.local_solve("hess_diag", {"at": "constant" if cold else "point"}, [])
     curvature = np.zeros(fed.n_features)
     for vector, _info, rows in parts:
         curvature += rows * np.asarray(vector, dtype=np.float64)

@@ -37,12 +37,12 @@ LOCAL_MAX_ITER = WARM_START["max_iter"].default
 @dataclass(frozen=True)
 class WarmStart:
     w: np.ndarray  # the curvature-weighted start
-    metric: np.ndarray | None  # D at zero (None: the preconditioner is off)
+    metric: np.ndarray | None  # D (None: the preconditioner is off)
     grad_at_zero: np.ndarray  # grad F(0), lambda's term being zero there
 
 
 def warm_start(fed: Federation, preconditioner: Preconditioner, lam: float) -> WarmStart:
-    """The averaged start, the metric at zero and the gradient at zero, in one round."""
+    """The averaged start, the metric and the gradient at zero, in one round."""
     parts = fed.local_solve("warm_start", {"gtol": LOCAL_GTOL, "max_iter": LOCAL_MAX_ITER},
                             [], outputs=WARM_START_OUTPUTS)
     total = np.zeros(WARM_START_OUTPUTS * fed.n_features)
@@ -66,4 +66,4 @@ def start(fed: Federation, preconditioner: Preconditioner, lam: float,
     if warm and w0 is None:
         ws = warm_start(fed, preconditioner, lam)
         return ws.w, ws.metric, ws.grad_at_zero
-    return w0, global_metric(fed, preconditioner, lam), None
+    return w0, global_metric(fed, preconditioner, lam, cold=w0 is None), None

@@ -30,7 +30,11 @@ WARM_START = Schema(
     max_iter=Param(50, "int", 1, 10_000, _MAX_ITER_DOC),
     gtol=Param(1e-2, "float", 0.0, 1.0, _GTOL_DOC),
 )
-HESS_DIAG = Schema()
+HESS_DIAG = Schema(
+    at=Param("point", "choice", doc="the curvature l'' of the session's current point, or of "
+             "the best constant model of the site's labels (constant)",
+             choices=("point", "constant")),
+)
 LOCAL_SGD = Schema(
     epochs=Param(1, "int", 1, 10_000, "local passes over the site's rows per round"),
     batch_size=Param(32, "int", 1, 1 << 30, "rows per minibatch"),

@@ -40,6 +40,12 @@ class Loss:
     def value_and_deriv(self, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.value(y, z), self.deriv(y, z)
 
+    def constant_curvature(self, label_mean: float) -> float:
+        """``l''`` of every row at the best constant margin ``c* = argmin_c sum_i l(y_i, c)``
+        of rows whose labels average ``label_mean``: the curvature a model that has
+        learned only the base rate sees (the per-feature preconditioner's statistic)."""
+        raise NotImplementedError
+
 
 class Logistic(Loss):
     """Logistic loss ``log(1 + exp(-s z))``, computed without overflow or NaN.
@@ -71,6 +77,10 @@ class Logistic(Loss):
         p = expit(z)
         return p * (1.0 - p)
 
+    def constant_curvature(self, label_mean):
+        # c* = logit(mean y), where sigmoid(c*) = mean y
+        return float(label_mean * (1.0 - label_mean))
+
     def value_and_deriv(self, y, z):
         e = np.exp(-np.abs(z))
         r = 1.0 / (1.0 + e)
@@ -95,6 +105,10 @@ class SquaredHinge(Loss):
     def curvature(self, y, z):
         return 2.0 * ((1.0 - (2.0 * y - 1.0) * z) > 0.0)
 
+    def constant_curvature(self, label_mean):
+        # c* = 2 mean(y) - 1 lies in [-1, 1]: every row's hinge is active there
+        return 2.0
+
     def value_and_deriv(self, y, z):
         s = 2.0 * y - 1.0
         m = np.maximum(0.0, 1.0 - s * z)
@@ -116,6 +130,9 @@ class Squared(Loss):
 
     def curvature(self, y, z):
         return np.ones_like(z)
+
+    def constant_curvature(self, label_mean):
+        return 1.0
 
 
 LOSSES: dict[str, Loss] = {cls.name: cls() for cls in (Logistic, SquaredHinge, Squared)}

@@ -428,19 +428,27 @@ class SiteSums:
         self.counts["rmatvec"] += 1
         return out
 
-    def hess_diag(self) -> np.ndarray:
-        """The Hessian's diagonal at the current point: ``sum_i l''(z_i) x_ij^2`` for
-        every feature ``j`` (one pass; the per-feature preconditioner's statistic)."""
-        self._require_point()
+    def hess_diag(self, curvature: float | None = None) -> np.ndarray:
+        """The Hessian's diagonal ``sum_i l''(z_i) x_ij^2`` for every feature ``j`` at the
+        current point, or with every row's ``l''`` equal to ``curvature`` (no point
+        needed): one pass, the per-feature preconditioner's statistic."""
+        if curvature is None:
+            self._require_point()
 
         def block(b: _Block) -> np.ndarray:
             with b.matrix() as (_X, XT):
+                if curvature is not None:
+                    return curvature * (XT.power(2) @ np.ones(XT.shape[1], dtype=self.dtype))
                 c = self.loss.curvature(b.y, self.z[b.rows])
                 return XT.power(2) @ c.astype(self.dtype, copy=False)
 
         out = self._narrow(_vector_sum(self._results(block)))
         self.counts["rmatvec"] += 1
         return np.asarray(out, dtype=np.float64)
+
+    def label_sum(self) -> float:
+        """``sum_i y_i`` over this DC's rows."""
+        return float(self.y.sum())
 
     def set_direction(self, p: np.ndarray) -> None:
         """Cache the direction ``p`` and its margins ``q = X p`` at the current point."""

@@ -91,9 +91,12 @@ class ThreadExecutor:
         parts = self._map(lambda s: s.hess_vec(v))
         return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
 
-    def hess_diag(self) -> np.ndarray:
-        parts = self._map(lambda s: s.hess_diag())
+    def hess_diag(self, curvature: float | None = None) -> np.ndarray:
+        parts = self._map(lambda s: s.hess_diag(curvature))
         return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+
+    def label_sum(self) -> float:
+        return float(sum(self._map(lambda s: s.label_sum())))
 
     def set_direction(self, p: np.ndarray) -> None:
         self._map(lambda s: s.set_direction(p))

@@ -8,13 +8,14 @@ Site ``k`` minimizes its own regularized objective
 (L-BFGS in its own diagonal metric, a loose tolerance: a warm start, not an answer)
 and returns four per-row means over its ``n_k`` rows, one after the other:
 
-    a_k = (h_k(v_k) + lambda) * v_k,   b_k = h_k(v_k) + lambda,   c_k = h_k(0),
+    a_k = (h_k(v_k) + lambda) * v_k,   b_k = h_k(v_k) + lambda,   c_k = h_k(const),
     e_k = (1/n_k) grad L_k(0),
 
 with ``h_k(v) = (1/n_k) sum_i l''(x_i.v) x_ij^2`` its Hessian diagonal. The coordinator
 forms the start ``w_j = sum_k n_k a_kj / sum_k n_k b_kj`` (each site's solution weighted
-per coordinate by its curvature there), the global metric at zero
-``D = sum_k n_k c_k / N + lambda`` and the gradient at zero ``sum_k n_k e_k / N`` (the
+per coordinate by its curvature there), the global metric
+``D = sum_k n_k c_k / N + lambda`` (``h_k(const)``: at the site's best constant model, as
+:mod:`geodml.algorithms.metric` takes it) and the gradient at zero ``sum_k n_k e_k / N`` (the
 reference ``gtol`` is relative to, as in a run from zero)
 (:mod:`geodml.algorithms.warm_start`). Means, not sums,
 so that they fit a compressed wire format; under secure aggregation the coordinator
@@ -39,10 +40,12 @@ def run_warm_start(ctx, params: dict, inputs: list[np.ndarray]) -> tuple[np.ndar
     n = max(1, ctx.n_rows)
     objective = RegularizedObjective([ctx.executor], ctx.lam, ctx.dim)
     grad_at_zero = ctx.executor.evaluate(np.zeros(ctx.dim)).grad / n
-    at_zero = ctx.executor.hess_diag() / n
-    metric = DIAG.metric(at_zero * n, n, ctx.lam)  # the site's own F_k's diagonal at 0
+    # the metric's statistic at the site's best constant model (geodml.algorithms.metric)
+    base = ctx.loss.constant_curvature(ctx.executor.label_sum() / n)
+    at_base = ctx.executor.hess_diag(base) / n
+    metric = DIAG.metric(at_base * n, n, ctx.lam)  # the site's own F_k's diagonal
     result = solve(objective, "lbfgs", metric, None, LbfgsOptions(gtol=gtol, max_iter=max_iter))
     objective.value(result.w)
     weight = ctx.executor.hess_diag() / n + ctx.lam
-    out = np.concatenate([weight * result.w, weight, at_zero, grad_at_zero])
+    out = np.concatenate([weight * result.w, weight, at_base, grad_at_zero])
     return out, {"iterations": result.iterations, "objective": result.f}

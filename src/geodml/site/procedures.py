@@ -19,10 +19,16 @@ started from ``w0`` — the building block of one-shot parameter averaging.
 problem and returns four blocks for the curvature-weighted warm start
 (:mod:`geodml.site.local_warm`).
 
-``hess_diag`` (no inputs, no params) returns the per-row mean of the loss's
+``hess_diag`` (no inputs; param ``at``) returns the per-row mean of the loss's
 Hessian diagonal at the session's current point (zero when it has none),
 
     h_k = (1/n_k) sum_{i in DC k} l''(z_i) x_ij^2,
+
+or, with ``at = "constant"``, at the best constant model of the site's labels, every
+row's ``l''`` being ``c_k = l''(c*)`` with ``c* = argmin_c sum_i l(y_i, c)`` (logistic:
+``c_k = ybar_k (1 - ybar_k)``, the site's base rate ``ybar_k``):
+
+    h_k = (c_k / n_k) sum_{i in DC k} x_ij^2,
 
 from which the coordinator builds the per-feature preconditioner
 ``D = sum_k n_k h_k / N + lambda`` (:mod:`geodml.optim.preconditioner`). A mean, not a
@@ -101,10 +107,13 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
 
 
 def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
-    HESS_DIAG.read("hess_diag", params)
+    n = max(1, ctx.n_rows)
+    if HESS_DIAG.read("hess_diag", params)["at"] == "constant":
+        curvature = ctx.loss.constant_curvature(ctx.executor.label_sum() / n)
+        return ctx.executor.hess_diag(curvature) / n, {}
     point = np.zeros(ctx.dim) if ctx.point is None else ctx.point
     ctx.executor.evaluate(point, need_grad=False)
-    return ctx.executor.hess_diag() / max(1, ctx.n_rows), {}
+    return ctx.executor.hess_diag() / n, {}
 
 
 FLOAT_CASTS = ("float32", "float16", "bfloat16")

@@ -160,9 +160,12 @@ class RayExecutor:
         parts = self._map("hess_vec", v)
         return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
 
-    def hess_diag(self) -> np.ndarray:
-        parts = self._map("hess_diag")
+    def hess_diag(self, curvature: float | None = None) -> np.ndarray:
+        parts = self._map("hess_diag", curvature)
         return np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+
+    def label_sum(self) -> float:
+        return float(sum(self._map("label_sum")))
 
     def set_direction(self, p: np.ndarray) -> None:
         self._map("set_direction", p)
