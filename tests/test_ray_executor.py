@@ -21,6 +21,7 @@ from geodml.site.service import RayPlacement, SiteService
 from geodml.wire.protocol import pb
 
 from .tools import processes
+from .tools.timing import scaled
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'geodml[ray]')")
 
@@ -31,14 +32,20 @@ REGIONS = ("us-east", "eu-west")
 def local_ray():
     """A local 2-CPU Ray. Its start is tried up to three times: Ray waits a fixed 30 s for
     its raylet to register, and on a loaded 2-core machine a fresh clone's first start
-    once missed that (the retry passed); any other error is raised at once."""
+    once missed that (the retry passed); any other error is raised at once. Its wait for
+    the GCS server's port (30 s by default; beside two CPU hogs the GCS once took
+    longer) is scaled to the machine."""
+    patch = pytest.MonkeyPatch()
+    if "RAY_gcs_server_port_wait_time_s" not in os.environ:
+        patch.setenv("RAY_gcs_server_port_wait_time_s", str(round(scaled(60))))
     try:
         for attempt in range(3):
             try:
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
                 break
             except Exception as e:
-                if "timed out during startup" not in str(e) or attempt == 2:
+                slow = ("timed out during startup", "Timed out waiting for file")
+                if not any(m in str(e) for m in slow) or attempt == 2:
                     raise
                 ray.shutdown()
                 stop_ray_daemons()  # a start that timed out leaves its daemons behind
@@ -46,6 +53,7 @@ def local_ray():
     finally:
         ray.shutdown()
         stop_ray_daemons()
+        patch.undo()
 
 
 def stop_ray_daemons() -> None:
