@@ -16,6 +16,7 @@ import pytest
 import geodml.site.rows as site_rows
 from geodml.algorithms.centralize import train_centralized_baseline
 from geodml.algorithms.registry import TrainSpec, train
+from geodml.cli.report_output import planning_cost
 from geodml.data import load_dataset
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
@@ -23,6 +24,7 @@ from geodml.errors import ConfigError
 from geodml.federation import AuditLog, Federation, SiteCallError
 from geodml.federation.meter import read_audit
 from geodml.planning.calibration import CalibrationStore
+from geodml.planning.compare import fmt_bytes
 from geodml.planning.deployment import Deployment, parse_deployment
 from geodml.planning.estimates import MIN_VECTOR_ROUNDS, lower_bound_bytes
 from geodml.planning.planner import make_plan
@@ -275,6 +277,9 @@ def test_always_calibrates(calibrated):
     geo = result.estimate(GEO.name)
     assert geo.basis == "calibrated on 50% of rows"
     assert geo.calibration_wan_bytes > 0
+    # what planning cost is shown beside the prediction: the calibration's bytes and time
+    assert geo.calibration_seconds > 0
+    assert planning_cost(geo).startswith(fmt_bytes(geo.calibration_wan_bytes))
     assert geo.rounds > MIN_VECTOR_ROUNDS
     assert geo.wan_bytes >= lower_bound_bytes(sites.infos(), HOME, GEO)
     assert geo.seconds > 0 and geo.usd > 0
@@ -305,6 +310,7 @@ def test_a_recorded_run_is_used_without_calibrating(datasets, deployment, tmp_pa
     assert sites.fractions == [1.0]  # only the federation that described the sites
     assert geo.per_link == record["links"]
     assert geo.rounds == record["rounds"] and geo.calibration_wan_bytes == 0
+    assert geo.calibration_seconds == 0 and planning_cost(geo) == "-"  # free: no calibration
     # another job on the same data (another tolerance) is not the recorded run
     other = plan(sites, deployment, Workload(gtol=1e-2), calibrate_mode="never", store=store)
     assert "lower bound" in other.estimate(GEO.name).basis

@@ -19,14 +19,24 @@ def plan_table(plan) -> Table:
              f"snapshot, {w.days} day(s), growth {w.growth_per_day:.1%}/day)")
     table = Table(title=title)
     for col in ("plan", "permitted", "WAN bytes", "modeled", "$", "workload bytes",
-                "workload $", "basis"):
+                "workload $", "planning cost", "basis"):
         table.add_column(col, justify="left" if col in ("plan", "basis") else "right")
     for e in plan.estimates:
         style = "bold green" if e.plan == plan.recommended else (None if e.permitted else "red")
         table.add_row(e.plan, "yes" if e.permitted else "no", fmt_bytes(e.wan_bytes),
                       f"{e.seconds:,.1f} s", f"{e.usd:.4f}", fmt_bytes(e.workload_bytes),
-                      f"{e.workload_usd:.4f}", e.basis, style=style)
+                      f"{e.workload_usd:.4f}", planning_cost(e), e.basis, style=style)
     return table
+
+
+def planning_cost(e) -> str:
+    """The calibration this estimate took: its WAN bytes and modeled seconds ("-": none,
+    the estimate came from site statistics, a bound or a recorded run)."""
+    from geodml.planning.compare import fmt_bytes
+
+    if not e.calibration_wan_bytes:
+        return "-"
+    return f"{fmt_bytes(e.calibration_wan_bytes)}, {e.calibration_seconds:,.1f} s"
 
 
 def print_plan(plan) -> None:

@@ -66,8 +66,10 @@ def geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Depl
                     why_not="; ".join(refusals),
                     rounds=int(record.get("rounds", 0)),
                     vector_rounds=float(record.get("vector_rounds", 0.0)),
-                    calibration_wan_bytes=calibration_bytes, per_link=links,
-                    variant=variant.key())
+                    calibration_wan_bytes=calibration_bytes,
+                    calibration_seconds=float(record.get("calibration_seconds", 0.0))
+                    if calibration_bytes else 0.0,
+                    per_link=links, variant=variant.key())
 
 
 def lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],

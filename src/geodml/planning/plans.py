@@ -114,7 +114,8 @@ class Estimate:
     why_not: str = ""  # why the plan is not permitted
     rounds: int = 0
     vector_rounds: float = 0.0
-    calibration_wan_bytes: int = 0
+    calibration_wan_bytes: int = 0  # what planning this plan cost: the calibration's
+    calibration_seconds: float = 0.0  # WAN bytes and modeled seconds (0: none was run)
     per_link: dict[str, int] = field(default_factory=dict)
     variant: dict | None = None
     privacy: dict | None = None  # a private plan: each site's noise and budget, its cost
