@@ -111,7 +111,9 @@ def test_the_sites_diagonal_equals_the_pooled_one(data):
     with federation(parts) as fed:
         fed.prepare("logistic", lam)
         cold = global_metric(fed, DIAG, lam)  # each site's rows at its own base rate
-        at_zero = global_metric(fed, DIAG, lam, cold=False)  # the sites' point: none yet
+        # the procedure's other mode: at the sites' point (none yet: zero)
+        replies = fed.local_solve("hess_diag", {"at": "point"}, [])
+        at_zero = DIAG.metric(sum(rows * v for v, _i, rows in replies), fed.n_rows, lam)
         assert global_metric(fed, NONE, lam) is None
         assert fed.vector_rounds == pytest.approx(1.0)  # two vectors, up only
     squares = [np.asarray(p.X.power(2).sum(axis=0)).ravel() for p in parts]

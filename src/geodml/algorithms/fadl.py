@@ -233,7 +233,8 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     lam = spec.lam_for(fed)
     fed.prepare(spec.loss, lam)
     N = fed.n_rows
-    # D at w = 0 (the sites have no point yet), so a resumed run gets the same metric
+    # D at the best constant model (not at the sites' point), so a resumed run gets the
+    # same metric
     w0, metric, grad_at_zero = start(fed, spec.preconditioner, lam, spec.w0,
                                      spec.warm_start)  # metric None: the identity
     if metric is not None:  # as the sites will hold it (it travels uncompressed)

@@ -6,15 +6,17 @@ none down), and the coordinator forms
 
     D = (1/N) sum_k n_k h_k + lambda
 
-From a cold start the sites take every row's curvature at the best constant model of
-their labels (logistic: ``ybar_k (1 - ybar_k)``, ``ybar_k`` the site's base rate),
-not at ``w = 0`` (``1/4``): with rare positives the model reaches the base rate within
+The sites take every row's curvature at the best constant model of their labels
+(logistic: ``ybar_k (1 - ybar_k)``, ``ybar_k`` the site's base rate), not at ``w = 0``
+(``1/4``): with rare positives the model reaches the base rate within
 a step or two and the curvature there is ``4 ybar (1 - ybar)`` times smaller, so the
 metric at zero overweights every feature against ``lambda``. Measured centrally
 (L-BFGS iterations to 1e-6 relative suboptimality): iPinYou (1% positives) 141 at
 zero, 61 at the base rate, 83 in the identity; where positives are 20-30% (a9a,
-covtype, the CTR generator) the two metrics are within a few iterations. From a given
-``w0`` (a lambda path, a resumed run) the curvature is the sites' current point's.
+covtype, the CTR generator) the two metrics are within a few iterations. The same holds
+from a given ``w0`` (a lambda path's next step): on the CLI test's data the metric at
+``w0`` took 11.5 and 14.5 vector rounds for the path's next lambdas, the base rate's 9.5
+and 12.5.
 
 (under secure aggregation the sites' vectors arrive already summed). ``D`` lives at
 the coordinator: SQM solves in the variables ``D^(1/2) w``
@@ -30,13 +32,13 @@ from geodml.federation import Federation
 from geodml.optim.preconditioner import Preconditioner
 
 
-def global_metric(fed: Federation, preconditioner: Preconditioner, lam: float,
-                  cold: bool = True) -> np.ndarray | None:
-    """``D`` at the best constant model (``cold``) or at the sites' current point (zero
-    if none); None when ``preconditioner`` is off. One WAN round, one vector up per site."""
+def global_metric(fed: Federation, preconditioner: Preconditioner, lam: float
+                  ) -> np.ndarray | None:
+    """``D`` at every site's best constant model; None when ``preconditioner`` is off.
+    One WAN round, one vector up per site."""
     if not preconditioner.active:
         return None
-    parts = fed.local_solve("hess_diag", {"at": "constant" if cold else "point"}, [])
+    parts = fed.local_solve("hess_diag", {"at": "constant"}, [])
     curvature = np.zeros(fed.n_features)
     for vector, _info, rows in parts:
         curvature += rows * np.asarray(vector, dtype=np.float64)

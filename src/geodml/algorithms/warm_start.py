@@ -66,4 +66,4 @@ def start(fed: Federation, preconditioner: Preconditioner, lam: float,
     if warm and w0 is None:
         ws = warm_start(fed, preconditioner, lam)
         return ws.w, ws.metric, ws.grad_at_zero
-    return w0, global_metric(fed, preconditioner, lam, cold=w0 is None), None
+    return w0, global_metric(fed, preconditioner, lam), None

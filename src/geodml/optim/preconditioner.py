@@ -8,8 +8,8 @@ cure is the metric of the Hessian's diagonal
 
     D_j = (1/N) sum_i l''(z_i) x_ij^2 + lambda
 
-at the starting point; from a cold start, at the best constant model (every row's
-``l''`` that of the base rate: :mod:`geodml.algorithms.metric` says why)
+at the best constant model (every row's ``l''`` that of the base rate:
+:mod:`geodml.algorithms.metric` says why)
 
 Solving in the variables ``v = D^(1/2) w`` gives
 
