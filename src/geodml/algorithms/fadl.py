@@ -38,12 +38,12 @@ Methods:
 
 **Metric.** With the per-feature preconditioner on (the default;
 :mod:`geodml.optim.preconditioner`) the gradient direction is ``u = D^(-1) g``
-instead of ``g`` (``D`` the Hessian's diagonal at ``w = 0``, one round with one
-vector up per site), the sites get ``u`` and recover ``g = D u`` from ``D``, sent to
-them once with the first local solve, and solve their local problems by TRON in
-their own diagonal metric; the gradient-norm stop is measured as the
-preconditioner's ``stop`` says. At 2^20 hashed features this is what keeps the rounds from growing
-with the rows (BENCHMARKS.md).
+instead of ``g`` (``D`` the Hessian's diagonal at the best constant model,
+:mod:`geodml.algorithms.metric`; one round with one vector up per site), the sites
+get ``u`` and recover ``g = D u`` from ``D``, sent to them once with the first local
+solve, and solve their local problems by TRON in their own diagonal metric; the
+gradient-norm stop is measured as the preconditioner's ``stop`` says. At 2^20 hashed
+features this is what keeps the rounds from growing with the rows (BENCHMARKS.md).
 
 Vector rounds per outer iteration: 2 with local solves, 1 without; scalar rounds:
 typically 3-8 for the subspace Newton method.
