@@ -26,6 +26,10 @@ connect and echo RTT to every DC), runs the job for real (``geodml train
 * measured: the run's wall time (first call's start to last call's end);
 * modeled: ``geodml.planning.wan.model_run`` over its audit log and the deployment, with the
   LAN run's compute per round (error = measured / modeled - 1);
+* lossy msgs: messages that lost a frame carrying data (worst site per round, summed:
+  the relay's drop log against the audit's rounds) / the model's expected number;
+* given them: the modeled time's error with those messages for the expected ones
+  (what the loss term's cost per message gets right, apart from the luck of the draw);
 * default: ``model_run`` with the WAN run's own call times as compute, as
   ``geodml train --deployment`` reports it (transfer counted twice);
 * c fit: the loss cost, in RTTs per message that loses a frame, that would make the
@@ -98,7 +102,7 @@ def main() -> None:
                         f"gtol {args.gtol:g}, TCP {cc}")
     for col in ("Mbit/s", "RTT ms", "loss", "rounds", "WAN bytes", "probe RTT ms",
                 "probe Mbit/s", "relay loss", "measured s", "modeled s", "error",
-                "default s", "c fit", "conv"):
+                "lossy msgs", "given them", "default s", "c fit", "conv"):
         table.add_column(col, justify="right")
     runs = [(b, r, loss, i) for b in args.bandwidth for r in args.rtt for loss in args.loss
             for i in range(args.repeat)]
@@ -124,7 +128,9 @@ def main() -> None:
                       "/".join(f"{x:.1f}" for x in rates),
                       f"{dropped / frames:.2%}" if frames else "-",
                       f"{r.measured_seconds:.1f}", f"{r.modeled_seconds:.1f}",
-                      f"{r.error:+.1%}", f"{r.modeled_default_seconds:.1f}",
+                      f"{r.error:+.1%}",
+                      f"{r.realized_loss_events} / {r.loss_events:.1f}",
+                      f"{r.realized_error:+.1%}", f"{r.modeled_default_seconds:.1f}",
                       "-" if r.cost_rtts_fit is None else f"{r.cost_rtts_fit:.2f}",
                       "yes" if r.converged else "NO")
         console.print(f"  measured {r.measured_seconds:.1f} s, modeled {r.modeled_seconds:.1f} s "
@@ -135,7 +141,9 @@ def main() -> None:
     console.print("modeled: geodml.planning.wan.model_run over the run's audit log, compute "
                   "per round from the same job over a LAN; default: model_run with the WAN run's "
                   "call times (transfer counted twice); c fit: the RTTs per message that lost a "
-                  "frame that would make modeled exact (geodml.planning.wan uses 2.5). probe "
+                  "frame that would make modeled exact (geodml.planning.wan uses 2.5); lossy "
+                  "msgs: messages that lost a data frame / the model's expectation; given them: "
+                  "the error with those for the expectation. probe "
                   "Mbit/s: bulk goodput to/from one DC.")
     if not args.keep:
         import shutil

@@ -69,8 +69,25 @@ def test_the_links_are_really_shaped_delayed_and_lossy(wan):
     assert statistics.median(v["late_mean_ms"] for v in links) < 2.0  # the relay keeps up
 
 
-def test_wall_time_is_within_20_percent_of_the_wan_model(wan):
-    assert abs(wan.error) <= 0.20, (wan.measured_seconds, wan.modeled_seconds)
+def test_wall_time_is_within_15_percent_of_the_wan_model_given_the_losses_that_happened(wan):
+    """The model's time with the run's own lossy messages (the relay's drop log) in place
+    of their expected number: what its transfer, round trip, loss cost and compute terms
+    get right. The unconditioned prediction adds the luck of the draw: each lossy message
+    costs ~2.5 RTT, so one standard deviation of ~20 expected events is ~0.9 s of ~8 s
+    here (its error is in the message; BENCHMARKS.md has it over repeated runs)."""
+    assert abs(wan.realized_error) <= 0.15, (
+        f"measured {wan.measured_seconds:.2f} s, modeled {wan.modeled_realized_seconds:.2f} s "
+        f"given {wan.realized_loss_events} lossy messages ({wan.modeled_seconds:.2f} s "
+        f"given the expected {wan.loss_events:.1f}: {wan.error:+.1%})")
+
+
+def test_the_lossy_messages_are_as_many_as_the_model_expects(wan):
+    """The loss term's probability part: the messages that lost a data frame (worst site
+    per round, summed) against the model's expectation, within three Poisson standard
+    deviations (a sum of per-round maxima of Bernoulli counts varies less)."""
+    expected = wan.loss_events
+    assert abs(wan.realized_loss_events - expected) <= 3 * expected ** 0.5 + 1, (
+        wan.realized_loss_events, expected)
 
 
 def test_the_stock_grpc_transport_connects_across_the_wan(wan):

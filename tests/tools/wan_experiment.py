@@ -92,6 +92,8 @@ class Result:
     modeled_default_seconds: float  # model_run with the WAN audit's own call times
     modeled_wan_seconds: float  # model_run without compute
     loss_events: float  # expected messages that lose a frame, worst site, summed (loss_events)
+    realized_loss_events: int  # the messages that did (realized_loss), same sum
+    modeled_realized_seconds: float  # modeled_seconds with the realized loss for the expected
     compute_seconds: float  # the calibration's compute (calibration_compute), summed
     calibration_seconds: float  # the calibration run's wall time (same span)
     same_rounds: bool  # the calibration moved the same bytes, round for round
@@ -117,8 +119,16 @@ class Result:
         return LOSS_RECOVERY_RTTS + (self.measured_seconds - self.modeled_seconds) / (
             self.loss_events * rtt)
 
+    @property
+    def realized_error(self) -> float:
+        """Relative error of the model given the losses that happened:
+        (measured - modeled_realized) / modeled_realized."""
+        return (self.measured_seconds - self.modeled_realized_seconds) / \
+            self.modeled_realized_seconds
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "error": self.error, "cost_rtts_fit": self.cost_rtts_fit}
+        return {**asdict(self), "error": self.error, "realized_error": self.realized_error,
+                "cost_rtts_fit": self.cost_rtts_fit}
 
 
 def loss_events(records: list[dict], deployment) -> float:
@@ -136,6 +146,44 @@ def loss_events(records: list[dict], deployment) -> float:
                 lossy_probability(int(rec["bytes"]), deployment.link(src, dst)))
         total += expected_loss_seconds(paths, recovery_rtts=1.0)
     return total
+
+
+def realized_loss(records: list[dict], drops: dict[str, list], deployment) -> tuple[int, float]:
+    """The loss that happened, in the model's terms: per round (an audit group, from its
+    first call's start to its last call's end), a site path's count is the number of its
+    WAN messages whose link dropped a frame carrying TCP payload within the round
+    (``drops``: link name -> the relay's ``[wall time, payload bytes]``); the round
+    costs ``LOSS_RECOVERY_RTTS * RTT`` per message on the worst path. Returns the
+    counts (worst path, summed over rounds: :func:`loss_events`'s realization) and the
+    seconds."""
+    times = {name: sorted(t for t, _ in entries) for name, entries in drops.items()}
+    events, seconds = 0, 0.0
+    for _, group in audit_groups(records):
+        start = min(r["time"] - float(r.get("seconds") or 0.0) for r in group)
+        end = max(r["time"] for r in group)
+        paths: dict[str, list] = {}
+        for rec in group:
+            if not rec.get("wan") or int(rec["bytes"]) <= 0:
+                continue
+            site = rec["site"]
+            src, dst = ((deployment.home, site) if rec["direction"] == "down"
+                        else (site, deployment.home))
+            hit = any(start <= t <= end for t in times.get(f"{src}->{dst}", ()))
+            rtt = deployment.link(src, dst).rtt_ms / 1e3
+            path = paths.setdefault(site, [0, rtt])
+            path[0] += hit
+        if paths:
+            count, rtt = max(paths.values(), key=lambda p: p[0] * p[1])
+            events += count
+            seconds += LOSS_RECOVERY_RTTS * rtt * count
+    return events, seconds
+
+
+def without_loss(deployment):
+    """``deployment`` with no loss on any link (explicit or by default)."""
+    return deployment.model_copy(update={
+        "links": [link.model_copy(update={"loss": 0.0}) for link in deployment.links],
+        "defaults": deployment.defaults.model_copy(update={"loss": 0.0})})
 
 
 def _geodml() -> list[str]:
@@ -417,6 +465,8 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
     measured = audit_span(records)
     spans = _round_spans(records)
     relay = _relay_delta(before, after)
+    realized_events, realized_seconds = realized_loss(
+        records, {name: a.get("drops", []) for name, a in after["links"].items()}, dep)
     return Result(
         settings=asdict(settings), converged=bool(info.get("converged")),
         reason=str(info.get("reason")), objective=float(info.get("objective", float("nan"))),
@@ -425,7 +475,9 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
         modeled_seconds=modeled.seconds,
         modeled_default_seconds=model_run(rounds, dep).seconds,
         modeled_wan_seconds=model_run(rounds, dep, 0.0).seconds,
-        loss_events=loss_events(records, dep),
+        loss_events=loss_events(records, dep), realized_loss_events=realized_events,
+        modeled_realized_seconds=model_run(rounds, without_loss(dep), compute).seconds
+        + realized_seconds,
         compute_seconds=sum(compute), calibration_seconds=audit_span(calib_records),
         same_rounds=same, coordinator_gap_seconds=measured - sum(s for _, s in spans),
         probes=summarize_probes(probes), relay=relay,

@@ -29,9 +29,10 @@ Config (JSON)::
 Pairs without a link entry are forwarded at once and never dropped. The relay
 writes ``ready`` once its sockets are bound, and its statistics (per directed link:
 frames, bytes, dropped, sent, send errors, lateness, longest queue) to ``stats`` on
-SIGUSR1 and when it exits (SIGTERM or SIGINT). On SIGUSR2 it reads the config file
-again and takes its ``links`` (delay and loss; counters and queued frames are kept),
-then writes the number of reloads to ``ready``.
+SIGUSR1 and when it exits (SIGTERM or SIGINT); ``drops`` lists every dropped frame
+that carried TCP payload as ``[wall time, payload bytes]`` (pure ACKs are left out).
+On SIGUSR2 it reads the config file again and takes its ``links`` (delay and loss;
+counters and queued frames are kept), then writes the number of reloads to ``ready``.
 """
 
 from __future__ import annotations
@@ -61,14 +62,15 @@ BATCH = 256
 class Link:
     """One directed path between two ports: delay, loss, its FIFO and counters."""
 
-    __slots__ = ("bytes", "delay", "dropped", "frames", "late_max", "late_sum", "loss",
-                 "name", "out", "queue", "queue_max", "rng", "send_errors", "sent")
+    __slots__ = ("bytes", "delay", "dropped", "drops", "frames", "late_max", "late_sum",
+                 "loss", "name", "out", "queue", "queue_max", "rng", "send_errors", "sent")
 
     def __init__(self, name: str, out: socket.socket, delay: float, loss: float, seed: int):
         self.name, self.out, self.delay, self.loss = name, out, delay, loss
         self.rng = random.Random(f"{seed}:{name}")
         self.queue: deque[tuple[float, bytes]] = deque()
         self.frames = self.bytes = self.dropped = self.sent = self.send_errors = 0
+        self.drops: list[tuple[float, int]] = []  # (wall time, TCP payload bytes) of data drops
         self.late_max = self.late_sum = 0.0
         self.queue_max = 0
 
@@ -81,11 +83,31 @@ class Link:
 
     def stats(self) -> dict:
         return {"frames": self.frames, "bytes": self.bytes, "dropped": self.dropped,
+                "drops": self.drops,
                 "sent": self.sent, "send_errors": self.send_errors,
                 "delay_ms": self.delay * 1e3, "loss": self.loss,
                 "late_max_ms": self.late_max * 1e3,
                 "late_mean_ms": self.late_sum / self.sent * 1e3 if self.sent else 0.0,
                 "queue_max": self.queue_max}
+
+
+def tcp_payload_bytes(frame: bytes) -> int:
+    """Bytes of TCP payload an Ethernet frame carries (0 for a pure ACK, a non-TCP or a
+    truncated frame): IPv4 total length minus both headers, or IPv6 payload length
+    minus the TCP header (extension headers are not followed: 0)."""
+    ether = frame[12:14]
+    if ether == b"\x08\x00" and len(frame) >= 34 and frame[23] == 6:  # IPv4, TCP
+        ihl = (frame[14] & 0x0F) * 4
+        total = int.from_bytes(frame[16:18], "big")
+        tcp = 14 + ihl
+    elif ether == b"\x86\xdd" and len(frame) >= 54 and frame[20] == 6:  # IPv6, TCP
+        total = 40 + int.from_bytes(frame[18:20], "big")
+        ihl, tcp = 40, 54
+    else:
+        return 0
+    if len(frame) < tcp + 13:
+        return 0
+    return max(total - ihl - (frame[tcp + 12] >> 4) * 4, 0)
 
 
 def _mac(text: str) -> bytes:
@@ -158,6 +180,9 @@ class Relay:
             link.bytes += len(frame)
             if link.loss and is_ip and link.rng.random() < link.loss:
                 link.dropped += 1
+                payload = tcp_payload_bytes(frame)
+                if payload:
+                    link.drops.append((time.time(), payload))
                 continue
             if link.delay <= 0 and not link.queue:
                 link.send(frame)
