@@ -150,7 +150,7 @@ def test_sixteen_sites_hundreds_of_rounds_keep_resources_flat(load):
         rss = [s.sites_rss_kb[name] for s in post]
         assert growth(rss) < GROWTH_LIMIT, f"{name}: {rss}"
         own = [s.site_own_threads(name) for s in post]
-        assert bounded(own), f"{name}: {own}"
+        assert bounded(own, RPC_WORKERS), f"{name}: {own}"  # its call pool may grow (above)
         grpc = [s.sites_grpc_threads[name] for s in post]
         assert bounded(grpc, SLACK), f"{name}: {grpc}"
         fds = [s.sites_fds[name] for s in post]
