@@ -45,3 +45,40 @@ def test_down_channel_sends_what_it_says_the_sites_receive():
     assert not np.array_equal(got, v)
     down.stop()
     np.testing.assert_array_equal(down.as_received(v), v)
+
+
+def test_a_metric_travels_in_bfloat16_when_the_job_compresses():
+    """A metric preconditions: three significant digits do, float64 would cost four
+    bfloat16 vectors each way (docs/compression.md)."""
+    from geodml.site.procedures import PROCEDURES
+    from geodml.wire.dtypes import metric_format
+
+    exact = WireFormat()
+    assert metric_format(exact).dtype == "bfloat16"
+    assert metric_format(WireFormat("float32", compression="zstd")) == WireFormat(
+        "bfloat16", compression="zstd")  # the job's other choices kept
+    assert metric_format(WireFormat("float16")).dtype == "float16"  # already as coarse
+    stat = PROCEDURES["hess_diag"]
+    assert stat.reply_format(exact, None) == exact  # an uncompressed job: exact
+    for up, sent in (("qfloat8", "bfloat16"), ("qint8", "bfloat16"), ("float16", "float16"),
+                     ("bfloat16", "bfloat16")):
+        assert stat.reply_format(exact, WireFormat(up)).dtype == sent, up
+    assert PROCEDURES["fadl_local"].reply_format(exact, WireFormat("qfloat8")).dtype == "qfloat8"
+
+
+def test_the_direction_check_is_off_where_every_compression_is_a_float_cast():
+    """A cast errs relative to each entry, so -D^(-1) g~ descends wherever g does; int8
+    and top-k err absolutely and keep the check (an ascent switches in every case)."""
+    from geodml.job.compression import SLOPE_AGREEMENT, AdaptivePrecision, CompressionConfig
+
+    f8, bf16 = '{"kind": "cast", "dtype": "float8"}', '{"kind": "cast", "dtype": "bfloat16"}'
+    int8, top = '{"kind": "quantize_int8"}', '{"kind": "top_k", "fraction": 0.1}'
+    for up, down, agreement in ((f8, f8, 0.0), (bf16, None, 0.0), (f8, int8, SLOPE_AGREEMENT),
+                                (top, None, SLOPE_AGREEMENT)):
+        policy = CompressionConfig(up=up, down=down, precision=AdaptivePrecision()).precision
+        assert policy.agreement == agreement, (up, down)
+        assert policy.observe_direction(-1.0, -0.3) is (agreement == 0.0)
+    given = CompressionConfig(up=f8, precision=AdaptivePrecision(agreement=0.9)).precision
+    assert given.agreement == 0.9  # a policy's own choice stands
+    off = CompressionConfig(up=f8, precision=AdaptivePrecision()).precision
+    assert not off.observe_direction(-1.0, 0.1)  # an ascent direction still switches

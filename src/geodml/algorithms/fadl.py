@@ -237,8 +237,8 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     # same metric
     w0, metric, grad_at_zero = start(fed, spec.preconditioner, lam, spec.w0,
                                      spec.warm_start)  # metric None: the identity
-    if metric is not None:  # as the sites will hold it (it travels uncompressed)
-        metric = fed.as_received_exact(metric)
+    if metric is not None:  # as the sites will hold it (fed.metric_format)
+        metric = fed.as_received_metric(metric)
     w = np.zeros(fed.n_features) if w0 is None else fed.as_received(w0)
     evals = fed.evaluate(w)
     f = objective_from_evals(evals, N, lam, w)
@@ -263,14 +263,14 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
         if local:  # g goes down with the local solves; the sites keep u = D^(-1) g_sent
             # (u = g_sent without a metric) as the subspace's gradient direction
             inputs, extra = [g_sent], {}
-            if metric is not None:  # D travels once, uncompressed, and stays at the sites
+            if metric is not None:  # D travels once, in fed.metric_format, and stays there
                 extra = {"metric": "stored" if metric_sent else "send"}
                 if not metric_sent:
                     inputs.append(metric)
                 metric_sent = True
             sent = check_sent("fadl_local", {**params, **extra})
             d = fed.as_received(_combine(fed, fed.local_solve(
-                "fadl_local", sent, inputs, exact=frozenset({1})), g, lam))
+                "fadl_local", sent, inputs, formats={1: fed.metric_format}), g, lam))
             u = g_sent * inverse if metric is not None else g_sent
             send, new = [d], [d, u]
         else:  # the direction -D^(-1) g itself goes down

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from geodml.job.compression import CompressionConfig, DownChannel, UpReceiver
-from geodml.wire.codec import WireFormat
+from geodml.wire.codec import WireFormat, roundtrip
+from geodml.wire.dtypes import metric_format
 
 
 class Channels:
@@ -60,6 +61,16 @@ class Channels:
         self._down.stop()
         self._up.pending = True
 
-    def as_received_exact(self, v: np.ndarray) -> np.ndarray:
-        """What the sites receive of ``v`` sent uncompressed (the job's wire format)."""
-        return self._down.as_received_exact(v)
+    @property
+    def metric_format(self) -> WireFormat:
+        """How a per-feature metric travels down: :func:`~geodml.wire.dtypes.metric_format`
+        of the job's wire format when the job compresses either way, else that format."""
+        cfg = self.compression
+        return metric_format(self._down.wire) if cfg.up or cfg.down else self._down.wire
+
+    def as_received_metric(self, v: np.ndarray) -> np.ndarray:
+        """What the sites receive of the metric ``v`` sent in :attr:`metric_format`
+        (never through the down compression: no state advances)."""
+        v = np.asarray(v, dtype=np.float64)
+        fmt = self.metric_format
+        return v if fmt.dtype == "float64" else roundtrip(v, fmt)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -272,13 +272,12 @@ class Federation(SiteClient, Recovery, Channels):
         return support_job.dim(self._job(site).support, self.n_features)
 
     def _stream(self, head, cls, vectors: list[tuple[int, np.ndarray]],
-                exact: frozenset[int] = frozenset()) -> Iterator:
-        """The header message, then every chunk of the given (slot, vector) pairs; slots
-        in ``exact`` in the job's wire format, never compressed."""
-        fmt = self.down_format
+                formats: Mapping[int, WireFormat] | None = None) -> Iterator:
+        """The header message, then every chunk of the given (slot, vector) pairs; a slot
+        in ``formats`` in that format, the others in :attr:`down_format`."""
+        fmt, formats = self.down_format, formats or {}
         return with_chunks(head, (c for slot, v in vectors
-                                  for c in encode_vector(v, slot,
-                                                         self.wire if slot in exact else fmt)),
+                                  for c in encode_vector(v, slot, formats.get(slot, fmt))),
                            cls)
 
     # -- the interface algorithms use -----------------------------------------------
@@ -473,11 +472,12 @@ class Federation(SiteClient, Recovery, Channels):
         return [(total[:len(alphas)], total[len(alphas):])]
 
     def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray],
-                    exact: frozenset[int] = frozenset(), outputs: int = 1
+                    formats: Mapping[int, WireFormat] | None = None, outputs: int = 1
                     ) -> list[tuple[np.ndarray, dict, int]]:
         """Run a local procedure at every site; returns (vector, info, rows) per site.
-        Input slots in ``exact`` travel uncompressed (e.g. a metric); a procedure with
-        ``outputs`` blocks returns them one after the other, each model-sized."""
+        Input slots in ``formats`` travel in that format, never through the down
+        compression (a metric: :attr:`metric_format`); a procedure with ``outputs``
+        blocks returns them one after the other, each model-sized."""
         round_id = self._next_round(down=len(inputs), up=outputs)
 
         def one(site: str):
@@ -490,7 +490,7 @@ class Federation(SiteClient, Recovery, Channels):
             ring = {"ring_slots": (0,)} if self.secure is not None else None
             first, asm = self._call(
                 site, "LocalSolve",
-                lambda: self._stream(head, pb.LocalSolveRequest, vectors, exact),
+                lambda: self._stream(head, pb.LocalSolveRequest, vectors, formats),
                 round_id, lengths=lambda _r: {0: dim * outputs}, slot_kinds=ring)
             if self.secure is not None:
                 return first.rows, asm.result(0)

@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
+from geodml.compression import (
+    CompressionError,
+    Transform,
+    from_spec,
+    relative_error,
+    wire_format_for,
+)
 from geodml.models.objective import ObjectiveOracle
 from geodml.wire.codec import WireFormat, encode_vector, roundtrip, roundtrip_counted, vector_bytes
 
@@ -53,6 +59,9 @@ def from_mean(grad: np.ndarray, rows: int) -> np.ndarray:
     return grad * rows
 
 
+SLOPE_AGREEMENT = 0.5  # AdaptivePrecision's direction check where compression errs absolutely
+
+
 @dataclass
 class CompressionConfig:
     """Compression of what crosses the WAN (JSON specs, see :mod:`geodml.compression`).
@@ -66,6 +75,14 @@ class CompressionConfig:
     up: str | None = None
     down: str | None = None
     precision: AdaptivePrecision | None = None
+
+    def __post_init__(self) -> None:
+        """A policy left to choose its direction check gets it from the specs: off (an
+        ascent still switches) where every compression errs relative to each entry."""
+        p = self.precision
+        if p is not None and p.agreement is None:
+            relative = all(relative_error(spec) for spec in (self.up, self.down) if spec)
+            p.agreement = 0.0 if relative else SLOPE_AGREEMENT
 
 
 class UpSender:
@@ -149,11 +166,6 @@ class DownChannel:
         fmt = self.format
         return v if fmt.dtype == "float64" else roundtrip(v, fmt)
 
-    def as_received_exact(self, v: np.ndarray) -> np.ndarray:
-        """What the sites receive of ``v`` sent uncompressed (the job's wire format)."""
-        v = np.asarray(v, dtype=np.float64)
-        return v if self.wire.dtype == "float64" else roundtrip(v, self.wire)
-
 
 def _fraction_arg(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
@@ -180,11 +192,17 @@ class AdaptivePrecision:
       no longer small against the gradient, and a line search along such directions stalls.
 
     ``threshold = 0`` disables the first rule, ``agreement = 0`` the second (it then fires
-    only on an ascent direction, ``phi'(0) > 0``).
+    only on an ascent direction, ``phi'(0) > 0``). ``agreement = None`` lets the job choose
+    (:class:`CompressionConfig`): 0 where every compression is a float cast, whose error is
+    relative to each entry (at most 1/8 for float8), so ``g~_i g_i > 0`` wherever ``g_i != 0``
+    and ``-D^(-1) g~`` descends; :data:`SLOPE_AGREEMENT` otherwise (int8, top-k). With the
+    check at 0.5, float8 switched to float64 after 18 of FADL-subspace's 24 gradients at
+    2^20 and moved 2.5x the bytes of float8 throughout, in as many iterations
+    (BENCHMARKS.md).
     """
 
     threshold: float = 1e-3
-    agreement: float = 0.5
+    agreement: float | None = None
     reference: float | None = None
     observations: int = 0
     switched_at: int | None = None  # the gradient observation after which all is exact
@@ -192,7 +210,8 @@ class AdaptivePrecision:
 
     def __post_init__(self) -> None:
         self.threshold = _fraction_arg(self.threshold, "threshold")
-        self.agreement = _fraction_arg(self.agreement, "agreement")
+        if self.agreement is not None:
+            self.agreement = _fraction_arg(self.agreement, "agreement")
 
     @property
     def compressing(self) -> bool:
@@ -224,7 +243,8 @@ class AdaptivePrecision:
         believed, true = float(believed), float(true)
         if not (math.isfinite(believed) and math.isfinite(true)):
             raise CompressionError(f"slopes must be finite, got {believed} and {true}")
-        if believed < 0 and true > self.agreement * believed:
+        agreement = SLOPE_AGREEMENT if self.agreement is None else self.agreement
+        if believed < 0 and true > agreement * believed:
             self._switch(f"true slope {true:.3g} vs compressed {believed:.3g}")
         return self.compressing
 

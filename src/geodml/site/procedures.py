@@ -52,6 +52,7 @@ from geodml.site.local_fadl import fadl_local_slots, run_fadl_local
 from geodml.site.local_sgd import run_local_sgd
 from geodml.site.local_warm import WARM_START_OUTPUTS, run_warm_start
 from geodml.wire.codec import WireFormat
+from geodml.wire.dtypes import metric_format
 
 
 @dataclass
@@ -76,10 +77,11 @@ class Procedure:
     input_slots: int | Callable[[dict], int]  # fixed, or from the call's parameters
     run: Callable[[ProcedureContext, dict, list[np.ndarray]], tuple[np.ndarray, dict]]
     # how the output may travel when the job compresses up: "exact" (the job's wire
-    # format), "cast" (the up-compression's float type, if it is a float cast: for
-    # statistics such as a metric, which a fixed-scale quantizer would flatten), "any"
-    # (the up-compression's format, whatever it is: for directions the coordinator
-    # uses as received, such as FADL's local directions)
+    # format), "cast" (the up-compression's float type if it is a float cast, else
+    # bfloat16 (metric_format): for statistics such as a metric, which a fixed-scale
+    # quantizer would flatten and which need three significant digits, not sixteen),
+    # "any" (the up-compression's format, whatever it is: for directions the
+    # coordinator uses as received, such as FADL's local directions)
     up_format: str = "exact"
 
     def reply_format(self, exact: WireFormat, up: WireFormat | None) -> WireFormat:
@@ -88,7 +90,7 @@ class Procedure:
             return exact
         if self.up_format == "any" or up.dtype in FLOAT_CASTS:
             return up
-        return exact
+        return metric_format(exact)
     outputs: int = 1  # the reply is this many model-sized blocks, one after the other
 
     def slots(self, params: dict) -> int:
