@@ -90,6 +90,26 @@ def test_support_restrict_and_expand_undo_each_other():
     assert support.restrict(w, None) is w and support.expand(w, None, 50) is w
 
 
+def test_a_support_travels_as_indices_or_as_a_bitmap_whichever_is_smaller():
+    rng = np.random.default_rng(2)
+    for n, size in ((100, 3), (100, 4), (100, 5), (1000, 700), (64, 64), (2**20, 465_000)):
+        S = np.sort(rng.choice(n, size, replace=False)).astype(np.uint32)
+        slot, values = support.support_to_wire(S, n)
+        bitmap = support.bitmap_words(n) < size  # 4 bytes per index against per word
+        assert slot == (support.BITMAP_SLOT if bitmap else support.INDEX_SLOT), (n, size)
+        assert len(values) == (support.bitmap_words(n) if bitmap else size)
+        assert slot == support.support_slot(size, n)  # the coordinator's side agrees
+        np.testing.assert_array_equal(support.support_from_wire(slot, values, size, n, "s"), S)
+    slot, values = support.support_to_wire(np.arange(10, dtype=np.uint32), 40)
+    assert slot == support.BITMAP_SLOT
+    with pytest.raises(ValueError, match="site s: its support bitmap has 10 features"):
+        support.support_from_wire(slot, values, 9, 40, "s")  # the reply's size disagrees
+    values = values.copy()
+    values[-1] |= np.uint32(1 << 31)  # feature 63 of a 40-feature space
+    with pytest.raises(ValueError, match="largest 63"):
+        support.support_from_wire(slot, values, 11, 40, "s")
+
+
 def test_spec_site_reads_back_what_the_coordinator_wrote():
     data = Dataset(sp.csr_matrix(np.eye(3)), np.array([0.0, 1, 1]), FeatureSpace(3))
     req = spec.prepare_request("logistic", 0.5, data.space, 3, True,

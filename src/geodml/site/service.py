@@ -32,6 +32,7 @@ from google.protobuf.message import Message
 
 from geodml.data.dataset import Dataset
 from geodml.data.streamed import StreamedRows
+from geodml.job import support as support_job
 from geodml.job.compression import UpSender
 from geodml.job.privacy import PrivateRows, check_request, private_gradient
 from geodml.job.secure import mask, masker_for
@@ -224,7 +225,9 @@ class SiteService:
         first = pb.PrepareReply(session=session.id, rows=X.shape[0],
                                 support_size=0 if support is None else len(support),
                                 validation_rows=0 if validation is None else validation.n_rows)
-        chunks = [] if support is None else encode_indices(support, 0, session.reply_format)
+        chunks = [] if support is None else encode_indices(
+            *reversed(support_job.support_to_wire(support, self.data.n_features)),
+            session.reply_format)
         return with_chunks(first, chunks, pb.PrepareReply)
 
     def _hold_out(self, spec: JobSpec, hidden: bool, rows: np.ndarray | None,
