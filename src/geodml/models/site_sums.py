@@ -172,6 +172,16 @@ class _Block:
             self._source.release(self.rows.start, self.rows.stop)
 
 
+def _squared(XT: sp.csc_matrix) -> sp.csc_matrix:
+    """``XT`` with every entry squared, sharing its indices. Not ``XT.power(2)``: that
+    sorts the indices in place first, and a block's arrays are views of the DC's
+    matrix with its columns relabeled hot-first (:class:`ColumnOrder`), so the sort
+    permuted the DC's own values against their columns and every later job at the
+    site trained on corrupted rows. Entrywise squaring is exact for a matrix without
+    duplicate entries, which every reader and generator guarantees (``sum_duplicates``)."""
+    return sp.csc_matrix((XT.data * XT.data, XT.indices, XT.indptr), shape=XT.shape)
+
+
 def _vector_sum(parts: Iterable[np.ndarray]) -> np.ndarray:
     """``(p_0 + p_1) + p_2 ...`` in float64, in the order given (one running total)."""
     total = None
@@ -437,10 +447,11 @@ class SiteSums:
 
         def block(b: _Block) -> np.ndarray:
             with b.matrix() as (_X, XT):
+                squared = _squared(XT)
                 if curvature is not None:
-                    return curvature * (XT.power(2) @ np.ones(XT.shape[1], dtype=self.dtype))
+                    return curvature * (squared @ np.ones(XT.shape[1], dtype=self.dtype))
                 c = self.loss.curvature(b.y, self.z[b.rows])
-                return XT.power(2) @ c.astype(self.dtype, copy=False)
+                return squared @ c.astype(self.dtype, copy=False)
 
         out = self._narrow(_vector_sum(self._results(block)))
         self.counts["rmatvec"] += 1
