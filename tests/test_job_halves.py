@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from geodml.data.dataset import Dataset, FeatureSpace
+from geodml.errors import GeodmlError
 from geodml.job import privacy, secure, spec, support
 from geodml.privacy.dp import PrivacyLedger
 from geodml.privacy.secure_aggregation import public_bytes, site_key
@@ -102,11 +103,11 @@ def test_a_support_travels_as_indices_or_as_a_bitmap_whichever_is_smaller():
         np.testing.assert_array_equal(support.support_from_wire(slot, values, size, n, "s"), S)
     slot, values = support.support_to_wire(np.arange(10, dtype=np.uint32), 40)
     assert slot == support.BITMAP_SLOT
-    with pytest.raises(ValueError, match="site s: its support bitmap has 10 features"):
+    with pytest.raises(GeodmlError, match="site s: its support bitmap has 10 features"):
         support.support_from_wire(slot, values, 9, 40, "s")  # the reply's size disagrees
     values = values.copy()
     values[-1] |= np.uint32(1 << 31)  # feature 63 of a 40-feature space
-    with pytest.raises(ValueError, match="largest 63"):
+    with pytest.raises(GeodmlError, match="largest 63"):
         support.support_from_wire(slot, values, 11, 40, "s")
 
 

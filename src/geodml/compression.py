@@ -542,18 +542,6 @@ def _build_kind(kind: str, node: Mapping[str, Any], path: str, depth: int,
     return chain(*(_build(s, f"{where}[{i}]", depth + 1, nodes) for i, s in enumerate(steps)))
 
 
-def relative_error(spec: Mapping[str, Any] | str | None) -> bool:
-    """Whether a spec's error is relative to each entry: only casts (float32, float16,
-    bfloat16, float8), chained or with error feedback; not quantize_int8 (one scale per
-    chunk zeroes small entries) nor top_k (drops entries)."""
-    def walk(node: Mapping[str, Any]) -> bool:
-        if node["kind"] == "chain":
-            return all(walk(step) for step in node["steps"])
-        return node["kind"] in ("identity", "cast")
-
-    return walk(from_spec(spec).spec or {"kind": "identity"})
-
-
 def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
                     compression: str = "none") -> WireFormat:
     """The codec format that carries a transform's output exactly and compactly.

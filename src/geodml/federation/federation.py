@@ -313,23 +313,12 @@ class Federation(SiteClient, Recovery, Channels):
             if privacy is not None:
                 req.privacy.CopyFrom(privacy_request(privacy, site, dp_nonce))
             n = self.n_features
-
-            def support_lengths(r) -> dict[int, int]:  # indices, or a bitmap when smaller
-                bitmap = support_job.support_slot(r.support_size, n) == support_job.BITMAP_SLOT
-                return {support_job.INDEX_SLOT: 0 if bitmap else r.support_size,
-                        support_job.BITMAP_SLOT: support_job.bitmap_words(n) if bitmap else 0}
-
             first, assembler = self._call(
-                site, "Prepare", req, lengths=support_lengths,
+                site, "Prepare", req,
+                lengths=lambda r: support_job.reply_lengths(r.support_size, n),
                 slot_kinds={"index_slots": (support_job.INDEX_SLOT, support_job.BITMAP_SLOT)})
-            support = None
-            if restrict:
-                slot = support_job.support_slot(first.support_size, n)
-                try:
-                    support = support_job.support_from_wire(
-                        slot, assembler.result(slot), first.support_size, n, site)
-                except ValueError as e:
-                    raise GeodmlError(str(e)) from None
+            support = support_job.from_reply(assembler.result, first.support_size, n,
+                                             site) if restrict else None
             opened[site] = _Job(first.session, support, int(first.rows))
             return opened[site]
 

@@ -26,18 +26,13 @@ Evaluate on (the request carries ``full_precision``).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from geodml.compression import (
-    CompressionError,
-    Transform,
-    from_spec,
-    relative_error,
-    wire_format_for,
-)
+from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
 from geodml.models.objective import ObjectiveOracle
 from geodml.wire.codec import WireFormat, encode_vector, roundtrip, roundtrip_counted, vector_bytes
 
@@ -57,6 +52,18 @@ def to_mean(grad: np.ndarray, rows: int) -> np.ndarray:
 def from_mean(grad: np.ndarray, rows: int) -> np.ndarray:
     """The coordinator half: the sum back from the mean, ``g n`` (0 over 0 rows)."""
     return grad * rows
+
+
+def relative_error(spec: Mapping[str, Any] | str | None) -> bool:
+    """Whether a spec's error is relative to each entry: only casts (float32, float16,
+    bfloat16, float8), chained or with error feedback; not quantize_int8 (one scale per
+    chunk zeroes small entries) nor top_k (drops entries)."""
+    def walk(node: Mapping[str, Any]) -> bool:
+        if node["kind"] == "chain":
+            return all(walk(step) for step in node["steps"])
+        return node["kind"] in ("identity", "cast")
+
+    return walk(from_spec(spec).spec or {"kind": "identity"})
 
 
 SLOPE_AGREEMENT = 0.5  # AdaptivePrecision's direction check where compression errs absolutely

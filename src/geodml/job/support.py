@@ -19,8 +19,12 @@ features: 1.86 MB of indices against a 131 KB bitmap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
+
+from geodml.errors import GeodmlError
 
 INDEX_SLOT, BITMAP_SLOT = 0, 1
 
@@ -46,6 +50,20 @@ def support_to_wire(support: np.ndarray, n_features: int) -> tuple[int, np.ndarr
     return slot, np.packbits(bits, bitorder="little").view("<u4")
 
 
+def reply_lengths(size: int, n_features: int) -> dict[int, int]:
+    """Elements the coordinator expects in each support slot of a Prepare reply."""
+    bitmap = support_slot(size, n_features) == BITMAP_SLOT
+    return {INDEX_SLOT: 0 if bitmap else size, BITMAP_SLOT: bitmap_words(n_features) if bitmap
+            else 0}
+
+
+def from_reply(result: Callable[[int], np.ndarray], size: int, n_features: int,
+               site: str) -> np.ndarray:
+    """The support a Prepare reply carried (``result(slot)``: its assembled slots)."""
+    slot = support_slot(size, n_features)
+    return support_from_wire(slot, result(slot), size, n_features, site)
+
+
 def support_from_wire(slot: int, values: np.ndarray, size: int, n_features: int,
                       site: str) -> np.ndarray:
     """The sorted support indices a Prepare reply carried; a bitmap that does not have
@@ -55,7 +73,7 @@ def support_from_wire(slot: int, values: np.ndarray, size: int, n_features: int,
     bits = np.unpackbits(np.asarray(values, dtype="<u4").view(np.uint8), bitorder="little")
     support = np.flatnonzero(bits)
     if len(support) != size or (len(support) and support[-1] >= n_features):
-        raise ValueError(f"site {site}: its support bitmap has {len(support)} features "
+        raise GeodmlError(f"site {site}: its support bitmap has {len(support)} features "
                          f"(largest {support[-1] if len(support) else '-'}), its reply says "
                          f"{size} below {n_features}")
     return support
@@ -99,5 +117,6 @@ def renumber_columns(X: sp.csr_matrix, support: np.ndarray, n_features: int) -> 
                          shape=(X.shape[0], len(support)))
 
 
-__all__ = ["BITMAP_SLOT", "INDEX_SLOT", "bitmap_words", "dim", "expand", "renumber_columns",
-           "restrict", "support_from_wire", "support_of", "support_slot", "support_to_wire"]
+__all__ = ["BITMAP_SLOT", "INDEX_SLOT", "bitmap_words", "dim", "expand", "from_reply",
+           "renumber_columns", "reply_lengths", "restrict", "support_from_wire", "support_of",
+           "support_slot", "support_to_wire"]
