@@ -4,7 +4,7 @@ per-feature (Hessian-diagonal) preconditioner.
 Usage: python bench/bench_ctr.py [--rows 10000,100000,1000000] [--dcs 2] [--bits 20]
        [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16,float8,int8]
        [--starts cold,warm] [--gtol 1e-3] [--held-out 0.1]
-       [--work DIR] [--stream]
+       [--work DIR] [--stream] [--by-call]
 
 For every size it generates (or reuses, under ``--work``) the regional CTR data of
 ``bench/_regional.py`` (K DCs, ``rows`` training rows each, 26 categorical + 4 numeric
@@ -17,7 +17,9 @@ sites (the same messages and metered bytes as gRPC):
 - every geo method with every preconditioner (``diag``, ``none``) and compression:
   outer iterations, vector rounds, WAN bytes, objective, test AUC.
 
-It prints a table and, with ``--markdown``, the same rows as Markdown for BENCHMARKS.md.
+It prints a table and, with ``--markdown``, the same rows as Markdown for BENCHMARKS.md;
+``--by-call`` also logs every geo run's WAN bytes by call and direction (which vectors
+cost what).
 """
 
 from __future__ import annotations
@@ -88,8 +90,21 @@ def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
     return out
 
 
+def wan_by_call(fed) -> dict[str, int]:
+    """WAN bytes of a run by ``"call direction"`` (down: from the home DC), largest first."""
+    out: dict[str, int] = {}
+    for traffic in fed.meter.rounds:
+        for link, nbytes in traffic.links.items():
+            src, _, dst = link.partition(" ")[0].partition("->")
+            if src != dst:
+                key = f"{traffic.call} {'down' if src == fed.meter.home else 'up'}"
+                out[key] = out.get(key, 0) + nbytes
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: float,
-            max_rounds: int, warm: bool, held_out: float | None = None) -> list[str]:
+            max_rounds: int, warm: bool, held_out: float | None = None,
+            log=None) -> list[str]:
     """One geo run; ``held_out``: stop by the held-out loss of that share of the rows
     (``--stop validation``, patience 1) instead of gtol."""
     t0 = time.perf_counter()
@@ -102,6 +117,9 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
                                          warm_start=warm, validation=stop), RunRecorder(fed))
         rounds, vector_rounds = fed.rounds, fed.vector_rounds
         wan = fed.meter.snapshot()["wan_bytes"]
+        if log is not None:
+            log(f"{method} {comp}: " + ", ".join(f"{k} {b / 1e6:.2f} MB"
+                                                for k, b in wan_by_call(fed).items()))
     auc = roc_auc(test.y, test.X @ r.w)
     plan = (method if comp == "none" else f"{method} {comp}") + (" warm" if warm else "") + (
         "" if held_out is None else f" stop validation ({held_out:g} held out)")
@@ -142,6 +160,8 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true", help="sites read rows from disk")
     ap.add_argument("--work", type=Path, default=Path("bench-work"))
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--by-call", action="store_true",
+                    help="log each geo run's WAN bytes by call and direction")
     args = ap.parse_args()
     console = Console()
     names = dc_names(args.dcs)
@@ -163,7 +183,8 @@ def main() -> None:
                                                      args.starts.split(",")):
                     for share in [None, *(float(x) for x in args.held_out.split(",") if x)]:
                         row = geo_row(n, open_fed, method, pres[metric], comp, test,
-                                      args.gtol, args.max_rounds, start == "warm", share)
+                                      args.gtol, args.max_rounds, start == "warm", share,
+                                      console.log if args.by_call else None)
                         rows.append(row)
                         console.log(" | ".join(row))
         for s in services:
