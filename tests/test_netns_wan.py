@@ -58,8 +58,11 @@ def test_the_links_are_really_shaped_delayed_and_lossy(wan):
         assert 79.0 <= probe["ping_ms"] <= ping_max, (dc, probe)
         assert 79.0 <= probe["connect_ms"] <= connect_max, (dc, probe)
     (bulk,) = [p for p in wan.probes.values() if "lossless_to_target_mbps" in p]
+    # never above the kernel's 50 Mbit/s; below it when the probe's processes wait for a
+    # core (38 of 47.8 Mbit/s beside four CPU-bound jobs), never as low as half
+    low = max(0.85 / time_scale(), 0.5) * GOODPUT
     for key in ("lossless_to_target_mbps", "lossless_from_target_mbps"):
-        assert 0.85 * GOODPUT <= bulk[key] <= 1.02 * GOODPUT, bulk  # the kernel's 50 Mbit/s
+        assert low <= bulk[key] <= 1.02 * GOODPUT, bulk
     links = [v for k, v in wan.relay.items() if not k.startswith("_")]
     frames = sum(v["frames"] for v in links)
     dropped = sum(v["dropped"] for v in links)
