@@ -52,9 +52,9 @@ def support_to_wire(support: np.ndarray, n_features: int) -> tuple[int, np.ndarr
 
 def reply_lengths(size: int, n_features: int) -> dict[int, int]:
     """Elements the coordinator expects in each support slot of a Prepare reply."""
-    bitmap = support_slot(size, n_features) == BITMAP_SLOT
-    return {INDEX_SLOT: 0 if bitmap else size, BITMAP_SLOT: bitmap_words(n_features) if bitmap
-            else 0}
+    if support_slot(size, n_features) == BITMAP_SLOT:
+        return {INDEX_SLOT: 0, BITMAP_SLOT: bitmap_words(n_features)}
+    return {INDEX_SLOT: size, BITMAP_SLOT: 0}
 
 
 def from_reply(result: Callable[[int], np.ndarray], size: int, n_features: int,
@@ -74,8 +74,8 @@ def support_from_wire(slot: int, values: np.ndarray, size: int, n_features: int,
     support = np.flatnonzero(bits)
     if len(support) != size or (len(support) and support[-1] >= n_features):
         raise GeodmlError(f"site {site}: its support bitmap has {len(support)} features "
-                         f"(largest {support[-1] if len(support) else '-'}), its reply says "
-                         f"{size} below {n_features}")
+                          f"(largest {support[-1] if len(support) else '-'}), its reply says "
+                          f"{size} below {n_features}")
     return support
 
 
