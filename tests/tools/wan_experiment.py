@@ -94,6 +94,7 @@ class Result:
     loss_events: float  # expected messages that lose a frame, worst site, summed (loss_events)
     realized_loss_events: int  # the messages that did (realized_loss), same sum
     modeled_realized_seconds: float  # modeled_seconds with the realized loss for the expected
+    modeled_realized_network_seconds: float  # the same without compute
     compute_seconds: float  # the calibration's compute (calibration_compute), summed
     calibration_seconds: float  # the calibration run's wall time (same span)
     same_rounds: bool  # the calibration moved the same bytes, round for round
@@ -477,6 +478,8 @@ def run_experiment(workdir: Path, settings: Settings, home: str = DCS[0],
         modeled_wan_seconds=model_run(rounds, dep, 0.0).seconds,
         loss_events=loss_events(records, dep), realized_loss_events=realized_events,
         modeled_realized_seconds=model_run(rounds, without_loss(dep), compute).seconds
+        + realized_seconds,
+        modeled_realized_network_seconds=model_run(rounds, without_loss(dep), 0.0).seconds
         + realized_seconds,
         compute_seconds=sum(compute), calibration_seconds=audit_span(calib_records),
         same_rounds=same, coordinator_gap_seconds=measured - sum(s for _, s in spans),
