@@ -32,6 +32,7 @@ in every round), and OpenBLAS's spinning threads do not fight over the 2 cores.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import json
@@ -169,7 +170,9 @@ def realized_loss(records: list[dict], drops: dict[str, list], deployment) -> tu
             site = rec["site"]
             src, dst = ((deployment.home, site) if rec["direction"] == "down"
                         else (site, deployment.home))
-            hit = any(start <= t <= end for t in times.get(f"{src}->{dst}", ()))
+            ts = times.get(f"{src}->{dst}", [])
+            i = bisect.bisect_left(ts, start)  # the first drop at or after the round's start
+            hit = i < len(ts) and ts[i] <= end
             rtt = deployment.link(src, dst).rtt_ms / 1e3
             path = paths.setdefault(site, [0, rtt])
             path[0] += hit
