@@ -189,11 +189,19 @@ def test_plan_cli_writes_the_plan_as_json(deployment_file, tmp_path):
     assert "recommended: fadl-subspace" in result.output
 
 
-def test_plan_cli_calibrates_on_the_rows_asked_for(deployment_file, tmp_path):
+@pytest.mark.parametrize("points, basis", [
+    ("2", "calibrated on 25% and 6.2% of rows ("),  # 750 of 3,000, then a quarter of it
+    ("1", "calibrated on 25% of rows (one sample; measured passes)")])
+def test_plan_cli_calibrates_on_the_rows_asked_for(deployment_file, tmp_path, points, basis):
     out = tmp_path / "plan.json"
     result = CliRunner().invoke(main, ["plan", str(deployment_file), "--json", str(out),
                                        "--store", str(tmp_path / "store.json"),
-                                       "--calibrate", "always", "--calibration-rows", "750"])
+                                       "--calibrate", "always", "--calibration-rows", "750",
+                                       "--calibration-points", points])
     assert result.exit_code == 0, result.output
     estimates = {e["plan"]: e for e in json.loads(out.read_text())["estimates"]}
-    assert estimates[GEO.name]["basis"] == "calibrated on 25% of rows"  # 750 of 3,000
+    assert estimates[GEO.name]["basis"].startswith(basis)
+    for e in estimates.values():  # every prediction has its range around it
+        for quantity in ("wan_bytes", "seconds", "usd"):
+            low, high = e["ranges"][quantity]
+            assert low <= e[quantity] <= (math.inf if high is None else high), (e, quantity)

@@ -275,7 +275,7 @@ def test_always_calibrates(calibrated):
     result, sites = calibrated
     assert [f for f in sites.fractions if f < 1] == [0.5]
     geo = result.estimate(GEO.name)
-    assert geo.basis == "calibrated on 50% of rows"
+    assert geo.basis.startswith("calibrated on 50% of rows (one sample; measured passes")
     assert geo.calibration_wan_bytes > 0
     # what planning cost is shown beside the prediction: the calibration's bytes and time
     assert geo.calibration_seconds > 0

@@ -349,6 +349,7 @@ class PlanConfig:
     optimize: str = "usd"
     calibrate_mode: str = "auto"
     calibration_rows: int | None = None
+    calibration_points: int = 2
     store: str | None = None
     json_out: str | None = None
 
@@ -365,7 +366,8 @@ class PlanConfig:
             workload=WorkloadOptions(p["loss"], p.get("lam"), p["gtol"], p["runs"], p["days"],
                                      p["growth"]),
             optimize=p["optimize"], calibrate_mode=p["calibrate_mode"],
-            calibration_rows=p.get("calibration_rows"), store=p.get("store"),
+            calibration_rows=p.get("calibration_rows"),
+            calibration_points=p.get("calibration_points", 2), store=p.get("store"),
             json_out=p.get("json_out"))
 
     def variants(self) -> list:
@@ -392,10 +394,12 @@ class PlanConfig:
         return out
 
     def calibration(self) -> dict:
-        """The planner's keyword for ``--calibration-rows``; absent, its own default (the
-        planner is imported only when a command runs: it pulls in gRPC)."""
-        return {} if self.calibration_rows is None else {
+        """The planner's keywords for ``--calibration-rows`` (absent: its own default; the
+        planner is imported only when a command runs: it pulls in gRPC) and
+        ``--calibration-points``."""
+        rows = {} if self.calibration_rows is None else {
             "calibration_rows": self.calibration_rows}
+        return {**rows, "calibration_points": self.calibration_points}
 
     def calibration_store(self):
         from geodml.planning.planner import CalibrationStore

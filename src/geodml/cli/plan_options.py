@@ -35,6 +35,11 @@ _OPTIONS = [
                  help="Rows of the median site a calibration samples, at most all (default "
                       "50,000); raise it for large sparse models, whose rounds small samples "
                       "under-predict (docs/planner.md)."),
+    click.option("--calibration-points", type=click.IntRange(1, 2), default=2,
+                 show_default=True,
+                 help="Calibrations per plan: 2 also samples a quarter as many rows and "
+                      "extrapolates the rounds' growth with the rows (when the sample is "
+                      "under half the rows); 1: one sample, rounds taken as flat."),
     click.option("--store", type=click.Path(dir_okay=False),
                  help="Calibration store (default: .geodml/calibration.json beside the "
                       "deployment file)."),

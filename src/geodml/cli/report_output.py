@@ -12,7 +12,7 @@ from geodml.cli.output import console
 
 
 def plan_table(plan) -> Table:
-    from geodml.planning.compare import fmt_bytes
+    from geodml.planning.compare import fmt_bytes, span
 
     w = plan.workload
     title = (f"the planner's predictions (one run; workload: {w.runs_per_snapshot} run(s) per "
@@ -23,9 +23,11 @@ def plan_table(plan) -> Table:
         table.add_column(col, justify="left" if col in ("plan", "basis") else "right")
     for e in plan.estimates:
         style = "bold green" if e.plan == plan.recommended else (None if e.permitted else "red")
-        table.add_row(e.plan, "yes" if e.permitted else "no", fmt_bytes(e.wan_bytes),
-                      f"{e.seconds:,.1f} s", f"{e.usd:.4f}", fmt_bytes(e.workload_bytes),
-                      f"{e.workload_usd:.4f}", planning_cost(e), e.basis, style=style)
+        table.add_row(e.plan, "yes" if e.permitted else "no",
+                      span(e, "wan_bytes", fmt_bytes), span(e, "seconds", "{:,.1f} s".format),
+                      span(e, "usd", "{:.4f}".format), span(e, "workload_bytes", fmt_bytes),
+                      span(e, "workload_usd", "{:.4f}".format), planning_cost(e), e.basis,
+                      style=style)
     return table
 
 
@@ -48,8 +50,11 @@ def print_plan(plan) -> None:
             console.print(f"{e.plan}: site {site} adds noise x{b['noise_multiplier']:.3g} and "
                           f"will have spent epsilon {b['epsilon_spent_after']:.3g} of "
                           f"{b['epsilon']:g} (delta {b['delta']:g})")
-    if plan.recommended:
+    if plan.recommended and plan.decided:
         console.print(f"[bold]recommended: {plan.recommended}[/] ({plan.reason})")
+    elif plan.recommended:
+        console.print(f"[bold yellow]no clear winner; the point estimates favour "
+                      f"{plan.recommended}[/] ({plan.reason})")
     else:
         console.print(f"[red]{plan.reason}[/]")
 

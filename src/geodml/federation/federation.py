@@ -29,9 +29,7 @@ from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.errors import GeodmlError
 from geodml.federation.channels import Channels
 from geodml.federation.client import SiteClient
-from geodml.federation.journal import (
-    Journal,
-)
+from geodml.federation.journal import Journal
 from geodml.federation.meter import AuditLog, Meter
 from geodml.federation.recovery import Recovery
 from geodml.federation.reliability import Reliability, SiteLostError
@@ -45,11 +43,7 @@ from geodml.job.validation import SiteValidation, ValidationJob, combine, histog
 from geodml.wire.codec import WireFormat, encode_vector
 from geodml.wire.errors import SiteCallError
 from geodml.wire.info import SiteInfo
-from geodml.wire.protocol import (
-    PROTOCOL_VERSION,
-    pb,
-    with_chunks,
-)
+from geodml.wire.protocol import PROTOCOL_VERSION, pb, with_chunks
 from geodml.wire.rows import decode_rows
 from geodml.wire.transport import Transport
 
@@ -378,13 +372,17 @@ class Federation(SiteClient, Recovery, Channels):
 
     def evaluate(self, w: np.ndarray | None = None, *, step: float | None = None,
                  want_grad: bool = True, v: np.ndarray | None = None,
-                 commit: np.ndarray | None = None, memory: int = 0) -> list[SiteEval]:
+                 commit: np.ndarray | None = None, memory: int = 0,
+                 sites: Iterable[str] | None = None) -> list[SiteEval]:
         """Loss sums (and gradient / Hessian-vector sums) at ``w``, at the cached
         ``w + step p``, or at the current point (first moved to ``w + D commit``, keeping
         ``memory`` steps, as :meth:`subspace` with ``commit=True`` would); one round to
-        every site."""
+        every site, or to ``sites`` only (unmasked jobs: the planner times one site's
+        pass at a time)."""
         if commit is not None and (w is not None or step is not None):
             raise GeodmlError("evaluate: commit moves the current point; give no w or step")
+        if sites is not None and self.secure is not None:
+            raise GeodmlError("evaluate: masked sums cancel only over every site")
         round_id = self._next_round(down=(w is not None) + (v is not None),
                                     up=want_grad + (v is not None))
         full_precision, as_mean = self._up.begin_evaluate()
@@ -428,7 +426,7 @@ class Federation(SiteClient, Recovery, Channels):
             return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
 
         if self.secure is None:
-            evals = list(self._map(one).values())
+            evals = list(self._map(one, sites).values())
             if validate:
                 self._validated = combine([scored[site] for site in self.transports])
             return evals

@@ -67,10 +67,14 @@ def calibration_fraction(sites: Sequence[SiteInfo], rows: int) -> float:
 
 
 def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: float,
-              fraction: float, deployment: Deployment) -> dict:
+              fraction: float, deployment: Deployment, timer: str) -> dict:
     """Run ``variant`` on a ``fraction`` sample of every site's rows; return its metered
-    rounds, bytes per link and modeled seconds (compute scaled by ``1 / fraction``), and
-    the calibration's own modeled seconds (``calibration_seconds``: what planning cost)."""
+    rounds and bytes per link, each round's call time (``calls``), the rounds' network
+    seconds over the deployment's links, one value+gradient pass on the sample at site
+    ``timer`` timed alone (``sample_pass``, :func:`time_pass`; none under masking, whose
+    sums need every site), and what the calibration cost: its WAN bytes and modeled
+    seconds, timing included. :mod:`geodml.planning.extrapolate` turns this into the
+    full run's prediction."""
     from geodml.algorithms.record import RunRecorder
     from geodml.algorithms.registry import TrainSpec, train
 
@@ -79,23 +83,64 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         spec = TrainSpec(loss=workload.loss, lam=lam / fraction**LAMBDA_EXPONENT,
                          gtol=workload.gtol, params=dict(variant.params))
         result = train(fed, variant.method, spec, RunRecorder(fed))
+        ran = _wan_links(fed)
+        timed_from = len(fed.meter.rounds)
+        sample_pass = None if variant.secure else time_pass(fed, timer)
+        timing = _difference(_wan_links(fed), ran)
+        timed_to = len(fed.meter.rounds)
         fed.close_sessions()
-        links = {name: v["bytes"] for name, v in fed.meter.snapshot()["links"].items()
-                 if v["wan"]}
-        rounds = fed.meter.rounds
-    # a call's time is a fixed overhead o (the quickest call seen) plus compute over the
-    # sample's rows, which the full run does on 1/f times as many
-    calls = [r.seconds for r in rounds]
-    overhead = min((c for c in calls if c > 0), default=0.0)
-    compute = [overhead + max(0.0, c - overhead) / fraction for c in calls]
-    modeled = model_run(rounds, deployment, compute)
-    own = model_run(rounds, deployment)  # the calibration itself: the cost of planning
+        links = _difference(_wan_links(fed), timing)
+        every_round = fed.meter.rounds
+    rounds = every_round[:timed_from] + every_round[timed_to:]
     last = result.rows[-1]
     return {"rounds": last.rounds, "vector_rounds": last.vector_rounds,
             "iterations": last.iteration, "evaluations": count_rounds(rounds, "Evaluate"),
-            "links": links, "wan_bytes": sum(links.values()), "seconds": modeled.seconds,
-            "converged": result.converged,
-            "fraction": fraction, "calibration_seconds": own.seconds}
+            "links": links, "wan_bytes": sum(links.values()), "converged": result.converged,
+            "fraction": fraction, "calls": [r.seconds for r in rounds],
+            "network_seconds": model_run(rounds, deployment, 0.0).seconds,
+            "sample_pass": sample_pass,
+            "calibration_wan_bytes": sum(links.values()) + sum(timing.values()),
+            "calibration_seconds": model_run(every_round, deployment).seconds}
+
+
+def timing_site(sites: Sequence[SiteInfo], home: str) -> str:
+    """The site whose passes are timed: the home DC's (its traffic stays local, so
+    timing is free), else the one with the most nonzeros."""
+    names = [s.name for s in sites]
+    return home if home in names else max(sites, key=lambda s: s.nnz).name
+
+
+def time_pass(fed, site: str) -> float:
+    """Seconds of one value+gradient pass at ``site`` over its rows (in ``fed``'s sample),
+    alone, so that no other site shares this machine's cores: one Evaluate at ``w = 0``
+    (one model-sized vector each way, metered)."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    fed.evaluate(np.zeros(fed.n_features), sites=[site])
+    return time.perf_counter() - t0
+
+
+def full_pass(fed, loss: str, lam: float, site: str) -> float | None:
+    """:func:`time_pass` over ``site``'s full rows in a session of its own; None where a
+    site may not answer an unmasked exact gradient (it requires secure aggregation or
+    has a privacy budget, and would refuse the session)."""
+    if any(s.requires_secure_aggregation or s.privacy is not None
+           for s in fed.sites.values()):
+        return None
+    fed.prepare(loss, lam)
+    seconds = time_pass(fed, site)
+    fed.close_sessions()
+    return seconds
+
+
+def _wan_links(fed) -> dict[str, int]:
+    return {name: int(v["bytes"]) for name, v in fed.meter.snapshot()["links"].items()
+            if v["wan"]}
+
+
+def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
 def home_throughput(nnz_per_row: float, features: int, rows: int = 100_000,

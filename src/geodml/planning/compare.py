@@ -245,6 +245,7 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
                 exception_sites: Sequence[str] = (), optimize: Optimize = "usd",
                 calibrate_mode: Calibrate = "auto", store: CalibrationStore | None = None,
                 calibration_rows: int = DEFAULT_CALIBRATION_ROWS,
+                calibration_points: int = 2,
                 progress: Callable[[str], None] | None = None,
                 on_row_factory: Callable[[str], Callable[[RoundRow], None]] | None = None,
                 max_iterations: int | None = None, max_seconds: float | None = None,
@@ -263,7 +264,8 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
     store = store or CalibrationStore(out / "calibration.json")
     say("planning: site statistics and calibration")
     plan = make_plan(open_federation, deployment, variants, workload, optimize,
-                     calibrate_mode, store, calibration_rows, progress=say)
+                     calibrate_mode, store, calibration_rows, progress=say,
+                     calibration_points=calibration_points)
     runs: list[RunReport] = []
     say("centralized baseline: exporting every DC's rows to the home DC")
     limits = {"max_iterations": max_iterations, "max_seconds": max_seconds}
@@ -338,6 +340,18 @@ def _relative(predicted: float, measured: float) -> float | None:
 
 # -- the report -------------------------------------------------------------------------
 
+def span(e, quantity: str, fmt) -> str:
+    """A predicted quantity and, where it has one, its range: ``point (low-high)``; an
+    unbounded high end (a lower bound) as ``>= low``."""
+    point = fmt(getattr(e, quantity))
+    low, high = e.range_of(quantity)
+    if low == high:
+        return point
+    if high == float("inf"):
+        return f">= {fmt(low)}"
+    return f"{point} ({fmt(low)}-{fmt(high)})"
+
+
 def fmt_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -374,13 +388,16 @@ def _markdown(c: Comparison, deployment: Deployment) -> str:
     lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(r[k] for k in cols) + " |" for r in rows]
     plan = c.plan
-    lines += ["", f"**Planner's recommendation:** {plan.recommended} ({plan.reason}).", "",
+    verdict = "recommendation" if plan.decided else "leaning (ranges overlap)"
+    lines += ["", f"**Planner's {verdict}:** {plan.recommended} ({plan.reason}).", "",
               "## The planner's predictions", "",
               "| plan | permitted | WAN bytes | modeled time | egress $ | workload $ | basis |",
               "|---|---|---|---|---|---|---|"]
     for e in plan.estimates:
         lines.append(f"| {e.plan} | {'yes' if e.permitted else 'no'} | "
-                     f"{fmt_bytes(e.wan_bytes)} | {e.seconds:,.1f} s | {e.usd:.4f} | "
+                     f"{span(e, 'wan_bytes', fmt_bytes)} | "
+                     f"{span(e, 'seconds', '{:,.1f} s'.format)} | "
+                     f"{span(e, 'usd', '{:.4f}'.format)} | "
                      f"{e.workload_usd:.4f} | {e.basis} |")
     private = [r for r in c.runs if r.privacy]
     if private:

@@ -4,6 +4,7 @@ their lower bound), centralizing, and the policies that refuse a plan
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from geodml.compression import wire_format_for
@@ -14,6 +15,7 @@ from geodml.planning.wan import egress_usd, model_centralized, round_seconds
 from geodml.wire.codec import WireFormat
 
 MIN_VECTOR_ROUNDS = 5  # no method reached gtol 1e-3 in fewer on any benchmark (BENCHMARKS.md)
+EXPORT_SPREAD = 0.05  # sampled export sizes were within 0.5% of the export everywhere run
 SESSION_BYTES = 400  # Prepare (down and up), Export's request and Close of one site
 
 
@@ -57,19 +59,25 @@ def site_rows(sites: Sequence[SiteInfo]) -> dict[str, dict]:
 def geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Deployment,
                   workload: Workload, calibration_bytes: int = 0,
                   refusals: Sequence[str] = ()) -> Estimate:
+    """A geo plan's estimate from a run's record (recorded, or predicted from
+    calibrations with its ``range``: (low, point, high) multiples of its rounds)."""
     links = {k: int(v) for k, v in record["links"].items()}
     wan = sum(links.values())
     usd = egress_usd(links, deployment)
     seconds = float(record["seconds"])
-    return Estimate(variant.name, "geo", not refusals, wan, seconds, usd, wan * workload.runs,
-                    seconds * workload.runs, usd * workload.runs, basis,
-                    why_not="; ".join(refusals),
-                    rounds=int(record.get("rounds", 0)),
-                    vector_rounds=float(record.get("vector_rounds", 0.0)),
-                    calibration_wan_bytes=calibration_bytes,
-                    calibration_seconds=float(record.get("calibration_seconds", 0.0))
-                    if calibration_bytes else 0.0,
-                    per_link=links, variant=variant.key())
+    estimate = Estimate(
+        variant.name, "geo", not refusals, wan, seconds, usd, wan * workload.runs,
+        seconds * workload.runs, usd * workload.runs, basis, why_not="; ".join(refusals),
+        rounds=int(record.get("rounds", 0)),
+        vector_rounds=float(record.get("vector_rounds", 0.0)),
+        calibration_wan_bytes=calibration_bytes,
+        calibration_seconds=float(record.get("calibration_seconds", 0.0))
+        if calibration_bytes else 0.0,
+        per_link=links, variant=variant.key())
+    if "range" in record:
+        low, point, high = record["range"]
+        estimate.with_ranges((low / point, high / point))
+    return estimate
 
 
 def lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
@@ -84,7 +92,8 @@ def lower_bound_estimate(variant: GeoVariant, sites: Sequence[SiteInfo],
               "seconds": MIN_VECTOR_ROUNDS * round_seconds(per_round, deployment)}
     why = "not calibrated: refused by policy" if refusals else "cannot beat centralizing"
     return geo_estimate(variant, record, f"lower bound ({MIN_VECTOR_ROUNDS} vector rounds): "
-                         f"{why}", deployment, workload, refusals=refusals)
+                         f"{why}", deployment, workload, refusals=refusals
+                         ).with_ranges((1.0, math.inf))
 
 
 def policy_refusals(variant: GeoVariant, sites: Sequence[SiteInfo],
@@ -109,12 +118,15 @@ def policy_refusals(variant: GeoVariant, sites: Sequence[SiteInfo],
 
 
 def central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workload: Workload,
-                      train_seconds: float, basis: str, describe: dict[str, int]) -> Estimate:
+                      train_seconds: tuple[float, float, float], basis: str,
+                      describe: dict[str, int]) -> Estimate:
     """Export bytes plus the calls around them: Describe (as measured), Prepare and Close
-    (:data:`SESSION_BYTES` per site)."""
+    (:data:`SESSION_BYTES` per site), within :data:`EXPORT_SPREAD`; the copy's modeled
+    seconds plus ``train_seconds`` (low, point, high) at home."""
     exports = {s.name: s.export_bytes_estimate + describe.get(f"{s.name}->{deployment.home}", 0)
                + SESSION_BYTES for s in sites if s.name != deployment.home}
-    modeled = model_centralized(exports, deployment, train_seconds)
+    low, train, high = train_seconds
+    modeled = model_centralized(exports, deployment, train)
     refusing = [s.name for s in sites if not s.raw_export_allowed and s.name != deployment.home]
     masked = [s.name for s in sites if s.requires_secure_aggregation]
     reasons = []
@@ -126,13 +138,21 @@ def central_estimate(sites: Sequence[SiteInfo], deployment: Deployment, workload
                        "(require_secure_aggregation = true)")
         refusing += masked
     why = "; ".join(reasons) + "; priced as if granted an exception" if reasons else ""
-    copy = modeled.seconds - train_seconds
+    copy = modeled.seconds - train
     factor = workload.copy_factor
     # later days copy only their new rows, and every run trains on the day's data
     mean_rows = 1.0 + workload.growth_per_day * (workload.days - 1) / 2
-    return Estimate(
+    estimate = Estimate(
         "centralize", "centralized", not refusing, modeled.wan_bytes, modeled.seconds,
         modeled.usd, int(modeled.wan_bytes * factor),
-        copy * factor + train_seconds * mean_rows * workload.runs, modeled.usd * factor,
+        copy * factor + train * mean_rows * workload.runs, modeled.usd * factor,
         basis, why,
         rounds=1, per_link={k: int(v["bytes"]) for k, v in modeled.per_link.items()})
+    spread = (1 - EXPORT_SPREAD, 1 + EXPORT_SPREAD)
+    estimate.with_ranges(spread, ("wan_bytes", "usd", "workload_bytes", "workload_usd"))
+    for quantity, copies, trains in (("seconds", copy, train),
+                                     ("workload_seconds", copy * factor,
+                                      train * mean_rows * workload.runs)):
+        estimate.ranges[quantity] = (copies * spread[0] + trains * low / max(train, 1e-12),
+                                     copies * spread[1] + trains * high / max(train, 1e-12))
+    return estimate

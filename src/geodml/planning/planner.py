@@ -88,7 +88,9 @@ from geodml.planning.calibration import (
     CalibrationStore,
     calibrate,
     calibration_fraction,
+    full_pass,
     home_throughput,
+    timing_site,
 )
 from geodml.planning.deployment import Deployment
 from geodml.planning.estimates import (
@@ -98,6 +100,7 @@ from geodml.planning.estimates import (
     policy_refusals,
     site_rows,
 )
+from geodml.planning.extrapolate import predict_geo
 from geodml.planning.plans import (
     PRIVATE_METHODS,
     Calibrate,
@@ -109,15 +112,22 @@ from geodml.planning.plans import (
 )
 from geodml.planning.private import private_estimate
 
-DEFAULT_CENTRAL_EVALUATIONS = 110  # L-BFGS to gtol 1e-3 on the benchmarks: 60-110
+# the centralized L-BFGS in the diagonal metric to gtol 1e-3: 18-33 iterations on the
+# regional CTR data at 2^12 and 2^20 (BENCHMARKS.md); assumed when no sqm-lbfgs plan is
+# calibrated, with this range
+DEFAULT_CENTRAL_EVALUATIONS = (18.0, 30.0, 45.0)
+SMALL_SHARE = 0.25  # the second calibration samples this share of the first's rows
+SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not extrapolated
 
 
 def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVariant],
               workload: Workload | None = None, optimize: Optimize = "usd",
               calibrate_mode: Calibrate = "auto", store: CalibrationStore | None = None,
-              calibration_rows: int = DEFAULT_CALIBRATION_ROWS, progress=None) -> Plan:
+              calibration_rows: int = DEFAULT_CALIBRATION_ROWS, progress=None,
+              calibration_points: int = 2) -> Plan:
     """Predict every plan, calibrating geo plans as needed, and recommend one
-    (``workload``: default :class:`Workload`)."""
+    (``workload``: default :class:`Workload`; ``calibration_points``: 1, or 2 to
+    extrapolate rounds from a second, smaller sample)."""
     workload = workload or Workload()
     store = store or CalibrationStore(None)
     say = progress or (lambda _msg: None)
@@ -125,11 +135,17 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         sites = list(fed.sites.values())
         describe = {k: int(v["bytes"]) for k, v in fed.meter.snapshot()["links"].items()
                     if v["wan"]}
-    n_rows = sum(s.rows for s in sites)
-    lam = 1.0 / n_rows if workload.lam is None else float(workload.lam)
+        n_rows = sum(s.rows for s in sites)
+        lam = 1.0 / n_rows if workload.lam is None else float(workload.lam)
+        timer = timing_site(sites, deployment.home)
+        say(f"timing one pass over site {timer}'s rows")
+        full_seconds = full_pass(fed, workload.loss, lam, timer)
+        timing_bytes = sum(int(v["bytes"]) for v in fed.meter.snapshot()["links"].values()
+                           if v["wan"]) - sum(describe.values())
     fraction = calibration_fraction(sites, calibration_rows)
     # bytes and dollars of centralizing do not depend on its training time
-    central_probe = central_estimate(sites, deployment, workload, 0.0, "", describe)
+    central_probe = central_estimate(sites, deployment, workload, (0.0, 0.0, 0.0), "",
+                                     describe)
     central_permitted = central_probe.permitted
     records: dict[str, tuple[dict, str, int]] = {}
     lower: list[Estimate] = []
@@ -157,21 +173,23 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
             lower.append(bound)
             continue
         say(f"calibrating {variant.name} on {fraction:.0%} of every site's rows")
-        rec = calibrate(open_federation, variant, workload, lam, fraction, deployment)
-        records[variant.name] = (rec, f"calibrated on {fraction:.0%} of rows",
-                                 rec["wan_bytes"])
+        large = calibrate(open_federation, variant, workload, lam, fraction, deployment, timer)
+        small = None
+        if calibration_points > 1 and fraction < SINGLE_SHARE:
+            say(f"calibrating {variant.name} on {fraction * SMALL_SHARE:.1%} of every site's "
+                "rows (how its rounds grow with the rows)")
+            small = calibrate(open_federation, variant, workload, lam,
+                              fraction * SMALL_SHARE, deployment, timer)
+        rec = predict_geo(large, small, full_seconds)
+        shares = f"{fraction:.0%}" + (f" and {fraction * SMALL_SHARE:.1%}" if small else "")
+        records[variant.name] = (
+            rec, f"calibrated on {shares} of rows ({rec['rounds_how']}; {rec['compute_how']})",
+            large["calibration_wan_bytes"] + (small["calibration_wan_bytes"] if small else 0))
     estimates: list[Estimate] = []
-    # the home DC trains on all rows: evaluations of L-BFGS times every site's evaluate time
-    lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
-    evaluations = lbfgs["evaluations"] if lbfgs else DEFAULT_CENTRAL_EVALUATIONS
     nnz = sum(s.nnz for s in sites)
     throughput = home_throughput(nnz / max(1, n_rows), sites[0].features)
-    train_seconds = evaluations * nnz / throughput
-    basis = "sampled export size"
-    if not lbfgs:
-        basis += f"; {DEFAULT_CENTRAL_EVALUATIONS} evaluations assumed"
-    estimates.append(central_estimate(sites, deployment, workload, train_seconds, basis,
-                                       describe))
+    estimates.append(_central(sites, deployment, workload, records, describe, full_seconds,
+                              timer, throughput, timing_bytes))
     for variant in variants:
         if variant.name in records:
             rec, why, cal = records[variant.name]
@@ -181,8 +199,38 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         estimates.append(private_estimate(variant, sites, deployment, workload, lam,
                                            throughput, refused[variant.name]))
     estimates += lower
-    recommended, reason = _recommend(estimates, optimize)
-    return Plan(estimates, recommended, reason, workload, optimize, site_rows(sites))
+    recommended, reason, decided = _recommend(estimates, optimize)
+    return Plan(estimates, recommended, reason, workload, optimize, site_rows(sites), decided)
+
+
+def _central(sites, deployment: Deployment, workload: Workload, records: dict,
+             describe: dict[str, int], full_seconds: float | None, timer: str,
+             throughput: float, timing_bytes: int) -> Estimate:
+    """Centralizing: the home DC runs the centralized L-BFGS over every row; its
+    evaluations from an sqm-lbfgs calibration (the same L-BFGS over exact sums), else
+    :data:`DEFAULT_CENTRAL_EVALUATIONS`; each costs a pass over all nonzeros at the
+    timed site's measured pass rate (else at this machine's random-CSR throughput)."""
+    lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
+    if lbfgs is not None:
+        low, point, high = lbfgs.get("range", (1.0, 1.0, 1.0))
+        evaluations = float(lbfgs["evaluations"])
+        counts = (evaluations * low / point, evaluations, evaluations * high / point)
+        basis = f"{evaluations:.0f} L-BFGS evaluations (sqm-lbfgs calibration)"
+    else:
+        counts = DEFAULT_CENTRAL_EVALUATIONS
+        basis = f"{counts[1]:.0f} L-BFGS evaluations assumed ({counts[0]:.0f}-{counts[2]:.0f})"
+    nnz = sum(s.nnz for s in sites)
+    if full_seconds is not None:
+        per_pass = full_seconds * nnz / max(1, next(s.nnz for s in sites if s.name == timer))
+        basis += f", each a pass at site {timer}'s measured rate"
+    else:
+        per_pass = nnz / throughput
+        basis += ", each at this machine's random-CSR rate"
+    estimate = central_estimate(sites, deployment, workload,
+                                tuple(c * per_pass for c in counts), "sampled export size; "
+                                + basis, describe)
+    estimate.calibration_wan_bytes = timing_bytes
+    return estimate
 
 
 def _metric(estimate: Estimate, optimize: Optimize) -> float:
@@ -192,19 +240,29 @@ def _metric(estimate: Estimate, optimize: Optimize) -> float:
 _METRICS = {"usd": "workload_usd", "bytes": "workload_bytes", "seconds": "workload_seconds"}
 
 
-def _recommend(estimates: list[Estimate], optimize: Optimize) -> tuple[str | None, str]:
+def _recommend(estimates: list[Estimate], optimize: Optimize
+               ) -> tuple[str | None, str, bool]:
+    """The permitted plan with the lowest point estimate, why, and whether its range lies
+    below every other permitted plan's (decided); ties go to fewer bytes."""
     metric = _METRICS[optimize]
     permitted = [e for e in estimates if e.permitted]
     if not permitted:
-        return None, "no plan is permitted by every site's policy"
+        return None, "no plan is permitted by every site's policy", False
     best = min(permitted, key=lambda e: (getattr(e, metric), e.workload_bytes))
     others = [e for e in permitted if e is not best]
     reason = f"lowest workload {optimize}"
+    overlapping = [e for e in others if e.range_of(metric)[0] <= best.range_of(metric)[1]]
     if others:
         runner = min(others, key=lambda e: (getattr(e, metric), e.workload_bytes))
         ratio = getattr(runner, metric) / max(getattr(best, metric), 1e-12)
         reason += f" ({ratio:.1f}x less than {runner.plan})"
+    if overlapping:
+        at_low = min(permitted, key=lambda e: e.range_of(metric)[0])
+        at_high = min(permitted, key=lambda e: e.range_of(metric)[1])
+        reason += (f"; but the predicted ranges overlap ({', '.join(e.plan for e in overlapping)}"
+                   f"): at the low ends {at_low.plan} is cheapest, at the high ends "
+                   f"{at_high.plan}")
     central = next((e for e in estimates if e.kind == "centralized"), None)
     if central is not None and not central.permitted:
         reason += f"; centralizing is excluded: {central.why_not}"
-    return best.plan, reason
+    return best.plan, reason, not overlapping

@@ -15,6 +15,8 @@ from geodml.federation import CompressionConfig
 PRIVATE_METHODS = frozenset({"dp-gd"})  # methods that release only noisy sums
 
 Optimize = Literal["usd", "bytes", "seconds"]
+QUANTITIES = ("wan_bytes", "seconds", "usd", "workload_bytes", "workload_seconds",
+              "workload_usd")
 Calibrate = Literal["auto", "always", "never"]
 
 
@@ -119,16 +121,37 @@ class Estimate:
     per_link: dict[str, int] = field(default_factory=dict)
     variant: dict | None = None
     privacy: dict | None = None  # a private plan: each site's noise and budget, its cost
+    # (low, high) of a predicted quantity ("wan_bytes", "seconds", "usd" and their
+    # "workload_" totals); absent: exact (the point); high = inf: a lower bound
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def range_of(self, quantity: str) -> tuple[float, float]:
+        value = float(getattr(self, quantity))
+        return self.ranges.get(quantity, (value, value))
+
+    def with_ranges(self, factors: tuple[float, float], quantities=QUANTITIES) -> Estimate:
+        """The same estimate with each of ``quantities`` spanning (low, high) multiples of
+        its point."""
+        for q in quantities:
+            value = float(getattr(self, q))
+            self.ranges[q] = (value * factors[0], value * factors[1])
+        return self
 
 
 @dataclass
 class Plan:
+    """Every plan's estimate and the recommendation: ``recommended`` is the permitted
+    plan the point estimates favour; ``decided`` says whether its range on the
+    optimized quantity lies below every other permitted plan's (else ``reason`` names
+    the cheaper plan under each end)."""
+
     estimates: list[Estimate]
     recommended: str | None
     reason: str
     workload: Workload
     optimize: str
     sites: list[dict]
+    decided: bool = True
 
     def estimate(self, plan: str) -> Estimate:
         for e in self.estimates:
@@ -137,6 +160,14 @@ class Plan:
         raise KeyError(plan)
 
     def to_dict(self) -> dict:
-        return {"recommended": self.recommended, "reason": self.reason,
-                "optimize": self.optimize, "workload": asdict(self.workload),
-                "sites": self.sites, "estimates": [asdict(e) for e in self.estimates]}
+        return {"recommended": self.recommended, "decided": self.decided,
+                "reason": self.reason, "optimize": self.optimize,
+                "workload": asdict(self.workload), "sites": self.sites,
+                "estimates": [_finite(asdict(e)) for e in self.estimates]}
+
+
+def _finite(estimate: dict) -> dict:
+    """JSON has no infinity: an unbounded high end is written as None."""
+    estimate["ranges"] = {q: [lo, None if math.isinf(hi) else hi]
+                          for q, (lo, hi) in estimate["ranges"].items()}
+    return estimate

@@ -1,0 +1,138 @@
+r"""A full run predicted from its calibrations: rounds extrapolated across sample
+sizes, compute from the sites' measured passes, and a range around every quantity
+(see :mod:`geodml.planning.planner`).
+
+Rounds
+------
+Calibrations on shares :math:`f_a < f_b` of every site's rows (each with
+:math:`\lambda / f^{3/4}`) took :math:`R_a` and :math:`R_b` vector rounds. Where the
+problem's conditioning degrades with the rows, rounds to a tolerance grow as a power
+of them (2^20 hashed features in the identity metric: 41, 91, 217 vector rounds at
+10k, 100k, 1M rows per DC, about :math:`n^{0.36}`); where it does not they are flat
+(2^12 features; 2^20 with the Hessian-diagonal metric). The fit
+
+.. math::
+
+    \beta = \frac{\ln(R_b / R_a)}{\ln(f_b / f_a)}, \qquad R(1) = R_b\, f_b^{-\beta}
+
+is used when the two calibrations disagree by more than :data:`FLAT`
+(:math:`|\ln(R_b/R_a)| > \ln(1 + \mathrm{FLAT})`), with :math:`\beta` clamped to
+:math:`[0, \mathrm{MAX\_EXPONENT}]` (fewer rounds on more rows is sampling noise, not a
+trend to extrapolate); otherwise the rounds are *measured flat* and :math:`R(1) = R_b`,
+the single-sample prediction.
+
+Range
+-----
+One calibration's rounds miss the full run's by sampling and quantization noise; the
+two calibrations' disagreement measures it: :math:`s = \max(\mathrm{NOISE},
+|\ln(R_b/R_a)|)`, and the full run's rounds are predicted in
+
+.. math::
+
+    [\min(R_b, R(1))\, e^{-s},\ \max(R_b, R(1))\, e^{s}].
+
+Bytes and dollars scale with the rounds (every vector round has its full-run size:
+calibrations keep the full data's support). Modeled time is the calibration's rounds
+over the links plus its compute at full size, both scaled the same way.
+
+Compute at full size
+--------------------
+A calibration round's call time is a fixed overhead :math:`o` (its quickest call) plus
+passes over the sample. One site's value+gradient pass (site :math:`t`: the home
+DC's, whose traffic is local, else the largest) is timed alone on the sample
+(:math:`P^{\mathrm{sample}}_t`) and on all its rows (:math:`P^{\mathrm{full}}_t`); a
+round's compute at full size is
+
+.. math::
+
+    c^{\mathrm{full}} = o + (c - o)\,\rho, \qquad
+    \rho = P^{\mathrm{full}}_t / P^{\mathrm{sample}}_t,
+
+the measured growth of a pass (cache effects included), not the share :math:`1/f`
+(the fallback where a pass cannot be timed: masked or private sites).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FLAT = 0.15  # calibrations within 15% of each other: rounds are flat in the rows
+MAX_EXPONENT = 1.0  # rounds never grew faster than the rows on any benchmark
+NOISE = 0.25  # a single calibration's rounds miss the full run's by up to ~25-30%
+# (the 2^12 grid's worst: +30% bytes; BENCHMARKS.md, "The paper's experiment")
+
+
+@dataclass(frozen=True)
+class RoundsFit:
+    """Predicted vector rounds at full size: the point, its range, and how; ``calibrated``
+    is the larger calibration's rounds, which its bytes and seconds were metered over."""
+
+    point: float
+    low: float
+    high: float
+    exponent: float  # beta; 0 for flat or a single calibration
+    how: str
+    calibrated: float
+
+    def factors(self) -> tuple[float, float, float]:
+        """(low, point, high) as multiples of the calibrated rounds."""
+        return (self.low / self.calibrated, self.point / self.calibrated,
+                self.high / self.calibrated)
+
+
+def fit_rounds(large: float, large_share: float, small: float | None = None,
+               small_share: float | None = None) -> RoundsFit:
+    """Rounds at full size from a calibration on ``large_share`` of the rows (``large``
+    rounds) and, when given, one on ``small_share`` (``small`` rounds)."""
+    large = max(float(large), 1e-9)
+    if small is None or small_share is None or large_share >= 1.0:
+        how = "all rows" if large_share >= 1.0 else "one sample"
+        return RoundsFit(large, large * math.exp(-NOISE), large * math.exp(NOISE), 0.0, how, large)
+    small = max(float(small), 1e-9)
+    gap = math.log(large / small)
+    spread = max(NOISE, abs(gap))
+    if abs(gap) <= math.log1p(FLAT):
+        point, beta, how = large, 0.0, "flat across samples"
+    else:
+        beta = min(MAX_EXPONENT, max(0.0, gap / math.log(large_share / small_share)))
+        point = large * large_share ** -beta
+        how = f"extrapolated as rows^{beta:.2f}"
+    return RoundsFit(point, min(large, point) * math.exp(-spread),
+                     max(large, point) * math.exp(spread), beta, how, large)
+
+
+def pass_growth(full: float | None, sample: float | None, share: float) -> tuple[float, str]:
+    """``rho``: how much longer a pass over all of the timed site's rows takes than one
+    over its sample, as measured; ``1 / share`` when either was not timed."""
+    if full and sample:
+        return full / sample, "measured passes"
+    return 1.0 / max(share, 1e-12), "passes scaled by 1/f"
+
+
+def full_compute(calls: Sequence[float], rho: float) -> list[float]:
+    """Each calibration round's compute at full size: ``o + (c - o) rho``, ``o`` the
+    quickest call (a call's fixed overhead)."""
+    overhead = min((c for c in calls if c > 0), default=0.0)
+    return [overhead + max(0.0, c - overhead) * rho for c in calls]
+
+
+def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None) -> dict:
+    """The full run's record from the calibration on the larger share (``large``, as
+    :func:`geodml.planning.calibration.calibrate` returns it) and, when one ran, the
+    smaller (``small``): rounds, bytes per link, modeled seconds, and ``range``, the
+    (low, point, high) multiples of the calibration's rounds the prediction spans."""
+    fit = fit_rounds(large["vector_rounds"], large["fraction"],
+                     small["vector_rounds"] if small else None,
+                     small["fraction"] if small else None)
+    rho, passes = pass_growth(full_pass_seconds, large.get("sample_pass"), large["fraction"])
+    low, point, high = fit.factors()
+    seconds = large["network_seconds"] + sum(full_compute(large["calls"], rho))
+    return {"links": {k: round(v * point) for k, v in large["links"].items()},
+            "rounds": round(large["rounds"] * point), "vector_rounds": fit.point,
+            "evaluations": large["evaluations"] * point, "seconds": seconds * point,
+            "converged": large["converged"], "range": (low, point, high),
+            "rounds_how": fit.how, "compute_how": passes, "exponent": fit.exponent,
+            "calibration_seconds": large["calibration_seconds"]
+            + (small["calibration_seconds"] if small else 0.0)}

@@ -1,0 +1,102 @@
+"""The planner's extrapolation: rounds across two sample sizes, compute from measured
+passes, the ranges, and a recommendation only where the ranges separate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from geodml.planning.extrapolate import (
+    FLAT,
+    MAX_EXPONENT,
+    NOISE,
+    fit_rounds,
+    full_compute,
+    pass_growth,
+    predict_geo,
+)
+from geodml.planning.planner import _recommend
+from geodml.planning.plans import Estimate
+
+
+def test_rounds_that_grow_as_a_power_of_the_rows_are_extrapolated_to_all_rows():
+    # 217 vector rounds at 1M rows per DC growing as rows^0.36 (the 2^20 grid without the
+    # metric): calibrations at 2% and 0.5% see 217 * 0.02^0.36 and 217 * 0.005^0.36
+    beta = 0.36
+    large, small = 217 * 0.02**beta, 217 * 0.005**beta
+    fit = fit_rounds(large, 0.02, small, 0.005)
+    assert fit.exponent == pytest.approx(beta)
+    assert fit.point == pytest.approx(217)
+    assert fit.low < large < 217 < fit.high  # the range spans both predictions
+    assert "extrapolated" in fit.how
+
+
+def test_flat_rounds_keep_the_single_sample_prediction():
+    fit = fit_rounds(24, 0.02, 23, 0.005)  # within FLAT: rounds do not grow
+    assert abs(math.log(24 / 23)) <= math.log1p(FLAT)
+    assert fit.point == 24 and fit.exponent == 0 and fit.how == "flat across samples"
+    assert fit.low == pytest.approx(24 * math.exp(-NOISE))  # the noise floor, not the gap
+    assert fit.high == pytest.approx(24 * math.exp(NOISE))
+
+
+def test_fewer_rounds_on_more_rows_are_not_extrapolated_downwards():
+    fit = fit_rounds(20, 0.1, 30, 0.025)
+    assert fit.exponent == 0 and fit.point == 20
+    assert fit.low == pytest.approx(20 * 20 / 30)  # the spread is the calibrations' gap
+    assert fit.high == pytest.approx(20 * 30 / 20)
+
+
+def test_the_exponent_is_clamped():
+    fit = fit_rounds(100, 0.01, 10, 0.005)  # 10x more rounds on 2x the rows
+    assert fit.exponent == MAX_EXPONENT
+    assert fit.point == pytest.approx(100 / 0.01)
+
+
+def test_a_single_or_whole_calibration_has_the_noise_range():
+    for fit in (fit_rounds(30, 0.2), fit_rounds(30, 1.0, 28, 0.25)):
+        assert fit.point == 30
+        assert (fit.low, fit.high) == pytest.approx((30 * math.exp(-NOISE), 30 * math.exp(NOISE)))
+
+
+def test_compute_grows_by_the_measured_pass_not_the_share():
+    rho, how = pass_growth(full=2.0, sample=0.05, share=0.01)
+    assert rho == pytest.approx(40) and how == "measured passes"
+    assert pass_growth(None, 0.05, 0.01) == (pytest.approx(100), "passes scaled by 1/f")
+    # the quickest call (0.01 s) is overhead; the rest grows by rho
+    assert full_compute([0.01, 0.06, 0.11], 40) == pytest.approx([0.01, 2.01, 4.01])
+
+
+def test_a_prediction_scales_bytes_and_seconds_with_the_rounds():
+    large = {"vector_rounds": 20.0, "fraction": 0.02, "rounds": 40, "evaluations": 20,
+             "links": {"a->b": 1000, "b->a": 3000}, "calls": [0.01, 0.02],
+             "network_seconds": 4.0, "sample_pass": 0.01, "converged": True,
+             "calibration_seconds": 5.0}
+    small = {**large, "vector_rounds": 10.0, "fraction": 0.005, "calibration_seconds": 1.0}
+    record = predict_geo(large, small, full_pass_seconds=0.5)  # rho = 50
+    factor = record["vector_rounds"] / 20.0
+    assert record["exponent"] == pytest.approx(0.5)  # twice the rounds on 4x the rows
+    assert record["links"] == {"a->b": round(1000 * factor), "b->a": round(3000 * factor)}
+    assert record["seconds"] == pytest.approx((4.0 + 0.01 + 0.51) * factor)
+    low, point, high = record["range"]
+    assert low < 1.0 < point < high and point == pytest.approx(factor)
+    assert record["calibration_seconds"] == 6.0  # both calibrations are what planning cost
+
+
+def _estimate(plan: str, usd: float, low: float, high: float) -> Estimate:
+    e = Estimate(plan, "geo", True, 1, 1.0, usd, 1, 1.0, usd, "test")
+    e.ranges["workload_usd"] = (low, high)
+    return e
+
+
+def test_a_recommendation_is_decided_only_where_the_ranges_separate():
+    best, reason, decided = _recommend([_estimate("a", 1.0, 0.8, 1.2),
+                                        _estimate("b", 2.0, 1.5, 2.5)], "usd")
+    assert (best, decided) == ("a", True)
+    best, reason, decided = _recommend([_estimate("a", 1.0, 0.5, 2.0),
+                                        _estimate("b", 1.1, 0.9, 1.3)], "usd")
+    assert (best, decided) == ("a", False)  # the point favours a, the ranges overlap
+    assert "at the low ends a is cheapest, at the high ends b" in reason
+    # a lower bound (no high end) above the best's range does not block a decision
+    bound = _estimate("c", 5.0, 5.0, math.inf)
+    assert _recommend([_estimate("a", 1.0, 0.8, 1.2), bound], "usd")[2] is True
