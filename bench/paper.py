@@ -212,7 +212,8 @@ def run_size(spec: dict) -> dict:
     c = run_compare(federation_factory(services, names[0]), deployment, variants, out,
                     Workload(gtol=spec["gtol"]), test=test, calibrate_mode="always",
                     store=CalibrationStore(out / "calibration.json"),
-                    calibration_rows=spec["calibration_rows"], progress=progress,
+                    calibration_rows=spec["calibration_rows"],
+                    calibration_points=spec.get("calibration_points", 2), progress=progress,
                     on_row_factory=on_row_factory, max_iterations=spec["max_iterations"],
                     max_seconds=spec["run_seconds"])
     compare_seconds = time.perf_counter() - t_compare
@@ -233,6 +234,8 @@ def run_size(spec: dict) -> dict:
             "plan": r.plan, "kind": r.kind, "method": method, "exact": exact,
             "status": status, "reason": r.reason, "converged": bool(r.converged),
             "predicted": {"wan_bytes": est.wan_bytes, "usd": est.usd, "seconds": est.seconds,
+                          "ranges": {q: list(est.range_of(q))
+                                     for q in ("wan_bytes", "usd", "seconds")},
                           "basis": est.basis, "rounds": est.rounds,
                           "vector_rounds": est.vector_rounds,
                           "calibration_wan_bytes": est.calibration_wan_bytes},
@@ -242,7 +245,8 @@ def run_size(spec: dict) -> dict:
                          "objective": r.objective, "rounds": r.rounds,
                          "vector_rounds": r.vector_rounds,
                          "iterations": r.curve[-1]["iteration"] if r.curve else None},
-            "prediction_error": r.prediction_error,
+            "prediction_error": r.prediction_error, "time_error": r.time_error,
+            "usd_error": r.usd_error,
             "recommended": c.plan.recommended == est.plan,
         })
     ran = [p for p in plans if p["measured"]["objective"] is not None]
@@ -251,6 +255,7 @@ def run_size(spec: dict) -> dict:
         "dcs": K, "rows_per_dc": n, "names": list(names), "status": "ran",
         "sites": c.plan.sites, "test_rows": test.n_rows,
         "features": 2 ** spec["bits"], "plans": plans, "recommended": c.plan.recommended,
+        "decided": c.plan.decided,
         "cheapest_measured": cheapest, "f_star": c.f_star, "report": str(out),
         "generation_seconds": gen_seconds,
         "planning_seconds": (first_run or 0.0) - (phases[0][0] if phases else 0.0),
@@ -452,9 +457,9 @@ def _rows(n: float | None) -> str:
 
 def table_rows(configs: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The paper-style table: one row per (K, rows per DC, plan)."""
-    cols = ["DCs", "rows/DC", "plan", "status", "predicted MB", "WAN MB", "error",
-            "predicted $", "egress $", "predicted s", "modeled s", "wall s", "test AUC", "log loss",
-            "objective", "iterations", "recommended", "cheapest"]
+    cols = ["DCs", "rows/DC", "plan", "status", "predicted MB", "WAN MB", "err bytes",
+            "predicted $", "egress $", "predicted s", "modeled s", "err time", "wall s",
+            "test AUC", "log loss", "objective", "iterations", "recommended", "cheapest"]
     rows = []
     for c in configs:
         if c["status"] != "ran":
@@ -464,21 +469,69 @@ def table_rows(configs: list[dict]) -> tuple[list[str], list[list[str]]]:
             status = p["status"] + ("" if p["exact"] else " (not the optimum)")
             if p["status"] == "stopped before gtol":
                 status += f": {p['reason']}"
-            err = p["prediction_error"]
+            ranges = e.get("ranges", {})
             rows.append([
                 str(c["dcs"]), f"{c['rows_per_dc']:,}", p["plan"], status,
-                _mb(e["wan_bytes"]), _mb(m["wan_bytes"]),
-                "-" if err is None else f"{100 * err:+.1f}%",
-                _usd(e["usd"]), _usd(m["usd"]), f"{e['seconds']:,.1f}",
-                f"{m['modeled_seconds']:,.1f}",
+                _ranged(e["wan_bytes"], ranges.get("wan_bytes"), _mb), _mb(m["wan_bytes"]),
+                _pct(p["prediction_error"]),
+                _usd(e["usd"]), _usd(m["usd"]),
+                _ranged(e["seconds"], ranges.get("seconds"), "{:,.1f}".format),
+                f"{m['modeled_seconds']:,.1f}", _pct(p.get("time_error")),
                 f"{m['wall_seconds']:,.0f}",
                 "-" if m["auc"] is None else f"{m['auc']:.5f}",
                 "-" if m["log_loss"] is None else f"{m['log_loss']:.5f}",
                 "-" if m["objective"] is None else f"{m['objective']:.7f}",
                 "-" if m["iterations"] is None else str(m["iterations"]),
-                "yes" if p["recommended"] else "",
+                ("yes" if c.get("decided", True) else "leaning") if p["recommended"] else "",
                 "yes" if c["cheapest_measured"] == p["plan"] else ""])
     return cols, rows
+
+
+def _pct(err: float | None) -> str:
+    return "-" if err is None else f"{100 * err:+.1f}%"
+
+
+def _ranged(point: float, span: list | None, fmt) -> str:
+    """``point (low-high)``; an unbounded high end (a lower bound) as ``>= low``."""
+    if not span or span[0] == span[1]:
+        return fmt(point)
+    low, high = span
+    if high is None or math.isinf(high):
+        return f">= {fmt(low)}"
+    return f"{fmt(point)} ({fmt(low)}-{fmt(high)})"
+
+
+def planner_check(configs: list[dict]) -> list[str]:
+    """Issue 17's must-show, per size: the recommended plan's measured dollars within
+    1.1x of the cheapest measured plan; bytes within 25% and modeled time within 30% for
+    every converged plan. One line per size, and a verdict."""
+    lines, failed = [], 0
+    for c in configs:
+        if c["status"] != "ran":
+            continue
+        ran = {p["plan"]: p for p in c["plans"] if p["measured"]["objective"] is not None}
+        rec = next((p for p in c["plans"] if p["recommended"]), None)
+        cheapest = ran.get(c["cheapest_measured"])
+        problems = []
+        if rec is None or cheapest is None:
+            problems.append("no recommendation")
+        else:
+            ratio = rec["measured"]["usd"] / max(cheapest["measured"]["usd"], 1e-15)
+            if ratio > 1.1:
+                problems.append(f"recommended {rec['plan']} costs {ratio:.2f}x the cheapest")
+        for p in ran.values():
+            if not p["converged"]:
+                continue
+            for what, err, bound in (("bytes", p["prediction_error"], 0.25),
+                                     ("time", p.get("time_error"), 0.30)):
+                if err is not None and abs(err) > bound:
+                    problems.append(f"{p['plan']} {what} {100 * err:+.0f}%")
+        failed += bool(problems)
+        verdict = "; ".join(problems) if problems else "ok"
+        lines.append(f"* {c['dcs']} DCs x {_rows(c['rows_per_dc'])}: {verdict}"
+                     + ("" if c.get("decided", True) else " (ranges overlapped: leaning)"))
+    total = len(lines)
+    return [f"Planner check (issue 17): {total - failed} of {total} sizes pass.", "", *lines]
 
 
 def _measured_fit(m: dict) -> str:
@@ -613,7 +666,7 @@ def markdown(results: dict) -> str:
         + ("; streaming their rows from memory-mapped files" if s.get("stream") else "")
         + ") on the 2-core machine; "
         "modeled time and dollars over the region table's links.", "",
-        markdown_table(cols, rows), "",
+        markdown_table(cols, rows), "", *planner_check(results["configs"]), "",
         "Break-even (rows per DC at which the best exact geo plan costs as much as "
         "centralizing; the planner's power-law fits across sizes, checked by the runs):", "",
         markdown_table(bcols, brows), "",
@@ -707,6 +760,9 @@ def main() -> None:
     ap.add_argument("--test-rows", type=int, help="held-out rows per DC (default 50,000)")
     ap.add_argument("--calibration-rows", type=int, default=200_000,
                     help="rows of the median site in the planner's calibration runs")
+    ap.add_argument("--calibration-points", type=int, choices=(1, 2), default=2,
+                    help="calibrations per geo plan (2: also a quarter of the rows, to "
+                         "extrapolate the rounds' growth)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stream", action="store_true",
                     help="sites read their rows block by block from memory-mapped files "
@@ -751,7 +807,8 @@ def main() -> None:
     memory_limit = args.memory_gb * 1e9 if args.memory_gb else None
     settings = {"dcs": dcs, "rows": sizes, "bits": args.bits, "methods": methods,
                 "compress": compress, "gtol": args.gtol, "test_rows": args.test_rows,
-                "calibration_rows": args.calibration_rows, "seed": args.seed,
+                "calibration_rows": args.calibration_rows,
+                "calibration_points": args.calibration_points, "seed": args.seed,
                 "max_iterations": args.max_iterations, "run_seconds": args.run_seconds,
                 "time_budget": args.time_budget, "memory_gb": args.memory_gb,
                 "stream": args.stream}
@@ -764,7 +821,8 @@ def main() -> None:
     for n, K in order:
         spec = {"dcs": K, "rows": n, "bits": args.bits, "methods": methods,
                 "compress": compress, "gtol": args.gtol, "test_rows": args.test_rows,
-                "calibration_rows": args.calibration_rows, "seed": args.seed,
+                "calibration_rows": args.calibration_rows,
+                "calibration_points": args.calibration_points, "seed": args.seed,
                 "max_iterations": args.max_iterations, "run_seconds": args.run_seconds,
                 "stream": args.stream, "work": str(work)}
         key = _settings_key(spec)

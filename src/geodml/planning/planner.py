@@ -14,11 +14,15 @@ snapshot copies everything home; each later day copies only the new rows::
     B_central = sum_{s != home} E_s * (1 + g (D - 1))
 
 Training then runs at home ``J D`` times; one run takes about ``n_eval`` evaluations of
-value and gradient over all rows (``n_eval`` from the SQM L-BFGS calibration, which
-runs the same L-BFGS over exact sums, else :data:`DEFAULT_CENTRAL_EVALUATIONS`), each
-costing ``nnz / r`` seconds, where ``r`` is this machine's measured value+gradient
-throughput (nonzeros per second, :func:`home_throughput`): the coordinator runs in
-the home DC, on the kind of machine that would train there.
+value and gradient over all rows (``n_eval`` from the SQM L-BFGS calibrations, which
+run the same L-BFGS in the same metric, extrapolated as their rounds are; else
+:data:`DEFAULT_CENTRAL_EVALUATIONS`, with its range), each costing
+``P_t nnz / nnz_t`` seconds: ``P_t`` is one value+gradient pass over all rows of site
+``t`` (the home DC's, else the largest), timed on the site before anything else
+(:func:`~geodml.planning.calibration.full_pass`), so the rate is the real data's on the
+kind of machine that would train there. Where no pass can be timed (masked or private
+sites) it falls back to this machine's rate on a random CSR matrix of the data's shape
+(:func:`home_throughput`).
 A site whose policy forbids raw export makes the plan *not permitted*; it is still
 priced, as "what it would cost with an exception".
 
@@ -48,11 +52,23 @@ the number of rounds to the tolerance is what must be learned. The planner takes
    seconds, whose centralized side is itself an estimate), no calibration is run and
    the bound is reported (``calibrate="auto"``).
 
-Modeled time per round adds the slowest site's call time measured in the
-calibration, its compute scaled by ``1/f``: ``o + (c - o) / f`` with ``o`` the quickest
-call of the calibration (the fixed overhead of a call). For the workload, a geo plan repeats its run
-``J D`` times: ``B_geo = J D B_run`` (cold starts; warm starts from yesterday's model
-usually need fewer rounds, so this is conservative).
+With a sample under :data:`SINGLE_SHARE` of the rows, a second calibration on
+:data:`SMALL_SHARE` of the first's rows shows how the rounds grow with the rows: where
+the two disagree, the rounds at full size are extrapolated as a power of the rows,
+else they are flat and the first calibration stands
+(:mod:`geodml.planning.extrapolate`, with the range every prediction carries).
+Modeled time per round adds the slowest site's call time measured in the calibration,
+its compute grown by the measured ratio of a full pass to a sample pass at the timed
+site: ``o + (c - o) rho`` with ``o`` the quickest call (a call's fixed overhead). For the
+workload, a geo plan repeats its run ``J D`` times: ``B_geo = J D B_run`` (cold starts;
+warm starts from yesterday's model usually need fewer rounds, so this is conservative).
+
+Ranges
+------
+Every estimate carries (low, high) of its bytes, seconds and dollars
+(:attr:`Estimate.ranges`): a geo plan's from its rounds' range; centralizing's bytes
+within :data:`~geodml.planning.estimates.EXPORT_SPREAD` and its training time over
+the range of its evaluations; a lower bound has no high end.
 
 Policies
 --------
@@ -76,7 +92,10 @@ workload of more than one run (``dp-gd`` spends what a site has left in one run)
 makes the plan not permitted.
 
 The recommendation is the permitted plan with the lowest workload dollars (or
-bytes, or modeled time: ``optimize``); ties go to fewer bytes.
+bytes, or modeled time: ``optimize``); ties go to fewer bytes. It is *decided*
+(:attr:`Plan.decided`) only when its range lies below every other permitted plan's;
+otherwise the reason names the plans whose ranges overlap and the cheapest plan at the
+low ends and at the high ends, and the CLI says there is no clear winner.
 """
 
 from __future__ import annotations
