@@ -152,9 +152,10 @@ def test_compare_runs_every_plan_reports_and_records(comparison, deployment_file
     assert "## Refused" in md and refused.messages[0] in md
     assert f"| {EXCEPTION} | exception |" in md and "| centralize | refused |" in md
 
-    # the geo run is recorded: the next plan of the same job uses it, without calibrating
+    # the geo run and the home DC's training (through the exception) are recorded: the
+    # next plan of the same job uses them, without calibrating
     store = CalibrationStore(out / "calibration.json")
-    assert len(json.loads(store.path.read_text())) == 1
+    assert len(json.loads(store.path.read_text())) == 2
     dep = load_deployment(deployment_file)
     opened = []
     factory = federation_factory(dep)
@@ -168,6 +169,7 @@ def test_compare_runs_every_plan_reports_and_records(comparison, deployment_file
     assert estimate.basis.startswith("recorded run")
     assert opened == [1.0]  # describing the sites only
     assert estimate.wan_bytes == geo.wan_bytes and estimate.rounds == geo.rounds
+    assert "recorded run" in again.estimate("centralize").basis
 
 
 def test_plan_cli_writes_the_plan_as_json(deployment_file, tmp_path):

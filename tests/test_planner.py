@@ -56,19 +56,29 @@ def deployment() -> Deployment:
                              "sites": [{"name": n, "region": n} for n in REGIONS]})
 
 
+_UNNAMED = object()
+
+
 class Sites:
     """``open_federation(compression=None, sample_fraction=1.0, audit=None)`` over shared
-    in-process sites; remembers the sample fraction of every federation it opened."""
+    in-process sites; remembers the sample fraction of every federation it opened
+    (``fractions``), apart from the samples the centralized solver is calibrated on
+    (``solver_samples``: opened without naming a compression, as geo calibrations do)."""
 
     def __init__(self, datasets, forbid_export=(), **policy):
         self.services = {
             n: SiteService(n, n, d, Policy(allow_raw_export=n not in forbid_export, **policy))
             for n, d in datasets.items()}
         self.fractions: list[float] = []
+        self.solver_samples: list[float] = []
 
-    def __call__(self, compression=None, sample_fraction=1.0, audit=None,
+    def __call__(self, compression=_UNNAMED, sample_fraction=_UNNAMED, audit=None,
                  secure=None) -> Federation:
-        self.fractions.append(sample_fraction)
+        # the centralized solver's samples name a fraction but no compression
+        solver = compression is _UNNAMED and sample_fraction is not _UNNAMED
+        compression = None if compression is _UNNAMED else compression
+        sample_fraction = 1.0 if sample_fraction is _UNNAMED else sample_fraction
+        (self.solver_samples if solver else self.fractions).append(sample_fraction)
         return Federation([InProcessTransport(s) for s in self.services.values()], HOME,
                           audit=AuditLog(audit) if audit else None, compression=compression,
                           sample_fraction=sample_fraction, secure=secure)
@@ -394,3 +404,41 @@ def test_a_secure_aggregation_plan_prices_its_masked_dense_sums(datasets, deploy
         metered = fed.meter.snapshot()["wan_bytes"]
     assert masked.wan_bytes == pytest.approx(metered, rel=0.30)
     assert plain.wan_bytes > 0 and masked.basis.startswith("calibrated")
+
+
+# -- the centralized solver's time, learned where the rows are ------------------------
+
+
+def test_the_centralized_solver_is_calibrated_at_home_without_moving_rows(datasets):
+    from geodml.planning.calibration import central_iterations, full_pass
+
+    sites = Sites(datasets)
+    workload = Workload(gtol=GTOL)
+    lam = 1.0 / (len(REGIONS) * ROWS)
+    iterations, share, spent = central_iterations(sites, workload, lam, 0.5, HOME)
+    assert 3 <= iterations < 200
+    assert share == pytest.approx(0.5 / len(REGIONS))  # half of one site of four
+    assert 0 < spent < 2048  # Prepare and Close only: the solve stays in the home DC
+    with sites() as fed:
+        seconds = full_pass(fed, "logistic", lam, HOME)
+        assert seconds is not None and seconds > 0
+
+
+def test_local_minimize_in_the_diagonal_metric_reaches_the_same_minimizer(datasets):
+    """The procedure behind the solver's calibration: its metric changes the path, not
+    the answer."""
+    import numpy as np
+
+    sites = Sites(datasets)
+    results = {}
+    with sites() as fed:
+        fed.prepare("logistic", 1.0 / ROWS, restrict_to_support=False)
+        for kind in ("none", "diag"):
+            (w, info, _), = fed.local_solve(
+                "local_minimize", {"max_iter": 3000, "gtol": 1e-8, "precondition": kind},
+                [np.zeros(fed.n_features)], sites=[HOME])
+            results[kind] = (w, info)
+    (w_none, none), (w_diag, diag) = results["none"], results["diag"]
+    assert none["converged"] and diag["converged"]
+    assert diag["objective"] == pytest.approx(none["objective"], rel=1e-7)
+    assert diag["iterations"] < none["iterations"]

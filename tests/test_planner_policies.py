@@ -59,6 +59,9 @@ def deployment():
                                                       for n in REGIONS]})
 
 
+_UNNAMED = object()
+
+
 class Sites:
     """``open_federation(...)`` over shared in-process sites with one policy for all."""
 
@@ -73,11 +76,17 @@ class Sites:
             n: SiteService(n, n, d, policy_of(n),
                            secret=hashlib.sha256(f"{seed} {n}".encode()).digest())
             for n, d in datasets.items()}
-        self.fractions: list[float] = []
+        self.fractions: list[float] = []  # of every federation but the solver's samples
+        self.solver_samples: list[float] = []  # the centralized solver's (no compression named)
         self.nonce_seed = f"nonces {seed}".encode()  # the noise: fixed by secret and nonce
 
-    def __call__(self, compression=None, sample_fraction=1.0, audit=None, secure=None):
-        self.fractions.append(sample_fraction)
+    def __call__(self, compression=_UNNAMED, sample_fraction=_UNNAMED, audit=None,
+                 secure=None) -> Federation:
+        # the centralized solver's samples name a fraction but no compression
+        solver = compression is _UNNAMED and sample_fraction is not _UNNAMED
+        compression = None if compression is _UNNAMED else compression
+        sample_fraction = 1.0 if sample_fraction is _UNNAMED else sample_fraction
+        (self.solver_samples if solver else self.fractions).append(sample_fraction)
         return Federation([InProcessTransport(s) for s in self.services.values()], HOME,
                           audit=AuditLog(audit) if audit else None, compression=compression,
                           sample_fraction=sample_fraction, secure=secure,

@@ -473,9 +473,10 @@ class Federation(SiteClient, Recovery, Channels):
         return [(total[:len(alphas)], total[len(alphas):])]
 
     def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray],
-                    formats: Mapping[int, WireFormat] | None = None, outputs: int = 1
-                    ) -> list[tuple[np.ndarray, dict, int]]:
-        """Run a local procedure at every site; returns (vector, info, rows) per site.
+                    formats: Mapping[int, WireFormat] | None = None, outputs: int = 1,
+                    sites: Iterable[str] | None = None) -> list[tuple[np.ndarray, dict, int]]:
+        """Run a local procedure at every site (or ``sites``, unmasked); returns (vector,
+        info, rows) per site.
         Input slots in ``formats`` travel in that format, never through the down
         compression (a metric: :attr:`metric_format`); a procedure with ``outputs``
         blocks returns them one after the other, each model-sized."""
@@ -500,7 +501,7 @@ class Federation(SiteClient, Recovery, Channels):
                     json.loads(first.info_json or "{}"), first.rows)
 
         if self.secure is None:
-            return list(self._map(one).values())
+            return list(self._map(one, sites).values())
         replies = self._secure_map(one).values()  # masked sums of rows * vector
         rows = sum(r for r, _ in replies)
         return [(self._unmask(masked for _, masked in replies) / rows, {}, rows)]

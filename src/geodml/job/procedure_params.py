@@ -25,6 +25,9 @@ _GTOL_DOC = "relative gradient-norm tolerance of the local solve"
 LOCAL_MINIMIZE = Schema(
     max_iter=Param(100, "int", 1, 100_000, _MAX_ITER_DOC),
     gtol=Param(1e-6, "float", 0.0, 1.0, _GTOL_DOC),
+    precondition=Param("none", "choice", doc="the metric of the local L-BFGS: the identity, "
+                       "or the Hessian's diagonal at the best constant model (diag), as the "
+                       "centralized solver takes it", choices=("none", "diag")),
 )
 WARM_START = Schema(
     max_iter=Param(50, "int", 1, 10_000, _MAX_ITER_DOC),

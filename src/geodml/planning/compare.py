@@ -276,13 +276,17 @@ def run_compare(open_federation: FederationFactory, deployment: Deployment,
         label = f"centralize (exception for {', '.join(exception_sites)})"
         say(f"{outcome}; running it again with an export exception for "
             f"{', '.join(exception_sites)}")
-        exc, _ = _run_central(exception_federation, workload, deployment, out, evaluate,
-                              rows_hook(label), label, **limits)
+        exc, outcome = _run_central(exception_federation, workload, deployment, out,
+                                    evaluate, rows_hook(label), label, **limits)
         exc.permitted = False  # it ran only through the exception
         runs.append(exc)
     with open_federation() as fed:  # what the store keys real runs by
         sites = list(fed.sites.values())
     lam = 1.0 / sum(s.rows for s in sites) if workload.lam is None else workload.lam
+    if not isinstance(outcome, Refused) and outcome.converged:  # the home DC's training
+        store.put(CalibrationStore.key(sites, workload, lam, None),
+                  {"iterations": outcome.rows[-1].iteration,
+                   "train_seconds": outcome.info["train_seconds"]})
     for variant in variants:
         estimate = plan.estimate(variant.name)
         if not estimate.permitted:  # its sites would refuse it: say why, run nothing

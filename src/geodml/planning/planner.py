@@ -14,15 +14,12 @@ snapshot copies everything home; each later day copies only the new rows::
     B_central = sum_{s != home} E_s * (1 + g (D - 1))
 
 Training then runs at home ``J D`` times; one run takes about ``n_eval`` evaluations of
-value and gradient over all rows (``n_eval`` from the SQM L-BFGS calibrations, which
-run the same L-BFGS in the same metric, extrapolated as their rounds are; else
-:data:`DEFAULT_CENTRAL_EVALUATIONS`, with its range), each costing
-``P_t nnz / nnz_t`` seconds: ``P_t`` is one value+gradient pass over all rows of site
-``t`` (the home DC's, else the largest), timed on the site before anything else
-(:func:`~geodml.planning.calibration.full_pass`), so the rate is the real data's on the
-kind of machine that would train there. Where no pass can be timed (masked or private
-sites) it falls back to this machine's rate on a random CSR matrix of the data's shape
-(:func:`home_throughput`).
+value and gradient over all rows, each a pass over all nonzeros at the rate measured
+on one site's full rows (the home DC's, else the largest; timed before anything else,
+:func:`~geodml.planning.calibration.full_pass`). ``n_eval`` comes from a recorded run
+of the baseline, else from the centralized solver itself run on samples of that
+site's rows, which never leave it (:mod:`geodml.planning.central_time` has the
+details and the fallbacks where no pass may be timed: masked or private sites).
 A site whose policy forbids raw export makes the plan *not permitted*; it is still
 priced, as "what it would cost with an exception".
 
@@ -52,11 +49,12 @@ the number of rounds to the tolerance is what must be learned. The planner takes
    seconds, whose centralized side is itself an estimate), no calibration is run and
    the bound is reported (``calibrate="auto"``).
 
-With a sample under :data:`SINGLE_SHARE` of the rows, a second calibration on
-:data:`SMALL_SHARE` of the first's rows shows how the rounds grow with the rows: where
-the two disagree, the rounds at full size are extrapolated as a power of the rows,
-else they are flat and the first calibration stands
-(:mod:`geodml.planning.extrapolate`, with the range every prediction carries).
+With a sample under :data:`~geodml.planning.central_time.SINGLE_SHARE` of the rows,
+a second calibration on :data:`~geodml.planning.central_time.SMALL_SHARE` of the
+first's rows shows how the rounds grow with the rows: where the two disagree, the
+rounds at full size are extrapolated as a power of the rows, else they are flat and
+the first calibration stands (:mod:`geodml.planning.extrapolate`, with the range every
+prediction carries).
 Modeled time per round adds the slowest site's call time measured in the calibration,
 its compute grown by the measured ratio of a full pass to a sample pass at the timed
 site: ``o + (c - o) rho`` with ``o`` the quickest call (a call's fixed overhead). For the
@@ -109,8 +107,10 @@ from geodml.planning.calibration import (
     calibration_fraction,
     full_pass,
     home_throughput,
+    timing_repeats,
     timing_site,
 )
+from geodml.planning.central_time import CalibrationPlan, Timing, central_training
 from geodml.planning.deployment import Deployment
 from geodml.planning.estimates import (
     central_estimate,
@@ -130,13 +130,6 @@ from geodml.planning.plans import (
     Workload,
 )
 from geodml.planning.private import private_estimate
-
-# the centralized L-BFGS in the diagonal metric to gtol 1e-3: 18-33 iterations on the
-# regional CTR data at 2^12 and 2^20 (BENCHMARKS.md); assumed when no sqm-lbfgs plan is
-# calibrated, with this range
-DEFAULT_CENTRAL_EVALUATIONS = (18.0, 30.0, 45.0)
-SMALL_SHARE = 0.25  # the second calibration samples this share of the first's rows
-SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not extrapolated
 
 
 def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVariant],
@@ -158,10 +151,12 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         lam = 1.0 / n_rows if workload.lam is None else float(workload.lam)
         timer = timing_site(sites, deployment.home)
         say(f"timing one pass over site {timer}'s rows")
-        full_seconds = full_pass(fed, workload.loss, lam, timer)
+        full_seconds = full_pass(fed, workload.loss, lam, timer,
+                                 timing_repeats(timer, deployment.home))
         timing_bytes = sum(int(v["bytes"]) for v in fed.meter.snapshot()["links"].values()
                            if v["wan"]) - sum(describe.values())
-    fraction = calibration_fraction(sites, calibration_rows)
+    calibration = CalibrationPlan(calibrate_mode, calibration_fraction(sites, calibration_rows),
+                                  calibration_points)
     # bytes and dollars of centralizing do not depend on its training time
     central_probe = central_estimate(sites, deployment, workload, (0.0, 0.0, 0.0), "",
                                      describe)
@@ -191,24 +186,25 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         if skip:
             lower.append(bound)
             continue
-        say(f"calibrating {variant.name} on {fraction:.0%} of every site's rows")
-        large = calibrate(open_federation, variant, workload, lam, fraction, deployment, timer)
-        small = None
-        if calibration_points > 1 and fraction < SINGLE_SHARE:
-            say(f"calibrating {variant.name} on {fraction * SMALL_SHARE:.1%} of every site's "
-                "rows (how its rounds grow with the rows)")
-            small = calibrate(open_federation, variant, workload, lam,
-                              fraction * SMALL_SHARE, deployment, timer)
-        rec = predict_geo(large, small, full_seconds)
-        shares = f"{fraction:.0%}" + (f" and {fraction * SMALL_SHARE:.1%}" if small else "")
+        fractions = calibration.fractions()
+        shares = f"{fractions[0]:.0%}" + "".join(f" and {f:.1%}" for f in fractions[1:])
+        say(f"calibrating {variant.name} on {shares} of every site's rows")
+        runs = [calibrate(open_federation, variant, workload, lam, f, deployment, timer)
+                for f in fractions]
+        rec = predict_geo(runs[0], runs[1] if len(runs) > 1 else None, full_seconds)
         records[variant.name] = (
             rec, f"calibrated on {shares} of rows ({rec['rounds_how']}; {rec['compute_how']})",
-            large["calibration_wan_bytes"] + (small["calibration_wan_bytes"] if small else 0))
+            sum(r["calibration_wan_bytes"] for r in runs))
     estimates: list[Estimate] = []
     nnz = sum(s.nnz for s in sites)
     throughput = home_throughput(nnz / max(1, n_rows), sites[0].features)
-    estimates.append(_central(sites, deployment, workload, records, describe, full_seconds,
-                              timer, throughput, timing_bytes))
+    train, basis, spent = central_training(
+        open_federation, sites, workload, lam, store, records, Timing(timer, full_seconds),
+        throughput, calibration, say)
+    central = central_estimate(sites, deployment, workload, train,
+                               "sampled export size; " + basis, describe)
+    central.calibration_wan_bytes = timing_bytes + spent
+    estimates.append(central)
     for variant in variants:
         if variant.name in records:
             rec, why, cal = records[variant.name]
@@ -220,36 +216,6 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     estimates += lower
     recommended, reason, decided = _recommend(estimates, optimize)
     return Plan(estimates, recommended, reason, workload, optimize, site_rows(sites), decided)
-
-
-def _central(sites, deployment: Deployment, workload: Workload, records: dict,
-             describe: dict[str, int], full_seconds: float | None, timer: str,
-             throughput: float, timing_bytes: int) -> Estimate:
-    """Centralizing: the home DC runs the centralized L-BFGS over every row; its
-    evaluations from an sqm-lbfgs calibration (the same L-BFGS over exact sums), else
-    :data:`DEFAULT_CENTRAL_EVALUATIONS`; each costs a pass over all nonzeros at the
-    timed site's measured pass rate (else at this machine's random-CSR throughput)."""
-    lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
-    if lbfgs is not None:
-        low, point, high = lbfgs.get("range", (1.0, 1.0, 1.0))
-        evaluations = float(lbfgs["evaluations"])
-        counts = (evaluations * low / point, evaluations, evaluations * high / point)
-        basis = f"{evaluations:.0f} L-BFGS evaluations (sqm-lbfgs calibration)"
-    else:
-        counts = DEFAULT_CENTRAL_EVALUATIONS
-        basis = f"{counts[1]:.0f} L-BFGS evaluations assumed ({counts[0]:.0f}-{counts[2]:.0f})"
-    nnz = sum(s.nnz for s in sites)
-    if full_seconds is not None:
-        per_pass = full_seconds * nnz / max(1, next(s.nnz for s in sites if s.name == timer))
-        basis += f", each a pass at site {timer}'s measured rate"
-    else:
-        per_pass = nnz / throughput
-        basis += ", each at this machine's random-CSR rate"
-    estimate = central_estimate(sites, deployment, workload,
-                                tuple(c * per_pass for c in counts), "sampled export size; "
-                                + basis, describe)
-    estimate.calibration_wan_bytes = timing_bytes
-    return estimate
 
 
 def _metric(estimate: Estimate, optimize: Optimize) -> float:

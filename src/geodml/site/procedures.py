@@ -8,12 +8,15 @@ coordinator checks what it sends with): an unknown name, a wrong kind or a value
 of bounds is a ``ParamError`` (a ``ValueError``), which the service answers as
 INVALID_ARGUMENT naming the site and the procedure.
 
-``local_minimize`` (inputs: ``w0``; params: ``max_iter``, ``gtol``) returns the
-minimizer of the site's own regularized objective
+``local_minimize`` (inputs: ``w0``; params: ``max_iter``, ``gtol``, ``precondition``)
+returns the minimizer of the site's own regularized objective
 
     F_k(v) = (1/n_k) L_k(v) + (lambda/2) ||v||^2,
 
-started from ``w0`` — the building block of one-shot parameter averaging.
+started from ``w0`` — the building block of one-shot parameter averaging — and its
+L-BFGS iterations; with ``precondition = "diag"`` in the centralized solver's metric
+(:func:`geodml.centralized.train_centralized`), which is how the planner learns that
+solver's iterations from the home DC's rows without moving them.
 
 ``warm_start`` (no inputs; params ``max_iter``, ``gtol``) solves the site's own
 problem and returns four blocks for the curvature-weighted warm start
@@ -45,7 +48,8 @@ import numpy as np
 from geodml.job.procedure_params import HESS_DIAG, LOCAL_MINIMIZE
 from geodml.models.losses import Loss
 from geodml.models.objective import RegularizedObjective
-from geodml.optim.lbfgs import LbfgsOptions, lbfgs
+from geodml.optim.lbfgs import LbfgsOptions
+from geodml.optim.preconditioner import Preconditioner, solve
 from geodml.site.local_admm import run_admm_local
 from geodml.site.local_dane import run_dane_local
 from geodml.site.local_fadl import fadl_local_slots, run_fadl_local
@@ -103,7 +107,12 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
     p = LOCAL_MINIMIZE.read("local_minimize", params)
     options = LbfgsOptions(max_iter=p["max_iter"], gtol=p["gtol"])
     objective = RegularizedObjective([ctx.executor], ctx.lam, ctx.dim)
-    result = lbfgs(objective, w0=inputs[0], options=options)
+    metric = None
+    if p["precondition"] == "diag":
+        n = max(1, ctx.n_rows)
+        curvature = ctx.loss.constant_curvature(ctx.executor.label_sum() / n)
+        metric = Preconditioner().metric(ctx.executor.hess_diag(curvature), n, ctx.lam)
+    result = solve(objective, "lbfgs", metric, inputs[0], options)
     return result.w, {"iterations": result.iterations, "objective": result.f,
                       "converged": result.converged}
 
