@@ -441,4 +441,5 @@ def test_local_minimize_in_the_diagonal_metric_reaches_the_same_minimizer(datase
     (w_none, none), (w_diag, diag) = results["none"], results["diag"]
     assert none["converged"] and diag["converged"]
     assert diag["objective"] == pytest.approx(none["objective"], rel=1e-7)
+    assert np.linalg.norm(w_diag - w_none) <= 0.01 * np.linalg.norm(w_none)
     assert diag["iterations"] < none["iterations"]

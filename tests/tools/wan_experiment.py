@@ -133,19 +133,25 @@ class Result:
                 "cost_rtts_fit": self.cost_rtts_fit}
 
 
+def _wan_messages(group: list[dict], home: str):
+    """``(site, link name, bytes)`` of every WAN message of an audit group that carried
+    bytes; the link runs home -> site for a request, site -> home for its reply."""
+    for rec in group:
+        if rec.get("wan") and int(rec["bytes"]) > 0:
+            site = rec["site"]
+            src, dst = (home, site) if rec["direction"] == "down" else (site, home)
+            yield site, (src, dst), int(rec["bytes"])
+
+
 def loss_events(records: list[dict], deployment) -> float:
     """Expected number of messages that lose a frame on the worst site's path, summed
     over the rounds: geodml.planning.wan's loss term with a cost of one per event."""
     total = 0.0
     for _, group in audit_groups(records):
         paths: dict[str, tuple[float, list[float]]] = {}
-        for rec in group:
-            if not rec.get("wan") or int(rec["bytes"]) <= 0:
-                continue
-            home, site = deployment.home, rec["site"]
-            src, dst = (home, site) if rec["direction"] == "down" else (site, home)
+        for site, link, nbytes in _wan_messages(group, deployment.home):
             paths.setdefault(site, (1.0, []))[1].append(
-                lossy_probability(int(rec["bytes"]), deployment.link(src, dst)))
+                lossy_probability(nbytes, deployment.link(*link)))
         total += expected_loss_seconds(paths, recovery_rtts=1.0)
     return total
 
@@ -164,12 +170,7 @@ def realized_loss(records: list[dict], drops: dict[str, list], deployment) -> tu
         start = min(r["time"] - float(r.get("seconds") or 0.0) for r in group)
         end = max(r["time"] for r in group)
         paths: dict[str, list] = {}
-        for rec in group:
-            if not rec.get("wan") or int(rec["bytes"]) <= 0:
-                continue
-            site = rec["site"]
-            src, dst = ((deployment.home, site) if rec["direction"] == "down"
-                        else (site, deployment.home))
+        for site, (src, dst), _ in _wan_messages(group, deployment.home):
             ts = times.get(f"{src}->{dst}", [])
             i = bisect.bisect_left(ts, start)  # the first drop at or after the round's start
             hit = i < len(ts) and ts[i] <= end
