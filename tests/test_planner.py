@@ -415,10 +415,11 @@ def test_the_centralized_solver_is_calibrated_at_home_without_moving_rows(datase
     sites = Sites(datasets)
     workload = Workload(gtol=GTOL)
     lam = 1.0 / (len(REGIONS) * ROWS)
-    iterations, share, spent = central_iterations(sites, workload, lam, 0.5, HOME)
-    assert 3 <= iterations < 200
-    assert share == pytest.approx(0.5 / len(REGIONS))  # half of one site of four
-    assert 0 < spent < 2048  # Prepare and Close only: the solve stays in the home DC
+    solver = central_iterations(sites, workload, lam, 0.5, HOME)
+    assert 3 <= solver["iterations"] < 200 and solver["seconds"] > 0
+    assert solver["share"] == pytest.approx(0.5 / len(REGIONS))  # half of one site of four
+    # Prepare and Close only: the solve and its vectors stay in the home DC
+    assert 0 < solver["wan_bytes"] < 2048
     with sites() as fed:
         seconds = full_pass(fed, "logistic", lam, HOME)
         assert seconds is not None and seconds > 0

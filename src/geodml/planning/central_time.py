@@ -16,9 +16,21 @@ nonzeros. ``E`` comes, in order of preference, from
 3. an sqm-lbfgs calibration (the same L-BFGS over exact sums), if one ran;
 4. :data:`DEFAULT_CENTRAL_EVALUATIONS`, with its range.
 
-A pass costs ``P_t nnz / nnz_t``: the timed site's measured pass over its rows
+A pass costs ``P = P_t nnz / nnz_t``: the timed site's measured pass over its rows
 (:func:`~geodml.planning.calibration.full_pass`) scaled by nonzeros; where none could
-be timed, ``nnz / r`` at this machine's random-CSR throughput ``r``.
+be timed, ``nnz / r`` at this machine's random-CSR throughput ``r``. An L-BFGS
+iteration also costs what does not grow with the rows: its vector arithmetic over all
+``d`` features (the two-loop recursion reads ``4 m`` vectors of ``d``; at ``2^20``
+features this outweighs a pass over 200,000 rows). The solver's calibration measures
+it: an iteration there took ``T_s / I_s`` (its wall time over its iterations), of
+which ``tau = T_s / I_s - f P_t`` is not the sample's pass (``f`` of the timed site's
+rows), so
+
+    T_train = E P + I tau,    E = I + CENTRAL_EXTRA_PASSES,
+
+``I`` the extrapolated iterations and :data:`CENTRAL_EXTRA_PASSES` the passes' worth
+beyond one per iteration (the first evaluation, the metric, and the copy's
+concatenation and the solver's setup).
 """
 
 from __future__ import annotations
@@ -34,7 +46,10 @@ from geodml.planning.plans import Workload
 # the centralized L-BFGS in the diagonal metric to gtol 1e-3: 18-33 iterations on the
 # regional CTR data at 2^12 and 2^20 (BENCHMARKS.md); assumed when nothing better is known
 DEFAULT_CENTRAL_EVALUATIONS = (18.0, 30.0, 45.0)
-CENTRAL_EXTRA_PASSES = 2  # beyond one per L-BFGS iteration: the first evaluation, the metric
+# beyond one pass per L-BFGS iteration: the first evaluation and the metric (2), and the
+# concatenation of the exported rows and the solver's setup (about 4: 0.33 s against
+# passes of 0.03-0.13 s over 200,000 rows at 2^20 features on the loaded 2-core machine)
+CENTRAL_EXTRA_PASSES = 6
 SMALL_SHARE = 0.25  # a second calibration samples this share of the first's rows
 SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not extrapolated
 
@@ -74,13 +89,14 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
         train = float(recorded["train_seconds"])
         return ((train, train, train), f"recorded run ({recorded.get('recorded')}): "
                 f"{recorded['iterations']} L-BFGS iterations", 0)
-    spent = 0
+    spent, per_iteration, iterations = 0, 0.0, (0.0, 0.0, 0.0)
     lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
     if timing.full_pass is not None and calibration.mode != "never":
         say(f"calibrating the centralized solver on site {timing.site}'s rows "
             "(they stay there)")
-        counts, basis, spent = _solver_evaluations(open_federation, workload, lam,
-                                                   calibration, timing.site)
+        iterations, per_iteration, basis, spent = _solver_iterations(
+            open_federation, workload, lam, calibration, timing)
+        counts = tuple(i + CENTRAL_EXTRA_PASSES for i in iterations)
     elif lbfgs is not None:
         low, point, high = lbfgs.get("range", (1.0, 1.0, 1.0))
         evaluations = float(lbfgs["evaluations"])
@@ -97,19 +113,26 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
     else:
         per_pass = nnz / throughput
         basis += ", each at this machine's random-CSR rate"
-    low, point, high = (c * per_pass for c in counts)
+    low, point, high = (c * per_pass + i * per_iteration
+                        for c, i in zip(counts, iterations, strict=True))
     return (low, point, high), basis, spent
 
 
-def _solver_evaluations(open_federation, workload: Workload, lam: float,
-                        calibration: CalibrationPlan, site: str) -> tuple[Range, str, int]:
-    """The centralized solver on samples of ``site``'s rows: its evaluations at full size
-    (low, point, high), the basis, and the WAN bytes it took."""
+def _solver_iterations(open_federation, workload: Workload, lam: float,
+                       calibration: CalibrationPlan, timing: Timing
+                       ) -> tuple[Range, float, str, int]:
+    """The centralized solver on samples of the timed site's rows: its iterations at full
+    size (low, point, high), the seconds of one of its iterations on the larger sample
+    beyond that sample's pass (``tau``), the basis, and the WAN bytes it took."""
+    site = timing.site
     runs = [central_iterations(open_federation, workload, lam, f, site)
             for f in calibration.fractions()]
-    large, share, _ = runs[0]
-    small, small_share = runs[1][:2] if len(runs) > 1 else (None, None)
-    fit = fit_rounds(large, share, small, small_share)
-    low, point, high = (x + CENTRAL_EXTRA_PASSES for x in (fit.low, fit.point, fit.high))
-    return ((low, point, high), f"{fit.point:.0f} L-BFGS iterations ({fit.how}: the solver "
-            f"on site {site}'s sample)", sum(spent for *_, spent in runs))
+    large, small = runs[0], runs[1] if len(runs) > 1 else None
+    fit = fit_rounds(large["iterations"], large["share"],
+                     small["iterations"] if small else None, small["share"] if small else None)
+    sample_pass = calibration.fraction * (timing.full_pass or 0.0)
+    tau = max(0.0, large["seconds"] / max(1, large["iterations"]) - sample_pass)
+    return ((fit.low, fit.point, fit.high), tau,
+            f"{fit.point:.0f} L-BFGS iterations of {tau * 1e3:.0f} ms beside the passes "
+            f"({fit.how}: the solver on site {site}'s sample)",
+            sum(r["wan_bytes"] for r in runs))

@@ -4,12 +4,13 @@ sizes, compute from the sites' measured passes, and a range around every quantit
 
 Rounds
 ------
-Calibrations on shares :math:`f_a < f_b` of every site's rows (each with
-:math:`\lambda / f^{3/4}`) took :math:`R_a` and :math:`R_b` vector rounds. Where the
-problem's conditioning degrades with the rows, rounds to a tolerance grow as a power
-of them (2^20 hashed features in the identity metric: 41, 91, 217 vector rounds at
-10k, 100k, 1M rows per DC, about :math:`n^{0.36}`); where it does not they are flat
-(2^12 features; 2^20 with the Hessian-diagonal metric). The fit
+Calibrations on shares :math:`f_a < f_b` of every site's rows (each with :math:`\lambda
+/ f`, so that :math:`\lambda` times the rows is the full problem's: each sample is the
+same problem at a smaller size) took :math:`R_a` and :math:`R_b` vector rounds. Where
+the problem's conditioning degrades with the rows, rounds to a tolerance grow as a power
+of them (2^20 hashed features in the identity metric: 41, 91, 217 vector rounds at 10k,
+100k, 1M rows per DC, about :math:`n^{0.36}`); where it does not they are flat (2^12
+features; 2^20 with the Hessian-diagonal metric). The fit
 
 .. math::
 

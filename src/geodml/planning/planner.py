@@ -34,15 +34,13 @@ the number of rounds to the tolerance is what must be learned. The planner takes
    ``geodml compare`` records every real run there, so retraining plans are exact;
 2. else from a *calibration run*: the method itself, over the same sites and wire,
    on an evenly spaced sample of a share ``f`` of each site's rows, with
-   :math:`\lambda_f = \lambda / f^{3/4}` (:data:`LAMBDA_EXPONENT`). Support restriction
+   :math:`\lambda_f = \lambda / f` (:data:`LAMBDA_EXPONENT`), so that
+   :math:`\lambda` times the rows is the full problem's. Support restriction
    keeps the full data's support, so every vector has its full-run size and the
-   metered bytes of the calibration are the prediction. (With the same
-   :math:`\lambda` a small sample is less regularized relative to its rows and needs
-   more rounds; :math:`f^{-3/4}` matched the full run's rounds on the regional CTR
-   data where :math:`f^{-1/2}` overshot by a third and :math:`f^{-1}` undershot:
-   BENCHMARKS.md.) A
-   calibration moves about as many WAN bytes as the run it predicts; it is reported
-   as the plan's calibration cost;
+   metered bytes of the calibration are the prediction (scaled by the rounds'
+   extrapolation below; :data:`LAMBDA_EXPONENT` says why not :math:`f^{3/4}`,
+   the single-sample rule before). A calibration moves about as many WAN bytes as
+   the run it predicts; it is reported as the plan's calibration cost;
 3. else, when the plan's *lower bound* (:data:`MIN_VECTOR_ROUNDS` rounds moving one
    model-sized vector each way) already costs more than a permitted centralized plan
    in the workload's dollars or bytes (whichever ``optimize`` names; never for
