@@ -34,6 +34,7 @@ def test_rounds_that_grow_as_a_power_of_the_rows_are_extrapolated_to_all_rows():
 
 def test_flat_rounds_keep_the_single_sample_prediction():
     fit = fit_rounds(24, 0.02, 23, 0.005)  # within FLAT: rounds do not grow
+    assert fit_rounds(30, 0.2, 21.6, 0.05).how == "flat across samples"  # 1.39x: noise
     assert abs(math.log(24 / 23)) <= math.log1p(FLAT)
     assert fit.point == 24 and fit.exponent == 0 and fit.how == "flat across samples"
     assert fit.low == pytest.approx(24 * math.exp(-NOISE))  # the noise floor, not the gap
@@ -45,6 +46,24 @@ def test_fewer_rounds_on_more_rows_are_not_extrapolated_downwards():
     assert fit.exponent == 0 and fit.point == 20
     assert fit.low == pytest.approx(20 * 20 / 30)  # the spread is the calibrations' gap
     assert fit.high == pytest.approx(20 * 30 / 20)
+
+
+def test_a_sparse_calibration_is_priced_at_dense_vectors():
+    """A sample's vectors are zero off its rows' features and travel sparse; the full
+    run's are dense over the support: each link moves at least that per vector round."""
+    from geodml.planning.deployment import parse_deployment
+
+    deployment = parse_deployment({"home": "us-east", "sites": [
+        {"name": n, "region": n} for n in ("us-east", "eu-west")]})
+    large = {"vector_rounds": 10.0, "fraction": 0.02, "rounds": 20, "evaluations": 10,
+             "links": {"us-east->eu-west": 5000, "eu-west->us-east": 50_000},
+             "calls": [0.0], "network_seconds": 1.0, "sample_pass": None,
+             "converged": True, "calibration_seconds": 1.0}
+    dense = {"us-east->eu-west": 2000.0, "eu-west->us-east": 2000.0}  # per vector round
+    record = predict_geo(large, None, None, dense, deployment)
+    assert record["links"] == {"us-east->eu-west": 20_000, "eu-west->us-east": 50_000}
+    link = deployment.link("us-east", "eu-west")
+    assert record["seconds"] == pytest.approx(1.0 + 15_000 * 8 / (link.bandwidth_mbps * 1e6))
 
 
 def test_the_exponent_is_clamped():

@@ -111,6 +111,8 @@ from geodml.planning.calibration import (
 from geodml.planning.central_time import CalibrationPlan, Timing, central_training
 from geodml.planning.deployment import Deployment
 from geodml.planning.estimates import (
+    MIN_VECTOR_ROUNDS,
+    bound_links,
     central_estimate,
     geo_estimate,
     lower_bound_estimate,
@@ -189,7 +191,10 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         say(f"calibrating {variant.name} on {shares} of every site's rows")
         runs = [calibrate(open_federation, variant, workload, lam, f, deployment, timer)
                 for f in fractions]
-        rec = predict_geo(runs[0], runs[1] if len(runs) > 1 else None, full_seconds)
+        dense = {k: v / MIN_VECTOR_ROUNDS
+                 for k, v in bound_links(sites, deployment.home, variant).items()}
+        rec = predict_geo(runs[0], runs[1] if len(runs) > 1 else None, full_seconds, dense,
+                          deployment)
         records[variant.name] = (
             rec, f"calibrated on {shares} of rows ({rec['rounds_how']}; {rec['compute_how']})",
             sum(r["calibration_wan_bytes"] for r in runs))
