@@ -109,7 +109,7 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
     if timing.full_pass is not None:
         timed = next(s.nnz for s in sites if s.name == timing.site)
         per_pass = timing.full_pass * nnz / max(1, timed)
-        basis += f", each a pass at site {timing.site}'s measured rate"
+        basis += f" + a pass each, measured at {timing.site}"
     else:
         per_pass = nnz / throughput
         basis += ", each at this machine's random-CSR rate"
@@ -133,6 +133,6 @@ def _solver_iterations(open_federation, workload: Workload, lam: float,
     sample_pass = calibration.fraction * (timing.full_pass or 0.0)
     tau = max(0.0, large["seconds"] / max(1, large["iterations"]) - sample_pass)
     return ((fit.low, fit.point, fit.high), tau,
-            f"{fit.point:.0f} L-BFGS iterations of {tau * 1e3:.0f} ms beside the passes "
-            f"({fit.how}: the solver on site {site}'s sample)",
+            f"{fit.point:.0f} L-BFGS iterations (the solver on {site}'s sample, {fit.how}) "
+            f"of {tau * 1e3:.0f} ms",
             sum(r["wan_bytes"] for r in runs))
