@@ -154,6 +154,11 @@ class Meter:
                 "wan_bytes": sum(v["bytes"] for v in links.values() if v["wan"])}
 
 
+def wan_links(snapshot: Mapping) -> dict[str, int]:
+    """Bytes per WAN link ``"src->dst"`` of a :meth:`Meter.snapshot` (local links left out)."""
+    return {name: int(v["bytes"]) for name, v in snapshot["links"].items() if v["wan"]}
+
+
 class AuditLog:
     """Append-only JSON lines, one per call and direction that crosses a DC boundary."""
 

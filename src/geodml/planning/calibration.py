@@ -13,7 +13,7 @@ from pathlib import Path
 
 from geodml.errors import ConfigError
 from geodml.federation import SiteInfo
-from geodml.federation.meter import RoundTraffic
+from geodml.federation.meter import RoundTraffic, wan_links
 from geodml.planning.deployment import Deployment
 from geodml.planning.plans import GeoVariant, Workload
 from geodml.planning.wan import model_run
@@ -93,14 +93,14 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         spec = TrainSpec(loss=workload.loss, lam=lam / fraction**LAMBDA_EXPONENT,
                          gtol=workload.gtol, params=dict(variant.params))
         result = train(fed, variant.method, spec, RunRecorder(fed))
-        ran = _wan_links(fed)
+        ran = wan_links(fed.meter.snapshot())
         timed_from = len(fed.meter.rounds)
         sample_pass = None if variant.secure else time_pass(
             fed, timer, timing_repeats(timer, deployment.home))
-        timing = _difference(_wan_links(fed), ran)
+        timing = _difference(wan_links(fed.meter.snapshot()), ran)
         timed_to = len(fed.meter.rounds)
         fed.close_sessions()
-        links = _difference(_wan_links(fed), timing)
+        links = _difference(wan_links(fed.meter.snapshot()), timing)
         every_round = fed.meter.rounds
     rounds = every_round[:timed_from] + every_round[timed_to:]
     last = result.rows[-1]
@@ -166,7 +166,7 @@ def central_iterations(open_federation, workload: Workload, lam: float, fraction
     import numpy as np
 
     with open_federation(sample_fraction=fraction) as fed:
-        before = _wan_links(fed)
+        before = fed.meter.snapshot()["wan_bytes"]
         share = fed.sites[site].rows * fraction / max(1, fed.site_rows)
         fed.prepare(workload.loss, lam / share**LAMBDA_EXPONENT, restrict_to_support=False)
         params = {"max_iter": CENTRAL_MAX_ITER, "gtol": workload.gtol, "precondition": "diag"}
@@ -175,14 +175,9 @@ def central_iterations(open_federation, workload: Workload, lam: float, fraction
                                         sites=[site])
         seconds = time.perf_counter() - start
         fed.close_sessions()
-        spent = sum(_difference(_wan_links(fed), before).values())
+        spent = fed.meter.snapshot()["wan_bytes"] - before
     return {"iterations": int(info["iterations"]), "share": share, "seconds": seconds,
             "wan_bytes": spent}
-
-
-def _wan_links(fed) -> dict[str, int]:
-    return {name: int(v["bytes"]) for name, v in fed.meter.snapshot()["links"].items()
-            if v["wan"]}
 
 
 def _difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

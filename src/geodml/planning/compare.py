@@ -46,7 +46,7 @@ from geodml.algorithms.centralize import Refused, train_centralized_baseline
 from geodml.algorithms.record import RoundRow, RunRecorder, RunResult
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.data.dataset import Dataset
-from geodml.federation.meter import RoundTraffic
+from geodml.federation.meter import RoundTraffic, wan_links
 from geodml.planning.calibration import DEFAULT_CALIBRATION_ROWS, CalibrationStore, count_rounds
 from geodml.planning.connect import FederationFactory
 from geodml.planning.deployment import Deployment
@@ -182,7 +182,7 @@ def _run_geo(open_federation: FederationFactory, variant: GeoVariant, workload: 
         snapshot = fed.meter.snapshot()
         rounds = fed.meter.rounds
     modeled = model_run(rounds, deployment)
-    links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
+    links = wan_links(snapshot)
     last = result.rows[-1]
     objective = result.objective if np.isfinite(result.objective) else None  # dp-gd: none
     report = RunReport(
@@ -218,7 +218,7 @@ def _run_central(open_federation: FederationFactory, workload: Workload,
         return RunReport(name, "centralized", False, refused_by=result.sites,
                          messages=result.messages, audit=str(audit.relative_to(out)),
                          reason=str(result)), result
-    links = {k: int(v["bytes"]) for k, v in snapshot["links"].items() if v["wan"]}
+    links = wan_links(snapshot)
     exports = {}
     for link, nbytes in links.items():
         src, _, dst = link.partition("->")

@@ -32,9 +32,11 @@ two calibrations' disagreement measures it: :math:`s = \max(\mathrm{NOISE},
 
     [\min(R_b, R(1))\, e^{-s},\ \max(R_b, R(1))\, e^{s}].
 
-Bytes and dollars scale with the rounds (every vector round has its full-run size:
-calibrations keep the full data's support). Modeled time is the calibration's rounds
-over the links plus its compute at full size, both scaled the same way.
+Bytes and dollars scale with the rounds, each link at no less than dense vectors over
+the site's support per vector round (calibrations keep the full data's support, but a
+sample's vectors are zero off its rows' features and travel sparse: :func:`predict_geo`).
+Modeled time is the calibration's rounds over the links plus its compute at full size,
+both scaled the same way.
 
 Compute at full size
 --------------------

@@ -98,6 +98,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from geodml.federation.meter import wan_links
 from geodml.planning.calibration import (
     DEFAULT_CALIBRATION_ROWS,
     CalibrationStore,
@@ -145,16 +146,14 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
     say = progress or (lambda _msg: None)
     with open_federation() as fed:
         sites = list(fed.sites.values())
-        describe = {k: int(v["bytes"]) for k, v in fed.meter.snapshot()["links"].items()
-                    if v["wan"]}
+        describe = wan_links(fed.meter.snapshot())
         n_rows = sum(s.rows for s in sites)
         lam = 1.0 / n_rows if workload.lam is None else float(workload.lam)
         timer = timing_site(sites, deployment.home)
         say(f"timing one pass over site {timer}'s rows")
         full_seconds = full_pass(fed, workload.loss, lam, timer,
                                  timing_repeats(timer, deployment.home))
-        timing_bytes = sum(int(v["bytes"]) for v in fed.meter.snapshot()["links"].values()
-                           if v["wan"]) - sum(describe.values())
+        timing_bytes = fed.meter.snapshot()["wan_bytes"] - sum(describe.values())
     calibration = CalibrationPlan(calibrate_mode, calibration_fraction(sites, calibration_rows),
                                   calibration_points)
     # bytes and dollars of centralizing do not depend on its training time
