@@ -34,6 +34,8 @@ from geodml.site.policy import Policy
 from geodml.site.service import SiteError, SiteService
 from geodml.wire.protocol import pb
 
+from .tools.opened import UNNAMED, OpenedFederations
+
 HOME = "us-east"
 REGIONS = ("us-east", "eu-west", "ap-south", "sa-east")
 ROWS = 6000  # per site
@@ -56,29 +58,20 @@ def deployment() -> Deployment:
                              "sites": [{"name": n, "region": n} for n in REGIONS]})
 
 
-_UNNAMED = object()
-
-
-class Sites:
+class Sites(OpenedFederations):
     """``open_federation(compression=None, sample_fraction=1.0, audit=None)`` over shared
     in-process sites; remembers the sample fraction of every federation it opened
-    (``fractions``), apart from the samples the centralized solver is calibrated on
-    (``solver_samples``: opened without naming a compression, as geo calibrations do)."""
+    (:class:`~tests.tools.opened.OpenedFederations`)."""
 
     def __init__(self, datasets, forbid_export=(), **policy):
         self.services = {
             n: SiteService(n, n, d, Policy(allow_raw_export=n not in forbid_export, **policy))
             for n, d in datasets.items()}
-        self.fractions: list[float] = []
-        self.solver_samples: list[float] = []
+        super().__init__()
 
-    def __call__(self, compression=_UNNAMED, sample_fraction=_UNNAMED, audit=None,
+    def __call__(self, compression=UNNAMED, sample_fraction=UNNAMED, audit=None,
                  secure=None) -> Federation:
-        # the centralized solver's samples name a fraction but no compression
-        solver = compression is _UNNAMED and sample_fraction is not _UNNAMED
-        compression = None if compression is _UNNAMED else compression
-        sample_fraction = 1.0 if sample_fraction is _UNNAMED else sample_fraction
-        (self.solver_samples if solver else self.fractions).append(sample_fraction)
+        compression, sample_fraction = self.record(compression, sample_fraction)
         return Federation([InProcessTransport(s) for s in self.services.values()], HOME,
                           audit=AuditLog(audit) if audit else None, compression=compression,
                           sample_fraction=sample_fraction, secure=secure)

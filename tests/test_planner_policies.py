@@ -36,6 +36,8 @@ from geodml.site.launcher import LocalCluster
 from geodml.site.policy import Policy
 from geodml.site.service import SiteService
 
+from .tools.opened import UNNAMED, OpenedFederations
+
 HOME = "us-east"
 REGIONS = ("us-east", "eu-west", "ap-south", "sa-east")
 DELTA = 1e-5
@@ -59,10 +61,7 @@ def deployment():
                                                       for n in REGIONS]})
 
 
-_UNNAMED = object()
-
-
-class Sites:
+class Sites(OpenedFederations):
     """``open_federation(...)`` over shared in-process sites with one policy for all."""
 
     def __init__(self, datasets, seed: int = 0, budgets: dict[str, float] | None = None,
@@ -76,17 +75,12 @@ class Sites:
             n: SiteService(n, n, d, policy_of(n),
                            secret=hashlib.sha256(f"{seed} {n}".encode()).digest())
             for n, d in datasets.items()}
-        self.fractions: list[float] = []  # of every federation but the solver's samples
-        self.solver_samples: list[float] = []  # the centralized solver's (no compression named)
+        super().__init__()
         self.nonce_seed = f"nonces {seed}".encode()  # the noise: fixed by secret and nonce
 
-    def __call__(self, compression=_UNNAMED, sample_fraction=_UNNAMED, audit=None,
+    def __call__(self, compression=UNNAMED, sample_fraction=UNNAMED, audit=None,
                  secure=None) -> Federation:
-        # the centralized solver's samples name a fraction but no compression
-        solver = compression is _UNNAMED and sample_fraction is not _UNNAMED
-        compression = None if compression is _UNNAMED else compression
-        sample_fraction = 1.0 if sample_fraction is _UNNAMED else sample_fraction
-        (self.solver_samples if solver else self.fractions).append(sample_fraction)
+        compression, sample_fraction = self.record(compression, sample_fraction)
         return Federation([InProcessTransport(s) for s in self.services.values()], HOME,
                           audit=AuditLog(audit) if audit else None, compression=compression,
                           sample_fraction=sample_fraction, secure=secure,
