@@ -79,16 +79,19 @@ def in_process_sites(sites: dict[str, Dataset], stream: bool = False) -> list[Si
             for n, d in sites.items()]
 
 
-def federation_factory(services: Sequence[SiteService], home: str
+def federation_factory(services: Sequence[SiteService], home: str, serial: bool = True
                        ) -> Callable[..., Federation]:
     """The in-process twin of :func:`geodml.planning.connect.federation_factory`: the same messages
-    and metered bytes as gRPC, without sockets."""
+    and metered bytes as gRPC, without sockets. ``serial`` (default): one site's call at a
+    time, so that each call's duration is that site's compute alone, as on a machine of
+    its own (the sites share this process and its cores); the modeled time is then a
+    deployment's, the wall time the sum over the sites."""
     def open_federation(compression=None, sample_fraction: float = 1.0,
                         audit: str | None = None, secure=None, validation=None) -> Federation:
         return Federation([InProcessTransport(s) for s in services], home,
                           audit=AuditLog(audit) if audit else None, compression=compression,
                           sample_fraction=sample_fraction, secure=secure,
-                          validation=validation)
+                          validation=validation, serial=serial)
     return open_federation
 
 

@@ -209,7 +209,8 @@ def run_size(spec: dict) -> dict:
         return on_row
 
     t_compare = time.perf_counter()
-    c = run_compare(federation_factory(services, names[0]), deployment, variants, out,
+    c = run_compare(federation_factory(services, names[0], not spec.get("concurrent_sites")),
+                    deployment, variants, out,
                     Workload(gtol=spec["gtol"]), test=test, calibrate_mode="always",
                     store=CalibrationStore(out / "calibration.json"),
                     calibration_rows=spec["calibration_rows"],
@@ -764,6 +765,10 @@ def main() -> None:
                     help="calibrations per geo plan (2: also a quarter of the rows, to "
                          "extrapolate the rounds' growth)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--concurrent-sites", action="store_true",
+                    help="call the in-process sites at once (they then share this "
+                         "machine's cores, and each call's time holds the others' work); "
+                         "default: one at a time, each call's time its site's alone")
     ap.add_argument("--stream", action="store_true",
                     help="sites read their rows block by block from memory-mapped files "
                          "(resident memory O(rows), not O(nonzeros); the same sums)")
@@ -811,7 +816,7 @@ def main() -> None:
                 "calibration_points": args.calibration_points, "seed": args.seed,
                 "max_iterations": args.max_iterations, "run_seconds": args.run_seconds,
                 "time_budget": args.time_budget, "memory_gb": args.memory_gb,
-                "stream": args.stream}
+                "stream": args.stream, "concurrent_sites": args.concurrent_sites}
     n_plans = 1 + len(methods) * len(compress)
     console.print(f"[bold]paper experiment[/]: {len(dcs)} DC counts x {len(sizes)} sizes, "
                   f"2^{args.bits} features, {n_plans} plans per size; work {work}, out {out}")
@@ -824,7 +829,8 @@ def main() -> None:
                 "calibration_rows": args.calibration_rows,
                 "calibration_points": args.calibration_points, "seed": args.seed,
                 "max_iterations": args.max_iterations, "run_seconds": args.run_seconds,
-                "stream": args.stream, "work": str(work)}
+                "stream": args.stream, "concurrent_sites": args.concurrent_sites,
+                "work": str(work)}
         key = _settings_key(spec)
         # keyed by the settings too: other settings in the same WORK keep their results
         size_dir = work / "runs" / f"k{K}-n{n}-{key}"

@@ -119,3 +119,14 @@ def test_a_recommendation_is_decided_only_where_the_ranges_separate():
     # a lower bound (no high end) above the best's range does not block a decision
     bound = _estimate("c", 5.0, 5.0, math.inf)
     assert _recommend([_estimate("a", 1.0, 0.8, 1.2), bound], "usd")[2] is True
+
+
+def test_solver_iteration_cost_is_a_line_through_the_sample_and_the_site():
+    from geodml.planning.central_time import _iteration_cost
+
+    cost = _iteration_cost((1e6, 0.012), (1e7, 0.102))  # 10 ns per nonzero + 2 ms
+    assert cost(1e8) == pytest.approx(1.002)
+    assert cost(1e6) == pytest.approx(0.012)
+    # the larger no slower (noise): all of its time grows with the rows
+    flat = _iteration_cost((1e6, 0.05), (1e7, 0.04))
+    assert flat(4e7) == pytest.approx(0.16)

@@ -307,3 +307,35 @@ def test_plaintext_needs_the_flag_and_a_loopback_address(regional, tmp_path):
     result = CliRunner().invoke(main, ["site", "serve", "--insecure", "--config", str(path)])
     assert result.exit_code != 0
     assert "0.0.0.0" in result.output and "loopback" in result.output
+
+
+class _Overlap(InProcessTransport):
+    """An in-process site that records how many sites' calls were running at once."""
+
+    def __init__(self, service: SiteService, live: list[int], peak: list[int], lock):
+        super().__init__(service)
+        self.live, self.peak, self.lock = live, peak, lock
+
+    def call(self, method: str, request, timeout: float | None = None):
+        with self.lock:
+            self.live[0] += 1
+            self.peak[0] = max(self.peak[0], self.live[0])
+        try:
+            yield from list(super().call(method, request, timeout))
+        finally:
+            with self.lock:
+                self.live[0] -= 1
+
+
+def test_serial_federation_calls_one_site_at_a_time_with_the_same_sums(regional):
+    import threading
+
+    live, peak, lock = [0], [0], threading.Lock()
+    services = [SiteService(n, n, load_dataset(p)) for n, p in regional.items()]
+    transports = [_Overlap(s, live, peak, lock) for s in services]
+    with Federation(transports, home="us-east", serial=True) as fed:
+        result = run_lbfgs(fed, iterations=3)
+    with in_process(regional) as reference:
+        expected = run_lbfgs(reference, iterations=3)
+    np.testing.assert_array_equal(result.w, expected.w)
+    assert peak[0] == 1

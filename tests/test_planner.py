@@ -409,7 +409,7 @@ def test_the_centralized_solver_is_calibrated_at_home_without_moving_rows(datase
     workload = Workload(gtol=GTOL)
     lam = 1.0 / (len(REGIONS) * ROWS)
     solver = central_iterations(sites, workload, lam, 0.5, HOME)
-    assert 3 <= solver["iterations"] < 200 and solver["seconds"] > 0
+    assert 3 <= solver["iterations"] < 200 and solver["iteration_seconds"] > 0
     assert solver["share"] == pytest.approx(0.5 / len(REGIONS))  # half of one site of four
     # Prepare and Close only: the solve and its vectors stay in the home DC
     assert 0 < solver["wan_bytes"] < 2048

@@ -416,10 +416,11 @@ class CompareConfig:
     test_dir: str | None = None
     exceptions: tuple[tuple[str, str], ...] = ()  # (site, address of its exception server)
     out_dir: str = "geodml-report"
+    serial_sites: bool = False  # one site's call at a time (sites sharing one machine)
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> CompareConfig:
         return cls(plan=PlanConfig.from_params(p), test_dir=p.get("test_dir"),
                    exceptions=parse_addresses(tuple(p.get("exceptions") or ()),
                                               "--exception-site"),
-                   out_dir=p["out_dir"])
+                   out_dir=p["out_dir"], serial_sites=bool(p.get("serial_sites")))

@@ -84,7 +84,7 @@ class Federation(SiteClient, Recovery, Channels):
         compression: CompressionConfig | None = None, sample_fraction: float = 1.0,
         reliability: Reliability | None = None, journal: Journal | None = None,
         secure: SecureAggregation | None = None, nonce_seed: bytes | None = None,
-        validation: ValidationJob | None = None,
+        validation: ValidationJob | None = None, serial: bool = False,
     ):
         """``sample_fraction`` < 1 binds every job to an evenly spaced sample of that
         share of each site's rows (the planner's calibration runs); ``n_rows`` is then
@@ -103,7 +103,14 @@ class Federation(SiteClient, Recovery, Channels):
 
         ``validation``: every site holds out a share of its rows; each gradient round
         then also scores them (:mod:`geodml.job.validation`) and
-        :meth:`take_validation` gives the metrics at the last point evaluated."""
+        :meth:`take_validation` gives the metrics at the last point evaluated.
+
+        ``serial``: call one site at a time (in the sites' order), so that each call's
+        duration is its site's compute alone. For sites that share one machine (an
+        emulation on loopback or in process), where concurrent calls would slow each
+        other down and the WAN model (:func:`geodml.planning.wan.model_run`), which takes
+        a round's compute as its slowest call, would charge every DC for the others'
+        work; the model's time is then that of DCs with machines of their own."""
         self.transports = {t.site: t for t in transports}
         if not 0 < sample_fraction <= 1:
             raise GeodmlError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
@@ -129,7 +136,8 @@ class Federation(SiteClient, Recovery, Channels):
             else set()
         self.dropped: dict[str, str] = {}  # sites the run continued without, and why
         self.recoveries: dict[str, int] = {}  # restarted sites recovered, per site
-        self._pool = ThreadPoolExecutor(len(self.transports))
+        self.serial = serial
+        self._pool = ThreadPoolExecutor(1 if serial else len(self.transports))
         self._round = 0
         self.vectors_down = 0  # model-sized vectors sent to every site, counted per round
         self.vectors_up = 0  # and received from every site

@@ -156,27 +156,31 @@ def full_pass(fed, loss: str, lam: float, site: str, repeats: int = 1) -> float 
 
 
 def central_iterations(open_federation, workload: Workload, lam: float, fraction: float,
-                       site: str) -> dict:
-    """The centralized solver (L-BFGS in its diagonal metric, to ``gtol``) on a
-    ``fraction`` sample of ``site``'s rows, over the full feature space, with lambda
-    scaled as for a calibration on that sample's ``share`` of all rows: its
-    ``iterations``, the wall ``seconds`` of the solve at the site, and the ``wan_bytes``
-    it took (none beyond the sessions when ``site`` is the home DC's: its rows and its
-    vectors stay inside the DC)."""
+                       site: str, max_iter: int = CENTRAL_MAX_ITER) -> dict:
+    """The centralized solver (L-BFGS in its diagonal metric, to ``gtol`` or ``max_iter``
+    iterations) on a ``fraction`` sample of ``site``'s rows, over the full feature space,
+    with lambda scaled as for a calibration on that sample's ``share`` of all rows: its
+    ``iterations``, the ``iteration_seconds`` of one iteration as the site timed it
+    (from the second on; else the call's wall time over the iterations), and the
+    ``wan_bytes`` it took (none beyond the sessions when ``site`` is the home DC's: its
+    rows and its vectors stay inside the DC)."""
     import numpy as np
 
     with open_federation(sample_fraction=fraction) as fed:
         before = fed.meter.snapshot()["wan_bytes"]
         share = fed.sites[site].rows * fraction / max(1, fed.site_rows)
         fed.prepare(workload.loss, lam / share**LAMBDA_EXPONENT, restrict_to_support=False)
-        params = {"max_iter": CENTRAL_MAX_ITER, "gtol": workload.gtol, "precondition": "diag"}
+        params = {"max_iter": max_iter, "gtol": workload.gtol, "precondition": "diag"}
         start = time.perf_counter()
         (_, info, _), = fed.local_solve("local_minimize", params, [np.zeros(fed.n_features)],
                                         sites=[site])
         seconds = time.perf_counter() - start
         fed.close_sessions()
         spent = fed.meter.snapshot()["wan_bytes"] - before
-    return {"iterations": int(info["iterations"]), "share": share, "seconds": seconds,
+    iterations = int(info["iterations"])
+    steady = info.get("iteration_seconds")
+    return {"iterations": iterations, "share": share,
+            "iteration_seconds": seconds / max(1, iterations) if steady is None else steady,
             "wan_bytes": spent}
 
 

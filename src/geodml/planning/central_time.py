@@ -11,26 +11,28 @@ nonzeros. ``E`` comes, in order of preference, from
    it) on one or two samples of its rows with lambda scaled as for a calibration
    (:func:`~geodml.planning.calibration.central_iterations`), its iterations
    extrapolated to full size as geo plans' rounds are
-   (:func:`~geodml.planning.extrapolate.fit_rounds`), plus
-   :data:`CENTRAL_EXTRA_PASSES`;
+   (:func:`~geodml.planning.extrapolate.fit_rounds`), each iteration timed (below);
 3. an sqm-lbfgs calibration (the same L-BFGS over exact sums), if one ran;
 4. :data:`DEFAULT_CENTRAL_EVALUATIONS`, with its range.
 
 A pass costs ``P = P_t nnz / nnz_t``: the timed site's measured pass over its rows
 (:func:`~geodml.planning.calibration.full_pass`) scaled by nonzeros; where none could
 be timed, ``nnz / r`` at this machine's random-CSR throughput ``r``. An L-BFGS
-iteration also costs what does not grow with the rows: its vector arithmetic over all
-``d`` features (the two-loop recursion reads ``4 m`` vectors of ``d``; at ``2^20``
-features this outweighs a pass over 200,000 rows). The solver's calibration measures
-it: an iteration there took ``T_s / I_s`` (its wall time over its iterations), of
-which ``tau = T_s / I_s - f P_t`` is not the sample's pass (``f`` of the timed site's
-rows), so
+iteration costs more than a pass: the gradient, the new direction's margins ``X p``
+(in float64, over float32 rows widened block by block), the line search; and its
+vector arithmetic over all ``d`` features, which does not grow with the rows (the
+two-loop recursion reads ``4 m`` vectors of ``d``; at ``2^20`` features this outweighs
+a pass over 200,000 rows). The solver's iterations are timed at the site twice, on the
+larger sample and over all its rows (a few iterations), and
+``t(n) = r n + tau`` is drawn through the two (measured: 3-4 passes per iteration
+over 1.28M rows at 2^12 features, where one pass per iteration under-predicted the
+training by half), so
 
-    T_train = E P + I tau,    E = I + CENTRAL_EXTRA_PASSES,
+    T_train = I t(nnz) + CENTRAL_EXTRA_PASSES P,
 
 ``I`` the extrapolated iterations and :data:`CENTRAL_EXTRA_PASSES` the passes' worth
-beyond one per iteration (the first evaluation, the metric, and the copy's
-concatenation and the solver's setup).
+beyond the iterations (the first evaluation, the metric, and the copy's concatenation
+and the solver's setup). Without the solver's calibration, ``T_train = E P``.
 """
 
 from __future__ import annotations
@@ -46,12 +48,13 @@ from geodml.planning.plans import Workload
 # the centralized L-BFGS in the diagonal metric to gtol 1e-3: 18-33 iterations on the
 # regional CTR data at 2^12 and 2^20 (BENCHMARKS.md); assumed when nothing better is known
 DEFAULT_CENTRAL_EVALUATIONS = (18.0, 30.0, 45.0)
-# beyond one pass per L-BFGS iteration: the first evaluation and the metric (2), and the
+# beyond the L-BFGS iterations: the first evaluation and the metric (2), and the
 # concatenation of the exported rows and the solver's setup (about 4: 0.33 s against
 # passes of 0.03-0.13 s over 200,000 rows at 2^20 features on the loaded 2-core machine)
 CENTRAL_EXTRA_PASSES = 6
 SMALL_SHARE = 0.25  # a second calibration samples this share of the first's rows
 SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not extrapolated
+COST_ITERATIONS = 4  # the solver's iterations timed over all of the timed site's rows
 
 Range = tuple[float, float, float]  # (low, point, high)
 
@@ -89,15 +92,24 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
         train = float(recorded["train_seconds"])
         return ((train, train, train), f"recorded run ({recorded.get('recorded')}): "
                 f"{recorded['iterations']} L-BFGS iterations", 0)
-    spent, per_iteration, iterations = 0, 0.0, (0.0, 0.0, 0.0)
+    nnz = sum(s.nnz for s in sites)
+    per_pass = nnz / throughput
+    if timing.full_pass is not None:
+        timed = next(s.nnz for s in sites if s.name == timing.site)
+        per_pass = timing.full_pass * nnz / max(1, timed)
+        if calibration.mode != "never":
+            say(f"calibrating the centralized solver on site {timing.site}'s rows "
+                "(they stay there)")
+            iterations, cost, basis, spent = _solver_iterations(
+                open_federation, workload, lam, calibration, timing.site, timed)
+            per_iteration = cost(nnz)
+            seconds = tuple(i * per_iteration + CENTRAL_EXTRA_PASSES * per_pass
+                            for i in iterations)
+            return seconds, (f"{basis} of {per_iteration * 1e3:,.0f} ms each (the solver's "
+                             f"iterations timed at {timing.site}, scaled to all nonzeros) + "
+                             f"{CENTRAL_EXTRA_PASSES} passes"), spent
     lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
-    if timing.full_pass is not None and calibration.mode != "never":
-        say(f"calibrating the centralized solver on site {timing.site}'s rows "
-            "(they stay there)")
-        iterations, per_iteration, basis, spent = _solver_iterations(
-            open_federation, workload, lam, calibration, timing)
-        counts = tuple(i + CENTRAL_EXTRA_PASSES for i in iterations)
-    elif lbfgs is not None:
+    if lbfgs is not None:
         low, point, high = lbfgs.get("range", (1.0, 1.0, 1.0))
         evaluations = float(lbfgs["evaluations"])
         counts = (evaluations * low / point, evaluations, evaluations * high / point)
@@ -105,34 +117,44 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
     else:
         counts = DEFAULT_CENTRAL_EVALUATIONS
         basis = f"{counts[1]:.0f} L-BFGS evaluations assumed ({counts[0]:.0f}-{counts[2]:.0f})"
-    nnz = sum(s.nnz for s in sites)
-    if timing.full_pass is not None:
-        timed = next(s.nnz for s in sites if s.name == timing.site)
-        per_pass = timing.full_pass * nnz / max(1, timed)
-        basis += f" + a pass each, measured at {timing.site}"
-    else:
-        per_pass = nnz / throughput
-        basis += ", each at this machine's random-CSR rate"
-    low, point, high = (c * per_pass + i * per_iteration
-                        for c, i in zip(counts, iterations, strict=True))
-    return (low, point, high), basis, spent
+    basis += (f" + a pass each, measured at {timing.site}" if timing.full_pass is not None
+              else ", each at this machine's random-CSR rate")
+    low, point, high = (c * per_pass for c in counts)
+    return (low, point, high), basis, 0
 
 
 def _solver_iterations(open_federation, workload: Workload, lam: float,
-                       calibration: CalibrationPlan, timing: Timing
-                       ) -> tuple[Range, float, str, int]:
-    """The centralized solver on samples of the timed site's rows: its iterations at full
-    size (low, point, high), the seconds of one of its iterations on the larger sample
-    beyond that sample's pass (``tau``), the basis, and the WAN bytes it took."""
-    site = timing.site
+                       calibration: CalibrationPlan, site: str, site_nnz: int
+                       ) -> tuple[Range, Callable[[float], float], str, int]:
+    """The centralized solver at ``site`` (whose rows never leave it): its iterations at
+    full size (low, point, high) from runs on samples of the site's rows, extrapolated as
+    geo plans' rounds are; the seconds of one of its iterations as a function of the
+    nonzeros, ``t(n) = r n + tau``, through the per-iteration times of the larger sample
+    and of :data:`COST_ITERATIONS` iterations over all the site's rows (an iteration is
+    a few passes: the gradient, the direction's margins ``X p``, the line search; ``tau``
+    the vector arithmetic over all ``d`` features, which does not grow with the rows);
+    the basis; and the WAN bytes it took."""
     runs = [central_iterations(open_federation, workload, lam, f, site)
             for f in calibration.fractions()]
     large, small = runs[0], runs[1] if len(runs) > 1 else None
     fit = fit_rounds(large["iterations"], large["share"],
                      small["iterations"] if small else None, small["share"] if small else None)
-    sample_pass = calibration.fraction * (timing.full_pass or 0.0)
-    tau = max(0.0, large["seconds"] / max(1, large["iterations"]) - sample_pass)
-    return ((fit.low, fit.point, fit.high), tau,
-            f"{fit.point:.0f} L-BFGS iterations (the solver on {site}'s sample, {fit.how}) "
-            f"of {tau * 1e3:.0f} ms",
-            sum(r["wan_bytes"] for r in runs))
+    full = central_iterations(open_federation, workload, lam, 1.0, site,
+                              max_iter=COST_ITERATIONS)
+    cost = _iteration_cost((calibration.fraction * site_nnz, large["iteration_seconds"]),
+                           (float(site_nnz), full["iteration_seconds"]))
+    return ((fit.low, fit.point, fit.high), cost,
+            f"{fit.point:.0f} L-BFGS iterations (the solver on {site}'s sample, {fit.how})",
+            sum(r["wan_bytes"] for r in [*runs, full]))
+
+
+def _iteration_cost(small: tuple[float, float], large: tuple[float, float]
+                    ) -> Callable[[float], float]:
+    """``t(n) = r n + tau`` through two (nonzeros, seconds) points, ``r, tau >= 0``;
+    where the larger took no longer (noise), all of its time grows with the rows."""
+    (n1, t1), (n2, t2) = small, large
+    rate = (t2 - t1) / (n2 - n1) if n2 > n1 and t2 > t1 else 0.0
+    if rate <= 0.0:
+        return lambda n: t2 * n / max(1.0, n2)
+    tau = max(0.0, t1 - rate * n1)
+    return lambda n: rate * n + tau

@@ -61,17 +61,18 @@ def site_transports(deployment: Deployment, addresses: Mapping[str, str] | None 
     return transports
 
 
-def federation_factory(deployment: Deployment,
-                       addresses: Mapping[str, str] | None = None) -> FederationFactory:
+def federation_factory(deployment: Deployment, addresses: Mapping[str, str] | None = None,
+                       serial: bool = False) -> FederationFactory:
     """``open(compression=None, sample_fraction=1.0, audit=None, secure=None) ->
     Federation``: a fresh federation (own channels, own meter) over the deployment's
-    sites (``secure``: secure aggregation on)."""
+    sites (``secure``: secure aggregation on); ``serial``: it calls one site at a time
+    (sites sharing one machine; see :class:`~geodml.federation.Federation`)."""
 
     def open_federation(compression: CompressionConfig | None = None,
                         sample_fraction: float = 1.0, audit: str | None = None,
                         secure: SecureAggregation | None = None) -> Federation:
         return Federation(site_transports(deployment, addresses), deployment.home,
                           audit=AuditLog(audit) if audit else None, compression=compression,
-                          sample_fraction=sample_fraction, secure=secure)
+                          sample_fraction=sample_fraction, secure=secure, serial=serial)
 
     return open_federation

@@ -13,10 +13,12 @@ returns the minimizer of the site's own regularized objective
 
     F_k(v) = (1/n_k) L_k(v) + (lambda/2) ||v||^2,
 
-started from ``w0`` — the building block of one-shot parameter averaging — and its
-L-BFGS iterations; with ``precondition = "diag"`` in the centralized solver's metric
+started from ``w0`` — the building block of one-shot parameter averaging — its
+L-BFGS iterations, and the seconds of one iteration at the site (from the second on:
+the first may search its line longer; None under two iterations); with
+``precondition = "diag"`` in the centralized solver's metric
 (:func:`geodml.centralized.train_centralized`), which is how the planner learns that
-solver's iterations from the home DC's rows without moving them.
+solver's iterations and their cost from the home DC's rows without moving them.
 
 ``warm_start`` (no inputs; params ``max_iter``, ``gtol``) solves the site's own
 problem and returns four blocks for the curvature-weighted warm start
@@ -40,6 +42,7 @@ sum, so that it fits a compressed wire format (float16 tops out at 65504).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -112,9 +115,13 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
         n = max(1, ctx.n_rows)
         curvature = ctx.loss.constant_curvature(ctx.executor.label_sum() / n)
         metric = Preconditioner().metric(ctx.executor.hess_diag(curvature), n, ctx.lam)
-    result = solve(objective, "lbfgs", metric, inputs[0], options)
+    times: list[float] = []  # at the start point and after every iteration
+    result = solve(objective, "lbfgs", metric, inputs[0], options,
+                   lambda _rec, _w: times.append(time.perf_counter()))
+    # an iteration's seconds from the second on: the first may take a longer line search
+    steady = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else None
     return result.w, {"iterations": result.iterations, "objective": result.f,
-                      "converged": result.converged}
+                      "converged": result.converged, "iteration_seconds": steady}
 
 
 def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
