@@ -24,9 +24,9 @@ vector arithmetic over all ``d`` features, which does not grow with the rows (th
 two-loop recursion reads ``4 m`` vectors of ``d``; at ``2^20`` features this outweighs
 a pass over 200,000 rows). The solver's iterations are timed at the site twice, on the
 larger sample and over all its rows (a few iterations), and
-``t(n) = r n + tau`` is drawn through the two (measured: 3-4 passes per iteration
-over 1.28M rows at 2^12 features, where one pass per iteration under-predicted the
-training by half), so
+``t(n) = r n + tau`` is drawn through the two (measured on the 2^12 grid: 2-4 passes
+per iteration, where one pass per iteration under-predicted the training by up to
+60%), so
 
     T_train = I t(nnz) + CENTRAL_EXTRA_PASSES P,
 
@@ -54,7 +54,7 @@ DEFAULT_CENTRAL_EVALUATIONS = (18.0, 30.0, 45.0)
 CENTRAL_EXTRA_PASSES = 6
 SMALL_SHARE = 0.25  # a second calibration samples this share of the first's rows
 SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not extrapolated
-COST_ITERATIONS = 4  # the solver's iterations timed over all of the timed site's rows
+COST_ITERATIONS = 6  # the solver's iterations timed over all of the timed site's rows
 
 Range = tuple[float, float, float]  # (low, point, high)
 

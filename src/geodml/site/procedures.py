@@ -14,8 +14,8 @@ returns the minimizer of the site's own regularized objective
     F_k(v) = (1/n_k) L_k(v) + (lambda/2) ||v||^2,
 
 started from ``w0`` — the building block of one-shot parameter averaging — its
-L-BFGS iterations, and the seconds of one iteration at the site (from the second on:
-the first may search its line longer; None under two iterations); with
+L-BFGS iterations, and the median seconds of an iteration at the site (from the second
+on: the first may search its line longer; None under two iterations); with
 ``precondition = "diag"`` in the centralized solver's metric
 (:func:`geodml.centralized.train_centralized`), which is how the planner learns that
 solver's iterations and their cost from the home DC's rows without moving them.
@@ -118,8 +118,9 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
     times: list[float] = []  # at the start point and after every iteration
     result = solve(objective, "lbfgs", metric, inputs[0], options,
                    lambda _rec, _w: times.append(time.perf_counter()))
-    # an iteration's seconds from the second on: the first may take a longer line search
-    steady = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else None
+    # an iteration's seconds from the second on (the first may search its line longer),
+    # the median: on a machine whose page faults are slow one iteration can take 4x
+    steady = float(np.median(np.diff(times[1:]))) if len(times) > 2 else None
     return result.w, {"iterations": result.iterations, "objective": result.f,
                       "converged": result.converged, "iteration_seconds": steady}
 
