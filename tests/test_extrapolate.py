@@ -130,3 +130,10 @@ def test_solver_iteration_cost_is_a_line_through_the_sample_and_the_site():
     # the larger no slower (noise): all of its time grows with the rows
     flat = _iteration_cost((1e6, 0.05), (1e7, 0.04))
     assert flat(4e7) == pytest.approx(0.16)
+
+
+def test_memory_growth_rate_is_timed_in_a_child_and_positive():
+    from geodml.planning.calibration import memory_growth_rate
+
+    rate = memory_growth_rate.__wrapped__(8 << 20)  # a small probe, not the cached one
+    assert rate is not None and 1e6 < rate < 1e13

@@ -28,11 +28,15 @@ larger sample and over all its rows (a few iterations), and
 per iteration, where one pass per iteration under-predicted the training by up to
 60%), so
 
-    T_train = I t(nnz) + CENTRAL_EXTRA_PASSES P,
+    T_train = I t(nnz) + CENTRAL_EXTRA_PASSES P + S,
 
-``I`` the extrapolated iterations and :data:`CENTRAL_EXTRA_PASSES` the passes' worth
-beyond the iterations (the first evaluation, the metric, and the copy's concatenation
-and the solver's setup). Without the solver's calibration, ``T_train = E P``.
+``I`` the extrapolated iterations, :data:`CENTRAL_EXTRA_PASSES` the passes beyond the
+iterations (the first evaluation, the metric) and ``S`` the setup: the home DC writes
+the concatenated copy of the rows and the solver's transposed blocks into memory it
+never had, :data:`SETUP_BYTES_PER_NONZERO` bytes per nonzero at this machine's rate of
+memory growth (:func:`~geodml.planning.calibration.memory_growth_rate`; on the
+development VM this was a third of the training at 2^12 features, where 4 passes had
+priced it at a sixth). Without the solver's calibration, ``T_train = E P + S``.
 """
 
 from __future__ import annotations
@@ -41,17 +45,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from geodml.federation import SiteInfo
-from geodml.planning.calibration import CalibrationStore, central_iterations
+from geodml.planning.calibration import (
+    CalibrationStore,
+    central_iterations,
+    memory_growth_rate,
+)
 from geodml.planning.extrapolate import fit_rounds
 from geodml.planning.plans import Workload
 
 # the centralized L-BFGS in the diagonal metric to gtol 1e-3: 18-33 iterations on the
 # regional CTR data at 2^12 and 2^20 (BENCHMARKS.md); assumed when nothing better is known
 DEFAULT_CENTRAL_EVALUATIONS = (18.0, 30.0, 45.0)
-# beyond the L-BFGS iterations: the first evaluation and the metric (2), and the
-# concatenation of the exported rows and the solver's setup (about 4: 0.33 s against
-# passes of 0.03-0.13 s over 200,000 rows at 2^20 features on the loaded 2-core machine)
-CENTRAL_EXTRA_PASSES = 6
+# beyond the L-BFGS iterations: the first evaluation and the metric
+CENTRAL_EXTRA_PASSES = 2
+# fresh memory the home DC writes per nonzero before the first iteration: the
+# concatenated copy of the exported rows and the solver's transposed blocks, float32
+# values and int32 indices each (measured on the 2^12 grid: 29-36 ns per nonzero of
+# setup at 300-530 MB/s of memory growth, 15 bytes)
+SETUP_BYTES_PER_NONZERO = 16
+# where memory growth could not be timed: the setup's cost in passes (4.6 measured at
+# 2^20, 1M rows per DC)
+SETUP_PASSES = 4
 SMALL_SHARE = 0.25  # a second calibration samples this share of the first's rows
 SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not extrapolated
 COST_ITERATIONS = 6  # the solver's iterations timed over all of the timed site's rows
@@ -97,17 +111,22 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
     if timing.full_pass is not None:
         timed = next(s.nnz for s in sites if s.name == timing.site)
         per_pass = timing.full_pass * nnz / max(1, timed)
-        if calibration.mode != "never":
-            say(f"calibrating the centralized solver on site {timing.site}'s rows "
-                "(they stay there)")
-            iterations, cost, basis, spent = _solver_iterations(
-                open_federation, workload, lam, calibration, timing.site, timed)
-            per_iteration = cost(nnz)
-            seconds = tuple(i * per_iteration + CENTRAL_EXTRA_PASSES * per_pass
-                            for i in iterations)
-            return seconds, (f"{basis} of {per_iteration * 1e3:,.0f} ms each (the solver's "
-                             f"iterations timed at {timing.site}, scaled to all nonzeros) + "
-                             f"{CENTRAL_EXTRA_PASSES} passes"), spent
+    growth = memory_growth_rate()
+    setup = (SETUP_PASSES * per_pass if growth is None
+             else SETUP_BYTES_PER_NONZERO * nnz / growth)
+    setup_basis = (f"{SETUP_PASSES} passes of setup" if growth is None else
+                   f"{setup:,.1f} s of setup ({growth / 1e6:,.0f} MB/s of fresh memory)")
+    if timing.full_pass is not None and calibration.mode != "never":
+        say(f"calibrating the centralized solver on site {timing.site}'s rows "
+            "(they stay there)")
+        iterations, cost, basis, spent = _solver_iterations(
+            open_federation, workload, lam, calibration, timing.site, timed)
+        per_iteration = cost(nnz)
+        seconds = tuple(i * per_iteration + CENTRAL_EXTRA_PASSES * per_pass + setup
+                        for i in iterations)
+        return seconds, (f"{basis} of {per_iteration * 1e3:,.0f} ms each (the solver's "
+                         f"iterations timed at {timing.site}, scaled to all nonzeros) + "
+                         f"{CENTRAL_EXTRA_PASSES} passes + {setup_basis}"), spent
     lbfgs = next((r for v, (r, _, _) in records.items() if v.split()[0] == "sqm-lbfgs"), None)
     if lbfgs is not None:
         low, point, high = lbfgs.get("range", (1.0, 1.0, 1.0))
@@ -118,8 +137,8 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
         counts = DEFAULT_CENTRAL_EVALUATIONS
         basis = f"{counts[1]:.0f} L-BFGS evaluations assumed ({counts[0]:.0f}-{counts[2]:.0f})"
     basis += (f" + a pass each, measured at {timing.site}" if timing.full_pass is not None
-              else ", each at this machine's random-CSR rate")
-    low, point, high = (c * per_pass for c in counts)
+              else ", each at this machine's random-CSR rate") + f" + {setup_basis}"
+    low, point, high = (c * per_pass + setup for c in counts)
     return (low, point, high), basis, 0
 
 
