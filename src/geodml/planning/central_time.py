@@ -22,8 +22,8 @@ iteration costs more than a pass: the gradient, the new direction's margins ``X 
 (in float64, over float32 rows widened block by block), the line search; and its
 vector arithmetic over all ``d`` features, which does not grow with the rows (the
 two-loop recursion reads ``4 m`` vectors of ``d``; at ``2^20`` features this outweighs
-a pass over 200,000 rows). The solver's iterations are timed at the site twice, on the
-larger sample and over all its rows (a few iterations), and
+a pass over 200,000 rows). The solver's iterations are timed at the site twice, on a
+sixteenth of its rows and on all of them (a few iterations each), and
 ``t(n) = r n + tau`` is drawn through the two (measured on the 2^12 grid: 2-4 passes
 per iteration, where one pass per iteration under-predicted the training by up to
 60%), so
@@ -68,7 +68,8 @@ SETUP_BYTES_PER_NONZERO = 16
 SETUP_PASSES = 4
 SMALL_SHARE = 0.25  # a second calibration samples this share of the first's rows
 SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not extrapolated
-COST_ITERATIONS = 6  # the solver's iterations timed over all of the timed site's rows
+COST_ITERATIONS = 6  # the solver's iterations timed on all of the timed site's rows and
+COST_SHARE = 1 / 16  # on this share of them: t(n) = r n + tau through the two
 
 Range = tuple[float, float, float]  # (low, point, high)
 
@@ -148,23 +149,23 @@ def _solver_iterations(open_federation, workload: Workload, lam: float,
     """The centralized solver at ``site`` (whose rows never leave it): its iterations at
     full size (low, point, high) from runs on samples of the site's rows, extrapolated as
     geo plans' rounds are; the seconds of one of its iterations as a function of the
-    nonzeros, ``t(n) = r n + tau``, through the per-iteration times of the larger sample
-    and of :data:`COST_ITERATIONS` iterations over all the site's rows (an iteration is
-    a few passes: the gradient, the direction's margins ``X p``, the line search; ``tau``
-    the vector arithmetic over all ``d`` features, which does not grow with the rows);
-    the basis; and the WAN bytes it took."""
+    nonzeros, ``t(n) = r n + tau``, through the per-iteration times of
+    :data:`COST_ITERATIONS` iterations over :data:`COST_SHARE` of the site's rows and
+    over all of them (an iteration is a few passes: the gradient, the direction's margins
+    ``X p``, the line search; ``tau`` the vector arithmetic over all ``d`` features,
+    which does not grow with the rows); the basis; and the WAN bytes it took."""
     runs = [central_iterations(open_federation, workload, lam, f, site)
             for f in calibration.fractions()]
     large, small = runs[0], runs[1] if len(runs) > 1 else None
     fit = fit_rounds(large["iterations"], large["share"],
                      small["iterations"] if small else None, small["share"] if small else None)
-    full = central_iterations(open_federation, workload, lam, 1.0, site,
-                              max_iter=COST_ITERATIONS)
-    cost = _iteration_cost((calibration.fraction * site_nnz, large["iteration_seconds"]),
-                           (float(site_nnz), full["iteration_seconds"]))
+    timed = [central_iterations(open_federation, workload, lam, share, site,
+                                max_iter=COST_ITERATIONS) for share in (COST_SHARE, 1.0)]
+    cost = _iteration_cost(*((share * site_nnz, run["iteration_seconds"])
+                             for share, run in zip((COST_SHARE, 1.0), timed, strict=True)))
     return ((fit.low, fit.point, fit.high), cost,
             f"{fit.point:.0f} L-BFGS iterations (the solver on {site}'s sample, {fit.how})",
-            sum(r["wan_bytes"] for r in [*runs, full]))
+            sum(r["wan_bytes"] for r in [*runs, *timed]))
 
 
 def _iteration_cost(small: tuple[float, float], large: tuple[float, float]
