@@ -137,3 +137,12 @@ def test_memory_growth_rate_is_timed_in_a_child_and_positive():
 
     rate = memory_growth_rate.__wrapped__(8 << 20)  # a small probe, not the cached one
     assert rate is not None and 1e6 < rate < 1e13
+
+
+def test_pass_growth_stays_between_one_and_the_inverse_share():
+    from geodml.planning.extrapolate import pass_growth
+
+    assert pass_growth(0.05, 0.1, 1.0)[0] == 1.0  # the same rows timed twice: no growth
+    assert pass_growth(0.9, 0.1, 0.25)[0] == 4.0  # at most 1 / share
+    assert pass_growth(0.3, 0.1, 0.25)[0] == pytest.approx(3.0)
+    assert pass_growth(None, 0.1, 0.25)[0] == 4.0

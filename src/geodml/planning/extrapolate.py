@@ -112,9 +112,12 @@ def fit_rounds(large: float, large_share: float, small: float | None = None,
 
 def pass_growth(full: float | None, sample: float | None, share: float) -> tuple[float, str]:
     """``rho``: how much longer a pass over all of the timed site's rows takes than one
-    over its sample, as measured; ``1 / share`` when either was not timed."""
+    over its sample, as measured, within ``[1, 1 / share]`` (more rows never take less,
+    and at most their share more: two timings of the same rows, at ``share = 1``, had
+    made a calibration's compute half the run's); ``1 / share`` when either was not
+    timed."""
     if full and sample:
-        return full / sample, "measured passes"
+        return min(1.0 / max(share, 1e-12), max(1.0, full / sample)), "measured passes"
     return 1.0 / max(share, 1e-12), "passes scaled by 1/f"
 
 
