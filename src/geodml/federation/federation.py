@@ -136,7 +136,6 @@ class Federation(SiteClient, Recovery, Channels):
             else set()
         self.dropped: dict[str, str] = {}  # sites the run continued without, and why
         self.recoveries: dict[str, int] = {}  # restarted sites recovered, per site
-        self.serial = serial
         self._pool = ThreadPoolExecutor(1 if serial else len(self.transports))
         self._round = 0
         self.vectors_down = 0  # model-sized vectors sent to every site, counted per round
