@@ -101,16 +101,10 @@ class Federation(SiteClient, Recovery, Channels):
         over the sites (named :data:`AGGREGATE`); a site that drops out of a round is
         left out of the masks and the survivors are asked again.
 
-        ``validation``: every site holds out a share of its rows; each gradient round
-        then also scores them (:mod:`geodml.job.validation`) and
-        :meth:`take_validation` gives the metrics at the last point evaluated.
-
-        ``serial``: call one site at a time (in the sites' order), so that each call's
-        duration is its site's compute alone. For sites that share one machine (an
-        emulation on loopback or in process), where concurrent calls would slow each
-        other down and the WAN model (:func:`geodml.planning.wan.model_run`), which takes
-        a round's compute as its slowest call, would charge every DC for the others'
-        work; the model's time is then that of DCs with machines of their own."""
+        ``validation``: every site holds out a share of its rows, scored in every gradient
+        round (:mod:`geodml.job.validation`); :meth:`take_validation`: the last point's.
+        ``serial``: one site's call at a time (sites sharing one machine), so that each
+        call's time is its site's compute alone, as in a DC of its own."""
         self.transports = {t.site: t for t in transports}
         if not 0 < sample_fraction <= 1:
             raise GeodmlError(f"sample_fraction must be in (0, 1], got {sample_fraction}")
