@@ -207,3 +207,26 @@ def test_plan_cli_calibrates_on_the_rows_asked_for(deployment_file, tmp_path, po
         for quantity in ("wan_bytes", "seconds", "usd"):
             low, high = e["ranges"][quantity]
             assert low <= e[quantity] <= (math.inf if high is None else high), (e, quantity)
+
+
+def test_compare_cli_calls_sites_one_at_a_time_when_asked(deployment_file, tmp_path,
+                                                          monkeypatch):
+    from geodml.federation import Federation
+
+    serial: list[bool] = []
+    init = Federation.__init__
+
+    def recording(self, *args, **kwargs):
+        serial.append(kwargs.get("serial", False))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Federation, "__init__", recording)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["compare", str(deployment_file), "--serial-sites",
+                                       "--calibrate", "never", "--out", str(out),
+                                       "--store", str(tmp_path / "store.json")])
+    assert result.exit_code == 0, result.output
+    assert serial and all(serial)  # every federation the run opened
+    report = json.loads((out / "report.json").read_text())
+    geo = next(r for r in report["runs"] if r["kind"] == "geo")
+    assert geo["converged"] and geo["wan_bytes"] > 0
