@@ -65,6 +65,8 @@ from dataclasses import dataclass
 # metric the full runs' rounds are flat (26, 25, 20 vector rounds at 10k, 100k, 1M rows
 # per DC, 2^20) while samples 4x apart differed by up to 1.39x; in the identity metric
 # rounds grew as n^0.36-0.41, 1.65-1.76x over 4x (BENCHMARKS.md)
+# (0.2 was tried: airline's fadl-subspace bytes -43% -> -24%, but 2^20 x 100k rows per
+# DC then extrapolated rows^0.24 from samples 1.3x apart, bytes +14% -> +69%)
 FLAT = 0.5
 MAX_EXPONENT = 1.0  # rounds never grew faster than the rows on any benchmark
 NOISE = 0.25  # a single calibration's rounds miss the full run's by up to ~25-30%
