@@ -121,7 +121,7 @@ def test_a_recommendation_is_decided_only_where_the_ranges_separate():
     assert _recommend([_estimate("a", 1.0, 0.8, 1.2), bound], "usd")[2] is True
 
 
-def test_solver_iteration_cost_is_a_line_through_the_sample_and_the_site():
+def test_solver_iteration_cost_is_a_line_through_its_two_timings():
     from geodml.planning.central_time import _iteration_cost
 
     cost = _iteration_cost((1e6, 0.012), (1e7, 0.102))  # 10 ns per nonzero + 2 ms
