@@ -209,8 +209,8 @@ def test_plan_cli_calibrates_on_the_rows_asked_for(deployment_file, tmp_path, po
             assert low <= e[quantity] <= (math.inf if high is None else high), (e, quantity)
 
 
-def test_compare_cli_calls_sites_one_at_a_time_when_asked(deployment_file, tmp_path,
-                                                          monkeypatch):
+def _record_serial(monkeypatch) -> list[bool]:
+    """The ``serial`` flag of every federation opened from now on."""
     from geodml.federation import Federation
 
     serial: list[bool] = []
@@ -221,6 +221,22 @@ def test_compare_cli_calls_sites_one_at_a_time_when_asked(deployment_file, tmp_p
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(Federation, "__init__", recording)
+    return serial
+
+
+def test_plan_cli_calibrates_one_site_at_a_time_when_asked(deployment_file, tmp_path,
+                                                          monkeypatch):
+    serial = _record_serial(monkeypatch)
+    result = CliRunner().invoke(main, ["plan", str(deployment_file), "--serial-sites",
+                                       "--calibrate", "always", "--calibration-rows", "750",
+                                       "--store", str(tmp_path / "store.json")])
+    assert result.exit_code == 0, result.output
+    assert len(serial) > 2 and all(serial)  # describing, timing, calibrating
+
+
+def test_compare_cli_calls_sites_one_at_a_time_when_asked(deployment_file, tmp_path,
+                                                          monkeypatch):
+    serial = _record_serial(monkeypatch)
     out = tmp_path / "report"
     result = CliRunner().invoke(main, ["compare", str(deployment_file), "--serial-sites",
                                        "--calibrate", "never", "--out", str(out),

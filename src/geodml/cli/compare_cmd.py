@@ -21,10 +21,6 @@ from geodml.cli.sites import load_test
                    "refused centralized baseline runs again through it (repeat).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="geodml-report",
               show_default=True, help="The report directory.")
-@click.option("--serial-sites", is_flag=True,
-              help="Call one site at a time, for sites that share one machine (loopback): "
-                   "each call's time is then its site's compute alone, and the modeled time "
-                   "that of DCs with machines of their own.")
 def compare(**params) -> None:
     """Plan, then run the centralized baseline and each geo-distributed plan for real over
     DEPLOYMENT's sites, and write a report (report.md, report.json, plots, audit logs)."""
@@ -40,7 +36,7 @@ def run_comparison(config: CompareConfig) -> None:
     dep = load_deployment(plan.deployment)
     overrides = dict(config.exceptions)
     with run_progress() as rows:
-        serial = config.serial_sites
+        serial = plan.serial_sites
         result = run_compare(
             federation_factory(dep, serial=serial), dep, plan.variants(), config.out_dir,
             plan.workload.workload(), test=load_test(config.test_dir),

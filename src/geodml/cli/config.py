@@ -352,6 +352,7 @@ class PlanConfig:
     calibration_points: int = 2
     store: str | None = None
     json_out: str | None = None
+    serial_sites: bool = False  # one site's call at a time (sites sharing one machine)
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> PlanConfig:
@@ -368,7 +369,7 @@ class PlanConfig:
             optimize=p["optimize"], calibrate_mode=p["calibrate_mode"],
             calibration_rows=p.get("calibration_rows"),
             calibration_points=p.get("calibration_points", 2), store=p.get("store"),
-            json_out=p.get("json_out"))
+            json_out=p.get("json_out"), serial_sites=bool(p.get("serial_sites")))
 
     def variants(self) -> list:
         """One plan per method, per compression (none unless given) and, with --dense,
@@ -416,11 +417,10 @@ class CompareConfig:
     test_dir: str | None = None
     exceptions: tuple[tuple[str, str], ...] = ()  # (site, address of its exception server)
     out_dir: str = "geodml-report"
-    serial_sites: bool = False  # one site's call at a time (sites sharing one machine)
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> CompareConfig:
         return cls(plan=PlanConfig.from_params(p), test_dir=p.get("test_dir"),
                    exceptions=parse_addresses(tuple(p.get("exceptions") or ()),
                                               "--exception-site"),
-                   out_dir=p["out_dir"], serial_sites=bool(p.get("serial_sites")))
+                   out_dir=p["out_dir"])

@@ -29,7 +29,7 @@ def run_plan(config: PlanConfig) -> None:
     from geodml.planning.planner import make_plan
 
     dep = load_deployment(config.deployment)
-    result = make_plan(federation_factory(dep), dep, config.variants(),
+    result = make_plan(federation_factory(dep, serial=config.serial_sites), dep, config.variants(),
                        config.workload.workload(), config.optimize, config.calibrate_mode,
                        config.calibration_store(), **config.calibration(),
                        progress=progress_line)

@@ -43,6 +43,10 @@ _OPTIONS = [
     click.option("--store", type=click.Path(dir_okay=False),
                  help="Calibration store (default: .geodml/calibration.json beside the "
                       "deployment file)."),
+    click.option("--serial-sites", is_flag=True,
+                 help="Call one site at a time, for sites that share one machine (loopback): "
+                      "each call's time is then its site's compute alone, and the modeled "
+                      "time that of DCs with machines of their own."),
 ]
 
 
