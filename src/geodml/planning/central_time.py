@@ -173,8 +173,8 @@ def _iteration_cost(small: tuple[float, float], large: tuple[float, float]
     """``t(n) = r n + tau`` through two (nonzeros, seconds) points, ``r, tau >= 0``;
     where the larger took no longer (noise), all of its time grows with the rows."""
     (n1, t1), (n2, t2) = small, large
-    rate = (t2 - t1) / (n2 - n1) if n2 > n1 and t2 > t1 else 0.0
-    if rate <= 0.0:
+    if not (n2 > n1 and t2 > t1):
         return lambda n: t2 * n / max(1.0, n2)
+    rate = (t2 - t1) / (n2 - n1)
     tau = max(0.0, t1 - rate * n1)
     return lambda n: rate * n + tau
