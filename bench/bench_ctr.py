@@ -57,9 +57,13 @@ COLS = ["rows/DC", "plan", "metric", "iters", "vector rounds", "rounds", "WAN MB
 
 def compression(kind: str) -> CompressionConfig | None:
     """``none``, a cast both ways (float32, float16, bfloat16, or float8: scaled E5M2,
-    1 byte per entry), or ``int8`` (with error feedback up)."""
+    1 byte per entry), ``int8`` (with error feedback up), or ``UP/DOWN``: one cast up
+    (gradient sums, local directions) and another down (e.g. ``bfloat16/float8``)."""
     if kind == "none":
         return None
+    if "/" in kind:
+        up, down = (f'{{"kind": "cast", "dtype": "{d}"}}' for d in kind.split("/"))
+        return CompressionConfig(up=up, down=down, precision=AdaptivePrecision())
     if kind == "int8":
         return CompressionConfig(up='{"kind": "quantize_int8", "error_feedback": true}',
                                  down='{"kind": "quantize_int8"}',
@@ -149,7 +153,8 @@ def main() -> None:
     ap.add_argument("--stop", default="euclidean", choices=("euclidean", "metric"),
                     help="the norm gtol is measured in (geodml.optim.preconditioner)")
     ap.add_argument("--compress", default="none",
-                    help="none, float32, float16, bfloat16, float8 or int8 (comma-separated)")
+                    help="none, float32, float16, bfloat16, float8, int8 or UP/DOWN casts "
+                         "(comma-separated)")
     ap.add_argument("--starts", default="cold", help="cold, warm (--local-warm-start) or both")
     ap.add_argument("--gtol", type=float, default=1e-3)
     ap.add_argument("--max-rounds", type=int, default=1000)

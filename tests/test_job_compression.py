@@ -4,8 +4,10 @@ what the coordinator makes of it, decided by one flag (geodml.job.compression)."
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from geodml.compression import from_spec
+from geodml.errors import GeodmlError
 from geodml.job.compression import DownChannel, UpReceiver, UpSender, travels_as_mean
 from geodml.wire.codec import WireFormat, roundtrip
 
@@ -17,16 +19,69 @@ def test_up_halves_undo_each_other_and_switch_together():
     coordinator = UpReceiver('{"kind": "cast", "dtype": "float16"}')
     full_precision, as_mean = coordinator.begin_evaluate()
     assert (full_precision, as_mean) == (False, True) and site.active
-    sent = roundtrip(site.send(grad, rows), site.format)
-    assert np.all(np.isfinite(sent)) and np.max(np.abs(sent)) < 65504
-    got = coordinator.receive(sent, rows, as_mean)
+    out, delta = site.send(grad, rows)
+    sent = roundtrip(out, site.format)
+    assert np.all(np.isfinite(sent)) and np.max(np.abs(sent)) < 65504 and not delta
+    got = coordinator.receive("a", 1, sent, rows, as_mean, delta)
     np.testing.assert_allclose(got, grad, rtol=1e-3)
     coordinator.pending = True  # the precision policy switched
     full_precision, as_mean = coordinator.begin_evaluate()
     assert full_precision and not as_mean
     site.stop()  # what the site does on full_precision
     assert not site.active
-    np.testing.assert_array_equal(coordinator.receive(grad, rows, as_mean), grad)
+    np.testing.assert_array_equal(coordinator.receive("a", 2, grad, rows, as_mean, False), grad)
+
+
+def _cancelling_sums(steps: int, seed: int = 0):
+    """Two sites' gradient sums along a converging run: each large, their sum shrinking
+    (the global gradient at the optimum is the small sum of large site sums)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(2, 200)) * 100
+    base[1] = -base[0]
+    for t in range(steps):  # the global gradient halves per step, as in a linear phase
+        global_part = rng.normal(size=200) * 2.0 ** -t
+        yield base[0] + global_part, base[1] + global_part
+
+
+def _global_errors(deltas: bool) -> list[float]:
+    """Relative error of the received global gradient per step, float8 up."""
+    f8 = from_spec('{"kind": "cast", "dtype": "float8"}')
+    sites = {name: UpSender(f8, 200, deltas) for name in "ab"}
+    coordinator = UpReceiver('{"kind": "cast", "dtype": "float8"}')
+    errors = []
+    for t, sums in enumerate(_cancelling_sums(12)):
+        _, as_mean = coordinator.begin_evaluate()
+        got = []
+        for (name, sender), grad in zip(sites.items(), sums, strict=True):
+            out, delta = sender.send(grad, 1)
+            assert delta == (deltas and t > 0)
+            got.append(coordinator.receive(name, t + 1, roundtrip(out, sender.format), 1,
+                                           as_mean, delta))
+        true = sums[0] + sums[1]
+        errors.append(float(np.linalg.norm(got[0] + got[1] - true) / np.linalg.norm(true)))
+    return errors
+
+
+def test_deltas_keep_the_error_relative_to_the_change_not_to_the_sites_sums():
+    plain, deltas = _global_errors(False), _global_errors(True)
+    # without deltas the error is relative to each site's sum (100): once the global
+    # gradient is 1e-3 of it the received one is noise; with deltas the error of the
+    # first (whole) sums is corrected by 1 - 2^-3 per step and later ones are small
+    assert plain[-1] >= 0.5
+    assert max(deltas[6:]) < 0.2
+
+
+def test_a_retried_round_is_reconstructed_from_the_same_reference():
+    f16 = from_spec('{"kind": "cast", "dtype": "float16"}')
+    site, coordinator = UpSender(f16, 3, deltas=True), UpReceiver("float16")
+    first = coordinator.receive("a", 1, site.send(np.ones(3), 1)[0], 1, True, False)
+    out, delta = site.send(np.full(3, 3.0), 1)
+    again = [coordinator.receive("a", 2, out, 1, True, delta) for _ in range(2)]
+    np.testing.assert_array_equal(first, np.ones(3))
+    np.testing.assert_array_equal(again[0], np.full(3, 3.0))
+    np.testing.assert_array_equal(again[1], again[0])
+    with pytest.raises(GeodmlError, match="site b sent a gradient change before any"):
+        coordinator.receive("b", 2, out, 1, True, True)
 
 
 def test_the_rule_is_one_function():

@@ -291,8 +291,7 @@ class Federation(SiteClient, Recovery, Channels):
             restrict_to_support = False
         dp_nonce = self._job_nonce() if privacy is not None else b""
         cfg = self.compression
-        self._down = DownChannel(cfg.down, self.n_features, self.wire)
-        self._up = UpReceiver(cfg.up)
+        self._down, self._up = DownChannel(cfg.down, self.n_features, self.wire), UpReceiver(cfg.up)
         if restrict_to_support is None and not self._down.keeps_subsets:
             restrict_to_support = False  # int8 down: dense, or the sites' points drift
 
@@ -301,8 +300,8 @@ class Federation(SiteClient, Recovery, Channels):
             restrict = (info.support_size > 0) if restrict_to_support is None else (
                 restrict_to_support)
             req = prepare_request(loss, lam, info.space, self.n_features, restrict, self.wire,
-                                  job, cfg.up, self.sample_fraction,
-                                  self.validation if privacy is None else None)
+                                  job, cfg.up, self.sample_fraction, self.validation
+                                  if privacy is None else None, cfg.down, cfg.deltas)
             if secure is not None:
                 req.secure.CopyFrom(secure)
             if privacy is not None:
@@ -418,7 +417,8 @@ class Federation(SiteClient, Recovery, Channels):
                 lengths=lambda _r: {0: dim if want_grad else 0, 1: dim if v is not None else 0})
             grad = self._expand(site, asm.result(0)) if want_grad else None
             if grad is not None:
-                grad = self._up.receive(grad, first.rows, as_mean)
+                grad = self._up.receive(site, round_id, grad, first.rows, as_mean,
+                                        first.gradient_delta)  # (a change, maybe)
             hvp = self._expand(site, asm.result(1)) if v is not None else None
             if validate:
                 scored[site] = SiteValidation(

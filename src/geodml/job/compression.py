@@ -17,6 +17,22 @@ Evaluate has yet asked for full precision (``EvaluateRequest.full_precision``, a
 which both halves stop for good). :func:`to_mean` and :func:`from_mean` are the two
 halves of the scaling.
 
+Deltas. Near the optimum the sites' gradient sums are large and nearly cancel: the
+global gradient is their small sum. A compression error relative to each site's sum
+(a cast's, a quantizer's) is then large against the global gradient, and the exact
+methods lose iterations to it (float8 up: 23 iterations where bfloat16 takes 17, 2^20
+features, 100k rows per DC). With ``deltas`` (the default) a site codes each gradient
+as its change since its previous one, as both halves reconstructed it::
+
+    r_0 = 0,   sent_t = T(m_t - r_{t-1}),   r_t = r_{t-1} + sent_t
+
+(``m_t`` the per-row mean, ``T`` the transform): the error of ``r_t`` is the
+transform's error on the change ``m_t - r_{t-1}``, which shrinks with the steps, so a
+one-byte format costs no iterations (17 with float8 deltas). The reply says whether it
+carries a change (``EvaluateReply.gradient_delta``); a session's first gradient, and
+every one after full precision, is the gradient itself. The coordinator's half keeps
+``r`` per site and round, so a retried round is applied once.
+
 Precision policy. :class:`AdaptivePrecision` watches the received gradients (and the
 slope along each direction) and switches both channels to full precision for good
 near the optimum, so exact methods still reach it: down at once, up from the next
@@ -33,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
+from geodml.errors import GeodmlError
 from geodml.models.objective import ObjectiveOracle
 from geodml.wire.codec import WireFormat, encode_vector, roundtrip, roundtrip_counted, vector_bytes
 
@@ -76,12 +93,14 @@ class CompressionConfig:
     ``up``: each site compresses the gradient sums it sends (its own error-feedback
     state); ``down``: the coordinator compresses the vectors it sends (directions,
     points, gradients for local solves). ``precision`` switches both to full precision
-    near the optimum, so exact methods still reach it.
+    near the optimum, so exact methods still reach it. ``deltas``: compressed gradient
+    sums travel as their changes (see the module's Deltas).
     """
 
     up: str | None = None
     down: str | None = None
     precision: AdaptivePrecision | None = None
+    deltas: bool = True  # compressed gradient sums travel as changes (see Deltas above)
 
     def __post_init__(self) -> None:
         """A policy left to choose its direction check gets it from the specs: off (an
@@ -95,13 +114,17 @@ class CompressionConfig:
 class UpSender:
     """The site half of the up channel: the job's transform and its state. Gradient
     sums go out as per-row means (:func:`to_mean`) in :func:`wire_format_for` of the
-    transform; after :meth:`stop` they go out exact, as sums."""
+    transform, with ``deltas`` as changes since the previous one (the module's Deltas);
+    after :meth:`stop` they go out exact, as sums."""
 
-    def __init__(self, transform: Transform, dim: int):
-        """``transform``: the job's ``up_compression`` (:func:`geodml.compression.from_spec`)."""
+    def __init__(self, transform: Transform, dim: int, deltas: bool = False):
+        """``transform``: the job's ``up_compression`` (:func:`geodml.compression.from_spec`);
+        ``deltas``: the job's ``up_deltas``."""
         self.transform: Transform | None = transform
         self.state: object = transform.init(dim)
         self.format: WireFormat | None = wire_format_for(self.transform)
+        self.deltas = deltas
+        self.reference: np.ndarray | None = None  # r: the last mean as both halves hold it
 
     @property
     def active(self) -> bool:
@@ -110,12 +133,18 @@ class UpSender:
 
     def stop(self) -> None:
         """Exact from now on; no residual owed."""
-        self.transform = self.state = self.format = None
+        self.transform = self.state = self.format = self.reference = None
 
-    def send(self, grad: np.ndarray, rows: int) -> np.ndarray:
-        """What travels for the gradient sum ``grad`` over ``rows`` rows (state advances)."""
-        out, self.state = self.transform.update(to_mean(grad, rows), self.state)
-        return out
+    def send(self, grad: np.ndarray, rows: int) -> tuple[np.ndarray, bool]:
+        """What travels for the gradient sum ``grad`` over ``rows`` rows, and whether it
+        is a change since the previous one (state advances)."""
+        mean = to_mean(grad, rows)
+        delta = self.reference is not None
+        out, self.state = self.transform.update(mean - self.reference if delta else mean,
+                                                self.state)
+        if self.deltas:
+            self.reference = self.reference + out if delta else out
+        return out, delta
 
 
 class UpReceiver:
@@ -126,6 +155,8 @@ class UpReceiver:
         self.compressing = bool(spec)
         self.exact = False
         self.pending = False  # the next Evaluate tells the sites to stop compressing
+        # per site: (round, r before that round's reply, r after it) (the module's Deltas)
+        self._references: dict[str, tuple[int, np.ndarray | None, np.ndarray]] = {}
 
     def begin_evaluate(self) -> tuple[bool, bool]:
         """For the next Evaluate: ``(full_precision, as_mean)``: whether the request
@@ -135,8 +166,23 @@ class UpReceiver:
         self.exact = self.exact or full_precision
         return full_precision, travels_as_mean(self.compressing, self.exact)
 
-    def receive(self, grad: np.ndarray, rows: int, as_mean: bool) -> np.ndarray:
-        return from_mean(grad, rows) if as_mean else grad
+    def receive(self, site: str, round_id: int, grad: np.ndarray, rows: int, as_mean: bool,
+                delta: bool) -> np.ndarray:
+        """The gradient sum of ``site``'s reply in round ``round_id``: ``grad`` as decoded
+        (expanded to the model's features), a change since the site's previous gradient
+        when ``delta``. A retried round is reconstructed from the same reference."""
+        if not as_mean:
+            if delta:
+                raise GeodmlError(f"site {site} sent a gradient change in full precision")
+            return grad
+        last = self._references.get(site)
+        before = None if last is None else last[1] if last[0] == round_id else last[2]
+        if delta:
+            if before is None:
+                raise GeodmlError(f"site {site} sent a gradient change before any gradient")
+            grad = before + grad
+        self._references[site] = (round_id, before, grad)
+        return from_mean(grad, rows)
 
 
 class DownChannel:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geodml.compression import CompressionError, Transform, from_spec
+from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
 from geodml.data.dataset import Dataset, FeatureSpace
 from geodml.job.validation import ValidationJob
 from geodml.models.losses import Loss, get_loss
@@ -28,25 +28,30 @@ from geodml.wire.protocol import pb
 def prepare_request(loss: str, lam: float, space: FeatureSpace, n_features: int,
                     restrict: bool, reply_format: WireFormat, job: str = "train",
                     up_compression: str | None = None, sample_fraction: float = 1.0,
-                    validation: ValidationJob | None = None) -> pb.PrepareRequest:
+                    validation: ValidationJob | None = None, down_compression: str | None = None,
+                    up_deltas: bool = False) -> pb.PrepareRequest:
     """The ``PrepareRequest`` of one site (``restrict``: its vectors carry only its
     support); ``sample_fraction`` < 1 binds the job to an evenly spaced sample;
-    ``validation`` holds out a share of the rows (:mod:`geodml.job.validation`)."""
+    ``validation`` holds out a share of the rows (:mod:`geodml.job.validation`);
+    ``down_compression``: the coordinator's, in whose format the sites' directions
+    travel; ``up_deltas``: compressed gradients as changes (:mod:`geodml.job.compression`)."""
     held = {} if validation is None else {"validation_share": validation.share,
                                           "validation_seed": validation.seed}
     return pb.PrepareRequest(**held,
         loss=loss, lam=lam, feature_space_fingerprint=space.fingerprint(),
         features=n_features, restrict_to_support=restrict,
         reply_format=reply_format.to_proto(), job=job, up_compression=up_compression or "",
-        sample_fraction=sample_fraction if sample_fraction < 1 else 0.0)
+        sample_fraction=sample_fraction if sample_fraction < 1 else 0.0,
+        down_compression=down_compression or "", up_deltas=bool(up_compression and up_deltas))
 
 
 # -- the site's half ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class JobSpec:
     """What a site computes for a job: the loss, ``lambda``, the reply format, the up
-    compression (None: exact), the sample (0: all rows), support restriction and the
-    held-out share (0: none) with its seed."""
+    compression (None: exact), the sample (0: all rows), support restriction, the
+    held-out share (0: none) with its seed, the format its directions travel in (None:
+    as its gradients) and whether compressed gradients travel as changes."""
 
     job: str
     loss: Loss
@@ -57,6 +62,8 @@ class JobSpec:
     restrict: bool
     validation_share: float = 0.0
     validation_seed: int = 0
+    directions: WireFormat | None = None
+    up_deltas: bool = False
 
     @classmethod
     def from_request(cls, request: pb.PrepareRequest, site: str, data: Dataset) -> JobSpec:
@@ -80,13 +87,9 @@ class JobSpec:
         if loss.binary and not np.all((data.y == 0) | (data.y == 1)):
             raise SiteError("FAILED_PRECONDITION",
                             f"site {site}: loss {loss.name} needs 0/1 labels")
-        up = None
-        if request.up_compression:
-            try:
-                up = from_spec(request.up_compression)
-            except CompressionError as e:
-                raise SiteError("INVALID_ARGUMENT",
-                                f"site {site}: up_compression: {e}") from None
+        up, down = (_transform(text, field, site) for text, field in (
+            (request.up_compression, "up_compression"),
+            (request.down_compression, "down_compression")))
         fraction = request.sample_fraction
         if not (np.isfinite(fraction) and 0 <= fraction <= 1):
             raise SiteError("INVALID_ARGUMENT",
@@ -98,7 +101,19 @@ class JobSpec:
         return cls(request.job, loss, float(request.lam),
                    WireFormat.from_proto(request.reply_format), up, float(fraction),
                    bool(request.restrict_to_support), float(share),
-                   int(request.validation_seed))
+                   int(request.validation_seed),
+                   wire_format_for(down) if down is not None else None,
+                   up is not None and request.up_deltas)
+
+
+def _transform(spec: str, field: str, site: str) -> Transform | None:
+    """The compression a request's ``field`` states (None for ""), or a SiteError."""
+    if not spec:
+        return None
+    try:
+        return from_spec(spec)
+    except CompressionError as e:
+        raise SiteError("INVALID_ARGUMENT", f"site {site}: {field}: {e}") from None
 
 
 __all__ = ["JobSpec", "prepare_request"]

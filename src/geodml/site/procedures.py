@@ -83,21 +83,24 @@ class Procedure:
     name: str
     input_slots: int | Callable[[dict], int]  # fixed, or from the call's parameters
     run: Callable[[ProcedureContext, dict, list[np.ndarray]], tuple[np.ndarray, dict]]
-    # how the output may travel when the job compresses up: "exact" (the job's wire
+    # how the output may travel when the job compresses: "exact" (the job's wire
     # format), "cast" (the up-compression's float type if it is a float cast, else
     # bfloat16 (metric_format): for statistics such as a metric, which a fixed-scale
     # quantizer would flatten and which need three significant digits, not sixteen),
-    # "any" (the up-compression's format, whatever it is: for directions the
-    # coordinator uses as received, such as FADL's local directions)
+    # "direction" (for directions the coordinator uses as received, such as FADL's
+    # local directions: as the coordinator's own directions travel, in the down
+    # compression's format; without one, in the up compression's)
     up_format: str = "exact"
 
-    def reply_format(self, exact: WireFormat, up: WireFormat | None) -> WireFormat:
-        """The format of this procedure's reply, given the job's two formats."""
-        if up is None or self.up_format == "exact":
+    def reply_format(self, exact: WireFormat, up: WireFormat | None,
+                     directions: WireFormat | None = None) -> WireFormat:
+        """The format of this procedure's reply, given the job's formats: ``exact``, the
+        up compression's and the down compression's (None: not compressed)."""
+        if self.up_format == "direction" and (directions or up) is not None:
+            return directions or up
+        if up is None or self.up_format != "cast":
             return exact
-        if self.up_format == "any" or up.dtype in FLOAT_CASTS:
-            return up
-        return metric_format(exact)
+        return up if up.dtype in FLOAT_CASTS else metric_format(exact)
     outputs: int = 1  # the reply is this many model-sized blocks, one after the other
 
     def slots(self, params: dict) -> int:
@@ -146,6 +149,7 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("local_sgd", 1, run_local_sgd),
         Procedure("admm_local", 1, run_admm_local),
         Procedure("dane_local", 2, run_dane_local),
-        Procedure("fadl_local", fadl_local_slots, run_fadl_local, up_format="any"),
+        Procedure("fadl_local", fadl_local_slots, run_fadl_local,
+                  up_format="direction"),
     )
 }

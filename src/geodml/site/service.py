@@ -216,7 +216,8 @@ class SiteService:
                 X.shape[1], support, spec.reply_format, X, y, self.shards, self.threads,
             )
             if spec.up is not None:
-                session.up = UpSender(spec.up, session.dim)
+                session.up = UpSender(spec.up, session.dim, spec.up_deltas)
+            session.directions = spec.directions
             session.masker, session.privacy = masker, privacy
             session.validation = validation
             if privacy is not None:
@@ -263,7 +264,7 @@ class SiteService:
             result = s.cached("evaluate", first.round)
             if result is None:
                 result = s.remember("evaluate", first.round, self._evaluate(s, first, vectors))
-        loss, rows, grad, hvp, grad_format, validation = result
+        loss, rows, grad, hvp, grad_format, delta, validation = result
         if s.masker is not None:  # one masked vector: loss, then gradient, then Hv
             parts = [np.array([loss]), *(v for v in (grad, hvp) if v is not None)]
             masked = self._mask(s, first, "Evaluate", np.concatenate(parts))
@@ -274,7 +275,7 @@ class SiteService:
             chunks.append(encode_vector(grad, 0, grad_format))
         if hvp is not None:
             chunks.append(encode_vector(hvp, 1, s.reply_format))
-        head = pb.EvaluateReply(loss_sum=loss, rows=rows)
+        head = pb.EvaluateReply(loss_sum=loss, rows=rows, gradient_delta=delta)
         if validation is not None:
             head.validation_loss_sum = validation.loss_sum
             head.validation_rows = validation.rows
@@ -297,7 +298,7 @@ class SiteService:
         w = vectors.result(0) if first.has_w else None
         grad = private_gradient(s.privacy, first, w, s.private_rows, s.loss, self.ledger,
                                 self._secret, self.name)
-        return 0.0, s.private_rows.X.shape[0], grad, None, s.reply_format, None
+        return 0.0, s.private_rows.X.shape[0], grad, None, s.reply_format, False, None
 
     def _evaluate(self, s: Session, first: pb.EvaluateRequest, vectors: VectorAssembler) -> tuple:
         if s.privacy is not None:
@@ -326,16 +327,17 @@ class SiteService:
                             f"site {self.name}: no point yet: send w first")
         s.has_point = True
         hvp = ex.hess_vec(vectors.result(1)) if first.want_hvp else None
-        if first.full_precision and s.up is not None:
-            s.up = None  # exact from now on; no residual owed
+        if first.full_precision:  # exact from now on; no residual owed
+            s.up = s.directions = None
         grad, grad_format = sums.grad if first.want_gradient else None, s.reply_format
+        delta = False
         if grad is not None and not np.all(np.isfinite(grad)):  # e.g. w near float32's max
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: the gradient sum at this point is not finite "
                             "(the products with the data overflow): send a smaller point")
         if grad is not None and s.up is not None and s.up.active:
             # compressed sums travel as per-row means (geodml.job.compression)
-            grad, grad_format = s.up.send(grad, sums.rows), s.up.format
+            (grad, delta), grad_format = s.up.send(grad, sums.rows), s.up.format
         validation = None
         if first.validate:
             if s.validation is None:
@@ -343,7 +345,7 @@ class SiteService:
                                 f"site {self.name}: validate asked of a job without held-out "
                                 "rows (PrepareRequest.validation_share)")
             validation = s.validation.score(ex.point)
-        return sums.loss, sums.rows, grad, hvp, grad_format, validation
+        return sums.loss, sums.rows, grad, hvp, grad_format, delta, validation
 
     def line_search(
         self, requests: Iterable[pb.LineSearchRequest], peer: str | None
@@ -443,7 +445,8 @@ class SiteService:
             return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
                                encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
         head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
-        fmt = proc.reply_format(s.reply_format, s.up.format if s.up is not None else None)
+        fmt = proc.reply_format(s.reply_format, s.up.format if s.up is not None else None,
+                                s.directions)
         return with_chunks(head, encode_vector(vector, 0, fmt), pb.LocalSolveReply)
 
     def _local_params(self, first: pb.LocalSolveRequest) -> dict:

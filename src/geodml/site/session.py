@@ -41,6 +41,7 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     state: dict = field(default_factory=dict)  # what local procedures keep between calls
     up: UpSender | None = None  # compression of the gradient sums sent up, with its state
+    directions: WireFormat | None = None  # how its directions travel (the down format)
     _scratch: Executor | None = None
     # (call, round) -> result of the last round of each call, to answer a retry
     cache: dict[tuple[str, int], tuple] = field(default_factory=dict)

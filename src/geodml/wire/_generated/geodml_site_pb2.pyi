@@ -160,7 +160,7 @@ class PrivacyRequest(_message.Message):
     def __init__(self, clip: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression", "sample_fraction", "secure", "privacy", "validation_share", "validation_seed")
+    __slots__ = ("loss", "lam", "feature_space_fingerprint", "features", "restrict_to_support", "reply_format", "job", "up_compression", "sample_fraction", "secure", "privacy", "validation_share", "validation_seed", "down_compression", "up_deltas")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     LAM_FIELD_NUMBER: _ClassVar[int]
     FEATURE_SPACE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +174,8 @@ class PrepareRequest(_message.Message):
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_SHARE_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_SEED_FIELD_NUMBER: _ClassVar[int]
+    DOWN_COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    UP_DELTAS_FIELD_NUMBER: _ClassVar[int]
     loss: str
     lam: float
     feature_space_fingerprint: str
@@ -187,7 +189,9 @@ class PrepareRequest(_message.Message):
     privacy: PrivacyRequest
     validation_share: float
     validation_seed: int
-    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ..., sample_fraction: _Optional[float] = ..., secure: _Optional[_Union[SecureAggregation, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., validation_share: _Optional[float] = ..., validation_seed: _Optional[int] = ...) -> None: ...
+    down_compression: str
+    up_deltas: bool
+    def __init__(self, loss: _Optional[str] = ..., lam: _Optional[float] = ..., feature_space_fingerprint: _Optional[str] = ..., features: _Optional[int] = ..., restrict_to_support: _Optional[bool] = ..., reply_format: _Optional[_Union[WireFormat, _Mapping]] = ..., job: _Optional[str] = ..., up_compression: _Optional[str] = ..., sample_fraction: _Optional[float] = ..., secure: _Optional[_Union[SecureAggregation, _Mapping]] = ..., privacy: _Optional[_Union[PrivacyRequest, _Mapping]] = ..., validation_share: _Optional[float] = ..., validation_seed: _Optional[int] = ..., down_compression: _Optional[str] = ..., up_deltas: _Optional[bool] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ("session", "rows", "support_size", "chunk", "validation_rows")
@@ -234,20 +238,22 @@ class EvaluateRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ..., validate: _Optional[bool] = ..., commit: _Optional[bool] = ..., commit_coefficients: _Optional[_Iterable[float]] = ..., commit_memory: _Optional[int] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
-    __slots__ = ("loss_sum", "rows", "chunk", "validation_loss_sum", "validation_rows", "validation_histogram")
+    __slots__ = ("loss_sum", "rows", "chunk", "validation_loss_sum", "validation_rows", "validation_histogram", "gradient_delta")
     LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_DELTA_FIELD_NUMBER: _ClassVar[int]
     loss_sum: float
     rows: int
     chunk: VectorChunk
     validation_loss_sum: float
     validation_rows: int
     validation_histogram: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_loss_sum: _Optional[float] = ..., validation_rows: _Optional[int] = ..., validation_histogram: _Optional[_Iterable[int]] = ...) -> None: ...
+    gradient_delta: bool
+    def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_loss_sum: _Optional[float] = ..., validation_rows: _Optional[int] = ..., validation_histogram: _Optional[_Iterable[int]] = ..., gradient_delta: _Optional[bool] = ...) -> None: ...
 
 class LineSearchRequest(_message.Message):
     __slots__ = ("session", "round", "step_sizes", "chunk", "dropped_peers")
