@@ -21,6 +21,7 @@ from .datasets import load_shared_libsvm
 from .test_fadl import f_star
 
 INT8_EF = '{"kind": "quantize_int8", "error_feedback": true}'
+F8 = '{"kind": "cast", "dtype": "float8"}'  # gradient sums travel as changes
 INT8 = '{"kind": "quantize_int8"}'
 
 
@@ -83,8 +84,9 @@ def in_process_and_grpc(sites, run_dir, method: str, up: str, down: str):
     return local, remote
 
 
-def test_compressed_grpc_run_equals_in_process_run(sites, tmp_path):
-    local, remote = in_process_and_grpc(sites, tmp_path / "run", "sqm-lbfgs", INT8_EF, INT8)
+@pytest.mark.parametrize("up", [INT8_EF, F8, INT8], ids=["int8 feedback", "float8 changes", "int8 changes"])
+def test_compressed_grpc_run_equals_in_process_run(sites, tmp_path, up):
+    local, remote = in_process_and_grpc(sites, tmp_path / "run", "sqm-lbfgs", up, INT8)
     assert [r.objective for r in remote.rows] == [r.objective for r in local.rows]
     assert remote.wan_bytes == local.wan_bytes
 

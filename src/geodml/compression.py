@@ -390,20 +390,22 @@ SHORT_SPECS: dict[str, dict[str, Any]] = {
     "float8": {"kind": "cast", "dtype": "float8"},
     "int8": {"kind": "quantize_int8"},
 }
-# short names never given error feedback: float8's residual (~1/9 of each entry) lags into
-# later, smaller gradients (2^20 CTR, 100k rows per DC: 3.1x the bytes of sqm-lbfgs)
-NO_FEEDBACK = frozenset({"float8"})
-
-
-def spec_text(text: str | None, error_feedback: bool) -> str | None:
-    """A validated JSON spec from a short name (:data:`SHORT_SPECS`, with
-    ``error_feedback`` as given, except for :data:`NO_FEEDBACK`) or from JSON text; None
-    stays None."""
+def spec_text(text: str | None) -> str | None:
+    """A validated JSON spec from a short name (:data:`SHORT_SPECS`, no error feedback:
+    gradient sums travel as changes instead, :mod:`geodml.job.compression`) or from JSON
+    text; None stays None."""
     if not text:
         return None
-    feedback = error_feedback and text not in NO_FEEDBACK
-    spec = dict(SHORT_SPECS[text], error_feedback=feedback) if text in SHORT_SPECS else text
-    return json.dumps(to_spec(from_spec(spec)))
+    return json.dumps(to_spec(from_spec(SHORT_SPECS.get(text, text))))
+
+
+def has_error_feedback(spec: Transform | Mapping[str, Any] | str | None) -> bool:
+    """Whether any node of a spec keeps an error-feedback residual."""
+    def walk(node: Mapping[str, Any]) -> bool:
+        return bool(node.get("error_feedback")) or any(walk(s) for s in node.get("steps", ()))
+
+    t = spec if isinstance(spec, Transform) else from_spec(spec)
+    return walk(to_spec(t) or {})
 
 def _short(value: Any) -> str:
     text = repr(value)
@@ -595,6 +597,7 @@ __all__ = [
     "chain",
     "error_feedback",
     "from_spec",
+    "has_error_feedback",
     "identity",
     "quantize_int8",
     "to_spec",

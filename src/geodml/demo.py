@@ -44,8 +44,7 @@ GTOL = DEFAULT_GTOL  # both plans stop at ||grad|| <= 1e-3 ||grad_0||: test AUC 
 
 def demo_variant(method: str = "fadl-subspace", compress: str | None = "float16") -> GeoVariant:
     """The demo's geo plan: ``method`` with ``compress`` vectors both ways."""
-    return GeoVariant(method, spec_text(compress, error_feedback=True),
-                      spec_text(compress, error_feedback=False), label=compress or "")
+    return GeoVariant(method, spec_text(compress), spec_text(compress), label=compress or "")
 
 
 def _data(out: Path, rows: int, test_rows: int, hash_bits: int, seed: int) -> Path:

@@ -26,14 +26,14 @@ DEFAULT_GEO_METHOD = "fadl-subspace"
 DEFAULT_FULL_PRECISION_AT = 1e-3
 
 
-def _spec(text: str | None, feedback: bool, option: str) -> str | None:
+def _spec(text: str | None, option: str) -> str | None:
     """A validated JSON compression spec; None and "none" are no compression."""
     if text is None or text == "none":
         return None
     from geodml.compression import CompressionError, spec_text
 
     try:
-        return spec_text(text, feedback)
+        return spec_text(text)
     except CompressionError as e:
         raise click.BadParameter(str(e), param_hint=option) from None
 
@@ -41,7 +41,7 @@ def _spec(text: str | None, feedback: bool, option: str) -> str | None:
 @dataclass(frozen=True)
 class CompressionOptions:
     """``--compress`` (both directions) and its ``--compress-up`` / ``--compress-down``
-    overrides; gradient sums sent up keep an error-feedback residual."""
+    overrides; gradient sums sent up travel as changes (geodml.job.compression)."""
 
     both: str | None = None
     up: str | None = None
@@ -56,7 +56,7 @@ class CompressionOptions:
     def specs(self) -> tuple[str | None, str | None]:
         """``(up, down)`` JSON specs, None for an uncompressed direction."""
         up, down = self._texts()
-        return (_spec(up, True, "--compress-up"), _spec(down, False, "--compress-down"))
+        return (_spec(up, "--compress-up"), _spec(down, "--compress-down"))
 
     @property
     def active(self) -> bool:

@@ -38,7 +38,7 @@ class CompressionSpec(click.ParamType):
             return text
         if text.startswith(("{", "[")):
             try:
-                spec_text(text, True)
+                spec_text(text)
             except CompressionError as e:
                 self.fail(str(e), param, ctx)
             return text
@@ -61,8 +61,8 @@ def compression_options(repeat: bool) -> Callable[[Callable], Callable]:
     ``--compress-up`` and ``--compress-down`` (one direction, overriding --compress)."""
     both_help = ("Compress the vectors both ways: none, float32, float16, bfloat16, float8 "
                  "(1 byte per entry, small entries keep their relative precision), int8, or a "
-                 "JSON spec (docs/compression.md); gradient sums keep an error-feedback "
-                 "residual, except with float8")
+                 "JSON spec (docs/compression.md); gradient sums travel as their changes, "
+                 "zstd on every compressed vector")
     if repeat:
         both_help += "; repeat to plan each method with each."
     options = [

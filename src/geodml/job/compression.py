@@ -26,7 +26,9 @@ as its change since its previous one, as both halves reconstructed it::
 
     r_0 = 0,   sent_t = T(m_t - r_{t-1}),   r_t = r_{t-1} + sent_t
 
-(``m_t`` the per-row mean, ``T`` the transform): the error of ``r_t`` is the
+(``m_t`` the per-row mean, ``T`` the transform; the next change carries this one's
+error, so deltas are error feedback, and a transform with its own keeps sending whole
+gradients): the error of ``r_t`` is the
 transform's error on the change ``m_t - r_{t-1}``, which shrinks with the steps, so a
 one-byte format costs no iterations (17 with float8 deltas). The reply says whether it
 carries a change (``EvaluateReply.gradient_delta``); a session's first gradient, and
@@ -48,7 +50,13 @@ from typing import Any
 
 import numpy as np
 
-from geodml.compression import CompressionError, Transform, from_spec, wire_format_for
+from geodml.compression import (
+    CompressionError,
+    Transform,
+    from_spec,
+    has_error_feedback,
+    wire_format_for,
+)
 from geodml.errors import GeodmlError
 from geodml.models.objective import ObjectiveOracle
 from geodml.wire.codec import WireFormat, encode_vector, roundtrip, roundtrip_counted, vector_bytes
@@ -123,7 +131,9 @@ class UpSender:
         self.transform: Transform | None = transform
         self.state: object = transform.init(dim)
         self.format: WireFormat | None = wire_format_for(self.transform)
-        self.deltas = deltas
+        # deltas are error feedback: a transform keeping its own residual would compensate
+        # each error twice, so it sends whole gradients
+        self.deltas = deltas and not has_error_feedback(transform)
         self.reference: np.ndarray | None = None  # r: the last mean as both halves hold it
 
     @property
