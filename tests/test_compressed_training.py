@@ -84,7 +84,8 @@ def in_process_and_grpc(sites, run_dir, method: str, up: str, down: str):
     return local, remote
 
 
-@pytest.mark.parametrize("up", [INT8_EF, F8, INT8], ids=["int8 feedback", "float8 changes", "int8 changes"])
+@pytest.mark.parametrize("up", [INT8_EF, F8, INT8],
+                         ids=["int8 feedback", "float8 changes", "int8 changes"])
 def test_compressed_grpc_run_equals_in_process_run(sites, tmp_path, up):
     local, remote = in_process_and_grpc(sites, tmp_path / "run", "sqm-lbfgs", up, INT8)
     assert [r.objective for r in remote.rows] == [r.objective for r in local.rows]

@@ -23,6 +23,7 @@ from geodml.compression import (
     chain,
     error_feedback,
     from_spec,
+    has_error_feedback,
     identity,
     quantize_int8,
     spec_text,
@@ -88,7 +89,7 @@ def test_cast_to_float8_is_the_codecs_qfloat8_with_one_scale_for_the_vector():
     w[1 << 20:] *= 1e-3  # exactly in 2^20-element chunks and in any support restriction
     out, _ = _apply(cast("float8"), [w])
     assert _same_bits(out[0], roundtrip(w, WireFormat("qfloat8", chunk_bytes=3 << 19)))
-    assert wire_format_for(cast("float8")) == WireFormat("qfloat8")
+    assert wire_format_for(cast("float8")) == WireFormat("qfloat8", "zstd")
     assert _same_bits(roundtrip(out[0], WireFormat("qfloat8")), out[0])
     support = np.flatnonzero(np.arange(3 << 19) % 3 == 1)
     assert _same_bits(roundtrip(out[0][support], WireFormat("qfloat8")), out[0][support])
@@ -158,7 +159,7 @@ def test_top_k_fraction_rounds_to_at_least_one(fraction, n, k):
 def test_top_k_output_is_exact_as_sparse_float64():
     v = _vector(20_000)
     out, _ = top_k(0.01).update(v, None)
-    fmt = wire_format_for(top_k(0.01))
+    fmt = wire_format_for(top_k(0.01), "none")
     assert fmt == WireFormat("float64", allow_sparse=True)
     assert _same_bits(roundtrip(out, fmt), out)
     chunks = list(encode_vector(out, 0, fmt))
@@ -295,9 +296,11 @@ def test_transforms_refuse_bad_vectors():
     (chain(cast("float8"), quantize_int8(10)), WireFormat("qint8", chunk_bytes=10)),
 ])
 def test_wire_format_for(t, fmt):
-    assert wire_format_for(t) == fmt
-    assert wire_format_for(to_spec(t)) == fmt
-    assert wire_format_for(json.dumps(to_spec(t)), compression="zstd").compression == "zstd"
+    assert wire_format_for(t, "none") == fmt
+    assert wire_format_for(to_spec(t), "none") == fmt
+    # compressed vectors travel zstd-compressed unless told otherwise; the identity not
+    assert wire_format_for(json.dumps(to_spec(t))).compression == (
+        "none" if to_spec(t) == {"kind": "identity"} else "zstd")
     v = _vector(3000)
     outs, _ = _apply(t, [v, -v, v / 3])
     for out in outs:  # what the sender keeps is what the receiver decodes
@@ -331,7 +334,7 @@ def test_byte_reductions_on_a_2_pow_20_gradient():
                     ("top1%+float16", chain(top_k(0.01), cast("float16"))),
                     ("top1%+qint8", chain(top_k(0.01), quantize_int8()))]:
         out, _ = t.update(g, t.init(n))
-        fmt = wire_format_for(t)
+        fmt = wire_format_for(t, "none")  # the raw bytes (zstd: docs/compression.md)
         ratios[name] = full / _bytes(out, fmt)
         assert _same_bits(roundtrip(out, fmt), out)
     assert 3.99 < ratios["float16"] < 4.01 and 3.99 < ratios["bfloat16"] < 4.01
@@ -381,13 +384,16 @@ def test_spec_round_trip(spec, canonical):
 
 
 def test_short_names_give_canonical_specs():
-    assert json.loads(spec_text("bfloat16", True)) == {"kind": "cast", "dtype": "bfloat16",
-                                                       "error_feedback": True}
-    # float8's residual would lag into later, smaller gradients: never error feedback
-    assert json.loads(spec_text("float8", True)) == {"kind": "cast", "dtype": "float8"}
-    assert wire_format_for(spec_text("float8", False)) == WireFormat("qfloat8")
-    assert wire_format_for(spec_text("int8", True)) == WireFormat("qint8")
-    assert spec_text("", True) is None
+    # no error feedback: gradient sums travel as changes (geodml.job.compression)
+    assert json.loads(spec_text("bfloat16")) == {"kind": "cast", "dtype": "bfloat16"}
+    assert json.loads(spec_text("float8")) == {"kind": "cast", "dtype": "float8"}
+    assert wire_format_for(spec_text("float8")) == WireFormat("qfloat8", "zstd")
+    assert wire_format_for(spec_text("int8")) == WireFormat("qint8", "zstd")
+    assert spec_text("") is None
+    assert not has_error_feedback(spec_text("int8"))
+    assert has_error_feedback(to_spec(error_feedback(chain(top_k(0.01), cast("float16")))))
+    assert has_error_feedback({"kind": "chain", "steps": [
+        {"kind": "cast", "dtype": "float16", "error_feedback": True}]})
 
 
 def test_python_built_transforms_have_specs():

@@ -61,16 +61,11 @@ nested at most :data:`MAX_DEPTH` deep with at most :data:`MAX_STEPS` steps and
 :data:`MAX_NODES` transforms in all, only known kinds and fields, and bounded numbers. Every
 problem raises :class:`CompressionSpecError` naming the field (e.g. ``steps[1].fraction``).
 
-Exact convergence
-    A compressed gradient is an inexact gradient. When the compression error is relative to
-    the gradient (qint8, float16, bfloat16, float8) an exact method (L-BFGS, TRON) converges with
-    compression on, and error feedback makes the errors cancel over time. Otherwise (top-k)
-    :class:`AdaptivePrecision` bounds them: compress while the received gradient norm is
-    above ``threshold * ||g_0||`` and the true slope along each direction (exact line-search
-    scalars) agrees with the compressed one, then send full precision for good, so the last
-    iterations are exact and the method converges to the uncompressed optimum.
-    :class:`CompressedGradientOracle` applies a transform and a policy to an oracle's
-    gradients. Measurements: ``docs/compression.md``.
+Exact convergence: a compressed gradient is an inexact one. :class:`AdaptivePrecision`
+(:mod:`geodml.job.compression`) compresses while the received gradient norm is above
+``threshold * ||g_0||`` and the true slope along each direction agrees with the compressed
+one, then sends full precision for good, so exact methods reach the uncompressed optimum.
+Measurements: ``docs/compression.md``.
 """
 
 from __future__ import annotations
@@ -384,12 +379,10 @@ def from_spec(spec: Mapping[str, Any] | str | None) -> Transform:
 
 #: short names of common specs (``geodml train --compress-up float16``)
 SHORT_SPECS: dict[str, dict[str, Any]] = {
-    "float32": {"kind": "cast", "dtype": "float32"},
-    "float16": {"kind": "cast", "dtype": "float16"},
-    "bfloat16": {"kind": "cast", "dtype": "bfloat16"},
-    "float8": {"kind": "cast", "dtype": "float8"},
-    "int8": {"kind": "quantize_int8"},
-}
+    **{dtype: {"kind": "cast", "dtype": dtype} for dtype in CAST_DTYPES},
+    "int8": {"kind": "quantize_int8"}}
+
+
 def spec_text(text: str | None) -> str | None:
     """A validated JSON spec from a short name (:data:`SHORT_SPECS`, no error feedback:
     gradient sums travel as changes instead, :mod:`geodml.job.compression`) or from JSON
@@ -403,9 +396,7 @@ def has_error_feedback(spec: Transform | Mapping[str, Any] | str | None) -> bool
     """Whether any node of a spec keeps an error-feedback residual."""
     def walk(node: Mapping[str, Any]) -> bool:
         return bool(node.get("error_feedback")) or any(walk(s) for s in node.get("steps", ()))
-
-    t = spec if isinstance(spec, Transform) else from_spec(spec)
-    return walk(to_spec(t) or {})
+    return walk(to_spec(spec if isinstance(spec, Transform) else from_spec(spec)))
 
 def _short(value: Any) -> str:
     text = repr(value)
@@ -545,13 +536,12 @@ def _build_kind(kind: str, node: Mapping[str, Any], path: str, depth: int,
 
 
 def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
-                    compression: str = "zstd") -> WireFormat:
+                    compression: str | None = None) -> WireFormat:
     """The codec format that carries a transform's output exactly and compactly.
 
-    Compactly: each chunk's payload is zstd-compressed where that is shorter (lossless;
-    the codec keeps the raw payload otherwise). A compressed vector's bytes repeat:
-    float8 codes and bfloat16 exponents cluster, and zstd at level 1 saves about a third
-    of them (FADL-subspace at 2^20 features, 100k rows per DC: BENCHMARKS.md).
+    Compactly: unless ``compression`` says otherwise, chunks are zstd-compressed where
+    that is shorter (lossless), except the identity's: float8 codes and bfloat16 exponents
+    repeat, and zstd saves about a third of them (docs/compression.md).
 
     Walking the steps in order: a cast to d makes the values d-valued (unless they already
     are in a dtype d contains: float16 and bfloat16 values are float32 values; float8 makes
@@ -581,7 +571,10 @@ def wire_format_for(transform_spec: Transform | Mapping[str, Any] | str | None,
         elif kind == "top_k" and dtype == "qint8":
             dtype = "float64"
 
-    walk(to_spec(t))
+    spec = to_spec(t)
+    walk(spec)
+    if compression is None:
+        compression = "none" if spec == {"kind": "identity"} else "zstd"
     if dtype in ("qint8", "qfloat8"):
         return WireFormat(dtype, compression, True, chunk_bytes=chunk)
     return WireFormat(dtype, compression, True)

@@ -217,7 +217,7 @@ class SiteService:
             )
             if spec.up is not None:
                 session.up = UpSender(spec.up, session.dim, spec.up_deltas)
-            session.directions = spec.directions
+            session.directions = spec.directions  # None: as its gradients travel
             session.masker, session.privacy = masker, privacy
             session.validation = validation
             if privacy is not None:
@@ -257,7 +257,6 @@ class SiteService:
         def lengths(first):
             s = self._session(first.session)
             return {0: s.dim if first.has_w else 0, 1: s.dim if first.want_hvp else 0}
-
         first, vectors = read_message_stream(requests, lengths, self.name, self._float32)
         s = self._session(first.session)
         with s.lock:
@@ -329,8 +328,7 @@ class SiteService:
         hvp = ex.hess_vec(vectors.result(1)) if first.want_hvp else None
         if first.full_precision:  # exact from now on; no residual owed
             s.up = s.directions = None
-        grad, grad_format = sums.grad if first.want_gradient else None, s.reply_format
-        delta = False
+        grad, grad_format, delta = sums.grad if first.want_gradient else None, s.reply_format, False
         if grad is not None and not np.all(np.isfinite(grad)):  # e.g. w near float32's max
             raise SiteError("INVALID_ARGUMENT",
                             f"site {self.name}: the gradient sum at this point is not finite "
@@ -445,8 +443,7 @@ class SiteService:
             return with_chunks(pb.LocalSolveReply(rows=rows, info_json="{}"),
                                encode_ring(masked, 0, s.reply_format), pb.LocalSolveReply)
         head = pb.LocalSolveReply(rows=rows, info_json=json.dumps(info))
-        fmt = proc.reply_format(s.reply_format, s.up.format if s.up is not None else None,
-                                s.directions)
+        fmt = proc.reply_format(s.reply_format, s.up and s.up.format, s.directions)
         return with_chunks(head, encode_vector(vector, 0, fmt), pb.LocalSolveReply)
 
     def _local_params(self, first: pb.LocalSolveRequest) -> dict:
