@@ -18,8 +18,9 @@ from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
-from geodml.federation import Federation
+from geodml.federation import CompressionConfig, Federation
 from geodml.federation.journal import Journal, JournalError
+from geodml.job.compression import AdaptivePrecision
 from geodml.federation.reliability import Reliability, SiteLostError
 from geodml.model import LinearModel
 from geodml.runs import RunDir, RunDirError, read_checked_json, write_checked_json
@@ -48,12 +49,19 @@ def cluster(regional, tmp_path):
         yield c
 
 
-def federation(cluster, **kw) -> Federation:
+def federation(cluster, compress: str | None = None, **kw) -> Federation:
+    """``compress``: that cast both ways (gradient sums up as changes), a precision policy."""
+    if compress is not None:
+        spec = f'{{"kind": "cast", "dtype": "{compress}"}}'
+        kw["compression"] = CompressionConfig(up=spec, down=spec, precision=AdaptivePrecision())
     return Federation(cluster.transports(timeout=scaled(60)), home="us-east", **kw)
 
 
 def run(fed: Federation, method: str = "fadl-subspace", on_row=None):
     return train(fed, method, TrainSpec(**SPEC), RunRecorder(fed, on_row=on_row))
+
+
+RUNS = [("fadl-subspace", None), ("sqm-lbfgs", None), ("fadl-subspace", "float8")]
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +71,9 @@ def reference(regional, tmp_path_factory):
                for n, p in regional.items()]
     out = {}
     with LocalCluster(configs, tmp_path_factory.mktemp("ref"), insecure=True) as c:
-        for method in ("fadl-subspace", "sqm-lbfgs"):
-            with federation(c) as fed:
-                out[method] = run(fed, method)
+        for method, compress in RUNS:
+            with federation(c, compress) as fed:
+                out[method, compress] = run(fed, method)
     return out
 
 
@@ -73,9 +81,11 @@ def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("method", ["fadl-subspace", "sqm-lbfgs"])
+@pytest.mark.parametrize(("method", "compress"), RUNS)
 def test_a_site_killed_and_restarted_mid_run_is_recovered_to_the_same_model(
-        cluster, reference, method):
+        cluster, reference, method, compress):
+    """With compression too: the restarted site's replayed session rebuilds the gradient
+    it sends changes against (geodml.job.compression)."""
     restarted = []
 
     def kill_at_iteration_3(row) -> None:
@@ -85,12 +95,12 @@ def test_a_site_killed_and_restarted_mid_run_is_recovered_to_the_same_model(
             restarter.start()  # ... and retries with backoff until it is back
             restarted.append(restarter)
 
-    with federation(cluster) as fed:
+    with federation(cluster, compress) as fed:
         result = run(fed, method, on_row=kill_at_iteration_3)
         assert fed.recoveries == {"eu-west": 1}
         calls = fed.meter.calls
     restarted[0].join()
-    ref = reference[method]
+    ref = reference[method, compress]
     assert ref.converged, ref.reason
     assert result.reason == ref.reason
     assert relative(result.w, ref.w) <= 1e-9
@@ -181,9 +191,13 @@ def wait_for_calls(journal: Path, calls: int, process, deadline: float = 120) ->
     raise AssertionError(f"fewer than {calls} calls journaled within {scaled(deadline)} s")
 
 
-def test_a_killed_coordinator_resumes_to_the_same_model_and_byte_totals(cluster, tmp_path):
+@pytest.mark.parametrize("compress", ["none", "float8"])
+def test_a_killed_coordinator_resumes_to_the_same_model_and_byte_totals(cluster, tmp_path,
+                                                                       compress):
+    """float8: the replayed journal rebuilds the gradients the sites send changes against."""
     common = ["train", "--method", "fadl-subspace", "--insecure", "--home", "us-east",
-              "--gtol", "1e-10", *site_args(cluster)]  # a long run: killed well before its end
+              "--gtol", "1e-10", "--compress", compress,
+              *site_args(cluster)]  # a long run: killed well before its end
     ref = geodml(*common, "--run-dir", str(tmp_path / "ref"), "--out", str(tmp_path / "ref.npz"))
     assert ref.wait(scaled(180)) == 0, ref.stdout.read()
 
