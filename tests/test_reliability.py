@@ -20,8 +20,8 @@ from geodml.data.partition import site_dirs
 from geodml.data.synthetic import RegionalCTRConfig, write_regional
 from geodml.federation import CompressionConfig, Federation
 from geodml.federation.journal import Journal, JournalError
-from geodml.job.compression import AdaptivePrecision
 from geodml.federation.reliability import Reliability, SiteLostError
+from geodml.job.compression import AdaptivePrecision
 from geodml.model import LinearModel
 from geodml.runs import RunDir, RunDirError, read_checked_json, write_checked_json
 from geodml.site.config import DataConfig, SiteConfig
