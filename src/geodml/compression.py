@@ -385,8 +385,7 @@ SHORT_SPECS: dict[str, dict[str, Any]] = {
 
 def spec_text(text: str | None) -> str | None:
     """A validated JSON spec from a short name (:data:`SHORT_SPECS`, no error feedback:
-    gradient sums travel as changes instead, :mod:`geodml.job.compression`) or from JSON
-    text; None stays None."""
+    gradients travel as changes, :mod:`geodml.job.compression`), JSON text, or None."""
     if not text:
         return None
     return json.dumps(to_spec(from_spec(SHORT_SPECS.get(text, text))))
@@ -397,6 +396,7 @@ def has_error_feedback(spec: Transform | Mapping[str, Any] | str | None) -> bool
     def walk(node: Mapping[str, Any]) -> bool:
         return bool(node.get("error_feedback")) or any(walk(s) for s in node.get("steps", ()))
     return walk(to_spec(spec if isinstance(spec, Transform) else from_spec(spec)))
+
 
 def _short(value: Any) -> str:
     text = repr(value)

@@ -26,11 +26,11 @@ as its change since its previous one, as both halves reconstructed it::
 
     r_0 = 0,   sent_t = T(m_t - r_{t-1}),   r_t = r_{t-1} + sent_t
 
-(``m_t`` the per-row mean, ``T`` the transform; the next change carries this one's
-error, so deltas are error feedback, and a transform with its own keeps sending whole
-gradients): the error of ``r_t`` is the
+(``m_t`` the per-row mean, ``T`` the transform). The error of ``r_t`` is the
 transform's error on the change ``m_t - r_{t-1}``, which shrinks with the steps, so a
-one-byte format costs no iterations (17 with float8 deltas). The reply says whether it
+one-byte format costs no iterations (17 with float8 deltas). The next change carries
+this one's error: deltas are error feedback, so a transform with its own residual keeps
+sending whole gradients (it would compensate twice). The reply says whether it
 carries a change (``EvaluateReply.gradient_delta``); a session's first gradient, and
 every one after full precision, is the gradient itself. The coordinator's half keeps
 ``r`` per site and round, so a retried round is applied once.
@@ -98,8 +98,7 @@ SLOPE_AGREEMENT = 0.5  # AdaptivePrecision's direction check where compression e
 class CompressionConfig:
     """Compression of what crosses the WAN (JSON specs, see :mod:`geodml.compression`).
 
-    ``up``: each site compresses the gradient sums it sends (its own error-feedback
-    state); ``down``: the coordinator compresses the vectors it sends (directions,
+    ``up``: each site compresses the gradient sums it sends (its own state); ``down``: the coordinator compresses the vectors it sends (directions,
     points, gradients for local solves). ``precision`` switches both to full precision
     near the optimum, so exact methods still reach it. ``deltas``: compressed gradient
     sums travel as their changes (see the module's Deltas).
