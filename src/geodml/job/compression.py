@@ -98,8 +98,9 @@ SLOPE_AGREEMENT = 0.5  # AdaptivePrecision's direction check where compression e
 class CompressionConfig:
     """Compression of what crosses the WAN (JSON specs, see :mod:`geodml.compression`).
 
-    ``up``: each site compresses the gradient sums it sends (its own state); ``down``: the coordinator compresses the vectors it sends (directions,
-    points, gradients for local solves). ``precision`` switches both to full precision
+    ``up``: each site compresses the gradient sums it sends (its own state); ``down``:
+    the coordinator compresses the vectors it sends (directions, points, gradients for
+    local solves). ``precision`` switches both to full precision
     near the optimum, so exact methods still reach it. ``deltas``: compressed gradient
     sums travel as their changes (see the module's Deltas).
     """
