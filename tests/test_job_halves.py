@@ -116,12 +116,23 @@ def test_spec_site_reads_back_what_the_coordinator_wrote():
     req = spec.prepare_request("logistic", 0.5, data.space, 3, True,
                                WireFormat("float32"), job="probe",
                                up_compression='{"kind": "cast", "dtype": "float16"}',
-                               sample_fraction=0.5)
+                               sample_fraction=0.5,
+                               down_compression='{"kind": "cast", "dtype": "float8"}',
+                               up_deltas=True)
     job = spec.JobSpec.from_request(pb.PrepareRequest.FromString(req.SerializeToString()),
                                     "a", data)
     assert (job.job, job.loss.name, job.lam, job.sample_fraction, job.restrict) == (
         "probe", "logistic", 0.5, 0.5, True)
     assert job.reply_format == WireFormat("float32") and job.up is not None
+    # the site's directions travel as the coordinator's do; gradients as changes
+    assert job.directions == WireFormat("qfloat8", "zstd") and job.up_deltas
+    no_up = spec.prepare_request("logistic", 0.5, data.space, 3, True, WireFormat(),
+                                 up_deltas=True)
+    assert not no_up.up_deltas  # nothing compressed up: nothing to send as changes
+    req.down_compression = '{"kind": "cast", "dtype": "float7"}'
+    with pytest.raises(SiteError, match="site a: down_compression: .*dtype"):
+        spec.JobSpec.from_request(req, "a", data)
+    req.down_compression = ""
     assert spec.prepare_request("squared", 0.0, data.space, 3, False, WireFormat()
                                 ).sample_fraction == 0.0
     req.features = 4
