@@ -130,7 +130,7 @@ def test_spec_site_reads_back_what_the_coordinator_wrote():
                                  up_deltas=True)
     assert not no_up.up_deltas  # nothing compressed up: nothing to send as changes
     req.down_compression = '{"kind": "cast", "dtype": "float7"}'
-    with pytest.raises(SiteError, match="site a: down_compression: .*dtype"):
+    with pytest.raises(SiteError, match=r"site a: down_compression: .*dtype"):
         spec.JobSpec.from_request(req, "a", data)
     req.down_compression = ""
     assert spec.prepare_request("squared", 0.0, data.space, 3, False, WireFormat()
