@@ -418,7 +418,7 @@ class Federation(SiteClient, Recovery, Channels):
             grad = self._expand(site, asm.result(0)) if want_grad else None
             if grad is not None:
                 grad = self._up.receive(site, round_id, grad, first.rows, as_mean,
-                                        first.gradient_delta)  # (a change, maybe)
+                                        first.gradient_delta)
             hvp = self._expand(site, asm.result(1)) if v is not None else None
             if validate:
                 scored[site] = SiteValidation(
