@@ -8,7 +8,14 @@ import pytest
 
 from geodml.compression import from_spec
 from geodml.errors import GeodmlError
-from geodml.job.compression import DownChannel, UpReceiver, UpSender, travels_as_mean
+from geodml.job.compression import (
+    CompressionConfig,
+    DownChannel,
+    UpReceiver,
+    UpSender,
+    sends_changes,
+    travels_as_mean,
+)
 from geodml.wire.codec import WireFormat, roundtrip
 
 
@@ -16,7 +23,7 @@ def test_up_halves_undo_each_other_and_switch_together():
     rng = np.random.default_rng(0)
     grad, rows = rng.normal(size=50) * 1e6, 3_000_000  # a sum that float16 cannot hold
     site = UpSender(from_spec('{"kind": "cast", "dtype": "float16"}'), 50)
-    coordinator = UpReceiver('{"kind": "cast", "dtype": "float16"}')
+    coordinator = UpReceiver(CompressionConfig(up='{"kind": "cast", "dtype": "float16"}'))
     full_precision, as_mean = coordinator.begin_evaluate()
     assert (full_precision, as_mean) == (False, True) and site.active
     out, delta = site.send(grad, rows)
@@ -47,7 +54,8 @@ def _global_errors(deltas: bool) -> list[float]:
     """Relative error of the received global gradient per step, float8 up."""
     f8 = from_spec('{"kind": "cast", "dtype": "float8"}')
     sites = {name: UpSender(f8, 200, deltas) for name in "ab"}
-    coordinator = UpReceiver('{"kind": "cast", "dtype": "float8"}')
+    coordinator = UpReceiver(CompressionConfig(up='{"kind": "cast", "dtype": "float8"}',
+                                               deltas=deltas))
     errors = []
     for t, sums in enumerate(_cancelling_sums(12)):
         _, as_mean = coordinator.begin_evaluate()
@@ -73,7 +81,8 @@ def test_deltas_keep_the_error_relative_to_the_change_not_to_the_sites_sums():
 
 def test_a_retried_round_is_reconstructed_from_the_same_reference():
     f16 = from_spec('{"kind": "cast", "dtype": "float16"}')
-    site, coordinator = UpSender(f16, 3, deltas=True), UpReceiver("float16")
+    site, coordinator = UpSender(f16, 3, deltas=True), UpReceiver(
+        CompressionConfig(up='{"kind": "cast", "dtype": "float16"}'))
     first = coordinator.receive("a", 1, site.send(np.ones(3), 1)[0], 1, True, False)
     out, delta = site.send(np.full(3, 3.0), 1)
     again = [coordinator.receive("a", 2, out, 1, True, delta) for _ in range(2)]
@@ -88,7 +97,12 @@ def test_the_rule_is_one_function():
     assert travels_as_mean(True, exact=False)
     assert not travels_as_mean(True, exact=True)
     assert not travels_as_mean(False, exact=False)
-    assert not UpReceiver(None).begin_evaluate()[1]
+    assert not UpReceiver(CompressionConfig()).begin_evaluate()[1]
+    # changes: a compressed job that asks for them, without a residual of its own
+    f8 = '{"kind": "cast", "dtype": "float8"}'
+    assert sends_changes(f8, True) and sends_changes(from_spec(f8), True)
+    assert not sends_changes(f8, False) and not sends_changes("", True)
+    assert not sends_changes('{"kind": "cast", "dtype": "float8", "error_feedback": true}', True)
 
 
 def test_down_channel_sends_what_it_says_the_sites_receive():

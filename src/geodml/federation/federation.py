@@ -115,7 +115,7 @@ class Federation(SiteClient, Recovery, Channels):
         self.wire = wire or WireFormat()
         self.compression = compression or CompressionConfig()
         self._down = DownChannel(None, 0, self.wire)  # the job's channels (see prepare)
-        self._up = UpReceiver(None)
+        self._up = UpReceiver(CompressionConfig())
         self.meter = Meter(home)
         self.audit = audit
         self.reliability = reliability or Reliability()
@@ -291,7 +291,7 @@ class Federation(SiteClient, Recovery, Channels):
             restrict_to_support = False
         dp_nonce = self._job_nonce() if privacy is not None else b""
         cfg = self.compression
-        self._down, self._up = DownChannel(cfg.down, self.n_features, self.wire), UpReceiver(cfg.up)
+        self._down, self._up = DownChannel(cfg.down, self.n_features, self.wire), UpReceiver(cfg)
         if restrict_to_support is None and not self._down.keeps_subsets:
             restrict_to_support = False  # int8 down: dense, or the sites' points drift
 

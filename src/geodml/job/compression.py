@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,14 @@ def travels_as_mean(up_compression: bool, exact: bool) -> bool:
     compresses gradients up (``up_compression``) and the channel has not switched to
     full precision (``exact``). Both halves call this with their copy of the two flags."""
     return up_compression and not exact
+
+
+def sends_changes(up: Transform | str | None, deltas: bool) -> bool:
+    """Whether compressed gradient sums travel as changes (the module's Deltas): the job
+    compresses up and asks for it (``deltas``), and the up compression keeps no residual
+    of its own (deltas are error feedback: both would compensate each error twice). Both
+    halves call this with their copy of the two."""
+    return up not in (None, "") and deltas and not has_error_feedback(up)
 
 
 def to_mean(grad: np.ndarray, rows: int) -> np.ndarray:
@@ -131,9 +140,7 @@ class UpSender:
         self.transform: Transform | None = transform
         self.state: object = transform.init(dim)
         self.format: WireFormat | None = wire_format_for(self.transform)
-        # deltas are error feedback: a transform keeping its own residual would compensate
-        # each error twice, so it sends whole gradients
-        self.deltas = deltas and not has_error_feedback(transform)
+        self.deltas = sends_changes(transform, deltas)
         self.reference: np.ndarray | None = None  # r: the last mean as both halves hold it
 
     @property
@@ -159,14 +166,22 @@ class UpSender:
 
 class UpReceiver:
     """The coordinator half of the up channel: it mirrors the sites' flag (compressing,
-    or exact since a ``full_precision`` request) and undoes the per-row mean."""
+    or exact since a ``full_precision`` request), undoes the per-row mean and, where the
+    job's gradients travel as changes, adds them up."""
 
-    def __init__(self, spec: str | None):
-        self.compressing = bool(spec)
+    def __init__(self, config: CompressionConfig):
+        self.config = config
+        self.compressing = bool(config.up)
         self.exact = False
         self.pending = False  # the next Evaluate tells the sites to stop compressing
         # per site: (round, r before that round's reply, r after it) (the module's Deltas)
         self._references: dict[str, tuple[int, np.ndarray | None, np.ndarray]] = {}
+
+    @cached_property
+    def deltas(self) -> bool:
+        """Whether the sites send changes (read at the first gradient: a bad up spec is
+        the sites' to name, in the Prepare they refuse)."""
+        return sends_changes(self.config.up, self.config.deltas)
 
     def begin_evaluate(self) -> tuple[bool, bool]:
         """For the next Evaluate: ``(full_precision, as_mean)``: whether the request
@@ -181,10 +196,11 @@ class UpReceiver:
         """The gradient sum of ``site``'s reply in round ``round_id``: ``grad`` as decoded
         (expanded to the model's features), a change since the site's previous gradient
         when ``delta``. A retried round is reconstructed from the same reference."""
-        if not as_mean:
+        if not (as_mean and self.deltas):  # no reference to keep
             if delta:
-                raise GeodmlError(f"site {site} sent a gradient change in full precision")
-            return grad
+                raise GeodmlError(f"site {site} sent a gradient change, which the job does "
+                                  "not send" + ("" if as_mean else " in full precision"))
+            return from_mean(grad, rows) if as_mean else grad
         last = self._references.get(site)
         before = None if last is None else last[1] if last[0] == round_id else last[2]
         if delta:
