@@ -81,14 +81,21 @@ def test_wall_time_lies_within_the_wan_models_terms_given_the_losses_that_happen
 
     The compute term comes from a separate run over a LAN, which on a loaded machine
     waits for a core more than the WAN run (whose processes mostly wait for the network):
-    beside two CPU-bound jobs and a second test suite the model came out 16% high. So
-    the bound is two-sided in what each part can explain: no faster than the network
-    terms alone (less 10%), no slower than network and compute (plus 15%); idle, the
-    error given the losses was within 3% either way."""
-    low = 0.9 * wan.modeled_realized_network_seconds
-    high = 1.15 * wan.modeled_realized_seconds
+    beside two CPU-bound jobs and a second test suite the model came out 16% high. When
+    the load changes between the two runs it goes the other way: in CI the WAN run's
+    compute took 2.1x the calibration's (10.0 s measured against 6.8 s of network and
+    1.5 s of compute). So the bound is two-sided in what each part can explain: no
+    faster than the network terms alone (less 10%), no slower than the network terms
+    (plus 15%) and the compute stretched by the machine's load (``time_scale``, as every
+    deadline in the suite, at least 1.15); idle, the error given the losses was within
+    3% either way."""
+    network = wan.modeled_realized_network_seconds
+    compute = wan.modeled_realized_seconds - network
+    low = 0.9 * network
+    high = 1.15 * network + max(1.15, time_scale()) * compute
     assert low <= wan.measured_seconds <= high, (
-        f"measured {wan.measured_seconds:.2f} s, modeled {wan.modeled_realized_seconds:.2f} s "
+        f"measured {wan.measured_seconds:.2f} s, not in [{low:.2f}, {high:.2f}]; "
+        f"modeled {wan.modeled_realized_seconds:.2f} s "
         f"({wan.modeled_realized_network_seconds:.2f} s of network) given "
         f"{wan.realized_loss_events} lossy messages ({wan.modeled_seconds:.2f} s given the "
         f"expected {wan.loss_events:.1f}: {wan.error:+.1%})")
