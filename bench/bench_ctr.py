@@ -4,7 +4,7 @@ per-feature (Hessian-diagonal) preconditioner.
 Usage: python bench/bench_ctr.py [--rows 10000,100000,1000000] [--dcs 2] [--bits 20]
        [--methods sqm-lbfgs,fadl-subspace] [--compress none,bfloat16,float8,int8]
        [--starts cold,warm] [--gtol 1e-3] [--held-out 0.1]
-       [--work DIR] [--stream] [--by-call]
+       [--param KEY=VALUE ...] [--work DIR] [--stream] [--by-call]
 
 For every size it generates (or reuses, under ``--work``) the regional CTR data of
 ``bench/_regional.py`` (K DCs, ``rows`` training rows each, 26 categorical + 4 numeric
@@ -43,6 +43,7 @@ from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.algorithms.stop import ValidationStop
 from geodml.centralized import train_centralized
+from geodml.cli.options import parse_params
 from geodml.data.dataset import Dataset
 from geodml.federation import CompressionConfig
 from geodml.job.compression import AdaptivePrecision
@@ -108,9 +109,10 @@ def wan_by_call(fed) -> dict[str, int]:
 
 def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: float,
             max_rounds: int, warm: bool, held_out: float | None = None,
-            log=None) -> list[str]:
+            log=None, params: dict | None = None) -> list[str]:
     """One geo run; ``held_out``: stop by the held-out loss of that share of the rows
-    (``--stop validation``, patience 1) instead of gtol."""
+    (``--stop validation``, patience 1) instead of gtol; ``params``: the method's
+    parameters (``--param``)."""
     t0 = time.perf_counter()
     validation = None if held_out is None else ValidationJob(held_out)
     stop = None if held_out is None else ValidationStop()
@@ -118,7 +120,8 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
     with open_fed(compression=config, validation=validation) as fed:
         r = train(fed, method, TrainSpec(gtol=gtol if stop is None else 1e-8,
                                          max_rounds=max_rounds, preconditioner=pre,
-                                         warm_start=warm, validation=stop), RunRecorder(fed))
+                                         warm_start=warm, validation=stop,
+                                         params=dict(params or {})), RunRecorder(fed))
         rounds, vector_rounds = fed.rounds, fed.vector_rounds
         wan = fed.meter.snapshot()["wan_bytes"]
         if log is not None:
@@ -126,7 +129,8 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
                                                 for k, b in wan_by_call(fed).items()))
     auc = roc_auc(test.y, test.X @ r.w)
     plan = (method if comp == "none" else f"{method} {comp}") + (" warm" if warm else "") + (
-        "" if held_out is None else f" stop validation ({held_out:g} held out)")
+        "" if held_out is None else f" stop validation ({held_out:g} held out)") + "".join(
+        f" {k}={v}" for k, v in (params or {}).items())
     return [f"{n:,}", plan, pre.kind, str(len(r.rows) - 1), f"{vector_rounds:g}", str(rounds),
             f"{wan / 1e6:.1f}", f"{r.objective:.7f}", f"{auc:.5f}",
             f"{time.perf_counter() - t0:.0f}", r.reason, exact_from(config)]
@@ -162,12 +166,15 @@ def main() -> None:
     ap.add_argument("--held-out", default="",
                     help="comma-separated shares: also run each geo plan with --stop "
                          "validation, that share of every site's rows held out")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a method parameter for every geo run (repeat; geodml methods)")
     ap.add_argument("--stream", action="store_true", help="sites read rows from disk")
     ap.add_argument("--work", type=Path, default=Path("bench-work"))
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--by-call", action="store_true",
                     help="log each geo run's WAN bytes by call and direction")
     args = ap.parse_args()
+    params = dict(parse_params(tuple(args.param)))
     console = Console()
     names = dc_names(args.dcs)
     pres = {"diag": Preconditioner(stop=args.stop), "none": NONE}
@@ -189,7 +196,7 @@ def main() -> None:
                     for share in [None, *(float(x) for x in args.held_out.split(",") if x)]:
                         row = geo_row(n, open_fed, method, pres[metric], comp, test,
                                       args.gtol, args.max_rounds, start == "warm", share,
-                                      console.log if args.by_call else None)
+                                      console.log if args.by_call else None, params)
                         rows.append(row)
                         console.log(" | ".join(row))
         for s in services:

@@ -515,11 +515,12 @@ def structured_call(draw, target: Target, method: str) -> Call:
     chunks: list[pb.VectorChunk] = []
     if method == "Evaluate":
         head.update(want_gradient=not one_in(draw, 3), want_hvp=draw(st.booleans()),
-                    has_w=not one_in(draw, 3), full_precision=draw(st.booleans()))
+                    has_w=not one_in(draw, 3), full_precision=draw(st.booleans()),
+                    has_direction=one_in(draw, 4))
         if draw(st.booleans()):
             head["step"] = mostly(draw, st.floats(-2, 2), FLOATS, 3)
-        slots = [s for s, wanted in ((0, head["has_w"]), (1, head["want_hvp"]))
-                 if wanted or one_in(draw, 7)]
+        slots = [s for s, wanted in ((0, head["has_w"]), (1, head["want_hvp"]),
+                                     (2, head["has_direction"])) if wanted or one_in(draw, 7)]
     elif method == "LineSearch":
         head["step_sizes"] = mostly(draw, st.lists(st.floats(-2, 2), min_size=1, max_size=4),
                                     st.one_of(st.lists(FLOATS, max_size=6),

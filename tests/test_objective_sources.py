@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from geodml.data.dataset import Dataset, FeatureSpace
@@ -14,6 +15,8 @@ from geodml.federation.objective import FederatedObjective, FederationSums
 from geodml.job.compression import AdaptivePrecision
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.models.objective import PartSums
+from geodml.optim import LbfgsOptions
+from geodml.optim.lbfgs import lbfgs
 from geodml.site.inprocess import InProcessTransport
 from geodml.site.service import SiteService
 
@@ -93,3 +96,74 @@ def test_a_compressing_federation_gets_the_slope_probe():
         assert abs(true - believed) < 1e-2 * abs(believed)  # float16 is close
         obj.line_values(np.array([2.0]))  # the same direction: no second probe
         assert len(policy.slopes) == 1
+
+
+def _solve(obj, trial: bool):
+    # memory 1: a poor curvature model, so some unit steps are rejected and walked on
+    return lbfgs(obj, np.zeros(obj.n_features),
+                 LbfgsOptions(gtol=1e-8, memory=1, trial_step=trial))
+
+
+def test_trial_steps_keep_the_iterates_and_save_a_round_per_accepted_unit_step():
+    """With curvature pairs every line-search candidate is a move that brings its
+    gradient: a taken unit step is one round, a rejected one is searched on from
+    there. Same iterates as the scalar line search, in process and over sites; over
+    sites the scalar search's round per iteration plus its gradient round become one
+    round per candidate."""
+    X, y = _data()
+    lam = 1.0 / X.shape[0]
+    runs = {}
+    for trial in (False, True):
+        local = RegularizedObjective([SiteSums(X, y, get_loss("logistic"))], lam, X.shape[1])
+        runs["local", trial] = _solve(local, trial)
+        with _federation(X, y) as fed:
+            fed.prepare("logistic", lam)
+            runs["sites", trial] = _solve(FederatedObjective(fed, lam), trial)
+            runs["rounds", trial] = fed.rounds
+    reference = runs["local", False]
+    assert reference.converged and reference.iterations > 10
+    for key in (("local", True), ("sites", False), ("sites", True)):
+        run = runs[key]
+        assert [(h.line_rounds, h.alpha == 1.0) for h in run.history] == [
+            (h.line_rounds, h.alpha == 1.0) for h in reference.history], key
+        np.testing.assert_allclose([h.f for h in run.history],
+                                   [h.f for h in reference.history], rtol=1e-12)
+        # stepping on from a rejected candidate rounds differently: ulps per iteration
+        np.testing.assert_allclose(run.w, reference.w, rtol=1e-7, atol=1e-10)
+    history = runs["sites", True].history[1:]
+    assert sum(h.line_rounds > 1 for h in history[1:]) >= 3  # rejected, walked on
+    plain = 1 + sum(h.line_rounds + 1 for h in runs["sites", False].history[1:])
+    assert runs["rounds", False] == plain
+    # the walk: the first iteration searches in scalars, then one round per candidate
+    # (plus one when the search settles on a candidate other than the last)
+    walked = 1 + history[0].line_rounds + 1 + sum(h.line_rounds for h in history[1:])
+    assert walked <= runs["rounds", True] <= walked + sum(h.line_rounds > 1
+                                                           for h in history[1:])
+    assert runs["rounds", True] < 0.6 * plain
+
+
+def test_a_compressed_trial_step_brings_the_exact_slopes():
+    """Where gradients travel compressed, the move that takes a new direction along
+    also brings the exact slope sums before and after it: the first checks the
+    compressed gradient's g~.p (the precision policy's probe, as a line search's step 0
+    would), the second is the line search's phi'(1)."""
+    X, y = _data()
+    policy = _Recording()
+    cfg = CompressionConfig(up='{"kind": "cast", "dtype": "float16"}', precision=policy)
+    lam = 1.0 / X.shape[0]
+    exact = RegularizedObjective([SiteSums(X, y, get_loss("logistic"))], lam, X.shape[1])
+    with _federation(X, y, compression=cfg) as fed:
+        fed.prepare("logistic", lam)
+        obj = FederatedObjective(fed, lam)
+        _, g = obj.value_grad(np.zeros(X.shape[1]))
+        p = obj.set_direction(-g)
+        rounds = fed.rounds
+        obj.step(1.0)
+        assert fed.rounds == rounds + 1
+        (believed, true), = policy.slopes
+        assert believed == float(g @ p)
+        exact.value_grad(np.zeros(X.shape[1]))
+        exact.set_direction(p)
+        _, (d0, d1) = exact.line_values(np.array([0.0, 1.0]))
+        assert true == pytest.approx(d0, rel=1e-10)
+        assert obj.step_slope == pytest.approx(d1, rel=1e-10)

@@ -3,7 +3,10 @@
 Each round every DC returns sums over its rows (loss, gradient, Hessian-vector
 product, or losses along a cached direction), and the coordinator adds them; the
 iterates are exactly those of the same solver run centrally on the pooled rows.
-Methods: ``lbfgs`` (line search in scalars, one vector each way per iteration),
+Methods: ``lbfgs`` (line search in scalars, one vector each way per iteration; once
+curvature pairs exist, a trial step to ``w + p`` brings the gradient there in the same
+round, so an iteration whose unit step is accepted is one round,
+:mod:`geodml.optim.lbfgs`),
 ``gd`` (steepest descent with the same line search), ``tron`` (trust-region
 Newton-CG: one Hessian-vector round per CG step). All converge to the exact
 optimum of ``F(w) = (1/N) sum_i l(y_i, x_i.w) + (lambda/2)||w||^2``.
@@ -25,6 +28,8 @@ SQM_METHODS = ("lbfgs", "gd", "tron")
 #: the parameters of every sqm-* method (a site answers up to 1024 step sizes a round)
 SQM_PARAMS = Schema(
     line_search_batch=Param(1, "int", 1, 1024, "trial step sizes per line-search round"),
+    trial_step=Param(True, "bool", doc="lbfgs, batch 1: every line-search candidate is a "
+                     "move that brings its gradient, so a taken unit step costs one round"),
 )
 
 
@@ -36,10 +41,12 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
     (``gtol`` is measured in the norm the preconditioner's ``stop`` names).
     ``spec.warm_start``: start from the sites' curvature-weighted solutions
     (:mod:`geodml.algorithms.warm_start`) unless ``spec.w0`` is given.
-    Param: ``line_search_batch`` (1): trial steps per line-search round."""
+    Params: ``line_search_batch`` (1): trial steps per line-search round;
+    ``trial_step`` (True): the unit step and its gradient in one round first."""
     if method not in SQM_METHODS:
         raise ConfigError(f"unknown SQM method {method!r}; known: {', '.join(SQM_METHODS)}")
-    batch = SQM_PARAMS.read(f"sqm-{method}", spec.params)["line_search_batch"]
+    params = SQM_PARAMS.read(f"sqm-{method}", spec.params)
+    batch = params["line_search_batch"]
     lam = spec.lam_for(fed)
     fed.prepare(spec.loss, lam)
     objective = FederatedObjective(fed, lam)
@@ -60,7 +67,8 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
         # gtol 0: the rule stops at gtol (the solver still stops at a zero gradient, a
         # failed line search or noise-level progress)
         options = LbfgsOptions(gtol=0.0, max_iter=spec.max_rounds - done[0],
-                               line_search_batch=batch, reference_grad_norm=rule.reference,
+                               line_search_batch=batch, trial_step=params["trial_step"],
+                               reference_grad_norm=rule.reference,
                                f_noise=fed.sum_resolution / fed.n_rows)
         result = solve(objective, method, metric, w0, options, callback,
                        preconditioner.stop)

@@ -59,6 +59,7 @@ class SiteEval:
     rows: int
     grad: np.ndarray | None
     hvp: np.ndarray | None
+    derivatives: tuple[float, ...] = ()  # a step's exact slope sums along p (Evaluate)
 
 
 def _symmetric(upper: np.ndarray, m: int) -> np.ndarray:
@@ -140,17 +141,11 @@ class Federation(SiteClient, Recovery, Channels):
         self._jobs_prepared = 0
         self._peers: set[str] = set()  # the sites the current job's masks cover
         self._fraction_bits = 0  # the current job's fixed point
-        if secure is not None and (self.compression.up or self.compression.down):
-            self._release()
-            raise GeodmlError("secure aggregation sums exact fixed-point vectors: it does not "
-                              "combine with compression")
-        if secure is not None and validation is not None:
-            self._release()
-            raise GeodmlError("secure aggregation hides each site's sums; validation scores "
-                              "would travel in the clear: train without --stop validation")
         self.validation = validation
         self._validated: dict[str, float] = {}  # metrics at the last point evaluated
         try:
+            secure_job.check_job(secure, bool(self.compression.up or self.compression.down),
+                                 validation is not None)
             self.sites = self._map(self._describe)
             self._check_compatible()
         except BaseException:
@@ -371,20 +366,21 @@ class Federation(SiteClient, Recovery, Channels):
         return secure_job.unmask(parts, self._fraction_bits)
 
     def evaluate(self, w: np.ndarray | None = None, *, step: float | None = None,
-                 want_grad: bool = True, v: np.ndarray | None = None,
-                 commit: np.ndarray | None = None, memory: int = 0,
-                 sites: Iterable[str] | None = None) -> list[SiteEval]:
-        """Loss sums (and gradient / Hessian-vector sums) at ``w``, at the cached
-        ``w + step p``, or at the current point (first moved to ``w + D commit``, keeping
-        ``memory`` steps, as :meth:`subspace` with ``commit=True`` would); one round to
-        every site, or to ``sites`` only (unmasked jobs: the planner times one site's
-        pass at a time)."""
-        if commit is not None and (w is not None or step is not None):
-            raise GeodmlError("evaluate: commit moves the current point; give no w or step")
+                 direction: np.ndarray | None = None, want_grad: bool = True,
+                 v: np.ndarray | None = None, commit: np.ndarray | None = None,
+                 memory: int = 0, sites: Iterable[str] | None = None) -> list[SiteEval]:
+        """Loss sums (and gradient / Hessian-vector sums) at ``w``, at ``w + step p`` (``p``
+        cached, or ``direction``, sent and cached now; with the exact slope sums), or at
+        the current point moved to ``w + D commit`` (as :meth:`subspace` would, keeping
+        ``memory`` steps); one round to every site, or to ``sites`` (unmasked only)."""
+        if (commit is not None and (w is not None or step is not None)) or (
+                direction is not None and (w is not None or step is None)):
+            raise GeodmlError("evaluate: commit moves the current point (no w or step), "
+                              "a direction goes with a step (no w)")
         if sites is not None and self.secure is not None:
             raise GeodmlError("evaluate: masked sums cancel only over every site")
-        round_id = self._next_round(down=(w is not None) + (v is not None),
-                                    up=want_grad + (v is not None))
+        round_id = self._next_round(down=(w is not None) + (v is not None)
+                                    + (direction is not None), up=want_grad + (v is not None))
         full_precision, as_mean = self._up.begin_evaluate()
         coefficients = [] if commit is None else [float(x) for x in commit]
         validate = want_grad and self.validation is not None and self.secure is None
@@ -397,7 +393,8 @@ class Federation(SiteClient, Recovery, Channels):
                                       has_w=w is not None, full_precision=full_precision,
                                       dropped_peers=self._dropped_peers(), validate=validate,
                                       commit=commit is not None, commit_memory=memory,
-                                      commit_coefficients=coefficients)
+                                      commit_coefficients=coefficients,
+                                      has_direction=direction is not None)
             if step is not None and w is None:
                 head.step = step
             vectors = []
@@ -405,6 +402,8 @@ class Federation(SiteClient, Recovery, Channels):
                 vectors.append((0, self._restrict(site, w)))
             if v is not None:
                 vectors.append((1, self._restrict(site, v)))
+            if direction is not None:
+                vectors.append((2, self._restrict(site, direction)))
             dim = self._dim(site)
             if self.secure is not None:  # one masked vector: loss, gradient, Hv
                 n = 1 + dim * (want_grad + (v is not None))
@@ -424,7 +423,8 @@ class Federation(SiteClient, Recovery, Channels):
                 scored[site] = SiteValidation(
                     first.validation_loss_sum, first.validation_rows,
                     histogram_from_wire(first.validation_histogram, site))
-            return SiteEval(site, first.loss_sum, first.rows, grad, hvp)
+            return SiteEval(site, first.loss_sum, first.rows, grad, hvp,
+                            tuple(first.derivative_sums))
 
         if self.secure is None:
             evals = list(self._map(one, sites).values())

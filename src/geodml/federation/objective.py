@@ -7,9 +7,10 @@ over :class:`FederationSums`:
 
 Each call is one round to every site: ``value_grad`` sends ``w`` down and brings
 gradient sums up; ``set_direction`` only remembers ``p``, which travels with the
-first ``line_values`` call (sites cache ``X p``); further step-size batches and
-``step`` (moving to ``w + a p`` and returning the gradient) send no vector down.
-So an L-BFGS iteration costs one vector down and one vector up per site.
+first ``line_values`` or ``step`` call (sites cache ``X p``); further step-size
+batches and steps (moving to ``w + a p`` and returning the gradient) send no vector
+down. So an L-BFGS iteration costs one vector down and one vector up per site, and
+one round when its trial step ``a = 1`` is taken (:func:`geodml.optim.lbfgs.lbfgs`).
 Because the sites see vectors after the wire format and the down compression
 (e.g. float32, 8-bit), the objective keeps ``w`` and ``p`` as the sites received them
 and hands ``p`` back from ``set_direction``, so solver and sites step alike.
@@ -30,6 +31,7 @@ class FederationSums:
         self.fed = federation
         self._p: np.ndarray | None = None
         self.pending_direction = False
+        self.step_derivatives: tuple[float, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -61,7 +63,13 @@ class FederationSums:
         return np.sum([v for v, _ in parts], axis=0), np.sum([d for _, d in parts], axis=0)
 
     def step(self, alpha: float) -> tuple[float, np.ndarray]:
-        evals = self.fed.evaluate(step=alpha)
+        p = self._p if self.pending_direction else None
+        self.pending_direction = False
+        evals = self.fed.evaluate(step=alpha, direction=p)
+        wanted = 1 + (p is not None)  # none under secure aggregation
+        slopes = [e.derivatives for e in evals]
+        self.step_derivatives = tuple(np.sum(slopes, axis=0).tolist()) if all(
+            len(d) == wanted for d in slopes) else ()
         return sum(e.loss_sum for e in evals), np.sum([e.grad for e in evals], axis=0)
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:

@@ -408,8 +408,16 @@ class CompressedGradientOracle:
         return f, d
 
     def step(self, alpha: float) -> tuple[float, np.ndarray]:
+        if self._believed is not None and self.policy is not None:  # a move comes first
+            believed, self._believed = self._believed, None
+            self.policy.observe_direction(believed, float(self.oracle.line_values(
+                np.zeros(1))[1][0]))
         f, g = self.oracle.step(alpha)
         return f, self._receive(g)
+
+    @property
+    def step_slope(self) -> float | None:
+        return getattr(self.oracle, "step_slope", None)
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
         return self.oracle.hess_vec(v)

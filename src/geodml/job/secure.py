@@ -58,6 +58,17 @@ def job_nonce(seed: bytes | None, counter: int) -> bytes:
                            person=b"geodml-job").digest()
 
 
+def check_job(config: SecureAggregation | None, compressing: bool, validating: bool) -> None:
+    """Refuse what secure aggregation does not combine with: compression (it sums exact
+    fixed-point vectors) and held-out validation (whose scores would travel in the clear)."""
+    if config is not None and compressing:
+        raise GeodmlError("secure aggregation sums exact fixed-point vectors: it does not "
+                          "combine with compression")
+    if config is not None and validating:
+        raise GeodmlError("secure aggregation hides each site's sums; validation scores "
+                          "would travel in the clear: train without --stop validation")
+
+
 def check_sites(names: Sequence[str]) -> None:
     """Secure aggregation needs at least 2 sites."""
     if len(names) < 2:

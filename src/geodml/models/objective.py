@@ -58,7 +58,10 @@ class ObjectiveOracle(Protocol):
         """``F(w + a p)`` and ``dF/da`` for each ``a`` (scalars only)."""
 
     def step(self, alpha: float) -> tuple[float, np.ndarray]:
-        """Move to ``w + alpha p``; return ``F`` and its gradient there."""
+        """Move to ``w + alpha p``; return ``F`` and its gradient there. ``p`` stays
+        cached: ``line_values`` and ``step`` go on along it from the new point. An
+        oracle whose gradient arrives inexact (compressed) may set ``step_slope``,
+        the exact ``dF(w + a p)/da`` there (optional; None or absent: ``grad.p``)."""
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
         """Hessian of ``F`` at the current point times ``v``."""
@@ -72,6 +75,10 @@ class SumsSource(Protocol):
     n_rows: int
     compressing: bool  # vectors travel compressed: probe the exact slope along each p
     pending_direction: bool  # set_direction deferred p: it travels with a line search
+    # after step: the exact sums of l'(z_i) (X p)_i where the gradient sums do not give
+    # them exactly (a compressed wire): at the point before the step when p went with
+    # it, then at the new point; else ()
+    step_derivatives: tuple[float, ...]
 
     def point(self, w: np.ndarray) -> np.ndarray: ...
     def evaluate(self, w: np.ndarray, need_grad: bool = True) -> tuple[float, np.ndarray]: ...
@@ -88,6 +95,7 @@ class PartSums:
 
     compressing = False
     pending_direction = False
+    step_derivatives = ()  # in process the gradient is exact
 
     def __init__(self, parts: list[SumsProvider]):
         self.parts = parts
@@ -166,6 +174,7 @@ class RegularizedObjective:
         self.evaluations = 0
         self._g: np.ndarray | None = None  # the last gradient assembled
         self._new_direction = False  # p set, no line search along it yet
+        self.step_slope: float | None = None  # phi'(alpha) at the last step, when exact
 
     @property
     def parts(self) -> list[SumsProvider]:
@@ -227,11 +236,18 @@ class RegularizedObjective:
         return f, df
 
     def step(self, alpha: float) -> tuple[float, np.ndarray]:
-        if self.source.pending_direction:  # p never went out: send it with a 0-step batch
-            self.line_values(np.array([0.0]))
+        """Move to ``w + alpha p`` (a direction not yet sent travels with the step); ``p``
+        stays cached, so step sizes along it can still be tried from the new point."""
         w_new = self.w + alpha * self.p
         loss, grad = self.source.step(alpha)
-        self.w, self.p = w_new, None
+        slopes = self.source.step_derivatives
+        if len(slopes) == 2 and self._new_direction and self._g is not None:
+            # p went with the step: its exact slope at 0 checks the compressed g~.p
+            self.source.note_direction(float(self._g @ self.p), slopes[0] / self.n_rows
+                                       + self.lam * float(self.w @ self.p))
+        self.step_slope = slopes[-1] / self.n_rows + self.lam * float(w_new @ self.p) \
+            if slopes else None
+        self.w, self._new_direction = w_new, False
         self.evaluations += 1
         return self._assemble(loss, grad, w_new)
 

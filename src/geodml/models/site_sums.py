@@ -497,13 +497,13 @@ class SiteSums:
         return sum(v for v, _, _ in parts), sum(d for _, d, _ in parts)
 
     def step(self, alpha: float, need_grad: bool = True) -> Sums:
-        """Move to ``w + alpha p`` with margins ``z + alpha q`` (no matrix product)."""
+        """Move to ``w + alpha p`` with margins ``z + alpha q`` (no matrix product); ``p``
+        and ``q = X p`` stay cached (a failed trial step searches on along them)."""
         if self.q is None:
             raise RuntimeError("no cached direction: call set_direction(p) first")
         cached = self._line_cache.get(float(alpha))
         self.w = self.w + alpha * self.p
         self.z = self.z + alpha * self.q
-        self.p = self.q = None
         self._line_cache = {}
         return self._sums_at_margins(need_grad, cached)
 

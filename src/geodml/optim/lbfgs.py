@@ -9,6 +9,18 @@ Per iteration the oracle caches ``p`` once (one product ``X p`` per DC), the lin
 search asks only for scalars, and the gradient is computed once, at the accepted
 point, from the cached margins: one ``X p`` and one ``X^T r`` per iteration.
 
+**Steps as trials** (``trial_step``; ``sqm-lbfgs`` turns it on, where every oracle
+call is a WAN round; in process it saves nothing). Once curvature pairs exist the
+unit step usually satisfies the strong Wolfe conditions, so the line search's
+candidates are *moves*: the oracle steps to ``w + a p`` and returns ``F`` and its
+gradient there, and ``phi'(a)`` is the oracle's exact ``step_slope`` when it has one
+(sites send the slope sums beside a compressed gradient), else ``grad F.p``. An
+accepted unit step then costs one oracle call (one WAN round) instead of a
+line-search round plus a gradient round; a rejected one costs a round per further
+candidate, each bringing its gradient (one vector up) along. The candidates, and so
+the iterates, are those of the scalar search. The first iteration, whose step length
+is a guess, searches in scalars.
+
 Stops when ``||g_k|| <= gtol * ||g_0||`` (relative gradient norm; a warm start
 passes the reference norm of the original run instead of ``||g_0||``), when the
 relative decrease ``(f_{k-1} - f_k) / max(|f_k|, 1) <= ftol`` (less twice ``f_noise``, the
@@ -42,6 +54,9 @@ class LbfgsOptions:
     # first step -g (a unit Newton step for a Hessian near the identity: preconditioned
     # variables) rather than -g/||g||
     unit_first_step: bool = False
+    # once curvature pairs exist, every line-search candidate is a move with its gradient
+    # (module doc): for oracles whose calls are WAN rounds (sqm-lbfgs turns it on)
+    trial_step: bool = False
     # the norm of the stop test, gtol's reference and the records (default Euclidean in
     # the solver's variables; a preconditioned solve measures the original gradient)
     stop_norm: Callable[[np.ndarray], float] | None = None
@@ -127,7 +142,10 @@ def lbfgs(
                 p = oracle.set_direction(-g / gnorm)
                 p = -g / gnorm if p is None else p
                 d0 = float(g @ p)
-        ls = wolfe_line_search(oracle, f, d0, batch=opt.line_search_batch, eps=opt.f_noise)
+        walk = _Walk(oracle, p) if opt.trial_step and pairs and opt.line_search_batch == 1 \
+            else None
+        ls = wolfe_line_search(walk or oracle, f, d0, batch=opt.line_search_batch,
+                               eps=opt.f_noise)
         if ls.alpha == 0.0:
             if pairs:  # the curvature model went bad: drop it and try steepest descent
                 pairs.clear()
@@ -135,7 +153,7 @@ def lbfgs(
                 continue
             reason = "line search found no decrease"
             break
-        f_new, g_new = oracle.step(ls.alpha)
+        f_new, g_new = oracle.step(ls.alpha) if walk is None else walk.move_to(ls.alpha)
         s = ls.alpha * p
         y = g_new - g
         sy = float(s @ y)
@@ -159,3 +177,27 @@ def lbfgs(
             reason = "stopped by callback"
             break
     return SolveResult(w, f, gstop, len(history) - 1, converged, reason, history)
+
+
+
+class _Walk:
+    """The line search's oracle when every candidate is a move: ``line_values([a])``
+    steps the oracle from where it stands to ``w + a p`` and keeps ``F`` and the
+    gradient there, so the accepted candidate's gradient is already at hand."""
+
+    def __init__(self, oracle: ObjectiveOracle, p: np.ndarray):
+        self.oracle, self.p = oracle, p
+        self.alpha, self.f, self.g = 0.0, 0.0, p
+
+    def line_values(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (a,) = np.asarray(alphas, dtype=np.float64)  # batch 1
+        self.f, self.g = self.oracle.step(float(a) - self.alpha)
+        self.alpha = float(a)
+        slope = getattr(self.oracle, "step_slope", None)  # exact where g is compressed
+        return np.array([self.f]), np.array([float(self.g @ self.p) if slope is None else slope])
+
+    def move_to(self, alpha: float) -> tuple[float, np.ndarray]:
+        """``F`` and its gradient at ``w + alpha p`` (a step unless already there)."""
+        if alpha != self.alpha:
+            self.line_values(np.array([alpha]))
+        return self.f, self.g

@@ -133,6 +133,10 @@ class ScaledObjective:
         f, g = self.oracle.step(alpha)
         return f, self.s * g
 
+    @property
+    def step_slope(self) -> float | None:
+        return getattr(self.oracle, "step_slope", None)  # the same line: the same slope
+
     def hess_vec(self, v: np.ndarray) -> np.ndarray:
         return self.s * self.oracle.hess_vec(self.to_w(v))
 

@@ -75,7 +75,7 @@ class LocalObjective:
     def step(self, alpha: float) -> tuple[float, np.ndarray]:
         x_new = self.x + alpha * self.p
         sums = self.ex.step(alpha)
-        self.x, self.p = x_new, None
+        self.x = x_new  # p stays cached, as the executor's does
         return self._assemble(sums.loss, sums.grad, x_new)
 
     def hess_vec(self, v: np.ndarray) -> np.ndarray:

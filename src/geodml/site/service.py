@@ -53,10 +53,12 @@ from geodml.site.procedures import PROCEDURES, ProcedureContext
 from geodml.site.rows import SiteRows
 from geodml.site.session import (
     MAX_SUBSPACE,
+    EvaluateResult,
     Session,
     read_message_stream,
     subspace_coefficients,
     subspace_memory,
+    sums_where_asked,
 )
 from geodml.wire.codec import (
     CodecError,
@@ -256,25 +258,28 @@ class SiteService:
 
         def lengths(first):
             s = self._session(first.session)
-            return {0: s.dim if first.has_w else 0, 1: s.dim if first.want_hvp else 0}
+            return {0: s.dim if first.has_w else 0, 1: s.dim if first.want_hvp else 0,
+                    2: s.dim if first.has_direction else 0}
         first, vectors = read_message_stream(requests, lengths, self.name, self._float32)
         s = self._session(first.session)
         with s.lock:
             result = s.cached("evaluate", first.round)
             if result is None:
                 result = s.remember("evaluate", first.round, self._evaluate(s, first, vectors))
-        loss, rows, grad, hvp, grad_format, delta, validation = result
+        grad, hvp, validation = result.grad, result.hvp, result.validation
         if s.masker is not None:  # one masked vector: loss, then gradient, then Hv
-            parts = [np.array([loss]), *(v for v in (grad, hvp) if v is not None)]
+            parts = [np.array([result.loss]), *(v for v in (grad, hvp) if v is not None)]
             masked = self._mask(s, first, "Evaluate", np.concatenate(parts))
-            return with_chunks(pb.EvaluateReply(rows=rows),
+            return with_chunks(pb.EvaluateReply(rows=result.rows),
                                encode_ring(masked, 0, s.reply_format), pb.EvaluateReply)
         chunks = []
         if grad is not None:
-            chunks.append(encode_vector(grad, 0, grad_format))
+            chunks.append(encode_vector(grad, 0, result.grad_format))
         if hvp is not None:
             chunks.append(encode_vector(hvp, 1, s.reply_format))
-        head = pb.EvaluateReply(loss_sum=loss, rows=rows, gradient_delta=delta)
+        head = pb.EvaluateReply(loss_sum=result.loss, rows=result.rows,
+                                gradient_delta=result.delta,
+                                derivative_sums=result.derivatives)
         if validation is not None:
             head.validation_loss_sum = validation.loss_sum
             head.validation_rows = validation.rows
@@ -292,39 +297,19 @@ class SiteService:
                             f"noisy gradient sums at a given point; {call} is refused")
 
     def _private_gradient(self, s: Session, first: pb.EvaluateRequest,
-                          vectors: VectorAssembler) -> tuple:
+                          vectors: VectorAssembler) -> EvaluateResult:
         """The clipped gradient sum at w plus Gaussian noise (:mod:`geodml.job.privacy`)."""
         w = vectors.result(0) if first.has_w else None
         grad = private_gradient(s.privacy, first, w, s.private_rows, s.loss, self.ledger,
                                 self._secret, self.name)
-        return 0.0, s.private_rows.X.shape[0], grad, None, s.reply_format, False, None
+        return EvaluateResult(0.0, s.private_rows.X.shape[0], grad, None, s.reply_format)
 
-    def _evaluate(self, s: Session, first: pb.EvaluateRequest, vectors: VectorAssembler) -> tuple:
+    def _evaluate(self, s: Session, first: pb.EvaluateRequest,
+                  vectors: VectorAssembler) -> EvaluateResult:
         if s.privacy is not None:
             return self._private_gradient(s, first, vectors)
         ex = s.executor
-        if first.commit and (first.has_w or first.HasField("step")):
-            raise SiteError("INVALID_ARGUMENT",
-                            f"site {self.name}: commit moves the current point: no w or step")
-        if first.has_w:
-            sums = ex.evaluate(vectors.result(0), first.want_gradient)
-        elif first.HasField("step"):
-            if not ex.has_direction:
-                raise SiteError("FAILED_PRECONDITION",
-                                f"site {self.name}: step without a cached direction")
-            if not np.isfinite(first.step):
-                raise SiteError("INVALID_ARGUMENT", f"site {self.name}: step is not finite")
-            sums = ex.step(first.step, first.want_gradient)
-        elif s.has_point:
-            if first.commit:  # the FADL step and the next gradient in one round
-                c = subspace_coefficients(ex.subspace_size, first.commit_coefficients,
-                                          self.name)
-                ex.subspace_commit(c, subspace_memory(first.commit_memory, self.name))
-            sums = ex.current(first.want_gradient)
-        else:
-            raise SiteError("FAILED_PRECONDITION",
-                            f"site {self.name}: no point yet: send w first")
-        s.has_point = True
+        sums, derivatives = sums_where_asked(s, first, vectors, self.name)
         hvp = ex.hess_vec(vectors.result(1)) if first.want_hvp else None
         if first.full_precision:  # exact from now on; no residual owed
             s.up = s.directions = None
@@ -343,7 +328,8 @@ class SiteService:
                                 f"site {self.name}: validate asked of a job without held-out "
                                 "rows (PrepareRequest.validation_share)")
             validation = s.validation.score(ex.point)
-        return sums.loss, sums.rows, grad, hvp, grad_format, delta, validation
+        return EvaluateResult(sums.loss, sums.rows, grad, hvp, grad_format, delta, validation,
+                              derivatives)
 
     def line_search(
         self, requests: Iterable[pb.LineSearchRequest], peer: str | None

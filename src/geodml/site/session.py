@@ -7,6 +7,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -14,8 +15,9 @@ import scipy.sparse as sp
 from geodml.data.streamed import StreamedRows
 from geodml.job.compression import UpSender
 from geodml.job.privacy import PrivateRows
-from geodml.job.validation import ValidationRows
+from geodml.job.validation import SiteValidation, ValidationRows
 from geodml.models.losses import Loss
+from geodml.models.site_sums import Sums
 from geodml.privacy.secure_aggregation import Masker
 from geodml.site.executor import Executor
 from geodml.wire.codec import VectorAssembler, WireFormat
@@ -114,3 +116,63 @@ def subspace_memory(memory: int, site: str) -> int:
     if memory > MAX_SUBSPACE:
         raise SiteError("INVALID_ARGUMENT", f"site {site}: memory must be <= {MAX_SUBSPACE}")
     return memory
+
+
+class EvaluateResult(NamedTuple):
+    """What an Evaluate computed (kept for a retried round): the loss and gradient sums
+    (the gradient as it travels: ``delta`` when it is a change, in ``grad_format``), the
+    Hessian-vector sum, the held-out rows' score, and after a step along the cached
+    direction the exact slope sums ``sum_i l'(z_i) (X p)_i`` (:func:`sums_where_asked`)."""
+
+    loss: float
+    rows: int
+    grad: np.ndarray | None
+    hvp: np.ndarray | None
+    grad_format: WireFormat
+    delta: bool = False
+    validation: SiteValidation | None = None
+    derivatives: tuple[float, ...] = ()
+
+
+def sums_where_asked(s: Session, first: pb.EvaluateRequest, vectors: VectorAssembler,
+                     site: str) -> tuple[Sums, tuple[float, ...]]:
+    """An Evaluate's sums where it asks for them, which becomes the session's point: at
+    ``w`` (slot 0); at ``w + step p`` along the cached direction, or along one sent in
+    slot 2 (cached first with ``X p``, as a LineSearch's: an L-BFGS trial step and its
+    gradient in one round); or at the current point, first moved by a subspace commit
+    (the FADL step and the next gradient in one round). With a step, unmasked, also the
+    slope sums ``sum_i l'(z_i) (X p)_i`` (a line search's, exact where the gradient
+    travels compressed): at the point before the step when ``p`` came with it, then
+    at the new point."""
+    ex = s.executor
+    if first.commit and (first.has_w or first.HasField("step")):
+        raise SiteError("INVALID_ARGUMENT",
+                        f"site {site}: commit moves the current point: no w or step")
+    if first.has_direction and (first.has_w or not s.has_point or not first.HasField("step")):
+        raise SiteError("INVALID_ARGUMENT", f"site {site}: a direction travels with a step "
+                        "from the current point (no w; Evaluate a point first)")
+    if first.has_w:
+        sums = ex.evaluate(vectors.result(0), first.want_gradient)
+    elif first.HasField("step"):
+        if first.has_direction:
+            ex.set_direction(vectors.result(2))
+        if not ex.has_direction:
+            raise SiteError("FAILED_PRECONDITION",
+                            f"site {site}: step without a cached direction")
+        if not np.isfinite(first.step):
+            raise SiteError("INVALID_ARGUMENT", f"site {site}: step is not finite")
+        slopes = s.masker is None  # masked replies carry no scalar in the clear
+        at = [0.0, first.step] if first.has_direction else [first.step]
+        derivatives = tuple(ex.line_sums(np.array(at))[1].tolist()) if slopes else ()
+        sums = ex.step(first.step, first.want_gradient)
+        s.has_point = True
+        return sums, derivatives
+    elif s.has_point:
+        if first.commit:
+            c = subspace_coefficients(ex.subspace_size, first.commit_coefficients, site)
+            ex.subspace_commit(c, subspace_memory(first.commit_memory, site))
+        sums = ex.current(first.want_gradient)
+    else:
+        raise SiteError("FAILED_PRECONDITION", f"site {site}: no point yet: send w first")
+    s.has_point = True
+    return sums, ()

@@ -208,7 +208,7 @@ class PrepareReply(_message.Message):
     def __init__(self, session: _Optional[str] = ..., rows: _Optional[int] = ..., support_size: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_rows: _Optional[int] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision", "dropped_peers", "validate", "commit", "commit_coefficients", "commit_memory")
+    __slots__ = ("session", "round", "want_gradient", "want_hvp", "has_w", "step", "chunk", "full_precision", "dropped_peers", "validate", "commit", "commit_coefficients", "commit_memory", "has_direction")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     WANT_GRADIENT_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class EvaluateRequest(_message.Message):
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     COMMIT_COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
     COMMIT_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    HAS_DIRECTION_FIELD_NUMBER: _ClassVar[int]
     session: str
     round: int
     want_gradient: bool
@@ -235,10 +236,11 @@ class EvaluateRequest(_message.Message):
     commit: bool
     commit_coefficients: _containers.RepeatedScalarFieldContainer[float]
     commit_memory: int
-    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ..., validate: _Optional[bool] = ..., commit: _Optional[bool] = ..., commit_coefficients: _Optional[_Iterable[float]] = ..., commit_memory: _Optional[int] = ...) -> None: ...
+    has_direction: bool
+    def __init__(self, session: _Optional[str] = ..., round: _Optional[int] = ..., want_gradient: _Optional[bool] = ..., want_hvp: _Optional[bool] = ..., has_w: _Optional[bool] = ..., step: _Optional[float] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., full_precision: _Optional[bool] = ..., dropped_peers: _Optional[_Iterable[str]] = ..., validate: _Optional[bool] = ..., commit: _Optional[bool] = ..., commit_coefficients: _Optional[_Iterable[float]] = ..., commit_memory: _Optional[int] = ..., has_direction: _Optional[bool] = ...) -> None: ...
 
 class EvaluateReply(_message.Message):
-    __slots__ = ("loss_sum", "rows", "chunk", "validation_loss_sum", "validation_rows", "validation_histogram", "gradient_delta")
+    __slots__ = ("loss_sum", "rows", "chunk", "validation_loss_sum", "validation_rows", "validation_histogram", "gradient_delta", "derivative_sums")
     LOSS_SUM_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +248,7 @@ class EvaluateReply(_message.Message):
     VALIDATION_ROWS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_DELTA_FIELD_NUMBER: _ClassVar[int]
+    DERIVATIVE_SUMS_FIELD_NUMBER: _ClassVar[int]
     loss_sum: float
     rows: int
     chunk: VectorChunk
@@ -253,7 +256,8 @@ class EvaluateReply(_message.Message):
     validation_rows: int
     validation_histogram: _containers.RepeatedScalarFieldContainer[int]
     gradient_delta: bool
-    def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_loss_sum: _Optional[float] = ..., validation_rows: _Optional[int] = ..., validation_histogram: _Optional[_Iterable[int]] = ..., gradient_delta: _Optional[bool] = ...) -> None: ...
+    derivative_sums: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, loss_sum: _Optional[float] = ..., rows: _Optional[int] = ..., chunk: _Optional[_Union[VectorChunk, _Mapping]] = ..., validation_loss_sum: _Optional[float] = ..., validation_rows: _Optional[int] = ..., validation_histogram: _Optional[_Iterable[int]] = ..., gradient_delta: _Optional[bool] = ..., derivative_sums: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class LineSearchRequest(_message.Message):
     __slots__ = ("session", "round", "step_sizes", "chunk", "dropped_peers")
