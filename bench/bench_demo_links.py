@@ -26,7 +26,6 @@ from _regional import markdown_table, rich_table
 from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
 from geodml.cli.options import parse_params
-from geodml.compression import spec_text
 from geodml.data.partition import site_dirs
 from geodml.demo import (
     FORBIDS_EXPORT,
@@ -63,7 +62,7 @@ def run_plan(open_federation, deployment, plan: str, compress: str) -> list[str]
     for r in rounds:
         calls[r.call] = calls.get(r.call, 0) + 1
     last = result.rows[-1]
-    return [f"{plan} {spec_text(compress) or ''}".strip(), str(last.iteration),
+    return [f"{plan} {compress}", str(last.iteration),
             str(modeled.rounds), f"{last.vector_rounds:g}", f"{snapshot['wan_bytes'] / 1e6:.3f}",
             f"{modeled.seconds:.2f}", f"{network.seconds:.2f}",
             ", ".join(f"{k} {v}" for k, v in calls.items()),

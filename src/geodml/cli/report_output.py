@@ -72,7 +72,8 @@ def comparison_table(c, title: str) -> Table:
 
 
 def print_summary(c) -> None:
-    """Refusals, the WAN-bytes ratio of every geo plan to centralizing, the report."""
+    """Refusals, every geo plan's WAN bytes and modeled time against centralizing's, the
+    report."""
     central = next((r for r in c.runs if r.kind == "centralized" and r.objective is not None),
                    None)
     for r in c.runs:
@@ -85,6 +86,10 @@ def print_summary(c) -> None:
         ratio = central.wan_bytes / max(1, r.wan_bytes)
         than = f"{ratio:.1f}x fewer" if ratio >= 1 else f"{1 / ratio:.1f}x more"
         line = f"{r.plan} moved {than} WAN bytes than {central.plan}"
+        if r.modeled_seconds and central.modeled_seconds:
+            faster = central.modeled_seconds / r.modeled_seconds
+            line += (f" in {faster:.1f}x less modeled time" if faster >= 1
+                     else f" in {1 / faster:.1f}x more modeled time")
         if "auc" in r.test and "auc" in central.test:
             line += f"; |test AUC difference| = {abs(r.test['auc'] - central.test['auc']):.5f}"
         console.print(line)
