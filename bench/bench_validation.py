@@ -1,11 +1,13 @@
 """Stopping at statistical precision on the demo's data: `--stop validation` against gtol.
 
 Usage: python bench/bench_validation.py [--rows 200000] [--bits 12] [--share 0.1]
-       [--patience 1,2] [--threshold 1e-4] [--compress float16] [--work DIR]
+       [--patience 1,2] [--threshold 1e-4] [--compress float16]
+       [--method fadl-subspace] [--work DIR]
 
 Generates (or reuses under ``--work``) the demo's data (:func:`geodml.demo.run_demo`'s
 generator: 4 regions, ``rows`` training rows each, 2^bits hashed features) and trains
-FADL-subspace over in-process sites (the messages and metered bytes of gRPC), vectors
+``--method`` (FADL-subspace; the demo's own is sqm-lbfgs at 1,000,000 rows) over
+in-process sites (the messages and metered bytes of gRPC), vectors
 compressed both ways as in the demo:
 
 - **gtol 1e-3**: the demo's stop, all rows training (no held-out share);
@@ -57,12 +59,12 @@ def knee(rows, threshold: float):
 
 
 def run(sites: dict[str, Dataset], test: Dataset, comp: str, spec: TrainSpec,
-        validation: ValidationJob | None):
+        validation: ValidationJob | None, method: str):
     transports = [InProcessTransport(SiteService(n, n, d)) for n, d in sites.items()]
     with Federation(transports, next(iter(sites)), compression=compression(comp),
                     validation=validation) as fed:
         recorder = RunRecorder(fed)
-        result = train(fed, "fadl-subspace", spec, recorder)
+        result = train(fed, method, spec, recorder)
         wan = fed.meter.snapshot()["wan_bytes"]
     z = test.X @ result.w
     return result, recorder.rows, wan, roc_auc(test.y, z), log_loss(test.y, z)
@@ -76,6 +78,7 @@ def main() -> None:
     ap.add_argument("--patience", default="1,2")
     ap.add_argument("--threshold", type=float, default=1e-4)
     ap.add_argument("--compress", default="float16")
+    ap.add_argument("--method", default="fadl-subspace")
     ap.add_argument("--work", type=Path, default=Path("/tmp/geodml-bench-validation"))
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
@@ -98,15 +101,16 @@ def main() -> None:
                     else f"{vr - knee_row.vector_rounds:g}", result.reason])
         console.print(out[-1])
 
-    row("gtol 1e-3", *run(sites, test, args.compress, TrainSpec(gtol=1e-3), None))
-    curve = run(sites, test, args.compress, TrainSpec(gtol=1e-6), held)
+    row("gtol 1e-3", *run(sites, test, args.compress, TrainSpec(gtol=1e-3), None, args.method))
+    curve = run(sites, test, args.compress, TrainSpec(gtol=1e-6), held, args.method)
     the_knee = knee(curve[1], args.threshold)
     row(f"curve: gtol 1e-6, {args.share:g} held out", *curve, the_knee)
     for p in (int(x) for x in args.patience.split(",")):
         spec = TrainSpec(gtol=1e-8, validation=ValidationStop(p, args.threshold))
-        row(f"validation, patience {p}", *run(sites, test, args.compress, spec, held), the_knee)
+        row(f"validation, patience {p}", *run(sites, test, args.compress, spec, held,
+                                              args.method), the_knee)
     title = (f"demo data ({len(sites)} DCs x {args.rows:,} rows, 2^{args.bits}), "
-             f"fadl-subspace {args.compress}, threshold {args.threshold:g}")
+             f"{args.method} {args.compress}, threshold {args.threshold:g}")
     console.print(rich_table(title, COLS, out, left=("run", "stop")))
     if args.markdown:
         print(markdown_table(COLS, out))
