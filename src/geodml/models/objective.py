@@ -241,7 +241,8 @@ class RegularizedObjective:
         w_new = self.w + alpha * self.p
         loss, grad = self.source.step(alpha)
         slopes = self.source.step_derivatives
-        if len(slopes) == 2 and self._new_direction and self._g is not None:
+        if len(slopes) == 2 and self._new_direction and self.source.compressing \
+                and self._g is not None:
             # p went with the step: its exact slope at 0 checks the compressed g~.p
             self.source.note_direction(float(self._g @ self.p), slopes[0] / self.n_rows
                                        + self.lam * float(self.w @ self.p))

@@ -179,7 +179,6 @@ def lbfgs(
     return SolveResult(w, f, gstop, len(history) - 1, converged, reason, history)
 
 
-
 class _Walk:
     """The line search's oracle when every candidate is a move: ``line_values([a])``
     steps the oracle from where it stands to ``w + a p`` and keeps ``F`` and the
