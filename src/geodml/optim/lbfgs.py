@@ -19,8 +19,8 @@ accepted unit step then costs one oracle call (one WAN round) instead of a
 line-search round plus a gradient round; a rejected one costs a round per further
 candidate, each bringing its gradient (one vector up) along. The candidates, and so
 the iterates, are those of the scalar search. The first iteration, whose step length
-is a guess, searches in scalars (with ``unit_first_step``, over :data:`FIRST_GRID` in
-one round).
+is a guess, searches in scalars (from zero with ``unit_first_step``, over
+:data:`FIRST_GRID` in one round).
 
 Stops when ``||g_k|| <= gtol * ||g_0||`` (relative gradient norm; a warm start
 passes the reference norm of the original run instead of ``||g_0||``), when the
@@ -43,10 +43,12 @@ from geodml.models.objective import ObjectiveOracle
 from geodml.optim.linesearch import wolfe_line_search
 
 #: the first step's sizes, tried in one line-search round, where it is ``-D^(-1) g``
-#: (``unit_first_step``): 2^-7 .. 1. In the diagonal metric the unit step ignores the
-#: features' correlations (on hashed CTR data it was 20-25x too long), which a search
-#: from 1 found in 3-4 rounds, and the grid's step made a better first curvature pair
-#: (2^20 features, 2 x 100k rows: 21 L-BFGS iterations instead of 33).
+#: from zero (``unit_first_step``, no ``w0``): 2^-7 .. 1. In the diagonal metric the
+#: unit step ignores the features' correlations (on hashed CTR data it was 20-25x too
+#: long), which a search from 1 found in 3-4 rounds, and the grid's step made a better
+#: first curvature pair (2^20 features, 2 x 100k rows: 21 L-BFGS iterations instead of
+#: 33). A warm start (a lambda path's next step) searches from 1 as before: its unit
+#: step is nearer the mark, and the grid cost it an iteration.
 FIRST_GRID = (2.0**-7, 8)
 
 
@@ -135,7 +137,8 @@ def lbfgs(
     first_unit = opt.unit_first_step
     for k in range(1, opt.max_iter + 1):
         p = _two_loop(g, pairs) if pairs else -g / (1.0 if first_unit else gnorm)
-        unit, first_unit = first_unit, False
+        # the cold start's first step in the metric is searched on FIRST_GRID
+        grid, first_unit = first_unit and w0 is None, False
         d0 = float(g @ p)
         if not d0 < 0:  # lost descent: restart from steepest descent
             pairs.clear()
@@ -153,7 +156,7 @@ def lbfgs(
         walk = _Walk(oracle, p) if opt.trial_step and pairs and opt.line_search_batch == 1 \
             else None
         alpha0, batch = 1.0, opt.line_search_batch
-        if unit and batch == 1:  # the first step in the metric: FIRST_GRID, one round
+        if grid and batch == 1:
             alpha0, batch = FIRST_GRID
         ls = wolfe_line_search(walk or oracle, f, d0, alpha0=alpha0, batch=batch,
                                eps=opt.f_noise)
