@@ -3,6 +3,7 @@
 Usage:
     python bench/bench_algorithms.py [--datasets a9a,w8a,ipinyou,covtype] [--k 2,4,8]
         [--methods sqm-lbfgs,fadl,fadl-subspace] [--partitions iid,natural,dirichlet]
+        (a method may carry parameters: --methods "sqm-lbfgs trial_step=false,fadl")
         [--max-rounds 600] [--precondition diag|none] [--markdown]
 
 For every dataset, number of DCs K and partition (``iid``: seeded random;
@@ -31,6 +32,7 @@ from rich.table import Table
 
 from geodml.algorithms.record import RunRecorder
 from geodml.algorithms.registry import TrainSpec, train
+from geodml.cli.options import parse_params
 from geodml.data import load_dataset
 from geodml.data.partition import PartitionSpec, partition_source, site_dirs
 from geodml.data.readers import open_source
@@ -124,15 +126,17 @@ def main() -> None:
                 sites = site_dirs(out)
                 n = sum(load_dataset(p).n_rows for p in sites.values())
                 f_star = reference_optimum(sites, 1.0 / n)
-                for method in args.methods.split(","):
+                for plan in args.methods.split(","):
+                    method, *items = plan.split()
                     fed = federation(sites)
                     start = time.perf_counter()
                     spec = TrainSpec(tol=1e-6, gtol=1e-7, max_rounds=args.max_rounds,
-                                     preconditioner=Preconditioner(args.precondition))
+                                     preconditioner=Preconditioner(args.precondition),
+                                     params=dict(parse_params(tuple(items))))
                     result = train(fed, method, spec, RunRecorder(fed, f_star=f_star))
                     fed.close()
                     last = result.rows[-1]
-                    row = [dataset, str(k), partition, method,
+                    row = [dataset, str(k), partition, plan,
                            *[cell(result, t) for t in TOLERANCES],
                            f"{last.suboptimality:.1e}", str(last.rounds),
                            f"{time.perf_counter() - start:.1f}"]
