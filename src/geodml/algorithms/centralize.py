@@ -2,7 +2,9 @@
 
 Every site exports its rows (Arrow IPC, zstd) through the metered wire to the home
 DC; the home DC's own rows move only inside the DC. Then the centralized solver
-trains on the union. A site whose policy forbids raw export makes the baseline
+trains on the union, in the metric the sites build (each DC's rows at the curvature of
+its own base rate: :func:`geodml.centralized.train_centralized`'s ``sources``). A site
+whose policy forbids raw export makes the baseline
 impossible: the outcome then says which sites refused instead of giving a number.
 """
 
@@ -79,7 +81,8 @@ def train_centralized_baseline(
         return rule.check(recorder.add(rec.iteration, rec.f, w, rec.grad_norm)) is not None
     # gtol 0: the rule stops at gtol, as in every federated method
     model, result = train_centralized(data, loss, lam, LbfgsOptions(gtol=0.0, max_iter=max_iter),
-                                      callback=callback, preconditioner=preconditioner)
+                                      callback=callback, preconditioner=preconditioner,
+                                      sources=[parts[s].n_rows for s in fed.names])
     reason, converged = rule.outcome(result.reason, result.converged)
     return RunResult("centralized", model.w, result.f, converged, reason,
                      recorder.rows, fed.meter.snapshot(),

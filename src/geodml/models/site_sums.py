@@ -438,16 +438,24 @@ class SiteSums:
         self.counts["rmatvec"] += 1
         return out
 
-    def hess_diag(self, curvature: float | None = None) -> np.ndarray:
+    def hess_diag(self, curvature: float | np.ndarray | None = None) -> np.ndarray:
         """The Hessian's diagonal ``sum_i l''(z_i) x_ij^2`` for every feature ``j`` at the
-        current point, or with every row's ``l''`` equal to ``curvature`` (no point
-        needed): one pass, the per-feature preconditioner's statistic."""
+        current point, or with every row's ``l''`` given by ``curvature`` (a number for
+        all rows, or one per row; no point needed): one pass, the per-feature
+        preconditioner's statistic."""
         if curvature is None:
             self._require_point()
+        elif np.ndim(curvature):
+            curvature = np.asarray(curvature, dtype=self.dtype)
+            if curvature.shape != (self.n_rows,):
+                raise ValueError(f"hess_diag: {curvature.shape[0]} row curvatures for "
+                                 f"{self.n_rows} rows")
 
         def block(b: _Block) -> np.ndarray:
             with b.matrix() as (_X, XT):
                 squared = _squared(XT)
+                if np.ndim(curvature):
+                    return squared @ curvature[b.rows]
                 if curvature is not None:
                     return curvature * (squared @ np.ones(XT.shape[1], dtype=self.dtype))
                 c = self.loss.curvature(b.y, self.z[b.rows])
