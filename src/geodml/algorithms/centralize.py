@@ -4,8 +4,8 @@ Every site exports its rows (Arrow IPC, zstd) through the metered wire to the ho
 DC; the home DC's own rows move only inside the DC. Then the centralized solver
 trains on the union, in the metric the sites build (each DC's rows at the curvature of
 its own base rate: :func:`geodml.centralized.train_centralized`'s ``sources``). A site
-whose policy forbids raw export makes the baseline
-impossible: the outcome then says which sites refused instead of giving a number.
+whose policy forbids raw export makes the baseline impossible: the outcome then says
+which sites refused instead of giving a number.
 """
 
 from __future__ import annotations
