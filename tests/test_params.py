@@ -135,7 +135,7 @@ def test_describe_gives_one_line_per_parameter_with_default_bounds_and_doc():
 
 # what every method and procedure ran with before the schema (behaviour must not change)
 METHOD_DEFAULTS = {
-    "sqm-lbfgs": {"line_search_batch": 1, "trial_step": True},
+    "sqm-lbfgs": {"line_search_batch": 1, "trial_step": True, "memory": 0},
     "fadl": {"memory": 1, "adaptive": False, "pay_ratio": 2.0, "inner_iterations": 10,
              "inner_gtol": 1e-3, "mu": 0.0, "newton_rounds": 0, "newton_tol": 0.1},
     "fadl-subspace": {"memory": 10, "adaptive": True, "pay_ratio": 2.0,

@@ -185,3 +185,12 @@ def test_a_site_refuses_a_stored_metric_it_never_received(data):
             fed.local_solve("fadl_local", {"metric": "stored"}, [np.zeros(data.n_features)])
         with pytest.raises(SiteCallError, match="metric must be one of send, stored"):
             fed.local_solve("fadl_local", {"metric": "yes"}, [np.zeros(data.n_features)])
+
+
+def test_default_memory_holds_the_pairs_within_their_budget():
+    from geodml.optim.lbfgs import MAX_MEMORY, MIN_MEMORY, PAIR_BYTES, default_memory
+
+    assert default_memory(54) == MAX_MEMORY == 40  # small models: the most pairs
+    assert default_memory(2**20) == 16  # 16 pairs of 2^20 float64 pairs: 256 MB
+    assert 16 * 2**20 * default_memory(2**20) <= PAIR_BYTES
+    assert default_memory(2**26) == MIN_MEMORY  # never fewer than 10

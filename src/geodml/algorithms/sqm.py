@@ -30,6 +30,9 @@ SQM_PARAMS = Schema(
     line_search_batch=Param(1, "int", 1, 1024, "trial step sizes per line-search round"),
     trial_step=Param(True, "bool", doc="lbfgs, batch 1: every line-search candidate is a "
                      "move that brings its gradient, so a taken unit step costs one round"),
+    memory=Param(0, "int", 0, 1000, "lbfgs: curvature pairs kept (two vectors of the "
+                 "model's size each, at the coordinator; no WAN bytes); 0: as many as 256 MB "
+                 "hold, 10 to 40 (geodml.optim.lbfgs.default_memory)"),
 )
 
 
@@ -68,6 +71,7 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
         # failed line search or noise-level progress)
         options = LbfgsOptions(gtol=0.0, max_iter=spec.max_rounds - done[0],
                                line_search_batch=batch, trial_step=params["trial_step"],
+                               memory=params["memory"] or None,
                                reference_grad_norm=rule.reference,
                                f_noise=fed.sum_resolution / fed.n_rows)
         result = solve(objective, method, metric, w0, options, callback,
