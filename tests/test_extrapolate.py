@@ -86,20 +86,6 @@ def test_compute_grows_by_the_measured_pass_not_the_share():
     assert full_compute([0.01, 0.06, 0.11], 40) == pytest.approx([0.01, 2.01, 4.01])
 
 
-def test_local_solves_grow_by_their_own_measured_ratio():
-    calls, names = [0.01, 0.06, 3.01], ["Subspace", "Evaluate", "LocalSolve"]
-    # passes grow 2x, local solves 5x: each round by its own
-    assert full_compute(calls, 2, names, 5) == pytest.approx([0.01, 0.11, 15.01])
-    assert full_compute(calls, 2, names) == pytest.approx([0.01, 0.11, 6.01])  # unmeasured
-    large = {"vector_rounds": 20.0, "fraction": 0.02, "rounds": 3, "evaluations": 1,
-             "links": {}, "calls": calls, "call_names": names, "network_seconds": 0.0,
-             "sample_pass": 0.5, "sample_local_solve": 3.0, "converged": True,
-             "calibration_seconds": 1.0}
-    record = predict_geo(large, None, full_pass_seconds=1.0, full_local_seconds=15.0)
-    assert record["seconds"] == pytest.approx(0.01 + 0.11 + 15.01)
-    assert record["compute_how"] == "measured passes and local solves"
-
-
 def test_a_prediction_scales_bytes_and_seconds_with_the_rounds():
     large = {"vector_rounds": 20.0, "fraction": 0.02, "rounds": 40, "evaluations": 20,
              "links": {"a->b": 1000, "b->a": 3000}, "calls": [0.01, 0.02],

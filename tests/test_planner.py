@@ -418,22 +418,6 @@ def test_the_centralized_solver_is_calibrated_at_home_without_moving_rows(datase
         assert seconds is not None and seconds > 0
 
 
-def test_a_local_solve_is_timed_at_home_without_wan_traffic(datasets):
-    from geodml.planning.calibration import full_local_solve, local_solve_params
-    from geodml.planning.plans import GeoVariant
-
-    assert local_solve_params(GeoVariant("sqm-lbfgs")) is None
-    params = local_solve_params(GeoVariant("fadl-subspace", params=(("inner_iterations", 3),
-                                                                    ("memory", 2))))
-    assert params == {"inner_iterations": 3, "inner_gtol": 1e-3, "mu": 0.0, "metric": None}
-    sites = Sites(datasets)
-    with sites() as fed:
-        before = fed.meter.snapshot()["wan_bytes"]
-        seconds = full_local_solve(fed, "logistic", 1.0 / (len(REGIONS) * ROWS), HOME, params)
-        assert seconds is not None and seconds > 0
-        assert fed.meter.snapshot()["wan_bytes"] - before < 4096  # Prepare and Close only
-
-
 def test_local_minimize_in_the_diagonal_metric_reaches_the_same_minimizer(datasets):
     """The procedure behind the solver's calibration: its metric changes the path, not
     the answer."""

@@ -100,9 +100,6 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         timed_from = len(fed.meter.rounds)
         sample_pass = None if variant.secure else time_pass(
             fed, timer, timing_repeats(timer, deployment.home))
-        local = local_solve_params(variant)
-        sample_local = (time_local_solve(fed, timer, local)
-                        if local is not None and not variant.secure else None)
         timing = _difference(wan_links(fed.meter.snapshot()), ran)
         timed_to = len(fed.meter.rounds)
         fed.close_sessions()
@@ -114,7 +111,6 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
             "iterations": last.iteration, "evaluations": count_rounds(rounds, "Evaluate"),
             "links": links, "wan_bytes": sum(links.values()), "converged": result.converged,
             "fraction": fraction, "calls": [r.seconds for r in rounds],
-            "call_names": [r.call for r in rounds], "sample_local_solve": sample_local,
             "network_seconds": model_run(rounds, deployment, 0.0).seconds,
             "sample_pass": sample_pass,
             "calibration_wan_bytes": sum(links.values()) + sum(timing.values()),
@@ -153,59 +149,13 @@ def full_pass(fed, loss: str, lam: float, site: str, repeats: int = 1) -> float 
     """:func:`time_pass` over ``site``'s full rows in a session of its own; None where a
     site may not answer an unmasked exact gradient (it requires secure aggregation or
     has a privacy budget, and would refuse the session)."""
-    return _timed_alone(fed, loss, lam, lambda: time_pass(fed, site, repeats))
-
-
-def full_local_solve(fed, loss: str, lam: float, site: str, params: dict) -> float | None:
-    """:func:`time_local_solve` over ``site``'s full rows in a session of its own; None
-    where :func:`full_pass` is."""
-    return _timed_alone(fed, loss, lam, lambda: time_local_solve(fed, site, params))
-
-
-def _timed_alone(fed, loss: str, lam: float, timed) -> float | None:
     if any(s.requires_secure_aggregation or s.privacy is not None
            for s in fed.sites.values()):
         return None
     fed.prepare(loss, lam)
-    seconds = timed()
+    seconds = time_pass(fed, site, repeats)
     fed.close_sessions()
     return seconds
-
-
-#: geo methods whose rounds include FADL's local solves (the ``fadl_local`` procedure)
-LOCAL_SOLVE_METHODS = ("fadl", "fadl-subspace")
-
-
-def local_solve_params(variant: GeoVariant) -> dict | None:
-    """The ``fadl_local`` parameters of ``variant``'s local solves (its own
-    ``inner_iterations``, ``inner_gtol`` and ``mu``), or None when it makes none."""
-    if variant.method not in LOCAL_SOLVE_METHODS:
-        return None
-    from geodml.job.procedure_params import FADL_LOCAL
-
-    return FADL_LOCAL.read("fadl_local", {k: v for k, v in variant.params if k in FADL_LOCAL})
-
-
-def time_local_solve(fed, site: str, params: dict) -> float:
-    """Seconds of one FADL local solve at ``site`` over its rows (in ``fed``'s sample and
-    open session), alone: from ``w = 0`` with the site's own gradient as the global one
-    (the local problem is then the site's own), its metric sent as with a run's first
-    solve. A proxy for a run's local solves, which share its cost's make-up: up to
-    ``inner_iterations`` TRON iterations, each a few passes over the rows and CG vector
-    work over all features, whose mix a value+gradient pass does not have (at 2^20
-    features and 2% of 1M rows per DC, a local solve took 50 passes' time, and grew
-    with the rows by more than a pass did). One gradient up and one solve's vectors,
-    local traffic at the home DC."""
-    import numpy as np
-
-    w = np.zeros(fed.n_features)
-    (own,) = fed.evaluate(w, sites=[site])
-    gradient = own.grad / max(1, own.rows)
-    start = time.perf_counter()
-    fed.local_solve("fadl_local", {**params, "metric": "send"},
-                    [gradient, np.ones(fed.n_features)], formats={1: fed.metric_format},
-                    sites=[site])
-    return time.perf_counter() - start
 
 
 def central_iterations(open_federation, workload: Workload, lam: float, fraction: float,

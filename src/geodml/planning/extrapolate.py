@@ -52,13 +52,7 @@ round's compute at full size is
     \rho = P^{\mathrm{full}}_t / P^{\mathrm{sample}}_t,
 
 the measured growth of a pass (cache effects included), not the share :math:`1/f`
-(the fallback where a pass cannot be timed: masked or private sites). FADL's local
-solves (``LocalSolve`` rounds) grow by their own measured ratio instead: one local
-solve timed at site :math:`t` on the sample and on all its rows
-(:func:`~geodml.planning.calibration.time_local_solve`). Its TRON iterations mix passes
-with vector work over all features, and at 2^20 features they grew with the rows
-unlike a pass: 2 x 1M rows per DC, FADL-subspace's modeled time was predicted at 75 s
-from the pass ratio and measured at 215 s.
+(the fallback where a pass cannot be timed: masked or private sites).
 """
 
 from __future__ import annotations
@@ -129,29 +123,19 @@ def pass_growth(full: float | None, sample: float | None, share: float) -> tuple
     return 1.0 / max(share, 1e-12), "passes scaled by 1/f"
 
 
-def full_compute(calls: Sequence[float], rho: float, names: Sequence[str] | None = None,
-                 local_rho: float | None = None) -> list[float]:
+def full_compute(calls: Sequence[float], rho: float) -> list[float]:
     """Each calibration round's compute at full size: ``o + (c - o) rho``, ``o`` the
-    quickest call (a call's fixed overhead); rounds of call ``LocalSolve`` (``names``)
-    grow by ``local_rho`` instead, when it was measured."""
+    quickest call (a call's fixed overhead)."""
     overhead = min((c for c in calls if c > 0), default=0.0)
-    names = names or [""] * len(calls)
-    return [overhead + max(0.0, c - overhead)
-            * (local_rho if local_rho is not None and name == "LocalSolve" else rho)
-            for c, name in zip(calls, names, strict=True)]
+    return [overhead + max(0.0, c - overhead) * rho for c in calls]
 
 
 def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None,
-                dense: Mapping[str, float] | None = None, deployment=None,
-                full_local_seconds: float | None = None) -> dict:
+                dense: Mapping[str, float] | None = None, deployment=None) -> dict:
     """The full run's record from the calibration on the larger share (``large``, as
     :func:`geodml.planning.calibration.calibrate` returns it) and, when one ran, the
     smaller (``small``): rounds, bytes per link, modeled seconds, and ``range``, the
     (low, point, high) multiples of the calibration's rounds the prediction spans.
-
-    ``full_local_seconds``: one local solve over the timed site's full rows
-    (:func:`~geodml.planning.calibration.full_local_solve`), against the calibration's
-    ``sample_local_solve``: how much its ``LocalSolve`` rounds grow.
 
     ``dense``: bytes per link of one vector round with every vector dense over the
     site's support (:func:`geodml.planning.estimates.bound_links` per round). A link's
@@ -164,14 +148,8 @@ def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None
                      small["vector_rounds"] if small else None,
                      small["fraction"] if small else None)
     rho, passes = pass_growth(full_pass_seconds, large.get("sample_pass"), large["fraction"])
-    local_rho = None
-    if full_local_seconds and large.get("sample_local_solve"):
-        local_rho, _ = pass_growth(full_local_seconds, large["sample_local_solve"],
-                                   large["fraction"])
-        passes += " and local solves"
     low, point, high = fit.factors()
-    compute = full_compute(large["calls"], rho, large.get("call_names"), local_rho)
-    seconds = (large["network_seconds"] + sum(compute)) * point
+    seconds = (large["network_seconds"] + sum(full_compute(large["calls"], rho))) * point
     links = {k: v * point for k, v in large["links"].items()}
     added = 0.0
     for name, per_round in (dense or {}).items():

@@ -96,7 +96,6 @@ low ends and at the high ends, and the CLI says there is no clear winner.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from geodml.federation.meter import wan_links
@@ -105,10 +104,8 @@ from geodml.planning.calibration import (
     CalibrationStore,
     calibrate,
     calibration_fraction,
-    full_local_solve,
     full_pass,
     home_throughput,
-    local_solve_params,
     timing_repeats,
     timing_site,
 )
@@ -164,7 +161,6 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
                                      describe)
     central_permitted = central_probe.permitted
     records: dict[str, tuple[dict, str, int]] = {}
-    full_local: dict[str, float | None] = {}  # a full local solve's seconds, by its params
     lower: list[Estimate] = []
     private: list[GeoVariant] = []
     refused: dict[str, list[str]] = {}
@@ -196,16 +192,8 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
                 for f in fractions]
         dense = {k: v / MIN_VECTOR_ROUNDS
                  for k, v in bound_links(sites, deployment.home, variant).items()}
-        local, local_seconds = local_solve_params(variant), None
-        if local is not None and not variant.secure:
-            key = json.dumps(local, sort_keys=True)
-            if key not in full_local:
-                say(f"timing a local solve over site {timer}'s rows")
-                with open_federation() as fed:
-                    full_local[key] = full_local_solve(fed, workload.loss, lam, timer, local)
-            local_seconds = full_local[key]
         rec = predict_geo(runs[0], runs[1] if len(runs) > 1 else None, full_seconds, dense,
-                          deployment, local_seconds)
+                          deployment)
         records[variant.name] = (
             rec, f"calibrated on {shares} of rows ({rec['rounds_how']}; {rec['compute_how']})",
             sum(r["calibration_wan_bytes"] for r in runs))
