@@ -1,7 +1,7 @@
 """Stopping at statistical precision on the demo's data: `--stop validation` against gtol.
 
 Usage: python bench/bench_validation.py [--rows 200000] [--bits 12] [--share 0.1]
-       [--patience 1,2] [--threshold 1e-4] [--compress float16]
+       [--patience 1,2,3] [--threshold 1e-4] [--compress float16]
        [--method fadl-subspace] [--work DIR]
 
 Generates (or reuses under ``--work``) the demo's data (:func:`geodml.demo.run_demo`'s
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--bits", type=int, default=12)
     ap.add_argument("--share", type=float, default=0.1)
-    ap.add_argument("--patience", default="1,2")
+    ap.add_argument("--patience", default="1,2,3")
     ap.add_argument("--threshold", type=float, default=1e-4)
     ap.add_argument("--compress", default="float16")
     ap.add_argument("--method", default="fadl-subspace")

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from geodml.algorithms.defaults import DEFAULT_GTOL, DEFAULT_MAX_ROUNDS
+from geodml.algorithms.stop import DEFAULT_PATIENCE
 from geodml.cli.options import parse_addresses, parse_params
 
 #: the method when --method is not given and the sites are a sites directory, remote
@@ -111,7 +112,7 @@ class StopOptions:
     max_wan_bytes: int | None = None
     rule: str = "gtol"
     validation_share: float | None = None
-    patience: int = 1
+    patience: int = DEFAULT_PATIENCE
     threshold: float = 1e-4
     validation_seed: int = 0
 
@@ -211,7 +212,7 @@ class TrainConfig:
             lam_path=_floats(p.get("lam_path"), "--lam-path"),
             stop=StopOptions(p.get("gtol", DEFAULT_GTOL), p.get("max_iter", DEFAULT_MAX_ROUNDS),
                              p.get("max_wan_bytes"), p.get("stop_rule") or "gtol",
-                             p.get("validation_share"), p.get("patience", 1),
+                             p.get("validation_share"), p.get("patience", DEFAULT_PATIENCE),
                              p.get("stop_threshold", 1e-4), p.get("validation_seed", 0)),
             compression=CompressionOptions(
                 p.get("compress"), p.get("compress_up"), p.get("compress_down"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from geodml.algorithms.stop import DEFAULT_PATIENCE
 from geodml.centralized import SOLVERS
 from geodml.cli.config import DEFAULT_GEO_METHOD, TrainConfig
 from geodml.cli.options import compression_options, max_rounds_option, objective_options
@@ -65,7 +66,8 @@ PATH_OPTIONS = ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key", "test_di
               default=None,
               help="Share of every site's rows held out and scored each round (default 0.1 "
                    "with --stop validation; with --stop gtol it only reports the curve).")
-@click.option("--patience", type=click.IntRange(1, 1000), default=1, show_default=True,
+@click.option("--patience", type=click.IntRange(1, 1000), default=DEFAULT_PATIENCE,
+              show_default=True,
               help="--stop validation: rows without a gain before stopping.")
 @click.option("--stop-threshold", type=click.FloatRange(0, 1, max_open=True), default=1e-4,
               show_default=True,
