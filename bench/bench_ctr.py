@@ -111,7 +111,7 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
             max_rounds: int, warm: bool, held_out: float | None = None,
             log=None, params: dict | None = None) -> list[str]:
     """One geo run; ``held_out``: stop by the held-out loss of that share of the rows
-    (``--stop validation``, patience 1) instead of gtol; ``params``: the method's
+    (``--stop validation`` at its default patience) instead of gtol; ``params``: the method's
     parameters (``--param``)."""
     t0 = time.perf_counter()
     validation = None if held_out is None else ValidationJob(held_out)
