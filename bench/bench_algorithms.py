@@ -4,7 +4,7 @@ Usage:
     python bench/bench_algorithms.py [--datasets a9a,w8a,ipinyou,covtype] [--k 2,4,8]
         [--methods sqm-lbfgs,fadl,fadl-subspace] [--partitions iid,natural,dirichlet]
         (a method may carry parameters: --methods "sqm-lbfgs trial_step=false,fadl")
-        [--max-rounds 600] [--precondition diag|none] [--markdown]
+        [--max-rounds 600] [--precondition diag|none|auto] [--markdown]
 
 For every dataset, number of DCs K and partition (``iid``: seeded random;
 ``natural``: iPinYou by region, covtype by wilderness area (K = 4 only);
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--methods", default="sqm-lbfgs,fadl,fadl-subspace")
     ap.add_argument("--partitions", default="iid,natural,dirichlet")
     ap.add_argument("--max-rounds", type=int, default=600)
-    ap.add_argument("--precondition", choices=("diag", "none"), default="diag",
+    ap.add_argument("--precondition", choices=("diag", "none", "auto"), default="diag",
                     help="the exact methods' metric (geodml.optim.preconditioner)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table too")
     args = ap.parse_args()
@@ -143,6 +143,8 @@ def main() -> None:
                     table.add_row(*row)
                     md.append("| " + " | ".join(row) + " |")
                     console.print(" ".join(row))
+                    if args.precondition == "auto":
+                        console.print(f"  metric: {result.info.get('preconditioner')}")
     console.print(table)
     if args.markdown:
         console.print("\n".join(md), soft_wrap=True)

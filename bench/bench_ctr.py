@@ -14,7 +14,8 @@ sites (the same messages and metered bytes as gRPC):
 - **centralize**: every non-home DC's rows exported to the home DC through the
   federation (real Export calls, metered WAN bytes), then centralized L-BFGS on the
   pooled rows, in the diagonal metric and in the identity (iterations, objective);
-- every geo method with every preconditioner (``diag``, ``none``) and compression:
+- every geo method with every preconditioner (``--metrics``: ``diag``, ``none``,
+  ``auto``) and compression:
   outer iterations, vector rounds, WAN bytes, objective, test AUC.
 
 It prints a table and, with ``--markdown``, the same rows as Markdown for BENCHMARKS.md;
@@ -73,6 +74,11 @@ def compression(kind: str) -> CompressionConfig | None:
     return CompressionConfig(up=spec, down=spec, precision=AdaptivePrecision())
 
 
+def metric_label(pre: Preconditioner, described: str) -> str:
+    """The metric column: the kind, and for ``auto`` the kind it chose."""
+    return pre.kind if pre.kind != "auto" else f"auto: {described.split()[0]}"
+
+
 def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
                     pres: dict[str, Preconditioner]) -> list[list[str]]:
     """Export every non-home DC's rows (metered), then train on the pooled rows."""
@@ -89,7 +95,8 @@ def centralize_rows(n: int, home: Dataset, open_fed, test: Dataset, gtol: float,
         model, res = train_centralized(pooled, options=LbfgsOptions(gtol=gtol, max_iter=3000),
                                        preconditioner=pre)
         auc = roc_auc(test.y, test.X @ model.w)
-        out.append([f"{n:,}", "centralize", pre.kind, str(res.iterations), "-", "-",
+        out.append([f"{n:,}", "centralize", metric_label(pre, model.info["preconditioner"]),
+                    str(res.iterations), "-", "-",
                     f"{wan / 1e6:.1f}", f"{res.f:.7f}", f"{auc:.5f}",
                     f"{export_seconds + time.perf_counter() - t0:.0f}", res.reason, "-"])
     return out
@@ -131,7 +138,8 @@ def geo_row(n: int, open_fed, method: str, pre, comp: str, test: Dataset, gtol: 
     plan = (method if comp == "none" else f"{method} {comp}") + (" warm" if warm else "") + (
         "" if held_out is None else f" stop validation ({held_out:g} held out)") + "".join(
         f" {k}={v}" for k, v in (params or {}).items())
-    return [f"{n:,}", plan, pre.kind, str(len(r.rows) - 1), f"{vector_rounds:g}", str(rounds),
+    return [f"{n:,}", plan, metric_label(pre, r.info["preconditioner"]), str(len(r.rows) - 1),
+            f"{vector_rounds:g}", str(rounds),
             f"{wan / 1e6:.1f}", f"{r.objective:.7f}", f"{auc:.5f}",
             f"{time.perf_counter() - t0:.0f}", r.reason, exact_from(config)]
 
@@ -177,7 +185,9 @@ def main() -> None:
     params = dict(parse_params(tuple(args.param)))
     console = Console()
     names = dc_names(args.dcs)
-    pres = {"diag": Preconditioner(stop=args.stop), "none": NONE}
+    pres = {kind: {"diag": Preconditioner(stop=args.stop), "none": NONE,
+                   "auto": Preconditioner("auto", stop=args.stop)}[kind]
+            for kind in args.metrics.split(",")}
     rows = []
     for n in (int(x) for x in args.rows.split(",")):
         sites, test, _ = regional_data(args.work / "data", names, n, args.bits, args.test_rows,
@@ -190,7 +200,7 @@ def main() -> None:
                 rows.append(row)
                 console.log(" | ".join(row))
         for method in args.methods.split(","):
-            for metric in args.metrics.split(","):
+            for metric in pres:
                 for comp, start in itertools.product(args.compress.split(","),
                                                      args.starts.split(",")):
                     for share in [None, *(float(x) for x in args.held_out.split(",") if x)]:

@@ -194,3 +194,66 @@ def test_default_memory_holds_the_pairs_within_their_budget():
     assert default_memory(2**20) == 16  # 16 pairs of 2^20 float64 pairs: 256 MB
     assert 16 * 2**20 * default_memory(2**20) <= PAIR_BYTES
     assert default_memory(2**26) == MIN_MEMORY  # never fewer than 10
+
+
+@pytest.mark.parametrize(("diag", "none", "chosen", "none_cap"), [
+    ((48, True), (34, True), "none", 40),  # covtype's home DC: the identity by the margin
+    ((19, True), (15, False), "diag", 15),  # w8a's near tie: the diagonal
+    ((60, False), (41, True), "none", 50),  # the diagonal stalls, the identity converges
+    ((1, True), None, "diag", None),  # no room for the identity to win by the margin
+])
+def test_auto_picks_the_identity_only_when_it_wins_by_the_margin(diag, none, chosen, none_cap):
+    from geodml.optim.preconditioner import PROBE_MAX_ITER, choose
+
+    calls = []
+
+    def iterations_in(diagonal: bool, max_iter: int):
+        calls.append((diagonal, max_iter))
+        return diag if diagonal else none
+
+    probe = choose(iterations_in)
+    assert probe.kind == chosen
+    assert calls[0] == (True, PROBE_MAX_ITER)
+    assert (calls[1] if none_cap else None) == ((False, none_cap) if none_cap else None)
+    assert len(calls) == (2 if none_cap else 1)
+
+
+@pytest.mark.parametrize("method", ["sqm-lbfgs", "fadl-subspace"])
+def test_auto_probes_the_home_site_without_wan_bytes_or_rounds(data, optimum, method):
+    """The probe's two solves run at the home DC's site alone: the run moves the WAN
+    bytes and counts the rounds of the metric it chose, and its record says which."""
+    runs = {}
+    for pre in (Preconditioner("auto"), DIAG, NONE):
+        with federation(split(data, 3)) as fed:
+            result = train(fed, method, TrainSpec(gtol=1e-6, max_rounds=3000,
+                                                  preconditioner=pre),
+                           RunRecorder(fed, f_star=optimum))
+        assert result.converged, (pre, result.reason)
+        runs[pre.kind] = result
+    auto = runs["auto"]
+    chosen = auto.info["preconditioner"].split()[0]
+    assert chosen in ("diag", "none") and "auto: L-BFGS to gtol" in auto.info["preconditioner"]
+    assert "dc0's rows" in auto.info["preconditioner"]
+    assert auto.wan_bytes == runs[chosen].wan_bytes
+    assert auto.rows[-1].rounds == runs[chosen].rows[-1].rounds
+    assert auto.objective == pytest.approx(runs[chosen].objective, rel=1e-12)
+
+
+def test_auto_keeps_the_diagonal_under_secure_aggregation(data):
+    with federation(split(data, 3), secure=SecureAggregation()) as fed:
+        result = train(fed, "sqm-lbfgs", TrainSpec(gtol=1e-4, max_rounds=500,
+                                                   preconditioner=Preconditioner("auto")),
+                       RunRecorder(fed))
+    assert result.info["preconditioner"].startswith("diag (auto: no single site")
+
+
+def test_centralized_auto_settles_on_the_first_sources_rows(data):
+    parts = split(data, 2)
+    pooled = Dataset.concat(parts)
+    model, result = train_centralized(pooled, options=LbfgsOptions(gtol=1e-6),
+                                      preconditioner=Preconditioner("auto"),
+                                      sources=[p.n_rows for p in parts])
+    described = model.info["preconditioner"]
+    assert described.startswith(("diag (auto:", "none (auto:"))
+    assert "the first source's rows" in described
+    assert result.converged

@@ -21,7 +21,7 @@ from geodml.model import LinearModel
 from geodml.models import RegularizedObjective, SiteSums, get_loss
 from geodml.optim import LbfgsOptions, SolveResult
 from geodml.optim.lbfgs import IterationRecord
-from geodml.optim.preconditioner import DIAG, Preconditioner, solve
+from geodml.optim.preconditioner import DIAG, Preconditioner, probe_on, solve
 
 SOLVERS = ("lbfgs", "tron")
 
@@ -73,6 +73,9 @@ def train_centralized(
     sums = SiteSums(data.X, data.y, get_loss(loss), n_threads=n_threads)
     try:
         objective = RegularizedObjective([sums], lam, data.n_features)
+        if preconditioner.kind == "auto":
+            preconditioner = _probe_first_source(data, get_loss(loss), lam, sources,
+                                                 preconditioner, n_threads)
         metric = None
         if preconditioner.active:  # D at the best constant model, as the sites take it
             curvature = _base_rate_curvature(data.y, get_loss(loss), sources)
@@ -93,6 +96,25 @@ def train_centralized(
         "preconditioner": preconditioner.describe(),
     }
     return LinearModel(result.w, loss, lam, data.space, info), result
+
+
+def _probe_first_source(data: Dataset, loss, lam: float, sources: Sequence[int] | None,
+                        preconditioner: Preconditioner, n_threads: int | None
+                        ) -> Preconditioner:
+    """``auto`` settled as the federated methods settle it: by the probe on the first
+    source's rows (the home DC's, whose probe the geo run makes), else on all rows."""
+    n = sources[0] if sources else data.n_rows
+    X, y = data.X[:n], data.y[:n]
+    sums = SiteSums(X, y, loss, n_threads=n_threads)
+    try:
+        objective = RegularizedObjective([sums], lam, data.n_features)
+        metric = preconditioner.metric(sums.hess_diag(loss.constant_curvature(float(y.mean()))),
+                                       n, lam)
+        probe = probe_on(objective, metric)
+    finally:
+        sums.close()
+    where = "the first source's rows" if sources and len(sources) > 1 else "all rows"
+    return preconditioner.resolved(probe.kind, probe.describe(where))
 
 
 def _base_rate_curvature(y: np.ndarray, loss, sources: Sequence[int] | None

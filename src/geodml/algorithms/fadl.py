@@ -235,8 +235,8 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     N = fed.n_rows
     # D at the best constant model (not at the sites' point), so a resumed run gets the
     # same metric
-    w0, metric, grad_at_zero = start(fed, spec.preconditioner, lam, spec.w0,
-                                     spec.warm_start)  # metric None: the identity
+    preconditioner, w0, metric, grad_at_zero = start(
+        fed, spec.preconditioner, lam, spec.w0, spec.warm_start)  # metric None: the identity
     if metric is not None:  # as the sites will hold it (fed.metric_format)
         metric = fed.as_received_metric(metric)
     w = np.zeros(fed.n_features) if w0 is None else fed.as_received(w0)
@@ -245,7 +245,7 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
     g = np.sum([e.grad for e in evals], axis=0) / N + lam * w
     fed.note_gradient(float(np.linalg.norm(g)))
     inverse = np.ones(fed.n_features) if metric is None else 1.0 / metric
-    norm = spec.preconditioner.grad_norm(metric)  # gtol's norm
+    norm = preconditioner.grad_norm(metric)  # gtol's norm
     rule = spec.stop_rule()
     if rule.reference is None and grad_at_zero is not None:
         rule.reference = norm(grad_at_zero)  # warm: gtol as in a run from zero
@@ -316,5 +316,5 @@ def train_fadl(fed: Federation, spec, recorder: RunRecorder, options: FadlOption
                      recorder.rows,
                      fed.meter.snapshot(),
                      {"lam": lam, "loss": spec.loss, "reference_grad_norm": rule.reference,
-                      "preconditioner": spec.preconditioner.describe(),
+                      "preconditioner": preconditioner.describe(),
                       "warm_start": spec.warm_start and spec.w0 is None})

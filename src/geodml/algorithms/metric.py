@@ -22,6 +22,13 @@ and 12.5.
 the coordinator: SQM solves in the variables ``D^(1/2) w``
 (:func:`geodml.optim.preconditioner.solve`), FADL-subspace scales its gradient
 direction by ``D^(-1)`` and hands ``D`` to the sites' local solves once.
+
+``--precondition auto`` (:func:`resolve`) first asks the home DC's site for two
+``local_minimize`` solves of its own problem, in its diagonal and in the identity
+(:func:`geodml.optim.preconditioner.choose`): rows, vectors and seconds stay inside the
+home DC, no WAN byte moves and no WAN round is counted. Where the home DC has no site,
+or the job is under secure aggregation or a site has a privacy budget (no site may be
+asked alone for an unmasked solve), ``auto`` keeps the diagonal and the record says why.
 """
 
 from __future__ import annotations
@@ -29,7 +36,33 @@ from __future__ import annotations
 import numpy as np
 
 from geodml.federation import Federation
-from geodml.optim.preconditioner import Preconditioner
+from geodml.optim.preconditioner import PROBE_GTOL, Preconditioner, choose
+
+
+def resolve(fed: Federation, preconditioner: Preconditioner) -> Preconditioner:
+    """``auto`` settled by the probe at the home DC's site (module docstring); any other
+    kind as it is. Needs a prepared job (its loss and lambda are the probe's)."""
+    if preconditioner.kind != "auto":
+        return preconditioner
+    home = fed.home
+    why = None
+    if home not in fed.names:
+        why = f"the home DC {home!r} has no site to probe"
+    elif fed.secure is not None or any(s.requires_secure_aggregation or s.privacy is not None
+                                       for s in fed.sites.values()):
+        why = "no single site may be asked under secure aggregation or a privacy budget"
+    if why is not None:
+        return preconditioner.resolved("diag", f"auto: {why}; the diagonal")
+
+    def iterations_in(diagonal: bool, max_iter: int) -> tuple[int, bool]:
+        params = {"max_iter": max_iter, "gtol": PROBE_GTOL,
+                  "precondition": "diag" if diagonal else "none"}
+        (_, info, _), = fed.local_solve("local_minimize", params,
+                                        [np.zeros(fed.n_features)], sites=[home])
+        return int(info["iterations"]), bool(info["converged"])
+
+    probe = choose(iterations_in)
+    return preconditioner.resolved(probe.kind, probe.describe(f"{home}'s rows"))
 
 
 def global_metric(fed: Federation, preconditioner: Preconditioner, lam: float

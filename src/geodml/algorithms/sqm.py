@@ -54,8 +54,8 @@ def train_sqm(fed: Federation, spec: TrainSpec, recorder: RunRecorder,
     fed.prepare(spec.loss, lam)
     objective = FederatedObjective(fed, lam)
     warm = spec.warm_start and spec.w0 is None
-    preconditioner = spec.preconditioner
-    w0, metric, grad_at_zero = start(fed, preconditioner, lam, spec.w0, warm)
+    preconditioner, w0, metric, grad_at_zero = start(fed, spec.preconditioner, lam, spec.w0,
+                                                     warm)
     rule = spec.stop_rule()
     if rule.reference is None and grad_at_zero is not None:  # warm: gtol as from zero
         rule.reference = preconditioner.grad_norm(metric)(grad_at_zero)

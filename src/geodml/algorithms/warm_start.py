@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geodml.algorithms.metric import global_metric
+from geodml.algorithms.metric import global_metric, resolve
 from geodml.federation import Federation
 from geodml.job.procedure_params import WARM_START
 from geodml.optim.preconditioner import Preconditioner
@@ -59,11 +59,14 @@ def warm_start(fed: Federation, preconditioner: Preconditioner, lam: float) -> W
 
 def start(fed: Federation, preconditioner: Preconditioner, lam: float,
           w0: np.ndarray | None, warm: bool
-          ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """An exact method's ``(w0, D, grad F(0))``: from the warm start when ``warm`` and no
-    ``w0`` is given (the metric in the same round), else ``w0`` as given, the metric's
-    own round (:func:`geodml.algorithms.metric.global_metric`) and no gradient at zero."""
+          ) -> tuple[Preconditioner, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """An exact method's ``(preconditioner, w0, D, grad F(0))``: ``auto`` settled
+    (:func:`geodml.algorithms.metric.resolve`), then from the warm start when ``warm``
+    and no ``w0`` is given (the metric in the same round), else ``w0`` as given, the
+    metric's own round (:func:`geodml.algorithms.metric.global_metric`) and no gradient
+    at zero."""
+    preconditioner = resolve(fed, preconditioner)
     if warm and w0 is None:
         ws = warm_start(fed, preconditioner, lam)
-        return ws.w, ws.metric, ws.grad_at_zero
-    return w0, global_metric(fed, preconditioner, lam), None
+        return preconditioner, ws.w, ws.metric, ws.grad_at_zero
+    return preconditioner, w0, global_metric(fed, preconditioner, lam), None

@@ -176,7 +176,7 @@ class TrainConfig:
     solver: str = "lbfgs"
     threads: int | None = None
     params: tuple[tuple[str, Any], ...] = ()
-    precondition: str = "diag"  # geodml.optim.preconditioner: diag | none
+    precondition: str = "diag"  # geodml.optim.preconditioner: diag | none | auto
     precondition_mix: float = 0.0
     local_warm_start: bool = False
     lam_path: tuple[float, ...] = ()  # train at each, keep the least held-out loss

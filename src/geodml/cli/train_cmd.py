@@ -48,10 +48,13 @@ PATH_OPTIONS = ("data_dir", "tls_dir", "tls_ca", "tls_cert", "tls_key", "test_di
 @objective_options
 @click.option("--solver", type=click.Choice(SOLVERS), default="lbfgs", show_default=True,
               help="Solver of --method centralized.")
-@click.option("--precondition", type=click.Choice(("diag", "none")), default="diag",
+@click.option("--precondition", type=click.Choice(("diag", "none", "auto")), default="diag",
               show_default=True,
               help="The exact methods' and the centralized solver's metric: the Hessian's "
-                   "diagonal at w = 0 (one extra round, one vector up per site), or none.")
+                   "diagonal at the base rate (one extra round, one vector up per site), "
+                   "none, or auto: whichever of the two solves the home DC's own rows in "
+                   "fewer L-BFGS iterations (two solves inside the home DC, no WAN bytes; "
+                   "the record says which and why).")
 @click.option("--precondition-mix", type=click.FloatRange(0, 1), default=0.0,
               show_default=True,
               help="Blend the diagonal with its mean: (1 - M) D + M mean(D); 1 is the identity.")

@@ -127,14 +127,12 @@ class Federation(SiteClient, Recovery, Channels):
             self._scratch_journal = tempfile.TemporaryDirectory(prefix="geodml-journal-")
             journal = Journal(self._scratch_journal.name, compact=True)
         self.journal = journal
-        self._replaying = set(self.transports) if journal is not None and journal.resume \
-            else set()
+        self._replaying = set(self.transports if journal is not None and journal.resume else ())
         self.dropped: dict[str, str] = {}  # sites the run continued without, and why
         self.recoveries: dict[str, int] = {}  # restarted sites recovered, per site
         self._pool = ThreadPoolExecutor(1 if serial else len(self.transports))
-        self._round = 0
-        self.vectors_down = 0  # model-sized vectors sent to every site, counted per round
-        self.vectors_up = 0  # and received from every site
+        self._round = self._home_rounds = 0  # home rounds: to the home DC's site alone
+        self.vectors_down = self.vectors_up = 0  # model-sized vectors to and from every site
         self._jobs: dict[str, _Job] = {}
         self.secure = secure
         self.nonce_seed = nonce_seed  # makes job nonces reproducible (a resumed run's)
@@ -211,16 +209,17 @@ class Federation(SiteClient, Recovery, Channels):
         """``fn(site)`` for every site, concurrently, in site order."""
         return list(self._map(fn).values())
 
-    def _next_round(self, down: int = 0, up: int = 0) -> int:
+    def _next_round(self, down: int = 0, up: int = 0, home_only: bool = False) -> int:
         self._round += 1
-        self.vectors_down += down
-        self.vectors_up += up
+        self._home_rounds += home_only  # inside the home DC: no WAN round, no WAN vectors
+        self.vectors_down += 0 if home_only else down
+        self.vectors_up += 0 if home_only else up
         return self._round
 
     @property
     def rounds(self) -> int:
-        """Rounds so far: calls that went to every site (Evaluate, LineSearch, LocalSolve)."""
-        return self._round
+        """WAN rounds so far: calls to every site, not those to the home DC's site alone."""
+        return self._round - self._home_rounds
 
     @property
     def vector_rounds(self) -> float:
@@ -476,12 +475,12 @@ class Federation(SiteClient, Recovery, Channels):
     def local_solve(self, procedure: str, params: dict, inputs: list[np.ndarray],
                     formats: Mapping[int, WireFormat] | None = None, outputs: int = 1,
                     sites: Iterable[str] | None = None) -> list[tuple[np.ndarray, dict, int]]:
-        """Run a local procedure at every site (or ``sites``, unmasked); returns (vector,
-        info, rows) per site.
-        Input slots in ``formats`` travel in that format, never through the down
-        compression (a metric: :attr:`metric_format`); a procedure with ``outputs``
-        blocks returns them one after the other, each model-sized."""
-        round_id = self._next_round(down=len(inputs), up=outputs)
+        """Run a local procedure at every site (or ``sites``, unmasked: the home DC's
+        site alone is no WAN round); returns (vector, info, rows) per site. Inputs in
+        ``formats`` travel in that format, not the down compression (a metric), and
+        ``outputs`` blocks come back one after the other, each model-sized."""
+        sites = None if sites is None else list(sites)
+        round_id = self._next_round(len(inputs), outputs, set(sites or ()) == {self.home})
 
         def one(site: str):
             job = self._job(site)

@@ -30,6 +30,16 @@ its diagonal) and so asks more of the rare features.
 A safeguard for data where diagonal scaling hurts (strongly correlated dense
 columns): ``mix`` blends the diagonal with its mean, ``D' = (1 - mix) D + mix mean(D)``
 (``mix = 1`` is the identity up to scale); ``kind = "none"`` turns it off.
+
+``kind = "auto"`` chooses between the two before the run (:func:`choose`): L-BFGS
+solves one DC's own problem ``(1/n_k) L_k(w) + (lambda/2)||w||^2`` from zero to
+``||g|| <= PROBE_GTOL ||g_0||`` in ``D_k`` (that DC's diagonal), then in the identity
+with at most ``1/PROBE_MARGIN`` of the diagonal's iterations; the identity is chosen
+only when it gets there. The DC's rows stand in for all rows: SQM L-BFGS's iterates
+are the centralized solver's, and on every dataset measured the winner on the home
+DC's rows was the winner on the pooled rows (covtype 34 against 48 iterations: the
+identity; iPinYou 20 against 7, the CTR generator 81 against 18 at 2^20: the diagonal;
+w8a 18 against 19: a tie, the diagonal; BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -45,19 +55,25 @@ from geodml.models.objective import ObjectiveOracle
 from geodml.optim.lbfgs import IterationRecord, LbfgsOptions, SolveResult, lbfgs
 from geodml.optim.tron import tron
 
-KINDS = ("diag", "none")
+KINDS = ("diag", "none", "auto")
 STOPS = ("euclidean", "metric")
 FLOOR = 1e-12  # D_j >= FLOOR * max(D): features no row touches, with lambda = 0
+PROBE_GTOL = 1e-3  # auto: the probe solves' relative gradient-norm tolerance
+PROBE_MAX_ITER = 60  # auto: the diagonal's probe solve stops here at the latest
+PROBE_MARGIN = 1.2  # auto: the identity must need this many times fewer iterations
 
 
 @dataclass(frozen=True)
 class Preconditioner:
     """Which metric the exact methods solve in: ``diag`` (the Hessian's diagonal at
-    the starting point, mixed with its mean by ``mix``) or ``none`` (the identity)."""
+    the starting point, mixed with its mean by ``mix``), ``none`` (the identity) or
+    ``auto`` (one of the two by a probe before the run, :func:`choose`; until
+    :meth:`resolved`, ``auto`` acts as ``diag``). ``note`` says how it was chosen."""
 
     kind: str = "diag"
     mix: float = 0.0
     stop: str = "euclidean"  # the norm of the gtol test: see the module docstring
+    note: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -93,10 +109,57 @@ class Preconditioner:
         inverse = 1.0 / metric
         return lambda g: float(np.sqrt(g @ (inverse * g)))
 
+    def resolved(self, kind: str, note: str) -> Preconditioner:
+        """``auto`` settled on ``kind``, with the reason."""
+        return dataclasses.replace(self, kind=kind, note=note)
+
     def describe(self) -> str:
-        if not self.active:
-            return "none"
-        return "diag" if not self.mix else f"diag (mixed {self.mix:g} with the identity)"
+        name = "none" if not self.active else (
+            "diag" if not self.mix else f"diag (mixed {self.mix:g} with the identity)")
+        return f"{name} ({self.note})" if self.note else name
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What :func:`choose` measured: L-BFGS iterations to ``PROBE_GTOL`` in the
+    diagonal and in the identity (None: not within ``1/PROBE_MARGIN`` of the
+    diagonal's)."""
+
+    kind: str
+    diag_iterations: int
+    none_iterations: int | None
+
+    def describe(self, where: str) -> str:
+        other = (f"the identity {self.none_iterations}" if self.none_iterations is not None
+                 else f"the identity not within {int(self.diag_iterations / PROBE_MARGIN)}")
+        return (f"auto: L-BFGS to gtol {PROBE_GTOL:g} on {where}: the diagonal "
+                f"{self.diag_iterations} iterations, {other}")
+
+
+def probe_on(objective: ObjectiveOracle, metric: np.ndarray) -> Probe:
+    """:func:`choose` over one objective (one DC's rows) whose diagonal is ``metric``."""
+    def iterations_in(diagonal: bool, max_iter: int) -> tuple[int, bool]:
+        result = solve(objective, "lbfgs", metric if diagonal else None, None,
+                       LbfgsOptions(gtol=PROBE_GTOL, max_iter=max_iter))
+        return result.iterations, result.converged
+
+    return choose(iterations_in)
+
+
+def choose(iterations_in: Callable[[bool, int], tuple[int, bool]]) -> Probe:
+    """``auto``'s choice. ``iterations_in(diagonal, max_iter)`` runs the probe solve (in
+    the diagonal metric or the identity, at most ``max_iter`` iterations) and returns
+    its iterations and whether it reached ``PROBE_GTOL``. The identity wins only by
+    converging within ``1/PROBE_MARGIN`` of the diagonal's iterations (ties and
+    near-ties keep the diagonal, which is what keeps 2^20 CTR rounds flat)."""
+    diag_iterations, _ = iterations_in(True, PROBE_MAX_ITER)
+    cap = int(diag_iterations / PROBE_MARGIN)
+    if cap < 1:
+        return Probe("diag", diag_iterations, None)
+    none_iterations, converged = iterations_in(False, cap)
+    if converged and none_iterations <= cap:
+        return Probe("none", diag_iterations, none_iterations)
+    return Probe("diag", diag_iterations, None)
 
 
 DIAG = Preconditioner()
