@@ -126,15 +126,19 @@ def test_sites_default_to_the_geo_method_and_centralized_names_what_to_pass(site
 def test_the_preconditioner_is_on_by_default_and_can_be_turned_off(sites, tmp_path):
     runs = {}
     for flags in ((), ("--precondition", "none"),
-                  ("--precondition-mix", "0.5", "--local-warm-start")):
+                  ("--precondition-mix", "0.5", "--local-warm-start"),
+                  ("--precondition", "auto")):
         out = tmp_path / f"m{len(runs)}.npz"
         result = invoke("train", sites, "--method", "sqm-lbfgs", "--gtol", 1e-6, "--out", out,
                         *flags)
         assert result.exit_code == 0, result.output
         info = LinearModel.load(out).info
         runs[info["preconditioner"]] = info
-    assert set(runs) == {"diag", "none", "diag (mixed 0.5 with the identity)"}
+    auto = next(k for k in runs if "(auto: L-BFGS to gtol" in k)  # the probe's counts
+    assert auto.startswith(("diag (auto:", "none (auto:")) and "us-east's rows" in auto
+    assert set(runs) - {auto} == {"diag", "none", "diag (mixed 0.5 with the identity)"}
     assert runs["diag"]["objective"] == pytest.approx(runs["none"]["objective"], rel=1e-8)
+    assert runs[auto]["objective"] == pytest.approx(runs["diag"]["objective"], rel=1e-8)
     assert runs["diag (mixed 0.5 with the identity)"]["warm_start"] is True
     assert runs["diag"]["warm_start"] is False
     central = invoke("train", sites / "us-east" / "train", "--method", "centralized",

@@ -73,7 +73,8 @@ def train_centralized_baseline(
     after = fed.meter.snapshot()["links"]
     export_wan = sum(v["bytes"] - before.get(k, {"bytes": 0})["bytes"]
                      for k, v in after.items() if v["wan"])
-    data = Dataset.concat([parts[s] for s in fed.names])
+    order = sorted(fed.names, key=lambda s: s != fed.home)  # home first: auto's probe
+    data = Dataset.concat([parts[s] for s in order])
 
     rule = StopRule(gtol=gtol, max_rounds=max_iter)
 
@@ -82,12 +83,12 @@ def train_centralized_baseline(
     # gtol 0: the rule stops at gtol, as in every federated method
     model, result = train_centralized(data, loss, lam, LbfgsOptions(gtol=0.0, max_iter=max_iter),
                                       callback=callback, preconditioner=preconditioner,
-                                      sources=[parts[s].n_rows for s in fed.names])
+                                      sources=[parts[s].n_rows for s in order])
     reason, converged = rule.outcome(result.reason, result.converged)
     return RunResult("centralized", model.w, result.f, converged, reason,
                      recorder.rows, fed.meter.snapshot(),
                      {"lam": lam, "loss": loss, "export_seconds": export_seconds,
-                      "preconditioner": preconditioner.describe(),
+                      "preconditioner": model.info["preconditioner"],
                       "export_wan_bytes": export_wan,
                       "train_seconds": time.perf_counter() - start - export_seconds,
                       "rows": data.n_rows})

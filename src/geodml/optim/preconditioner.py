@@ -114,7 +114,7 @@ class Preconditioner:
         return dataclasses.replace(self, kind=kind, note=note)
 
     def describe(self) -> str:
-        name = "none" if not self.active else (
+        name = "none" if not self.active else "auto" if self.kind == "auto" else (
             "diag" if not self.mix else f"diag (mixed {self.mix:g} with the identity)")
         return f"{name} ({self.note})" if self.note else name
 
