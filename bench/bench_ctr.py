@@ -185,9 +185,9 @@ def main() -> None:
     params = dict(parse_params(tuple(args.param)))
     console = Console()
     names = dc_names(args.dcs)
-    pres = {kind: {"diag": Preconditioner(stop=args.stop), "none": NONE,
-                   "auto": Preconditioner("auto", stop=args.stop)}[kind]
-            for kind in args.metrics.split(",")}
+    known = {"diag": Preconditioner(stop=args.stop), "none": NONE,
+             "auto": Preconditioner("auto", stop=args.stop)}
+    pres = {kind: known[kind] for kind in args.metrics.split(",")}
     rows = []
     for n in (int(x) for x in args.rows.split(",")):
         sites, test, _ = regional_data(args.work / "data", names, n, args.bits, args.test_rows,

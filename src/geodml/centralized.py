@@ -108,8 +108,8 @@ def _probe_first_source(data: Dataset, loss, lam: float, sources: Sequence[int] 
     sums = SiteSums(X, y, loss, n_threads=n_threads)
     try:
         objective = RegularizedObjective([sums], lam, data.n_features)
-        metric = preconditioner.metric(sums.hess_diag(loss.constant_curvature(float(y.mean()))),
-                                       n, lam)
+        # unmixed, as the site's local_minimize takes it: the same choice as the geo run's
+        metric = DIAG.metric(sums.hess_diag(_base_rate_curvature(y, loss, None)), n, lam)
         probe = probe_on(objective, metric)
     finally:
         sums.close()
