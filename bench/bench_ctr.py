@@ -187,6 +187,9 @@ def main() -> None:
     names = dc_names(args.dcs)
     known = {"diag": Preconditioner(stop=args.stop), "none": NONE,
              "auto": Preconditioner("auto", stop=args.stop)}
+    unknown = set(args.metrics.split(",")) - set(known)
+    if unknown:
+        ap.error(f"--metrics: unknown {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     pres = {kind: known[kind] for kind in args.metrics.split(",")}
     rows = []
     for n in (int(x) for x in args.rows.split(",")):
