@@ -82,7 +82,8 @@ def calibration_fraction(sites: Sequence[SiteInfo], rows: int) -> float:
 def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: float,
               fraction: float, deployment: Deployment, timer: str) -> dict:
     """Run ``variant`` on a ``fraction`` sample of every site's rows; return its metered
-    rounds and bytes per link, each round's call time (``calls``), the rounds' network
+    rounds and bytes per link, each round's call time (``calls``) and call
+    (``call_names``), the rounds' network
     seconds over the deployment's links, one value+gradient pass on the sample at site
     ``timer`` timed alone (``sample_pass``, :func:`time_pass`; none under masking, whose
     sums need every site), and what the calibration cost: its WAN bytes and modeled
@@ -111,6 +112,7 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
             "iterations": last.iteration, "evaluations": count_rounds(rounds, "Evaluate"),
             "links": links, "wan_bytes": sum(links.values()), "converged": result.converged,
             "fraction": fraction, "calls": [r.seconds for r in rounds],
+            "call_names": [r.call for r in rounds],
             "network_seconds": model_run(rounds, deployment, 0.0).seconds,
             "sample_pass": sample_pass,
             "calibration_wan_bytes": sum(links.values()) + sum(timing.values()),

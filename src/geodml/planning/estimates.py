@@ -68,7 +68,8 @@ def geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Depl
                   workload: Workload, calibration_bytes: int = 0,
                   refusals: Sequence[str] = ()) -> Estimate:
     """A geo plan's estimate from a run's record (recorded, or predicted from
-    calibrations with its ``range``: (low, point, high) multiples of its rounds)."""
+    calibrations with its ``range``: (low, point, high) multiples of its rounds, and
+    ``seconds_range``: the modeled time's own (low, high))."""
     links = {k: int(v) for k, v in record["links"].items()}
     wan = sum(links.values())
     usd = egress_usd(links, deployment)
@@ -85,6 +86,10 @@ def geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Depl
     if "range" in record:
         low, point, high = record["range"]
         estimate.with_ranges((low / point, high / point))
+    if "seconds_range" in record:  # compute that may grow faster than the rounds
+        low, high = (float(x) for x in record["seconds_range"])
+        estimate.ranges["seconds"] = (low, high)
+        estimate.ranges["workload_seconds"] = (low * workload.runs, high * workload.runs)
     return estimate
 
 
