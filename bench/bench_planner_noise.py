@@ -1,0 +1,128 @@
+"""What limits the planner's time predictions at 2^20 features: how the centralized
+L-BFGS's iterations scatter, and how a geo run's calls grow with the rows.
+
+Usage:
+    python bench/bench_planner_noise.py iterations [--dcs 4] [--rows 100000] [--work DIR]
+    python bench/bench_planner_noise.py calls [--dcs 2] [--rows 1000000]
+        [--method fadl-subspace] [--shares 0.005,0.02,0.1,1] [--work DIR]
+
+Both read (or generate) the regional CTR data of ``bench/paper.py`` (``bench/_regional.py``,
+2^bits features, K DCs, ``--work`` its cache; the paper run's ``--work`` is reused).
+
+``iterations``: the centralized solver (:func:`geodml.centralized.train_centralized`,
+each DC's rows at its base rate's curvature, gtol 1e-3) on the pooled rows, on every
+DC's rows alone, and on pooled evenly spaced samples (lambda / f, as the planner
+samples), with 10, 15 and 40 curvature pairs: the iterations the planner must predict
+and how far apart the same solver lands on the same data.
+
+``calls``: one geo method (float8 both ways, as in the paper run) over in-process sites
+on each share of the rows (lambda / f), with the median seconds of each call
+(LocalSolve, Evaluate, Subspace, ...) and one value+gradient pass timed at the home
+site: how a calibration's compute grows to the full run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from _regional import (
+    dc_names,
+    federation_factory,
+    geo_variants,
+    in_process_sites,
+    markdown_table,
+    regional_data,
+)
+from geodml.algorithms.record import RunRecorder
+from geodml.algorithms.registry import TrainSpec, train
+from geodml.centralized import train_centralized
+from geodml.data.dataset import Dataset
+from geodml.optim import LbfgsOptions
+from geodml.planning.calibration import time_pass
+
+MEMORIES = (10, 15, 40)
+GTOL = 1e-3
+
+
+def _sample(data: Dataset, share: float) -> Dataset:
+    """An evenly spaced sample of ``share`` of the rows (as a site samples)."""
+    k = max(1, round(share * data.n_rows))
+    return data.take(np.unique(np.linspace(0, data.n_rows - 1, k).round().astype(np.int64)))
+
+
+def _iterations(parts: list[Dataset], lam: float, memory: int) -> int:
+    data = Dataset.concat(parts) if len(parts) > 1 else parts[0]
+    _, result = train_centralized(data, "logistic", lam,
+                                  LbfgsOptions(gtol=GTOL, max_iter=1000, memory=memory),
+                                  sources=[p.n_rows for p in parts] if len(parts) > 1 else None)
+    return result.iterations
+
+
+def iterations(sites: dict[str, Dataset], shares: list[float]) -> list[list[str]]:
+    names = list(sites)
+    lam = 1.0 / sum(d.n_rows for d in sites.values())
+    rows = []
+    for share in shares:
+        parts = [_sample(sites[n], share) if share < 1 else sites[n] for n in names]
+        label = "all rows" if share >= 1 else f"{share:.2%} sample"
+        rows.append([f"{len(names)} DCs pooled, {label}",
+                     *(str(_iterations(parts, lam / share, m)) for m in MEMORIES)])
+    for name in names:  # each DC alone: its share of lambda times the rows
+        rows.append([f"{name} alone", *(str(_iterations([sites[name]], lam * len(names), m))
+                                        for m in MEMORIES)])
+    return rows
+
+
+def calls(sites: dict[str, Dataset], method: str, shares: list[float]) -> list[list[str]]:
+    names = list(sites)
+    open_federation = federation_factory(in_process_sites(sites), names[0])
+    variant = geo_variants([method], ["float8"])[0]
+    lam = 1.0 / sum(d.n_rows for d in sites.values())
+    kinds = ("LocalSolve", "Subspace", "Evaluate")
+    rows = []
+    for share in shares:
+        with open_federation(compression=variant.compression(), sample_fraction=share) as fed:
+            spec = TrainSpec(loss="logistic", lam=lam / share, gtol=GTOL,
+                             params=dict(variant.params))
+            result = train(fed, variant.method, spec, RunRecorder(fed))
+            seconds = defaultdict(list)
+            for r in fed.meter.rounds:
+                if r.round is not None:
+                    seconds[r.call].append(r.seconds)
+            one_pass = time_pass(fed, names[0], 3)
+        rows.append([f"{share:.1%}", f"{one_pass * 1e3:.1f} ms",
+                     *(f"{np.median(seconds[k]):.3f} s" if seconds[k] else "-" for k in kinds),
+                     f"{result.rows[-1].vector_rounds:g}"])
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("part", choices=("iterations", "calls"))
+    ap.add_argument("--dcs", type=int, default=4)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--bits", type=int, default=20)
+    ap.add_argument("--method", default="fadl-subspace")
+    ap.add_argument("--shares", default=None,
+                    help="iterations: 1,0.2,0.05,0.0125; calls: 0.005,0.02,0.1,1")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/paper/work20"))
+    args = ap.parse_args()
+    default = "1,0.2,0.05,0.0125" if args.part == "iterations" else "0.005,0.02,0.1,1"
+    shares = [float(x) for x in (args.shares or default).split(",")]
+    sites, _, _ = regional_data(args.work / "data", dc_names(args.dcs), args.rows, args.bits,
+                                test_rows=20_000)
+    if args.part == "iterations":
+        cols = ["data", *(f"memory {m}" for m in MEMORIES)]
+        print(markdown_table(cols, iterations(sites, shares)))
+    else:
+        cols = ["share of rows", "pass", "LocalSolve", "Subspace", "Evaluate",
+                "vector rounds"]
+        print(markdown_table(cols, calls(sites, args.method, shares)))
+
+
+if __name__ == "__main__":
+    main()
