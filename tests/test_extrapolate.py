@@ -104,16 +104,17 @@ def test_a_prediction_scales_bytes_and_seconds_with_the_rounds():
 
 def test_local_solves_widen_the_time_range_by_the_share():
     """A LocalSolve's inner iterations can grow with the rows beyond a pass: the modeled
-    time's high end grows those rounds by 1/f, the point by the measured pass."""
+    time's point grows those rounds by sqrt(rho / f), its high end by 1/f."""
     large = {"vector_rounds": 10.0, "fraction": 0.02, "rounds": 20, "evaluations": 10,
              "links": {"a->b": 1000}, "calls": [0.01, 0.11, 0.21],
              "call_names": ["Evaluate", "Evaluate", "LocalSolve"], "network_seconds": 1.0,
              "sample_pass": 0.01, "converged": True, "calibration_seconds": 1.0}
     record = predict_geo(large, None, full_pass_seconds=0.05)  # rho = 5, 1/f = 50
-    assert record["seconds"] == pytest.approx(1.0 + 0.01 + 0.51 + 1.01)
-    _, point, high = record["range"]
+    assert record["seconds"] == pytest.approx(1.0 + 0.01 + 0.51 + 0.01 + 0.2 * math.sqrt(250))
+    low, point, high = record["range"]
     low_s, high_s = record["seconds_range"]
     assert high_s == pytest.approx((1.0 + 0.01 + 0.51 + 0.01 + 0.2 * 50) * high / point)
+    assert low_s == pytest.approx((1.0 + 0.01 + 0.51 + 1.01) * low / point)  # by the pass
     assert low_s < record["seconds"] < high_s
     # an SQM-like calibration (no LocalSolve): both ends grow by the pass
     sqm = predict_geo({**large, "call_names": ["Evaluate"] * 3}, None, full_pass_seconds=0.05)

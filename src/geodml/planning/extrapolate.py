@@ -58,11 +58,22 @@ An iterative local procedure (``LocalSolve``: FADL's TRON, DANE's and ADMM's sol
 does a number of passes that itself grows with the rows: at 2^20 features, 2 DCs x 1M
 rows, FADL-subspace's local solves took 0.8 s on the 2% sample and 16.8 s on all rows
 (21x) while a pass grew 7.6x, and samples of 0.5% and 2% grew alike (1.21x and 1.22x),
-so no pair of small samples shows it. The modeled time's high end therefore grows such
-rounds' compute by the share, :math:`\rho_{\mathrm{high}} = 1/f` (their work is passes
-times an inner iteration count; neither grew faster than the rows on any benchmark),
-the point by :math:`\rho`; other rounds (Evaluate, LineSearch, Subspace: a fixed
-number of passes) grow by :math:`\rho` at both ends.
+so no pair of small samples shows it; at 2^12 features, 2 DCs x 1.28M rows, they grew
+50x from a 1.6% sample where a pass grew 25.6x (``bench/bench_planner_noise.py
+calls``). Such rounds' compute grows by the geometric mean of the pass and the share,
+
+.. math::
+
+    \rho_{\mathrm{local}} = \sqrt{\rho / f},
+
+which predicted 40x and 19.5x for the two (-20% and -7%; the pass alone -49% and
+-64%); the modeled time's range grows them by the pass at its low end and by the
+share, :math:`1/f`, at its high end (their work is passes times an inner iteration
+count; neither grew faster than the rows on any benchmark). How many local solves a
+run makes is the calibration's count scaled with the rounds, and that can miss too:
+at 2^20 x 2 x 1M the 2% calibration made 10 where the run made 7. Other rounds
+(Evaluate, LineSearch, Subspace: a fixed number of passes) grow by :math:`\rho` at
+every end.
 """
 
 from __future__ import annotations
@@ -145,7 +156,7 @@ def full_compute(calls: Sequence[float], rho: float, names: Sequence[str] = (),
     ``calls``) is in :data:`ITERATIVE_CALLS` grow by ``iterative_rho`` when given."""
     overhead = min((c for c in calls if c > 0), default=0.0)
     rates = [iterative_rho if iterative_rho is not None and name in ITERATIVE_CALLS else rho
-             for name in list(names) + [""] * (len(calls) - len(names))]
+             for name in (names or [""] * len(calls))]
     return [overhead + max(0.0, c - overhead) * r for c, r in zip(calls, rates, strict=True)]
 
 
@@ -162,17 +173,21 @@ def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None
     rows touch none of the support, and the codec sends such chunks sparse, so a
     calibration on 2% of the rows moved half the bytes per round of the full run
     (1M rows per DC, 2^20 features). The transfer time of the bytes this adds is added
-    on the slowest link (``deployment``'s bandwidth). ``seconds_range``: the modeled
-    time's (low, high), the high end with iterative rounds' compute grown by ``1/f``."""
+    on the slowest link (``deployment``'s bandwidth). Iterative rounds' compute grows by
+    ``sqrt(rho / f)`` (module doc); ``seconds_range``: the modeled time's (low, high),
+    their compute grown by ``rho`` at the low end and by ``1/f`` at the high end."""
     fit = fit_rounds(large["vector_rounds"], large["fraction"],
                      small["vector_rounds"] if small else None,
                      small["fraction"] if small else None)
     rho, passes = pass_growth(full_pass_seconds, large.get("sample_pass"), large["fraction"])
     low, point, high = fit.factors()
-    seconds = (large["network_seconds"] + sum(full_compute(large["calls"], rho))) * point
-    slowest = (large["network_seconds"] + sum(full_compute(
-        large["calls"], rho, large.get("call_names", ()), max(rho, 1.0 / large["fraction"]))
-    )) * high
+    names, share = large.get("call_names", ()), 1.0 / large["fraction"]  # rho <= share
+
+    def modeled(iterative_rho: float, factor: float) -> float:
+        return (large["network_seconds"] + sum(full_compute(
+            large["calls"], rho, names, iterative_rho))) * factor
+
+    seconds = modeled(math.sqrt(rho * share), point)
     links = {k: v * point for k, v in large["links"].items()}
     added = 0.0
     for name, per_round in (dense or {}).items():
@@ -185,8 +200,10 @@ def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None
     return {"links": {k: round(v) for k, v in links.items()},
             "rounds": round(large["rounds"] * point), "vector_rounds": fit.point,
             "evaluations": large["evaluations"] * point, "seconds": seconds + added,
-            "seconds_range": ((seconds + added) * low / point, slowest + added),
+            "seconds_range": (modeled(rho, low) + added, modeled(share, high) + added),
             "converged": large["converged"], "range": (low, point, high),
-            "rounds_how": fit.how, "compute_how": passes, "exponent": fit.exponent,
+            "rounds_how": fit.how, "exponent": fit.exponent,
+            "compute_how": passes + ("; local solves by sqrt(rho / f)"
+                                     if ITERATIVE_CALLS.intersection(names) else ""),
             "calibration_seconds": large["calibration_seconds"]
             + (small["calibration_seconds"] if small else 0.0)}
