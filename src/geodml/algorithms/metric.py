@@ -48,8 +48,7 @@ def resolve(fed: Federation, preconditioner: Preconditioner) -> Preconditioner:
     why = None
     if home not in fed.names:
         why = f"the home DC {home!r} has no site to probe"
-    elif fed.secure is not None or any(s.requires_secure_aggregation or s.privacy is not None
-                                       for s in fed.sites.values()):
+    elif fed.secure is not None or not all(s.answers_unmasked for s in fed.sites.values()):
         why = "no single site may be asked under secure aggregation or a privacy budget"
     if why is not None:
         return preconditioner.resolved("diag", f"auto: {why}; the diagonal")

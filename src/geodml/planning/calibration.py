@@ -151,8 +151,7 @@ def full_pass(fed, loss: str, lam: float, site: str, repeats: int = 1) -> float 
     """:func:`time_pass` over ``site``'s full rows in a session of its own; None where a
     site may not answer an unmasked exact gradient (it requires secure aggregation or
     has a privacy budget, and would refuse the session)."""
-    if any(s.requires_secure_aggregation or s.privacy is not None
-           for s in fed.sites.values()):
+    if not all(s.answers_unmasked for s in fed.sites.values()):
         return None
     fed.prepare(loss, lam)
     seconds = time_pass(fed, site, repeats)

@@ -34,6 +34,13 @@ class SiteInfo:
     requires_secure_aggregation: bool = False
     privacy: PrivacyBudget | None = None  # the site's DP budget, when its policy sets one
 
+    @property
+    def answers_unmasked(self) -> bool:
+        """Whether the site answers an exact sum in the clear, to a call of its own: it
+        neither requires secure aggregation nor keeps a privacy budget (such a site
+        refuses any session that is not masked, or not private)."""
+        return not self.requires_secure_aggregation and self.privacy is None
+
     @classmethod
     def from_reply(cls, r: pb.DescribeReply) -> SiteInfo:
         budget = None
