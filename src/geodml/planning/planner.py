@@ -55,7 +55,8 @@ the first calibration stands (:mod:`geodml.planning.extrapolate`, with the range
 prediction carries).
 Modeled time per round adds the slowest site's call time measured in the calibration,
 its compute grown by the measured ratio of a full pass to a sample pass at the timed
-site: ``o + (c - o) rho`` with ``o`` the quickest call (a call's fixed overhead). For the
+site: ``o + (c - o) rho`` with ``o`` the quickest call (a call's fixed overhead); a local
+solve's by ``sqrt(rho / f)``, since its inner iterations grow with the rows too. For the
 workload, a geo plan repeats its run ``J D`` times: ``B_geo = J D B_run`` (cold starts;
 warm starts from yesterday's model usually need fewer rounds, so this is conservative).
 
