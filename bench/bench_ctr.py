@@ -187,10 +187,11 @@ def main() -> None:
     names = dc_names(args.dcs)
     known = {"diag": Preconditioner(stop=args.stop), "none": NONE,
              "auto": Preconditioner("auto", stop=args.stop)}
-    unknown = set(args.metrics.split(",")) - set(known)
+    kinds = args.metrics.split(",")
+    unknown = set(kinds) - set(known)
     if unknown:
         ap.error(f"--metrics: unknown {', '.join(sorted(unknown))}; known: {', '.join(known)}")
-    pres = {kind: known[kind] for kind in args.metrics.split(",")}
+    pres = {kind: known[kind] for kind in kinds}
     rows = []
     for n in (int(x) for x in args.rows.split(",")):
         sites, test, _ = regional_data(args.work / "data", names, n, args.bits, args.test_rows,

@@ -155,8 +155,8 @@ def full_compute(calls: Sequence[float], rho: float, names: Sequence[str] = (),
     quickest call (a call's fixed overhead); rounds whose call (``names``, as
     ``calls``) is in :data:`ITERATIVE_CALLS` grow by ``iterative_rho`` when given."""
     overhead = min((c for c in calls if c > 0), default=0.0)
-    rates = [iterative_rho if iterative_rho is not None and name in ITERATIVE_CALLS else rho
-             for name in (names or [""] * len(calls))]
+    local = rho if iterative_rho is None else iterative_rho
+    rates = [local if name in ITERATIVE_CALLS else rho for name in names or [""] * len(calls)]
     return [overhead + max(0.0, c - overhead) * r for c, r in zip(calls, rates, strict=True)]
 
 
