@@ -64,8 +64,9 @@ Ranges
 ------
 Every estimate carries (low, high) of its bytes, seconds and dollars
 (:attr:`Estimate.ranges`): a geo plan's from its rounds' range, its modeled time's
-high end also growing local solves' compute by the share (they can outgrow a pass:
-:mod:`geodml.planning.extrapolate`); centralizing's bytes
+also growing local solves' compute by the pass at the low end and by the share at
+the high end (they can outgrow a pass: :mod:`geodml.planning.extrapolate`);
+centralizing's bytes
 within :data:`~geodml.planning.estimates.EXPORT_SPREAD` and its training time over
 the range of its evaluations; a lower bound has no high end.
 
