@@ -418,6 +418,28 @@ def test_the_centralized_solver_is_calibrated_at_home_without_moving_rows(datase
         assert seconds is not None and seconds > 0
 
 
+def test_a_short_timing_of_the_solver_names_the_curvature_pairs_it_lacked(
+        datasets, monkeypatch):
+    """Six iterations hold 1-5 of the solver's pairs; the baseline holds all of them
+    from iteration m + 1 on, and at 2^20 features their two-loop recursion is half an
+    iteration: the timing reports what the missing pairs would add, at the two-loop's
+    timed rate."""
+    import geodml.site.procedures as procedures
+    from geodml.optim.lbfgs import default_memory
+    from geodml.planning.calibration import central_iterations
+
+    monkeypatch.setattr(procedures, "two_loop_seconds", lambda d, m: 1.0)  # 1 s for m pairs
+    sites = Sites(datasets)
+    lam = 1.0 / (len(REGIONS) * ROWS)
+    short = central_iterations(sites, Workload(gtol=GTOL), lam, 0.5, HOME, max_iter=6)
+    memory = default_memory(datasets[HOME].n_features)
+    held = np.median([min(k - 1, memory) for k in range(2, short["iterations"] + 1)])
+    assert short["missing_pair_seconds"] == pytest.approx((memory - held) / memory)
+    full = central_iterations(sites, Workload(gtol=GTOL), lam, 0.5, HOME)
+    assert full["missing_pair_seconds"] == 0.0  # a run to gtol is timed as it ran
+    assert procedures._missing_pairs_seconds(64, 3 * default_memory(64)) == 0.0
+
+
 def test_local_minimize_in_the_diagonal_metric_reaches_the_same_minimizer(datasets):
     """The procedure behind the solver's calibration: its metric changes the path, not
     the answer."""

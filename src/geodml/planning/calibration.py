@@ -165,16 +165,19 @@ def central_iterations(open_federation, workload: Workload, lam: float, fraction
     iterations) on a ``fraction`` sample of ``site``'s rows, over the full feature space,
     with lambda scaled as for a calibration on that sample's ``share`` of all rows: its
     ``iterations``, the ``iteration_seconds`` of one iteration as the site timed it
-    (from the second on; else the call's wall time over the iterations), and the
-    ``wan_bytes`` it took (none beyond the sessions when ``site`` is the home DC's: its
-    rows and its vectors stay inside the DC)."""
+    (from the second on; else the call's wall time over the iterations), the
+    ``missing_pair_seconds`` such an iteration would add holding all its curvature pairs
+    (timed when ``max_iter`` cuts the run short, else 0), and the ``wan_bytes`` it took
+    (none beyond the sessions when ``site`` is the home DC's: its rows and its vectors
+    stay inside the DC)."""
     import numpy as np
 
     with open_federation(sample_fraction=fraction) as fed:
         before = fed.meter.snapshot()["wan_bytes"]
         share = fed.sites[site].rows * fraction / max(1, fed.site_rows)
         fed.prepare(workload.loss, lam / share**LAMBDA_EXPONENT, restrict_to_support=False)
-        params = {"max_iter": max_iter, "gtol": workload.gtol, "precondition": "diag"}
+        params = {"max_iter": max_iter, "gtol": workload.gtol, "precondition": "diag",
+                  "time_pairs": max_iter < CENTRAL_MAX_ITER}
         start = time.perf_counter()
         (_, info, _), = fed.local_solve("local_minimize", params, [np.zeros(fed.n_features)],
                                         sites=[site])
@@ -185,6 +188,7 @@ def central_iterations(open_federation, workload: Workload, lam: float, fraction
     steady = info.get("iteration_seconds")
     return {"iterations": iterations, "share": share,
             "iteration_seconds": seconds / max(1, iterations) if steady is None else steady,
+            "missing_pair_seconds": float(info.get("missing_pair_seconds", 0.0)),
             "wan_bytes": spent}
 
 

@@ -51,7 +51,7 @@ import numpy as np
 from geodml.job.procedure_params import HESS_DIAG, LOCAL_MINIMIZE
 from geodml.models.losses import Loss
 from geodml.models.objective import RegularizedObjective
-from geodml.optim.lbfgs import LbfgsOptions
+from geodml.optim.lbfgs import LbfgsOptions, default_memory, two_loop_seconds
 from geodml.optim.preconditioner import Preconditioner, solve
 from geodml.site.local_admm import run_admm_local
 from geodml.site.local_dane import run_dane_local
@@ -124,8 +124,23 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
     # an iteration's seconds from the second on (the first may search its line longer),
     # the median: on a machine whose page faults are slow one iteration can take 4x
     steady = float(np.median(np.diff(times[1:]))) if len(times) > 2 else None
-    return result.w, {"iterations": result.iterations, "objective": result.f,
-                      "converged": result.converged, "iteration_seconds": steady}
+    info = {"iterations": result.iterations, "objective": result.f,
+            "converged": result.converged, "iteration_seconds": steady}
+    if steady is not None and p["time_pairs"]:
+        info["missing_pair_seconds"] = _missing_pairs_seconds(ctx.dim, len(times) - 2)
+    return result.w, info
+
+
+def _missing_pairs_seconds(n_features: int, timed: int) -> float:
+    """The two-loop recursion's seconds over the curvature pairs that iterations
+    ``2..timed+1`` lacked, at their median: iteration ``k`` holds ``min(k - 1, m)`` of the
+    solver's ``m`` pairs, so ``(m - median_k min(k - 1, m)) t_pair``, ``t_pair`` timed
+    here (:func:`~geodml.optim.lbfgs.two_loop_seconds`)."""
+    memory = default_memory(n_features)
+    held = float(np.median([min(k - 1, memory) for k in range(2, timed + 2)]))
+    if held >= memory:
+        return 0.0
+    return (memory - held) * two_loop_seconds(n_features, memory) / memory
 
 
 def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
