@@ -428,16 +428,41 @@ def test_a_short_timing_of_the_solver_names_the_curvature_pairs_it_lacked(
     from geodml.optim.lbfgs import default_memory
     from geodml.planning.calibration import central_iterations
 
-    monkeypatch.setattr(procedures, "two_loop_seconds", lambda d, m: 1.0)  # 1 s for m pairs
+    timed_pairs: list[int] = []
+    monkeypatch.setattr(procedures, "two_loop_seconds",  # 1 s however many pairs
+                        lambda d, pairs: timed_pairs.append(pairs) or 1.0)
     sites = Sites(datasets)
     lam = 1.0 / (len(REGIONS) * ROWS)
     short = central_iterations(sites, Workload(gtol=GTOL), lam, 0.5, HOME, max_iter=6)
     memory = default_memory(datasets[HOME].n_features)
     held = np.median([min(k - 1, memory) for k in range(2, short["iterations"] + 1)])
-    assert short["missing_pair_seconds"] == pytest.approx((memory - held) / memory)
+    assert short["missing_pair_seconds"] == pytest.approx((memory - held) / timed_pairs[-1])
+    assert 1 <= timed_pairs[-1] <= memory
     full = central_iterations(sites, Workload(gtol=GTOL), lam, 0.5, HOME)
     assert full["missing_pair_seconds"] == 0.0  # a run to gtol is timed as it ran
     assert procedures._missing_pairs_seconds(64, 3 * default_memory(64)) == 0.0
+
+
+def test_the_centralized_solvers_iterations_span_the_pooled_spread(datasets):
+    """The home DC's sample predicts the pooled run's iterations to within 0.74-1.64x
+    (both grids): the range is at least that wide, and the cost per iteration grows
+    with the nonzeros."""
+    from geodml.planning.central_time import (
+        POOLED_SPREAD,
+        CalibrationPlan,
+        _solver_iterations,
+    )
+
+    sites = Sites(datasets)
+    nnz = datasets[HOME].X.nnz
+    (low, point, high), cost, basis, spent = _solver_iterations(
+        sites, Workload(gtol=GTOL), 1.0 / (len(REGIONS) * ROWS),
+        CalibrationPlan("always", 0.5, 1), HOME, nnz)
+    assert low <= point * math.exp(-POOLED_SPREAD[0]) * (1 + 1e-9)
+    assert high >= point * math.exp(POOLED_SPREAD[1]) * (1 - 1e-9)
+    assert 0 < cost(nnz) <= cost(len(REGIONS) * nnz)
+    assert f"{point:.0f} L-BFGS iterations (the solver on {HOME}'s sample" in basis
+    assert 0 < spent < 2048 * 8  # sessions only: the rows and vectors stay home
 
 
 def test_local_minimize_in_the_diagonal_metric_reaches_the_same_minimizer(datasets):

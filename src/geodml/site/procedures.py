@@ -131,16 +131,23 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
     return result.w, info
 
 
+#: the two-loop recursion is timed over at most this many bytes of pairs (4 pairs at 2^20
+#: features); its time is linear in the pairs, 2 products and 2 updates over ``d`` each
+PAIR_TIMING_BYTES = 64 * 2**20
+
+
 def _missing_pairs_seconds(n_features: int, timed: int) -> float:
     """The two-loop recursion's seconds over the curvature pairs that iterations
     ``2..timed+1`` lacked, at their median: iteration ``k`` holds ``min(k - 1, m)`` of the
     solver's ``m`` pairs, so ``(m - median_k min(k - 1, m)) t_pair``, ``t_pair`` timed
-    here (:func:`~geodml.optim.lbfgs.two_loop_seconds`)."""
+    here over ``p`` pairs (:func:`~geodml.optim.lbfgs.two_loop_seconds`, ``p`` within
+    :data:`PAIR_TIMING_BYTES`)."""
     memory = default_memory(n_features)
     held = float(np.median([min(k - 1, memory) for k in range(2, timed + 2)]))
     if held >= memory:
         return 0.0
-    return (memory - held) * two_loop_seconds(n_features, memory) / memory
+    pairs = max(1, min(memory, PAIR_TIMING_BYTES // (16 * max(1, n_features))))
+    return (memory - held) * two_loop_seconds(n_features, pairs) / pairs
 
 
 def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
