@@ -3,6 +3,7 @@ L-BFGS's iterations scatter, and how a geo run's calls grow with the rows.
 
 Usage:
     python bench/bench_planner_noise.py iterations [--dcs 4] [--rows 100000] [--work DIR]
+    python bench/bench_planner_noise.py trace [--dcs 4] [--rows 100000] [--work DIR]
     python bench/bench_planner_noise.py calls [--dcs 2] [--rows 1000000]
         [--method fadl-subspace] [--shares 0.005,0.02,0.1,1] [--work DIR]
 
@@ -15,6 +16,11 @@ DC's rows alone, and on pooled evenly spaced samples (lambda / f, as the planner
 samples), with 10, 15 and 40 curvature pairs: the iterations the planner must predict
 and how far apart the same solver lands on the same data.
 
+``trace``: the same solver (default memory) on the pooled rows and on the home DC's
+alone, iteration by iteration: the relative gradient norm its stop rule reads, the
+relative suboptimality, and the iteration's seconds (which grow as its curvature pairs
+fill: what a timing of its first few iterations misses).
+
 ``calls``: one geo method (float8 both ways, as in the paper run) over in-process sites
 on each share of the rows (lambda / f), with the median seconds of each call
 (LocalSolve, Evaluate, Subspace, ...) and one value+gradient pass timed at the home
@@ -24,6 +30,7 @@ site: how a calibration's compute grows to the full run's.
 from __future__ import annotations
 
 import argparse
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -77,6 +84,29 @@ def iterations(sites: dict[str, Dataset], shares: list[float]) -> list[list[str]
     return rows
 
 
+def trace(sites: dict[str, Dataset]) -> list[list[str]]:
+    names = list(sites)
+    lam = 1.0 / sum(d.n_rows for d in sites.values())
+    columns = []
+    # pooled rows at lambda = 1/N; the home DC's alone at its share of lambda times K
+    for parts, scale in ((list(sites.values()), 1), ([sites[names[0]]], len(names))):
+        data = Dataset.concat(parts) if len(parts) > 1 else parts[0]
+        times: list[float] = []
+        _, result = train_centralized(
+            data, "logistic", lam * scale, LbfgsOptions(gtol=GTOL / 10, max_iter=1000),
+            sources=[p.n_rows for p in parts] if len(parts) > 1 else None,
+            callback=lambda _r, _w, times=times: times.append(time.perf_counter()))
+        g0, f_star = result.history[0].grad_norm, result.history[-1].f
+        columns.append([(f"{h.grad_norm / g0:.1e}", f"{(h.f - f_star) / abs(f_star):.0e}",
+                         f"{(t1 - t0) * 1e3:.0f}")
+                        for h, t0, t1 in zip(result.history[1:], times[:-1], times[1:],
+                                             strict=True)])
+    length = max(len(c) for c in columns)
+    return [[str(k + 1), *(x for c in columns
+                           for x in (c[k] if k < len(c) else ("", "", "")))]
+            for k in range(length)]
+
+
 def calls(sites: dict[str, Dataset], method: str, shares: list[float]) -> list[list[str]]:
     names = list(sites)
     open_federation = federation_factory(in_process_sites(sites), names[0])
@@ -102,7 +132,7 @@ def calls(sites: dict[str, Dataset], method: str, shares: list[float]) -> list[l
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=("iterations", "calls"))
+    ap.add_argument("part", choices=("iterations", "trace", "calls"))
     ap.add_argument("--dcs", type=int, default=4)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--bits", type=int, default=20)
@@ -118,6 +148,10 @@ def main() -> None:
     if args.part == "iterations":
         cols = ["data", *(f"memory {m}" for m in MEMORIES)]
         print(markdown_table(cols, iterations(sites, shares)))
+    elif args.part == "trace":
+        cols = ["iteration", *(f"{who} {what}" for who in ("pooled", "home")
+                               for what in ("|g| / |g0|", "subopt", "ms"))]
+        print(markdown_table(cols, trace(sites)))
     else:
         cols = ["share of rows", "pass", "LocalSolve", "Subspace", "Evaluate",
                 "vector rounds"]

@@ -418,15 +418,15 @@ def test_the_centralized_solver_is_calibrated_at_home_without_moving_rows(datase
         assert seconds is not None and seconds > 0
 
 
-def test_a_short_timing_of_the_solver_names_the_curvature_pairs_it_lacked(
+def test_a_short_timing_of_the_solver_names_what_its_curvature_pairs_cost(
         datasets, monkeypatch):
-    """Six iterations hold 1-5 of the solver's pairs; the baseline holds all of them
-    from iteration m + 1 on, and at 2^20 features their two-loop recursion is half an
-    iteration: the timing reports what the missing pairs would add, at the two-loop's
-    timed rate."""
+    """Twelve iterations hold 1-11 of the solver's pairs; a run to gtol holds up to m
+    (at 2^20 features their two-loop recursion is half an iteration): the timing
+    reports the two-loop's seconds per pair, the memory and the pairs it held."""
     import geodml.site.procedures as procedures
     from geodml.optim.lbfgs import default_memory
     from geodml.planning.calibration import central_iterations
+    from geodml.planning.central_time import pairs_held
 
     timed_pairs: list[int] = []
     monkeypatch.setattr(procedures, "two_loop_seconds",  # 1 s however many pairs
@@ -435,18 +435,21 @@ def test_a_short_timing_of_the_solver_names_the_curvature_pairs_it_lacked(
     lam = 1.0 / (len(REGIONS) * ROWS)
     short = central_iterations(sites, Workload(gtol=GTOL), lam, 0.5, HOME, max_iter=6)
     memory = default_memory(datasets[HOME].n_features)
-    held = np.median([min(k - 1, memory) for k in range(2, short["iterations"] + 1)])
-    assert short["missing_pair_seconds"] == pytest.approx((memory - held) / timed_pairs[-1])
-    assert 1 <= timed_pairs[-1] <= memory
+    assert short["memory"] == memory and 1 <= timed_pairs[-1] <= memory
+    assert short["pair_seconds"] == pytest.approx(1.0 / timed_pairs[-1])
+    assert short["held_pairs"] == np.median(
+        [min(k - 1, memory) for k in range(2, short["iterations"] + 1)])
     full = central_iterations(sites, Workload(gtol=GTOL), lam, 0.5, HOME)
-    assert full["missing_pair_seconds"] == 0.0  # a run to gtol is timed as it ran
-    assert procedures._missing_pairs_seconds(64, 3 * default_memory(64)) == 0.0
+    assert full["pair_seconds"] == 0.0  # a run to gtol is timed as it ran
+    # a run reads sum_k min(k - 1, m) pairs: 0 + 1 + 2 up to I = 3, then m per iteration
+    assert pairs_held(3, 16) == 3 and pairs_held(17, 16) == 136
+    assert pairs_held(20, 16) == 136 + 3 * 16 and pairs_held(1, 16) == 0
 
 
 def test_the_centralized_solvers_iterations_span_the_pooled_spread(datasets):
     """The home DC's sample predicts the pooled run's iterations to within 0.74-1.64x
-    (both grids): the range is at least that wide, and the cost per iteration grows
-    with the nonzeros."""
+    (both grids): the range is at least that wide, and the training grows with the
+    nonzeros and the iterations."""
     from geodml.planning.central_time import (
         POOLED_SPREAD,
         CalibrationPlan,
@@ -455,12 +458,13 @@ def test_the_centralized_solvers_iterations_span_the_pooled_spread(datasets):
 
     sites = Sites(datasets)
     nnz = datasets[HOME].X.nnz
-    (low, point, high), cost, basis, spent = _solver_iterations(
+    (low, point, high), training, basis, spent = _solver_iterations(
         sites, Workload(gtol=GTOL), 1.0 / (len(REGIONS) * ROWS),
         CalibrationPlan("always", 0.5, 1), HOME, nnz)
     assert low <= point * math.exp(-POOLED_SPREAD[0]) * (1 + 1e-9)
     assert high >= point * math.exp(POOLED_SPREAD[1]) * (1 - 1e-9)
-    assert 0 < cost(nnz) <= cost(len(REGIONS) * nnz)
+    assert 0 < training(point, nnz) <= training(point, len(REGIONS) * nnz)
+    assert training(point, nnz) < training(high, nnz)
     assert f"{point:.0f} L-BFGS iterations (the solver on {HOME}'s sample" in basis
     assert 0 < spent < 2048 * 8  # sessions only: the rows and vectors stay home
 

@@ -28,11 +28,11 @@ LOCAL_MINIMIZE = Schema(
     precondition=Param("none", "choice", doc="the metric of the local L-BFGS: the identity, "
                        "or the Hessian's diagonal at the best constant model (diag), as the "
                        "centralized solver takes it", choices=("none", "diag")),
-    time_pairs=Param(False, "bool", doc="also report missing_pair_seconds: the two-loop "
-                     "recursion's seconds over the curvature pairs the timed iterations "
-                     "lacked, at their median, timed at the site (a run of a few "
-                     "iterations holds few of them: at 2^20 features the 16 pairs double "
-                     "an iteration over 20,000 rows)"),
+    time_pairs=Param(False, "bool", doc="also report what the curvature pairs cost an "
+                     "iteration: the two-loop recursion's seconds per pair timed at the "
+                     "site, the solver's memory and the median pairs the timed iterations "
+                     "held (a run of a few iterations holds few of them: at 2^20 features "
+                     "the 16 pairs double an iteration over 20,000 rows)"),
 )
 WARM_START = Schema(
     max_iter=Param(50, "int", 1, 10_000, _MAX_ITER_DOC),

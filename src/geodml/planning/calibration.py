@@ -165,9 +165,10 @@ def central_iterations(open_federation, workload: Workload, lam: float, fraction
     iterations) on a ``fraction`` sample of ``site``'s rows, over the full feature space,
     with lambda scaled as for a calibration on that sample's ``share`` of all rows: its
     ``iterations``, the ``iteration_seconds`` of one iteration as the site timed it
-    (from the second on; else the call's wall time over the iterations), the
-    ``missing_pair_seconds`` such an iteration would add holding all its curvature pairs
-    (timed when ``max_iter`` cuts the run short, else 0), and the ``wan_bytes`` it took
+    (from the second on; else the call's wall time over the iterations), when
+    ``max_iter`` cuts the run short what its curvature pairs cost
+    (``pair_seconds`` per pair and iteration, the solver's ``memory``, the median
+    ``held_pairs`` of the timed iterations; else 0), and the ``wan_bytes`` it took
     (none beyond the sessions when ``site`` is the home DC's: its rows and its vectors
     stay inside the DC)."""
     import numpy as np
@@ -188,7 +189,8 @@ def central_iterations(open_federation, workload: Workload, lam: float, fraction
     steady = info.get("iteration_seconds")
     return {"iterations": iterations, "share": share,
             "iteration_seconds": seconds / max(1, iterations) if steady is None else steady,
-            "missing_pair_seconds": float(info.get("missing_pair_seconds", 0.0)),
+            **{key: float(info.get(key, 0.0))
+               for key in ("pair_seconds", "memory", "held_pairs")},
             "wan_bytes": spent}
 
 

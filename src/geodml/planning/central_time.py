@@ -24,14 +24,15 @@ vector arithmetic over all ``d`` features, which does not grow with the rows (th
 two-loop recursion reads ``4 m`` vectors of ``d``; at ``2^20`` features this outweighs
 a pass over 200,000 rows). The solver's iterations are timed at the site on a
 sixteenth of its rows and on all of them (a few iterations each, each share up to
-three times, the quickest kept), and ``t(n) = r n + tau`` is drawn through the two
-(measured on the 2^12 grid: 2-4 passes per iteration, where one pass per iteration
-under-predicted the training by up to 60%). A few iterations hold few of the solver's
-``m`` curvature pairs, so the site also times the two-loop recursion over the pairs
-they lacked, ``T_m`` (at 2^20 features, 16 pairs: half of an iteration over 40,000
-rows), and
+three times, the quickest kept). Their iterations hold few of the solver's ``m``
+curvature pairs, whose two-loop recursion does not grow with the rows and at 2^20
+features (16 pairs) is half of an iteration over 40,000 rows, so the site also times
+the recursion per pair, ``t_pair``: ``t(n) = r n + tau`` is drawn through the two
+timings less the pairs they held (measured on the 2^12 grid: 2-4 passes per iteration,
+where one pass per iteration under-predicted the training by up to 60%), and a run of
+``I`` iterations reads ``H(I) = sum_{k<=I} min(k - 1, m)`` pairs, so
 
-    T_train = I (t(nnz) + T_m) + CENTRAL_EXTRA_PASSES P + S,
+    T_train = I t(nnz) + t_pair H(I) + CENTRAL_EXTRA_PASSES P + S,
 
 ``I`` the extrapolated iterations, :data:`CENTRAL_EXTRA_PASSES` the passes beyond the
 iterations (the first evaluation, the metric) and ``S`` the setup: the home DC writes
@@ -139,10 +140,10 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
     if timing.full_pass is not None and calibration.mode != "never":
         say(f"calibrating the centralized solver on site {timing.site}'s rows "
             "(they stay there)")
-        iterations, cost, basis, spent = _solver_iterations(
+        iterations, training, basis, spent = _solver_iterations(
             open_federation, workload, lam, calibration, timing.site, timed)
-        per_iteration = cost(nnz)
-        seconds = tuple(i * per_iteration + CENTRAL_EXTRA_PASSES * per_pass + setup
+        per_iteration = training(iterations[1], nnz) / max(1.0, iterations[1])
+        seconds = tuple(training(i, nnz) + CENTRAL_EXTRA_PASSES * per_pass + setup
                         for i in iterations)
         return seconds, (f"{basis} of {per_iteration * 1e3:,.0f} ms each (the solver's "
                          f"iterations timed at {timing.site}, scaled to all nonzeros) + "
@@ -164,17 +165,18 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
 
 def _solver_iterations(open_federation, workload: Workload, lam: float,
                        calibration: CalibrationPlan, site: str, site_nnz: int
-                       ) -> tuple[Range, Callable[[float], float], str, int]:
+                       ) -> tuple[Range, Callable[[float, float], float], str, int]:
     """The centralized solver at ``site`` (whose rows never leave it): its iterations at
     full size (low, point, high) from runs on samples of the site's rows, extrapolated as
-    geo plans' rounds are, the range at least :data:`POOLED_SPREAD`; the seconds of one
-    of its iterations as a function of the nonzeros, ``t(n) = r n + tau + T_m``,
+    geo plans' rounds are, the range at least :data:`POOLED_SPREAD`; the seconds of
+    ``I`` iterations over ``n`` nonzeros, ``I t(n) + t_pair H(I)``, ``t(n) = r n + tau``
     through the per-iteration times of :data:`COST_ITERATIONS` iterations over
-    :data:`COST_SHARE` of the site's rows and over all of them (an iteration is a few
-    passes: the gradient, the direction's margins ``X p``, the line search; ``tau`` the
-    vector arithmetic over all ``d`` features, which does not grow with the rows; ``T_m``
-    the two-loop recursion over the curvature pairs the timings lacked); the basis; and
-    the WAN bytes it took."""
+    :data:`COST_SHARE` of the site's rows and over all of them less their pairs' two-loop
+    (an iteration is a few passes: the gradient, the direction's margins ``X p``, the
+    line search; ``tau`` the vector arithmetic over all ``d`` features, which does not
+    grow with the rows), ``t_pair`` the two-loop's seconds per pair and ``H(I)`` the
+    pairs a run of ``I`` iterations reads (:func:`pairs_held`); the basis; and the WAN
+    bytes it took."""
     runs = [central_iterations(open_federation, workload, lam, f, site)
             for f in calibration.fractions()]
     large, small = runs[0], runs[1] if len(runs) > 1 else None
@@ -188,19 +190,22 @@ def _solver_iterations(open_federation, workload: Workload, lam: float,
     # one timing's noise (45 against 45-75 ms), which the line multiplies by K
     timed = {share: _quickest(open_federation, workload, lam, share, site)
              for share in (COST_SHARE, 1.0)}
-    line = _iteration_cost((COST_SHARE * site_nnz, timed[COST_SHARE]["iteration_seconds"]),
-                           (site_nnz, timed[1.0]["iteration_seconds"]))
-    # a few iterations hold few of the solver's m curvature pairs; the baseline holds all
-    # of them from iteration m + 1 on, and their two-loop recursion does not grow with
-    # the rows: added once, the quicker of the two timings (4 x 10k rows at 2^20: 63
-    # ms per iteration over the first six, 126 ms from the 17th)
-    missing = min(run["missing_pair_seconds"] for run in timed.values())
+    # a timing of a few iterations holds few of the solver's m curvature pairs, whose
+    # two-loop recursion does not grow with the rows (4 x 10k rows at 2^20, 16 pairs:
+    # 63 ms per iteration over the first six, 126 ms from the 17th): the line is drawn
+    # through the timings without their pairs, and a run of I iterations adds its own,
+    # sum_k min(k - 1, m) of them, at the quicker timing's seconds per pair
+    pair = min(run["pair_seconds"] for run in timed.values())
+    line = _iteration_cost(
+        *((share * site_nnz, max(0.0, run["iteration_seconds"] - run["held_pairs"] * pair))
+          for share, run in timed.items()))
+    memory = timed[1.0]["memory"]
 
-    def cost(n: float) -> float:
-        return line(n) + missing
+    def training(iterations: float, n: float) -> float:
+        return iterations * line(n) + pair * pairs_held(iterations, memory)
     low = min(fit.low, fit.point * math.exp(-POOLED_SPREAD[0]))
     high = max(fit.high, fit.point * math.exp(POOLED_SPREAD[1]))
-    return ((low, fit.point, high), cost,
+    return ((low, fit.point, high), training,
             f"{fit.point:.0f} L-BFGS iterations (the solver on {site}'s sample, {fit.how})",
             sum(r["wan_bytes"] for r in [*runs, *timed.values()]))
 
@@ -209,16 +214,27 @@ def _quickest(open_federation, workload: Workload, lam: float, share: float, sit
               ) -> dict:
     """The solver's :data:`COST_ITERATIONS` iterations on ``share`` of ``site``'s rows,
     timed up to :data:`COST_REPEATS` times while the timings took under
-    :data:`COST_BUDGET` seconds: the quickest per-iteration and missing-pair seconds,
-    and the WAN bytes of all of them."""
+    :data:`COST_BUDGET` seconds: the quickest (as
+    :func:`~geodml.planning.calibration.central_iterations` gives it), with the
+    quickest two-loop's ``pair_seconds`` and the WAN bytes of all of them."""
     runs: list[dict] = []
     start = time.perf_counter()
     while len(runs) < COST_REPEATS and (not runs or time.perf_counter() - start < COST_BUDGET):
         runs.append(central_iterations(open_federation, workload, lam, share, site,
                                        max_iter=COST_ITERATIONS))
-    return {key: min(r[key] for r in runs)
-            for key in ("iteration_seconds", "missing_pair_seconds")} | {
+    return min(runs, key=lambda r: r["iteration_seconds"]) | {
+        "pair_seconds": min(r["pair_seconds"] for r in runs),
         "wan_bytes": sum(r["wan_bytes"] for r in runs)}
+
+
+def pairs_held(iterations: float, memory: float) -> float:
+    """Curvature pairs the two-loop recursion reads over a run of ``I`` iterations of an
+    L-BFGS with memory ``m``: ``sum_{k=1..I} min(k - 1, m)``, that is ``I (I - 1) / 2``
+    up to ``I = m + 1`` and ``m`` more per iteration after."""
+    i, m = max(0.0, iterations), max(0.0, memory)
+    if i <= m + 1:
+        return i * (i - 1) / 2 if i > 1 else 0.0
+    return m * (m + 1) / 2 + m * (i - m - 1)
 
 
 def _iteration_cost(small: tuple[float, float], large: tuple[float, float]

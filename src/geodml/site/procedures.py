@@ -127,7 +127,7 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
     info = {"iterations": result.iterations, "objective": result.f,
             "converged": result.converged, "iteration_seconds": steady}
     if steady is not None and p["time_pairs"]:
-        info["missing_pair_seconds"] = _missing_pairs_seconds(ctx.dim, len(times) - 2)
+        info |= _pair_timing(ctx.dim, len(times) - 2)
     return result.w, info
 
 
@@ -136,18 +136,17 @@ def _local_minimize(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray
 PAIR_TIMING_BYTES = 64 * 2**20
 
 
-def _missing_pairs_seconds(n_features: int, timed: int) -> float:
-    """The two-loop recursion's seconds over the curvature pairs that iterations
-    ``2..timed+1`` lacked, at their median: iteration ``k`` holds ``min(k - 1, m)`` of the
-    solver's ``m`` pairs, so ``(m - median_k min(k - 1, m)) t_pair``, ``t_pair`` timed
-    here over ``p`` pairs (:func:`~geodml.optim.lbfgs.two_loop_seconds`, ``p`` within
-    :data:`PAIR_TIMING_BYTES`)."""
+def _pair_timing(n_features: int, timed: int) -> dict:
+    """What the solver's curvature pairs cost an iteration: ``pair_seconds``, the two-loop
+    recursion's seconds per pair (timed here over ``p`` pairs within
+    :data:`PAIR_TIMING_BYTES`, :func:`~geodml.optim.lbfgs.two_loop_seconds`), the
+    solver's ``memory`` ``m``, and ``held_pairs``, the median pairs held by iterations
+    ``2..timed+1`` (iteration ``k`` holds ``min(k - 1, m)``)."""
     memory = default_memory(n_features)
-    held = float(np.median([min(k - 1, memory) for k in range(2, timed + 2)]))
-    if held >= memory:
-        return 0.0
     pairs = max(1, min(memory, PAIR_TIMING_BYTES // (16 * max(1, n_features))))
-    return (memory - held) * two_loop_seconds(n_features, pairs) / pairs
+    held = float(np.median([min(k - 1, memory) for k in range(2, timed + 2)]))
+    return {"pair_seconds": two_loop_seconds(n_features, pairs) / pairs,
+            "memory": memory, "held_pairs": held}
 
 
 def _hess_diag(ctx: ProcedureContext, params: dict, inputs: list[np.ndarray]):
