@@ -80,12 +80,6 @@ SINGLE_SHARE = 0.5  # a calibration on at least this share of the rows is not ex
 # longer and the VM's first touches of memory fall on them)
 COST_ITERATIONS = 12
 COST_SHARE = 1 / 16  # t(n) = r n + tau through the two
-# an iteration's rows cost at least this many of the site's timed passes: the gradient,
-# the direction's margins, the line search (2-4 measured on the 2^12 grid); at 2^20 and
-# 100k rows per site the rows' part is under a tenth of the timings, and their noise
-# had drawn lines of under one pass (101 ms per iteration priced on 2 x 100k rows
-# where the run took 170)
-MIN_PASSES_PER_ITERATION = 2
 COST_REPEATS = 3  # each timed this many times, the quickest kept,
 COST_BUDGET = 2.0  # while its timings took under this many seconds
 
@@ -147,8 +141,7 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
         say(f"calibrating the centralized solver on site {timing.site}'s rows "
             "(they stay there)")
         iterations, training, basis, spent = _solver_iterations(
-            open_federation, workload, lam, calibration, timing.site, timed,
-            timing.full_pass)
+            open_federation, workload, lam, calibration, timing.site, timed)
         per_iteration = training(iterations[1], nnz) / max(1.0, iterations[1])
         seconds = tuple(training(i, nnz) + CENTRAL_EXTRA_PASSES * per_pass + setup
                         for i in iterations)
@@ -171,8 +164,8 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
 
 
 def _solver_iterations(open_federation, workload: Workload, lam: float,
-                       calibration: CalibrationPlan, site: str, site_nnz: int,
-                       site_pass: float) -> tuple[Range, Callable[[float, float], float], str, int]:
+                       calibration: CalibrationPlan, site: str, site_nnz: int
+                       ) -> tuple[Range, Callable[[float, float], float], str, int]:
     """The centralized solver at ``site`` (whose rows never leave it): its iterations at
     full size (low, point, high) from runs on samples of the site's rows, extrapolated as
     geo plans' rounds are, the range at least :data:`POOLED_SPREAD`; the seconds of
@@ -205,8 +198,7 @@ def _solver_iterations(open_federation, workload: Workload, lam: float,
     pair = min(run["pair_seconds"] for run in timed.values())
     line = _iteration_cost(
         *((share * site_nnz, max(0.0, run["iteration_seconds"] - run["held_pairs"] * pair))
-          for share, run in timed.items()),
-        min_rate=MIN_PASSES_PER_ITERATION * site_pass / max(1, site_nnz))
+          for share, run in timed.items()))
     memory = timed[1.0]["memory"]
 
     def training(iterations: float, n: float) -> float:
@@ -245,16 +237,13 @@ def pairs_held(iterations: float, memory: float) -> float:
     return m * (m + 1) / 2 + m * (i - m - 1)
 
 
-def _iteration_cost(small: tuple[float, float], large: tuple[float, float],
-                    min_rate: float = 0.0) -> Callable[[float], float]:
-    """``t(n) = r n + tau`` through two (nonzeros, seconds) points, ``tau >= 0`` and
-    ``r >= min_rate`` (then through the larger point, the better timed); where neither
-    gives a rate (the larger took no longer: noise), all of its time grows with the
-    rows."""
+def _iteration_cost(small: tuple[float, float], large: tuple[float, float]
+                    ) -> Callable[[float], float]:
+    """``t(n) = r n + tau`` through two (nonzeros, seconds) points, ``r, tau >= 0``;
+    where the larger took no longer (noise), all of its time grows with the rows."""
     (n1, t1), (n2, t2) = small, large
-    slope = (t2 - t1) / (n2 - n1) if n2 > n1 and t2 > t1 else 0.0
-    rate = max(min_rate, slope)
-    if rate <= 0.0:
+    if not (n2 > n1 and t2 > t1):
         return lambda n: t2 * n / max(1.0, n2)
-    tau = max(0.0, (t1 - rate * n1) if rate == slope else (t2 - rate * n2))
+    rate = (t2 - t1) / (n2 - n1)
+    tau = max(0.0, t1 - rate * n1)
     return lambda n: rate * n + tau
