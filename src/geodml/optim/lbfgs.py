@@ -127,18 +127,18 @@ def _two_loop(g: np.ndarray, pairs: deque) -> np.ndarray:
     return -q
 
 
-def two_loop_seconds(n_features: int, memory: int, repeats: int = 3) -> float:
-    """Seconds of one two-loop recursion over ``memory`` curvature pairs of
+def two_loop_seconds(n_features: int, pairs: int, repeats: int = 3) -> float:
+    """Seconds of one two-loop recursion over ``pairs`` curvature pairs of
     ``n_features`` unknowns on this machine (the quickest of ``repeats``): the part of an
-    iteration that grows with the pairs held, ``4 memory`` vector products over ``d``."""
+    iteration that grows with the pairs held, ``4 pairs`` vector products over ``d``."""
     rng = np.random.default_rng(0)
-    pairs = deque((rng.standard_normal(n_features), rng.standard_normal(n_features), 1.0)
-                  for _ in range(max(1, memory)))
+    held = deque((rng.standard_normal(n_features), rng.standard_normal(n_features), 1.0)
+                 for _ in range(max(1, pairs)))
     g = rng.standard_normal(n_features)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        _two_loop(g, pairs)
+        _two_loop(g, held)
         best = min(best, time.perf_counter() - start)
     return best
 

@@ -85,8 +85,8 @@ COST_BUDGET = 2.0  # while its timings took under this many seconds
 
 # how far the solver's iterations on all the DCs' rows fell from the home DC's sample's
 # (log, below and above): 0.74-1.64x over both grids of bench/paper.py. At 2^20 the
-# relative gradient norm crosses gtol off a plateau (4 x 100k rows: 1.2e-3 to 2e-3 from
-# iteration 21 to 36, while the objective fell smoothly), so where it crosses moves by a
+# relative gradient norm crosses gtol off a plateau (4 x 100k rows: 1.2e-3 to 2.6e-3
+# from iteration 21 to 35, while the objective fell smoothly), so where it crosses moves by a
 # third with the curvature pairs kept and the sample drawn (BENCHMARKS.md, "How many
 # iterations the centralized L-BFGS takes is itself noisy")
 POOLED_SPREAD = (0.3, 0.5)
@@ -203,6 +203,7 @@ def _solver_iterations(open_federation, workload: Workload, lam: float,
 
     def training(iterations: float, n: float) -> float:
         return iterations * line(n) + pair * pairs_held(iterations, memory)
+
     low = min(fit.low, fit.point * math.exp(-POOLED_SPREAD[0]))
     high = max(fit.high, fit.point * math.exp(POOLED_SPREAD[1]))
     return ((low, fit.point, high), training,
