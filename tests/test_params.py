@@ -151,7 +151,8 @@ METHOD_DEFAULTS = {
     "dp-gd": {"rounds": 100, "clip": 1.0, "step": None},
 }
 PROCEDURE_DEFAULTS = {
-    "local_minimize": {"max_iter": 100, "gtol": 1e-6, "precondition": "none"},  # none: as before
+    "local_minimize": {"max_iter": 100, "gtol": 1e-6, "precondition": "none",
+                       "time_pairs": False},  # none: as before
     "warm_start": {"max_iter": 50, "gtol": 1e-2},
     "hess_diag": {"at": "point"},
     "local_sgd": {"epochs": 1, "batch_size": 32, "eta0": 0.1, "decay": 0.0, "t0": 0.0,
