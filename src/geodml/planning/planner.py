@@ -66,9 +66,10 @@ Every estimate carries (low, high) of its bytes, seconds and dollars
 (:attr:`Estimate.ranges`): a geo plan's from its rounds' range, its modeled time's
 also growing local solves' compute by the pass at the low end and by the share at
 the high end (they can outgrow a pass: :mod:`geodml.planning.extrapolate`);
-centralizing's bytes
-within :data:`~geodml.planning.estimates.EXPORT_SPREAD` and its training time over
-the range of its evaluations; a lower bound has no high end.
+centralizing's bytes within :data:`~geodml.planning.estimates.EXPORT_SPREAD` and its
+training time over the range of its iterations, at least
+:data:`~geodml.planning.central_time.POOLED_SPREAD` around the point (the pooled run's
+iterations fell that far from the home DC's sample's); a lower bound has no high end.
 
 Policies
 --------
