@@ -19,6 +19,11 @@ Usage: python bench/bench_throughput.py [--rows 10000000] [--bits 20] [--threads
    ratio to the threaded copy bandwidth. The sums of both orders must be bitwise equal.
 3. **float32 accuracy**: loss and gradient of the float32 data (float64 accumulation
    of per-row terms) against the same matrix in float64: relative errors.
+4. **A direction's margins** over float32 data: ``set_direction(p)`` (``q = X p`` in
+   float64, what SQM's and FADL's steps and line searches multiply), best of
+   ``--repeat``, over the blocks' kept float64 copy of the values against a copy made
+   for every product (the code before 2026-12-07, emulated by dropping the kept copy
+   before each call), and one ``evaluate(w)`` for scale.
 """
 
 from __future__ import annotations
@@ -56,6 +61,38 @@ def copy_bandwidth(nbytes: int, threads: int, repeat: int) -> float:
             t.join()
         best = min(best, time.perf_counter() - start)
     return 2 * src.nbytes / best
+
+
+def timings(fn, repeat: int, before=lambda: None) -> tuple[float, float]:
+    """Best and median seconds of ``repeat`` calls of ``fn`` (``before`` untimed)."""
+    seconds = []
+    for _ in range(repeat):
+        before()
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds), float(np.median(seconds))
+
+
+def direction_margins(X, y, loss, threads: int, repeat: int
+                      ) -> dict[str, tuple[float, float]]:
+    """Best and median seconds of a direction's margins over float32 rows, over the
+    kept copy and a copy per product, and of one evaluate."""
+    rng = np.random.default_rng(1)
+    sums = SiteSums(X.astype(np.float32), y, loss, n_threads=threads)
+    sums.evaluate(rng.normal(scale=0.01, size=X.shape[1]))
+    p = rng.normal(scale=0.01, size=X.shape[1])
+
+    def drop() -> None:
+        for b in sums._blocks:
+            b._wide = None
+
+    out = {"evaluate(w)": timings(lambda: sums.evaluate(p), repeat),
+           "copy per product": timings(lambda: sums.set_direction(p), repeat, drop)}
+    sums.set_direction(p)  # makes the kept copy
+    out["kept copy"] = timings(lambda: sums.set_direction(p), repeat)
+    sums.close()
+    return out
 
 
 def csr_bytes(X) -> int:
@@ -121,6 +158,12 @@ def main() -> None:
         console.print(f"float32 vs float64 data: loss rel. error "
                       f"{abs(a.loss - b.loss) / abs(b.loss):.2e}, gradient rel. error "
                       f"{np.linalg.norm(a.grad - b.grad) / np.linalg.norm(b.grad):.2e}")
+    margins = direction_margins(data.X, data.y, loss, args.threads, args.repeat)
+    ratio = [a / b for a, b in zip(margins["copy per product"], margins["kept copy"],
+                                   strict=True)]
+    console.print("a direction's margins X p in float64 over float32 rows (best, median): "
+                  + ", ".join(f"{k} {a:.3f} / {m:.3f} s" for k, (a, m) in margins.items())
+                  + f"; copy per product / kept copy {ratio[0]:.2f}x / {ratio[1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -240,6 +240,24 @@ def test_float32_data_is_close_to_float64():
     np.testing.assert_allclose(s32.grad, s64.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_a_directions_margins_over_float32_rows_are_float64_products_of_one_kept_copy():
+    X, y = _problem("logistic", n=2000)
+    X32 = X.astype(np.float32)
+    rng = np.random.default_rng(8)
+    sums = SiteSums(X32, y, get_loss("logistic"))
+    sums.evaluate(rng.standard_normal(X.shape[1]))
+    wide = []
+    for _ in range(2):
+        p = rng.standard_normal(X.shape[1])
+        sums.set_direction(p)
+        exact = sp.csr_matrix(X32, dtype=np.float64) @ p  # float32 values, float64 sums
+        np.testing.assert_array_equal(sums.q, exact)
+        assert not np.array_equal(sums.q, (X32 @ p.astype(np.float32)).astype(np.float64))
+        wide.append([b._wide for b in sums._blocks])
+    assert all(w is not None for w in wide[0])
+    assert all(a is b for a, b in zip(*wide, strict=True))  # made once, not per direction
+
+
 def test_logistic_loss_is_finite_for_huge_margins():
     loss = get_loss("logistic")
     z = np.array([-1e4, -800.0, 800.0, 1e4])

@@ -29,7 +29,10 @@ Large inputs are split into row blocks computed on a thread pool (scipy's sparse
 products and numpy's ufuncs release the GIL); the block sums are added inside
 the DC, in block order, so a layout of blocks gives the same bits however many
 threads compute it. The products run in the data's dtype (float32 data: float32
-products); margins and the loss are float64.
+products), except a direction's margins ``X p``, which moves add up and which are
+therefore computed in float64 (float32 data in memory: over a float64 copy of the
+values, made at the first direction and kept, 8 bytes per nonzero); margins and the
+loss are float64.
 
 Hot-first columns (in memory, at least :data:`HOT_FIRST_MIN_FEATURES` features and
 :data:`BLOCK_MIN_NNZ` nonzeros): the blocks hold the rows with their columns relabeled
@@ -149,6 +152,7 @@ class _Block:
         self.y = np.asarray(y[start:stop], dtype=np.float64)
         self._source: StreamedRows | None = None
         self._held: tuple[sp.csr_matrix, sp.csc_matrix] | None = None
+        self._wide: sp.csr_matrix | None = None
         if isinstance(X, StreamedRows):
             self._source = X
         else:
@@ -170,6 +174,26 @@ class _Block:
         finally:
             del m
             self._source.release(self.rows.start, self.rows.stop)
+
+
+    def widened(self, X: sp.csr_matrix) -> sp.csr_matrix:
+        """``X`` (the block's rows, from :meth:`matrix`) with float64 values sharing its
+        indices. In memory it is made at the block's first use and kept: the copy made
+        anew for every product had to be backed by fresh pages each time (240 MB per
+        direction at 1M rows of 30 nonzeros), as much memory at its peak as the kept
+        copy and 2-5x the product's own time on this VM. Streamed rows are widened per
+        read, as they are read."""
+        if X.dtype == np.float64:
+            return X
+        if self._held is None:
+            return _as_float64(X)
+        if self._wide is None:
+            self._wide = _as_float64(X)
+        return self._wide
+
+
+def _as_float64(X: sp.csr_matrix) -> sp.csr_matrix:
+    return sp.csr_matrix((X.data.astype(np.float64), X.indices, X.indptr), shape=X.shape)
 
 
 def _squared(XT: sp.csc_matrix) -> sp.csc_matrix:
@@ -372,17 +396,13 @@ class SiteSums:
 
     # -- the sums --------------------------------------------------------------
     def _margins(self, v: np.ndarray, widen: bool = False) -> np.ndarray:
-        """``X v`` (one matrix product); ``widen``: in float64, the block's values
-        widened to float64 for the product (a transient copy of them; the indices are
-        shared)."""
+        """``X v`` (one matrix product); ``widen``: in float64, over the block's values
+        in float64 (:meth:`_Block.widened`)."""
         q = np.empty(self.n_rows, dtype=np.float64)
 
         def block(b: _Block) -> None:
             with b.matrix() as (X, _):
-                if widen:
-                    X = sp.csr_matrix((X.data.astype(np.float64), X.indices, X.indptr),
-                                      shape=X.shape)
-                q[b.rows] = X @ v
+                q[b.rows] = (b.widened(X) if widen else X) @ v
 
         self._map(block)
         self.counts["matvec"] += 1
@@ -392,8 +412,8 @@ class SiteSums:
         """``X v`` in float64 whatever the data's dtype: the margins of a direction are
         added to the cached ``z`` on every move, so float32 rounding (~1e-7 of each
         ``|X v|``) would pile up; with steps that nearly cancel, FADL's objective drifted
-        by 4e-4 from ``F(w)`` after 100 iterations. float32 blocks are widened for the
-        product (a transient copy of one block's values)."""
+        by 4e-4 from ``F(w)`` after 100 iterations. float32 blocks are multiplied
+        in float64 (:meth:`_Block.widened`)."""
         return self._margins(self._cast(v, np.dtype(np.float64)),
                              widen=self.dtype != np.float64)
 
