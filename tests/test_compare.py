@@ -193,7 +193,7 @@ def test_plan_cli_writes_the_plan_as_json(deployment_file, tmp_path):
 
 @pytest.mark.parametrize("points, basis", [
     ("2", "calibrated on 25% and 6.2% of rows ("),  # 750 of 3,000, then a quarter of it
-    ("1", "calibrated on 25% of rows (one sample; measured passes; local solves by")])
+    ("1", "calibrated on 25% of rows (one sample; measured passes; steps timed; local solves by")])
 def test_plan_cli_calibrates_on_the_rows_asked_for(deployment_file, tmp_path, points, basis):
     out = tmp_path / "plan.json"
     result = CliRunner().invoke(main, ["plan", str(deployment_file), "--json", str(out),

@@ -15,6 +15,7 @@ from geodml.planning.extrapolate import (
     full_compute,
     pass_growth,
     predict_geo,
+    step_growth,
 )
 from geodml.planning.planner import _recommend
 from geodml.planning.plans import Estimate
@@ -119,6 +120,27 @@ def test_local_solves_widen_the_time_range_by_the_share():
     # an SQM-like calibration (no LocalSolve): both ends grow by the pass
     sqm = predict_geo({**large, "call_names": ["Evaluate"] * 3}, None, full_pass_seconds=0.05)
     assert sqm["seconds_range"][1] == pytest.approx(sqm["seconds"] * high / point)
+
+
+def test_evaluate_rounds_grow_by_the_timed_steps_added_seconds():
+    """A sample's Evaluate round is mostly a fixed cost (its vectors' coding), which the
+    pass's ratio would multiply: where the timer site's step was timed on the sample and
+    on all rows, Evaluate rounds grow by the seconds a step added; other rounds keep the
+    pass's ratio."""
+    assert step_growth(full=0.25, sample=0.05) == pytest.approx(0.2)
+    assert step_growth(full=0.04, sample=0.05) == 0.0  # more rows never take less
+    assert step_growth(None, 0.05) is None and step_growth(0.25, None) is None
+    large = {"vector_rounds": 10.0, "fraction": 0.02, "rounds": 12, "evaluations": 10,
+             "links": {"a->b": 1000}, "calls": [0.01, 0.05, 0.03],
+             "call_names": ["Subspace", "Evaluate", "LineSearch"], "network_seconds": 1.0,
+             "sample_pass": 0.01, "sample_step": 0.05, "converged": True,
+             "calibration_seconds": 1.0}
+    # rho = 8 for the other rounds, 0.01 the quickest call: 0.01 + 0.02 * 8 = 0.17
+    timed = predict_geo(large, None, full_pass_seconds=0.08, full_step=0.2)
+    assert timed["seconds"] == pytest.approx(1.0 + 0.01 + (0.05 + 0.15) + 0.17)
+    assert "steps timed" in timed["compute_how"]
+    untimed = predict_geo(large, None, full_pass_seconds=0.08)
+    assert untimed["seconds"] == pytest.approx(1.0 + 0.01 + (0.01 + 0.04 * 8) + 0.17)
 
 
 def _estimate(plan: str, usd: float, low: float, high: float) -> Estimate:

@@ -418,6 +418,29 @@ def test_the_centralized_solver_is_calibrated_at_home_without_moving_rows(datase
         assert seconds is not None and seconds > 0
 
 
+def test_steps_are_timed_at_home_on_the_sample_and_on_all_rows(calibrated, datasets):
+    """The timer site's steps along a direction, timed in a session of their own: on the
+    sample they are part of the calibration, on all rows they cost the sessions only
+    (the steps' vectors stay in the home DC)."""
+    from geodml.planning.calibration import STEP_REPEATS, full_steps, time_steps
+
+    result, _ = calibrated
+    assert "steps timed" in result.estimate(GEO.name).basis
+    sites = Sites(datasets)
+    lam = 1.0 / (len(REGIONS) * ROWS)
+    with sites() as fed:
+        seconds = time_steps(fed, HOME, "logistic", lam)
+        steps = [r for r in fed.meter.rounds if r.call == "Evaluate"]
+    assert seconds > 0 and len(steps) == 1 + STEP_REPEATS + 1  # a point, one untimed step
+    assert all(set(r.links) == {f"{HOME}->{HOME} (local down)", f"{HOME}->{HOME} (local up)"}
+               for r in steps)
+    full, wan = full_steps(sites, GEO, Workload(gtol=GTOL), lam, HOME)
+    assert full is not None and full > 0
+    assert 0 < wan < 4096  # Prepare and Close to the other sites, no vector
+    masked = full_steps(sites, GeoVariant("sqm-lbfgs", secure=True), Workload(), lam, HOME)
+    assert masked == (None, 0)  # masked sums need every site: not timed, the pass's growth
+
+
 def test_a_short_timing_of_the_solver_names_what_its_curvature_pairs_cost(
         datasets, monkeypatch):
     """Twelve iterations hold 1-11 of the solver's pairs; a run to gtol holds up to m

@@ -31,6 +31,8 @@ DEFAULT_CALIBRATION_ROWS = 50_000
 # that is not there: 101 vector rounds predicted, 20 run at 1M rows per DC, 2^20.)
 LAMBDA_EXPONENT = 1.0
 CENTRAL_MAX_ITER = 2000  # the centralized baseline's own cap
+# steps timed at the timer site, the median kept: one such call moved by 20% on this VM
+STEP_REPEATS = 3
 
 
 class CalibrationStore:
@@ -85,8 +87,9 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
     rounds and bytes per link, each round's call time (``calls``) and call
     (``call_names``), the rounds' network
     seconds over the deployment's links, one value+gradient pass on the sample at site
-    ``timer`` timed alone (``sample_pass``, :func:`time_pass`; none under masking, whose
-    sums need every site), and what the calibration cost: its WAN bytes and modeled
+    ``timer`` timed alone (``sample_pass``, :func:`time_pass`) and its steps along a
+    direction (``sample_step``, :func:`time_steps`; neither under masking, whose sums
+    need every site), and what the calibration cost: its WAN bytes and modeled
     seconds, timing included. :mod:`geodml.planning.extrapolate` turns this into the
     full run's prediction."""
     from geodml.algorithms.record import RunRecorder
@@ -101,9 +104,11 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         timed_from = len(fed.meter.rounds)
         sample_pass = None if variant.secure else time_pass(
             fed, timer, timing_repeats(timer, deployment.home))
+        fed.close_sessions()
+        sample_step = None if variant.secure else time_steps(fed, timer, workload.loss,
+                                                             spec.lam)
         timing = _difference(wan_links(fed.meter.snapshot()), ran)
         timed_to = len(fed.meter.rounds)
-        fed.close_sessions()
         links = _difference(wan_links(fed.meter.snapshot()), timing)
         every_round = fed.meter.rounds
     rounds = every_round[:timed_from] + every_round[timed_to:]
@@ -114,7 +119,7 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
             "fraction": fraction, "calls": [r.seconds for r in rounds],
             "call_names": [r.call for r in rounds],
             "network_seconds": model_run(rounds, deployment, 0.0).seconds,
-            "sample_pass": sample_pass,
+            "sample_pass": sample_pass, "sample_step": sample_step,
             "calibration_wan_bytes": sum(links.values()) + sum(timing.values()),
             "calibration_seconds": model_run(every_round, deployment).seconds}
 
@@ -157,6 +162,46 @@ def full_pass(fed, loss: str, lam: float, site: str, repeats: int = 1) -> float 
     seconds = time_pass(fed, site, repeats)
     fed.close_sessions()
     return seconds
+
+
+def time_steps(fed, site: str, loss: str, lam: float, repeats: int = STEP_REPEATS) -> float:
+    """Median seconds of ``repeats`` Evaluates along a fresh direction at ``site`` alone
+    (a line search's step: the direction's margins ``X p``, then loss and gradient at
+    ``w + a p``; most of an L-BFGS run's rounds), in a session of its own with the
+    federation's compression, as the meter records a round. One evaluate at a point and
+    one step go first, untimed (the session's first touches). Vectors are model-sized
+    and random, one each way per call: local traffic when ``site`` is the home DC's."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def vector() -> np.ndarray:
+        return rng.normal(scale=1e-2, size=fed.n_features)
+
+    fed.prepare(loss, lam)
+    fed.evaluate(vector(), sites=[site])
+    seconds = []
+    for _ in range(repeats + 1):
+        fed.evaluate(step=0.5, direction=vector(), sites=[site])
+        seconds.append(fed.meter.rounds[-1].seconds)
+    fed.close_sessions()
+    return float(np.median(seconds[1:]))
+
+
+def full_steps(open_federation, variant: GeoVariant, workload: Workload, lam: float,
+               site: str) -> tuple[float | None, int]:
+    """:func:`time_steps` over ``site``'s full rows with ``variant``'s compression, and
+    the WAN bytes it took (the sessions; the steps too where ``site`` is not the home
+    DC's); (None, 0) for a masked variant or where a site would refuse an unmasked
+    gradient (:func:`full_pass`)."""
+    if variant.secure:
+        return None, 0
+    with open_federation(compression=variant.compression()) as fed:
+        if not all(s.answers_unmasked for s in fed.sites.values()):
+            return None, 0
+        before = fed.meter.snapshot()["wan_bytes"]
+        seconds = time_steps(fed, site, workload.loss, lam)
+        return seconds, fed.meter.snapshot()["wan_bytes"] - before
 
 
 def central_iterations(open_federation, workload: Workload, lam: float, fraction: float,

@@ -55,7 +55,10 @@ the first calibration stands (:mod:`geodml.planning.extrapolate`, with the range
 prediction carries).
 Modeled time per round adds the slowest site's call time measured in the calibration,
 its compute grown by the measured ratio of a full pass to a sample pass at the timed
-site: ``o + (c - o) rho`` with ``o`` the quickest call (a call's fixed overhead); a local
+site: ``o + (c - o) rho`` with ``o`` the quickest call (a call's fixed overhead); an
+Evaluate round's by the seconds the timed site's step along a direction added from the
+sample to all rows, ``c + S_full - S_sample`` (both timed,
+:func:`~geodml.planning.calibration.time_steps`); a local
 solve's by ``sqrt(rho / f)``, since its inner iterations grow with the rows too. For the
 workload, a geo plan repeats its run ``J D`` times: ``B_geo = J D B_run`` (cold starts;
 warm starts from yesterday's model usually need fewer rounds, so this is conservative).
@@ -110,6 +113,7 @@ from geodml.planning.calibration import (
     calibrate,
     calibration_fraction,
     full_pass,
+    full_steps,
     home_throughput,
     timing_repeats,
     timing_site,
@@ -195,13 +199,15 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
         say(f"calibrating {variant.name} on {shares} of every site's rows")
         runs = [calibrate(open_federation, variant, workload, lam, f, deployment, timer)
                 for f in fractions]
+        step_seconds, step_bytes = (None, 0) if fractions[0] >= 1.0 else full_steps(
+            open_federation, variant, workload, lam, timer)
         dense = {k: v / MIN_VECTOR_ROUNDS
                  for k, v in bound_links(sites, deployment.home, variant).items()}
         rec = predict_geo(runs[0], runs[1] if len(runs) > 1 else None, full_seconds, dense,
-                          deployment)
+                          deployment, step_seconds)
         records[variant.name] = (
             rec, f"calibrated on {shares} of rows ({rec['rounds_how']}; {rec['compute_how']})",
-            sum(r["calibration_wan_bytes"] for r in runs))
+            sum(r["calibration_wan_bytes"] for r in runs) + step_bytes)
     estimates: list[Estimate] = []
     nnz = sum(s.nnz for s in sites)
     throughput = home_throughput(nnz / max(1, n_rows), sites[0].features)
