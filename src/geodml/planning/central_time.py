@@ -19,7 +19,7 @@ A pass costs ``P = P_t nnz / nnz_t``: the timed site's measured pass over its ro
 (:func:`~geodml.planning.calibration.full_pass`) scaled by nonzeros; where none could
 be timed, ``nnz / r`` at this machine's random-CSR throughput ``r``. An L-BFGS
 iteration costs more than a pass: the gradient, the new direction's margins ``X p``
-(in float64, over float32 rows widened block by block), the line search; and its
+(in float64, over a kept float64 copy of float32 values), the line search; and its
 vector arithmetic over all ``d`` features, which does not grow with the rows (the
 two-loop recursion reads ``4 m`` vectors of ``d``; at ``2^20`` features this outweighs
 a pass over 200,000 rows). The solver's iterations are timed at the site on a
@@ -36,12 +36,11 @@ where one pass per iteration under-predicted the training by up to 60%), and a r
 
 ``I`` the extrapolated iterations, :data:`CENTRAL_EXTRA_PASSES` the passes beyond the
 iterations (the first evaluation, the metric) and ``S`` the setup: the home DC writes
-the concatenated copy of the rows, the solver's transposed blocks and the float64
-values its directions' margins are computed over into memory it never had,
-:data:`SETUP_BYTES_PER_NONZERO` bytes per nonzero at this machine's rate of memory
-growth (:func:`~geodml.planning.calibration.memory_growth_rate`; on the development VM
-this was a third of the training at 2^12 features, where 4 passes had priced it at a
-sixth). Without the solver's calibration, ``T_train = E P + S``.
+the concatenated copy of the rows and the solver's transposed blocks into memory it
+never had, :data:`SETUP_BYTES_PER_NONZERO` bytes per nonzero at this machine's rate of
+memory growth (:func:`~geodml.planning.calibration.memory_growth_rate`; on the
+development VM this was a third of the training at 2^12 features, where 4 passes had
+priced it at a sixth). Without the solver's calibration, ``T_train = E P + S``.
 """
 
 from __future__ import annotations
@@ -65,13 +64,15 @@ from geodml.planning.plans import Workload
 DEFAULT_CENTRAL_EVALUATIONS = (18.0, 30.0, 45.0)
 # beyond the L-BFGS iterations: the first evaluation and the metric
 CENTRAL_EXTRA_PASSES = 2
-# fresh memory the home DC writes per nonzero before its first iterations: the
+# fresh memory the home DC writes per nonzero before the first iteration: the
 # concatenated copy of the exported rows and the solver's transposed blocks, float32
 # values and int32 indices each (measured on the 2^12 grid: 29-36 ns per nonzero of
-# setup at 300-530 MB/s of memory growth, 15 bytes), and the float64 copy of the
-# values its first direction's margins make (site_sums._Block.widened, 8 bytes: at 4 x
-# 1M rows, 2^20, the first iteration took 3.6 s and the next ones 0.5-0.8 s)
-SETUP_BYTES_PER_NONZERO = 24
+# setup at 300-530 MB/s of memory growth, 15 bytes). The float64 copy of the values
+# its directions' margins are computed over (site_sums._Block.widened, 8 bytes) is not
+# counted: priced at the probe's rate it over-priced the 2^12 grid (8 x 320k rows: 6.4 s
+# of setup where the whole run took 8.1 s); whether its pages come fresh or from what
+# the export freed was not measured
+SETUP_BYTES_PER_NONZERO = 16
 # where memory growth could not be timed: the setup's cost in passes (4.6 measured at
 # 2^20, 1M rows per DC)
 SETUP_PASSES = 4
