@@ -178,11 +178,11 @@ class _Block:
 
     def widened(self, X: sp.csr_matrix) -> sp.csr_matrix:
         """``X`` (the block's rows, from :meth:`matrix`) with float64 values sharing its
-        indices. In memory it is made at the block's first use and kept: the copy made
-        anew for every product had to be backed by fresh pages each time (240 MB per
-        direction at 1M rows of 30 nonzeros), as much memory at its peak as the kept
-        copy and 2-5x the product's own time on this VM. Streamed rows are widened per
-        read, as they are read."""
+        indices. In memory it is made at the block's first direction and kept: a copy
+        made anew for every product (240 MB per direction at 1M rows of 30 nonzeros)
+        took as much memory at its peak and made the product 1.4-1.6x slower
+        (``bench/bench_throughput.py``, part 4). Streamed rows are widened per read, as
+        they are read."""
         if X.dtype == np.float64:
             return X
         if self._held is None:
