@@ -375,6 +375,8 @@ def vector_chunks(draw, slot: int, dim: int) -> tuple[list[pb.VectorChunk], floa
         chunks = _raw_chunks(v, slot, fmt, draw)
     if one_in(draw, 4):
         chunks = draw(mutated_chunks(chunks))
+    if not chunks:  # every chunk dropped: no vector is sent, so none can be too large
+        return chunks, 0.0
     finite = np.abs(v[np.isfinite(v)])
     if fmt.dtype != "float64":  # narrower formats cannot carry a value beyond float32's range
         finite = finite[finite <= F32_MAX]
