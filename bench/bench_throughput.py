@@ -20,8 +20,8 @@ Usage: python bench/bench_throughput.py [--rows 10000000] [--bits 20] [--threads
 3. **float32 accuracy**: loss and gradient of the float32 data (float64 accumulation
    of per-row terms) against the same matrix in float64: relative errors.
 4. **A direction's margins** over float32 data: ``set_direction(p)`` (``q = X p`` in
-   float64, what SQM's and FADL's steps and line searches multiply), best of
-   ``--repeat``, over the blocks' kept float64 copy of the values against a copy made
+   float64, what SQM's and FADL's steps and line searches multiply), best and median
+   of ``--repeat``, over the blocks' kept float64 copy of the values against a copy made
    for every product (the code before 2026-12-07, emulated by dropping the kept copy
    before each call), and one ``evaluate(w)`` for scale.
 """
@@ -79,7 +79,7 @@ def direction_margins(X, y, loss, threads: int, repeat: int
     """Best and median seconds of a direction's margins over float32 rows, over the
     kept copy and a copy per product, and of one evaluate."""
     rng = np.random.default_rng(1)
-    sums = SiteSums(X.astype(np.float32), y, loss, n_threads=threads)
+    sums = SiteSums(X.astype(np.float32, copy=False), y, loss, n_threads=threads)
     sums.evaluate(rng.normal(scale=0.01, size=X.shape[1]))
     p = rng.normal(scale=0.01, size=X.shape[1])
 

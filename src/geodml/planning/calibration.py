@@ -82,14 +82,15 @@ def calibration_fraction(sites: Sequence[SiteInfo], rows: int) -> float:
 
 
 def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: float,
-              fraction: float, deployment: Deployment, timer: str) -> dict:
+              fraction: float, deployment: Deployment, timer: str | None) -> dict:
     """Run ``variant`` on a ``fraction`` sample of every site's rows; return its metered
     rounds and bytes per link, each round's call time (``calls``) and call
     (``call_names``), the rounds' network
     seconds over the deployment's links, one value+gradient pass on the sample at site
     ``timer`` timed alone (``sample_pass``, :func:`time_pass`) and its steps along a
     direction (``sample_step``, :func:`time_steps`; neither under masking, whose sums
-    need every site), and what the calibration cost: its WAN bytes and modeled
+    need every site, nor without a ``timer``: a second, smaller calibration, of which
+    only the rounds are read), and what the calibration cost: its WAN bytes and modeled
     seconds, timing included. :mod:`geodml.planning.extrapolate` turns this into the
     full run's prediction."""
     from geodml.algorithms.record import RunRecorder
@@ -102,11 +103,11 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         result = train(fed, variant.method, spec, RunRecorder(fed))
         ran = wan_links(fed.meter.snapshot())
         timed_from = len(fed.meter.rounds)
-        sample_pass = None if variant.secure else time_pass(
-            fed, timer, timing_repeats(timer, deployment.home))
+        timed = timer is not None and not variant.secure
+        sample_pass = time_pass(fed, timer, timing_repeats(timer, deployment.home)) \
+            if timed else None
         fed.close_sessions()
-        sample_step = None if variant.secure else time_steps(fed, timer, workload.loss,
-                                                             spec.lam)
+        sample_step = time_steps(fed, timer, workload.loss, spec.lam) if timed else None
         timing = _difference(wan_links(fed.meter.snapshot()), ran)
         timed_to = len(fed.meter.rounds)
         links = _difference(wan_links(fed.meter.snapshot()), timing)
@@ -152,11 +153,16 @@ def timing_repeats(site: str, home: str) -> int:
     return 3 if site == home else 1
 
 
+def answers_unmasked(fed) -> bool:
+    """Whether every site of ``fed`` may answer an unmasked exact gradient."""
+    return all(s.answers_unmasked for s in fed.sites.values())
+
+
 def full_pass(fed, loss: str, lam: float, site: str, repeats: int = 1) -> float | None:
     """:func:`time_pass` over ``site``'s full rows in a session of its own; None where a
     site may not answer an unmasked exact gradient (it requires secure aggregation or
     has a privacy budget, and would refuse the session)."""
-    if not all(s.answers_unmasked for s in fed.sites.values()):
+    if not answers_unmasked(fed):
         return None
     fed.prepare(loss, lam)
     seconds = time_pass(fed, site, repeats)
@@ -197,7 +203,7 @@ def full_steps(open_federation, variant: GeoVariant, workload: Workload, lam: fl
     if variant.secure:
         return None, 0
     with open_federation(compression=variant.compression()) as fed:
-        if not all(s.answers_unmasked for s in fed.sites.values()):
+        if not answers_unmasked(fed):
             return None, 0
         before = fed.meter.snapshot()["wan_bytes"]
         seconds = time_steps(fed, site, workload.loss, lam)
