@@ -174,9 +174,9 @@ def test_solver_iteration_cost_is_a_line_through_its_two_timings():
 
 
 def test_memory_growth_rate_is_timed_in_a_child_and_positive():
-    from geodml.planning.calibration import memory_growth_rate
+    from geodml.planning.memory_probe import memory_growth_rate
 
-    rate = memory_growth_rate.__wrapped__(8 << 20)  # a small probe, not the cached one
+    rate = memory_growth_rate.__wrapped__(64 << 20)  # a small probe, not the cached one
     assert rate is not None and 1e6 < rate < 1e13
 
 
@@ -187,3 +187,20 @@ def test_pass_growth_stays_between_one_and_the_inverse_share():
     assert pass_growth(0.9, 0.1, 0.25)[0] == 4.0  # at most 1 / share
     assert pass_growth(0.3, 0.1, 0.25)[0] == pytest.approx(3.0)
     assert pass_growth(None, 0.1, 0.25)[0] == 4.0
+
+
+def test_memory_probe_gets_past_recently_freed_memory_to_the_slow_rate():
+    from geodml.planning.memory_probe import CHUNK, SLOW_RUN, slow_regime, tail_rate
+
+    span = SLOW_RUN // CHUNK
+    fast, slow = CHUNK / 7e9, CHUNK / 4e8  # seconds per chunk at 7 GB/s and 400 MB/s
+    pool = [fast] * 40  # 640 MB recently freed, still backed
+    assert not slow_regime(pool)
+    assert not slow_regime(pool + [slow] * (span - 1))
+    assert slow_regime(pool + [slow] * span)
+    assert tail_rate(pool + [slow] * span) == pytest.approx(4e8)
+    # one slow chunk in the pool (a busy machine) is not the slow regime
+    assert not slow_regime(pool + [slow] + [fast] * span)
+    # every chunk alike (no pool, or a machine whose first touches cost the same)
+    assert not slow_regime([slow] * (3 * span))
+    assert tail_rate([slow] * 3) == pytest.approx(4e8)

@@ -4,12 +4,9 @@ value+gradient throughput (:func:`home_throughput`); see :mod:`geodml.planning.p
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -277,24 +274,3 @@ def home_throughput(nnz_per_row: float, features: int, rows: int = 100_000,
 def count_rounds(rounds: Sequence[RoundTraffic], call: str) -> int:
     """Numbered rounds of ``call`` (Evaluate: one value+gradient over every site)."""
     return sum(1 for r in rounds if r.call == call and r.round is not None)
-
-
-GROWTH_PROBE_BYTES = 256 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def memory_growth_rate(nbytes: int = GROWTH_PROBE_BYTES) -> float | None:
-    """Bytes per second at which a process on this machine gets memory it never had and
-    writes it once (the first touch of every page), timed in a fresh child process: memory
-    this process freed earlier would be reused at memory speed and flatter it. The
-    centralized baseline pays this for the copy it trains on (the concatenated rows and
-    the solver's transposed blocks): on the 2-core development VM 300-530 MB/s, some 30
-    ns per nonzero, a third of the training at 2^12 features. None if the child fails."""
-    code = ("import sys, time, numpy as np; n = int(sys.argv[1]); t = time.perf_counter(); "
-            "a = np.empty(n // 8); a.fill(1.0); print(time.perf_counter() - t)")
-    try:
-        out = subprocess.run([sys.executable, "-c", code, str(nbytes)], capture_output=True,
-                             text=True, timeout=120, check=True)
-        return nbytes / max(float(out.stdout), 1e-9)
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return None

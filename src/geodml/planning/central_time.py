@@ -38,7 +38,8 @@ where one pass per iteration under-predicted the training by up to 60%), and a r
 iterations (the first evaluation, the metric) and ``S`` the setup: the home DC writes
 the concatenated copy of the rows and the solver's transposed blocks into memory it
 never had, :data:`SETUP_BYTES_PER_NONZERO` bytes per nonzero at this machine's rate of
-memory growth (:func:`~geodml.planning.calibration.memory_growth_rate`; on the
+memory growth (:func:`~geodml.planning.memory_probe.memory_growth_rate`, past any
+memory freed in the last seconds, which the copy, made later, will not find; on the
 development VM this was a third of the training at 2^12 features, where 4 passes had
 priced it at a sixth). Without the solver's calibration, ``T_train = E P + S``.
 """
@@ -51,12 +52,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from geodml.federation import SiteInfo
-from geodml.planning.calibration import (
-    CalibrationStore,
-    central_iterations,
-    memory_growth_rate,
-)
+from geodml.planning.calibration import CalibrationStore, central_iterations
 from geodml.planning.extrapolate import fit_rounds
+from geodml.planning.memory_probe import memory_growth_rate
 from geodml.planning.plans import Workload
 
 # the centralized L-BFGS in the diagonal metric to gtol 1e-3: 18-33 iterations on the
