@@ -6,6 +6,8 @@ Usage:
     python bench/bench_planner_noise.py trace [--dcs 4] [--rows 100000] [--work DIR]
     python bench/bench_planner_noise.py calls [--dcs 2] [--rows 1000000]
         [--method fadl-subspace] [--shares 0.005,0.02,0.1,1] [--work DIR]
+    python bench/bench_planner_noise.py steps [--dcs 2] [--rows 1000000] [--work DIR]
+    python bench/bench_planner_noise.py memory [--freed 0,0.5,2,3.5]
 
 Both read (or generate) the regional CTR data of ``bench/paper.py`` (``bench/_regional.py``,
 2^bits features, K DCs, ``--work`` its cache; the paper run's ``--work`` is reused).
@@ -30,6 +32,9 @@ site: how a calibration's compute grows to the full run's.
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -50,6 +55,7 @@ from geodml.centralized import train_centralized
 from geodml.data.dataset import Dataset
 from geodml.optim import LbfgsOptions
 from geodml.planning.calibration import time_pass
+from geodml.planning.memory_probe import memory_growth_rate
 
 MEMORIES = (10, 15, 40)
 GTOL = 1e-3
@@ -130,9 +136,51 @@ def calls(sites: dict[str, Dataset], method: str, shares: list[float]) -> list[l
     return rows
 
 
+def steps(sites: dict[str, Dataset], sessions: int = 3, count: int = 12) -> list[list[str]]:
+    names = list(sites)
+    open_federation = federation_factory(in_process_sites(sites), names[0])
+    lam = 1.0 / sum(d.n_rows for d in sites.values())
+    rng = np.random.default_rng(0)
+    rows = []
+    for session in range(sessions):
+        with open_federation(compression=geo_variants(["sqm-lbfgs"], ["float8"])[0]
+                             .compression()) as fed:
+            fed.prepare("logistic", lam)
+            fed.evaluate(rng.normal(scale=1e-2, size=fed.n_features), sites=[names[0]])
+            cells = []
+            for _ in range(count):
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                fed.evaluate(step=0.5, direction=rng.normal(scale=1e-2, size=fed.n_features),
+                             sites=[names[0]])
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+                cells.append(f"{fed.meter.rounds[-1].seconds * 1e3:.0f} ms / {faults / 1e3:.0f}k")
+            fed.close_sessions()
+        rows.append([str(session + 1), *cells])
+    return rows
+
+
+def memory(freed: list[float]) -> list[list[str]]:
+    hog = "import sys, numpy as np; np.ones(int(float(sys.argv[1]) * 1e9) // 8)"
+    fixed = ("import time, numpy as np; t = time.perf_counter(); a = np.empty(2**25); "
+             "a.fill(1.0); print(2**28 / (time.perf_counter() - t))")
+    rows = []
+    for gb in freed:
+        for probe in ("fixed", "probe"):
+            if gb:
+                subprocess.run([sys.executable, "-c", hog, str(gb)], check=True)
+            start = time.perf_counter()
+            rate = (float(subprocess.run([sys.executable, "-c", fixed], check=True,
+                                         capture_output=True, text=True).stdout)
+                    if probe == "fixed" else memory_growth_rate.__wrapped__())
+            rows.append([f"{gb:g} GB", "256 MB first touch" if probe == "fixed"
+                         else "memory_probe", f"{rate / 1e6:,.0f} MB/s",
+                         f"{time.perf_counter() - start:.2f} s"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=("iterations", "trace", "calls"))
+    ap.add_argument("part", choices=("iterations", "trace", "calls", "steps", "memory"))
     ap.add_argument("--dcs", type=int, default=4)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--bits", type=int, default=20)
@@ -140,7 +188,12 @@ def main() -> None:
     ap.add_argument("--shares", default=None,
                     help="iterations: 1,0.2,0.05,0.0125; calls: 0.005,0.02,0.1,1")
     ap.add_argument("--work", type=Path, default=Path("/tmp/paper/work20"))
+    ap.add_argument("--freed", default="0,0.5,2,3.5", help="memory: GB freed before each probe")
     args = ap.parse_args()
+    if args.part == "memory":
+        print(markdown_table(["freed just before", "probe", "rate", "took"],
+                             memory([float(x) for x in args.freed.split(",")])))
+        return
     default = "1,0.2,0.05,0.0125" if args.part == "iterations" else "0.005,0.02,0.1,1"
     shares = [float(x) for x in (args.shares or default).split(",")]
     sites, _, _ = regional_data(args.work / "data", dc_names(args.dcs), args.rows, args.bits,
@@ -148,6 +201,8 @@ def main() -> None:
     if args.part == "iterations":
         cols = ["data", *(f"memory {m}" for m in MEMORIES)]
         print(markdown_table(cols, iterations(sites, shares)))
+    elif args.part == "steps":
+        print(markdown_table(["session", *(f"step {k + 1}" for k in range(12))], steps(sites)))
     elif args.part == "trace":
         cols = ["iteration", *(f"{who} {what}" for who in ("pooled", "home")
                                for what in ("|g| / |g0|", "subopt", "ms"))]
