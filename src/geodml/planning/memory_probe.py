@@ -27,6 +27,7 @@ per second.
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 import time
@@ -35,7 +36,8 @@ CHUNK = 16 << 20
 SLOW_RUN = 128 << 20  # the slow regime: this many bytes of consecutive slow chunks
 SLOW_FACTOR = 4.0  # a slow chunk: under 1 / SLOW_FACTOR of the fastest chunk's rate
 PROBE_SECONDS = 1.2  # the probe's time budget
-DEFAULT_CAP = 4 << 30  # at most this many bytes touched (0.6 s at 7 GB/s)
+DEFAULT_CAP = 4 << 30  # at most this many bytes touched (0.6 s at 7 GB/s),
+AVAILABLE_SHARE = 0.25  # and at most this share of the memory available
 
 
 def touch_rate(cap: int = DEFAULT_CAP, budget: float = PROBE_SECONDS) -> float:
@@ -74,8 +76,14 @@ def tail_rate(seconds: list[float]) -> float:
 @functools.lru_cache(maxsize=1)
 def memory_growth_rate(cap: int = DEFAULT_CAP) -> float | None:
     """This machine's rate of first-touched memory in bytes per second, timed by
-    :func:`touch_rate` in a fresh child process (once per process); None if the child
+    :func:`touch_rate` in a fresh child process (once per process) over at most ``cap``
+    bytes and :data:`AVAILABLE_SHARE` of the memory available; None if the child
     fails."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        cap = max(CHUNK, min(cap, int(available * AVAILABLE_SHARE)))
+    except (AttributeError, ValueError, OSError):  # no sysconf here: the cap alone
+        pass
     try:
         out = subprocess.run([sys.executable, "-m", __name__, str(cap)], capture_output=True,
                              text=True, timeout=120, check=True)
