@@ -8,6 +8,8 @@ Usage:
         [--method fadl-subspace] [--shares 0.005,0.02,0.1,1] [--work DIR]
     python bench/bench_planner_noise.py steps [--dcs 2] [--rows 1000000] [--work DIR]
     python bench/bench_planner_noise.py memory [--freed 0,0.5,2,3.5]
+    python bench/bench_planner_noise.py setup [--dcs 4] [--rows 80000] [--bits 12]
+        [--work DIR]
 
 Both read (or generate) the regional CTR data of ``bench/paper.py`` (``bench/_regional.py``,
 2^bits features, K DCs, ``--work`` its cache; the paper run's ``--work`` is reused).
@@ -178,9 +180,32 @@ def memory(freed: list[float]) -> list[list[str]]:
     return rows
 
 
+def setup(sites: dict[str, Dataset], waits: tuple[float, ...] = (0, 10, 0, 10)
+          ) -> list[list[str]]:
+    names = list(sites)
+    open_federation = federation_factory(in_process_sites(sites), names[0])
+    lam = 1.0 / sum(d.n_rows for d in sites.values())
+    rows = []
+    for wait in waits:
+        with open_federation() as fed:
+            fed.prepare("logistic", lam, restrict_to_support=False, job="export")
+            start = time.perf_counter()
+            parts = [fed.export(name) for name in names]
+            exported = time.perf_counter() - start
+            time.sleep(wait)  # the measured quantity: how long freed memory stays quick
+            start = time.perf_counter()
+            data = Dataset.concat(parts)
+            train_centralized(data, "logistic", lam, LbfgsOptions(gtol=0.0, max_iter=1),
+                              sources=[p.n_rows for p in parts])
+            rows.append([f"{wait:g} s", f"{exported:.2f} s",
+                         f"{time.perf_counter() - start:.3f} s", f"{data.X.nnz:,}"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("part", choices=("iterations", "trace", "calls", "steps", "memory"))
+    ap.add_argument("part", choices=("iterations", "trace", "calls", "steps", "memory",
+                                         "setup"))
     ap.add_argument("--dcs", type=int, default=4)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--bits", type=int, default=20)
@@ -201,6 +226,9 @@ def main() -> None:
     if args.part == "iterations":
         cols = ["data", *(f"memory {m}" for m in MEMORIES)]
         print(markdown_table(cols, iterations(sites, shares)))
+    elif args.part == "setup":
+        print(markdown_table(["wait after the export", "export", "copy, setup, 1 iteration",
+                              "nonzeros"], setup(sites)))
     elif args.part == "steps":
         print(markdown_table(["session", *(f"step {k + 1}" for k in range(12))], steps(sites)))
     elif args.part == "trace":
