@@ -190,9 +190,9 @@ def test_pass_growth_stays_between_one_and_the_inverse_share():
 
 
 def test_memory_probe_gets_past_recently_freed_memory_to_the_slow_rate():
-    from geodml.planning.memory_probe import CHUNK, SLOW_RUN, slow_regime, tail_rate
+    from geodml.planning.memory_probe import CHUNK, SLOW_CHUNKS, slow_regime, tail_rate
 
-    span = SLOW_RUN // CHUNK
+    span = SLOW_CHUNKS
     fast, slow = CHUNK / 7e9, CHUNK / 4e8  # seconds per chunk at 7 GB/s and 400 MB/s
     pool = [fast] * 40  # 640 MB recently freed, still backed
     assert not slow_regime(pool)

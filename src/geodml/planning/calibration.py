@@ -101,8 +101,8 @@ def calibrate(open_federation, variant: GeoVariant, workload: Workload, lam: flo
         ran = wan_links(fed.meter.snapshot())
         timed_from = len(fed.meter.rounds)
         timed = timer is not None and not variant.secure
-        sample_pass = time_pass(fed, timer, timing_repeats(timer, deployment.home)) \
-            if timed else None
+        sample_pass = (time_pass(fed, timer, timing_repeats(timer, deployment.home))
+                       if timed else None)
         fed.close_sessions()
         sample_step = time_steps(fed, timer, workload.loss, spec.lam) if timed else None
         timing = _difference(wan_links(fed.meter.snapshot()), ran)

@@ -34,6 +34,7 @@ import time
 
 CHUNK = 16 << 20
 SLOW_RUN = 128 << 20  # the slow regime: this many bytes of consecutive slow chunks
+SLOW_CHUNKS = SLOW_RUN // CHUNK
 SLOW_FACTOR = 4.0  # a slow chunk: under 1 / SLOW_FACTOR of the fastest chunk's rate
 PROBE_SECONDS = 1.2  # the probe's time budget
 DEFAULT_CAP = 4 << 30  # at most this many bytes touched (0.6 s at 7 GB/s),
@@ -62,14 +63,14 @@ def touch_rate(cap: int = DEFAULT_CAP, budget: float = PROBE_SECONDS) -> float:
 def slow_regime(seconds: list[float]) -> bool:
     """Whether the last :data:`SLOW_RUN` bytes of chunks, after at least one more, each
     took over :data:`SLOW_FACTOR` times the quickest chunk."""
-    span = SLOW_RUN // CHUNK
     quickest = min(seconds, default=0.0)
-    return len(seconds) > span and all(s > SLOW_FACTOR * quickest for s in seconds[-span:])
+    return len(seconds) > SLOW_CHUNKS and all(s > SLOW_FACTOR * quickest
+                                              for s in seconds[-SLOW_CHUNKS:])
 
 
 def tail_rate(seconds: list[float]) -> float:
     """Bytes per second over the last :data:`SLOW_RUN` bytes of chunks (all, if fewer)."""
-    tail = seconds[-(SLOW_RUN // CHUNK):]
+    tail = seconds[-SLOW_CHUNKS:]
     return len(tail) * CHUNK / sum(tail)
 
 
