@@ -33,22 +33,20 @@ def test_rounds_that_grow_as_a_power_of_the_rows_are_extrapolated_to_all_rows():
     assert "extrapolated" in fit.how
 
 
-def test_flat_rounds_are_the_two_calibrations_geometric_mean():
+def test_flat_rounds_keep_the_single_sample_prediction():
     fit = fit_rounds(24, 0.02, 23, 0.005)  # within FLAT: rounds do not grow
     assert fit_rounds(30, 0.2, 21.6, 0.05).how == "flat across samples"  # 1.39x: noise
     assert abs(math.log(24 / 23)) <= math.log1p(FLAT)
-    assert fit.point == pytest.approx(math.sqrt(24 * 23))  # two draws of the same count
-    assert fit.exponent == 0 and fit.how == "flat across samples"
-    assert fit.low == pytest.approx(fit.point * math.exp(-NOISE))  # the noise floor,
-    assert fit.high == pytest.approx(24 * math.exp(NOISE))  # not the gap, around both
+    assert fit.point == 24 and fit.exponent == 0 and fit.how == "flat across samples"
+    assert fit.low == pytest.approx(24 * math.exp(-NOISE))  # the noise floor, not the gap
+    assert fit.high == pytest.approx(24 * math.exp(NOISE))
 
 
 def test_fewer_rounds_on_more_rows_are_not_extrapolated_downwards():
-    fit = fit_rounds(20, 0.1, 45, 0.025)  # far more rounds on the smaller sample
-    assert fit.exponent == 0 and fit.how == "flat across samples"
-    assert fit.point == pytest.approx(30)  # sqrt(20 * 45): noise, averaged
-    assert fit.low == pytest.approx(20 * 20 / 45)  # the spread is the calibrations' gap
-    assert fit.high == pytest.approx(30 * 45 / 20)
+    fit = fit_rounds(20, 0.1, 30, 0.025)
+    assert fit.exponent == 0 and fit.point == 20
+    assert fit.low == pytest.approx(20 * 20 / 30)  # the spread is the calibrations' gap
+    assert fit.high == pytest.approx(20 * 30 / 20)
 
 
 def test_a_sparse_calibration_is_priced_at_dense_vectors():

@@ -16,19 +16,11 @@ features; 2^20 with the Hessian-diagonal metric). The fit
 
     \beta = \frac{\ln(R_b / R_a)}{\ln(f_b / f_a)}, \qquad R(1) = R_b\, f_b^{-\beta}
 
-is used when the larger sample took more than :math:`1 + \mathrm{FLAT}` times the
-smaller's rounds (:math:`\ln(R_b/R_a) > \ln(1 + \mathrm{FLAT})`), with :math:`\beta`
-at most :data:`MAX_EXPONENT`. Otherwise the rounds are *measured flat* (fewer rounds on
-more rows is sampling noise, not a trend to extrapolate) and the two calibrations are
-two draws of the same count:
-
-.. math::
-
-    R(1) = \sqrt{R_a R_b}.
-
-Over both grids of ``bench/paper.py`` (26 sampled calibrations of SQM L-BFGS and
-FADL-subspace) the larger sample alone missed the run's vector rounds by 12.2% on
-average (log), the geometric mean by 10.5%; both lean high (+11% and +9%).
+is used when the two calibrations disagree by more than :data:`FLAT`
+(:math:`|\ln(R_b/R_a)| > \ln(1 + \mathrm{FLAT})`), with :math:`\beta` clamped to
+:math:`[0, \mathrm{MAX\_EXPONENT}]` (fewer rounds on more rows is sampling noise, not a
+trend to extrapolate); otherwise the rounds are *measured flat* and :math:`R(1) = R_b`,
+the single-sample prediction.
 
 Range
 -----
@@ -145,10 +137,10 @@ def fit_rounds(large: float, large_share: float, small: float | None = None,
     small = max(float(small), 1e-9)
     gap = math.log(large / small)
     spread = max(NOISE, abs(gap))
-    if gap <= math.log1p(FLAT):
-        point, beta, how = math.sqrt(large * small), 0.0, "flat across samples"
+    if abs(gap) <= math.log1p(FLAT):
+        point, beta, how = large, 0.0, "flat across samples"
     else:
-        beta = min(MAX_EXPONENT, gap / math.log(large_share / small_share))
+        beta = min(MAX_EXPONENT, max(0.0, gap / math.log(large_share / small_share)))
         point = large * large_share ** -beta
         how = f"extrapolated as rows^{beta:.2f}"
     return RoundsFit(point, min(large, point) * math.exp(-spread),
