@@ -20,7 +20,12 @@ is used when the two calibrations disagree by more than :data:`FLAT`
 (:math:`|\ln(R_b/R_a)| > \ln(1 + \mathrm{FLAT})`), with :math:`\beta` clamped to
 :math:`[0, \mathrm{MAX\_EXPONENT}]` (fewer rounds on more rows is sampling noise, not a
 trend to extrapolate); otherwise the rounds are *measured flat* and :math:`R(1) = R_b`,
-the single-sample prediction.
+the single-sample prediction. (The geometric mean :math:`\sqrt{R_a R_b}`, the two as
+draws of one count, was tried: over both grids' 26 sampled calibrations it missed the
+runs' vector rounds by 10.5% on average where :math:`R_b` missed by 12.2%, but FADL's
+smaller samples take fewer rounds than its larger ones and SQM L-BFGS's do not, so it
+lowered one method's prediction against the other's and the recommendation fell to
+1.16x the cheapest at 2 x 80k, 2^12, and 1.14x at 4 x 100k, 2^20; BENCHMARKS.md.)
 
 Range
 -----
