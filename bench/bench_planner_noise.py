@@ -57,7 +57,7 @@ from geodml.centralized import train_centralized
 from geodml.data.dataset import Dataset
 from geodml.optim import LbfgsOptions
 from geodml.planning.calibration import time_pass
-from geodml.planning.memory_probe import memory_growth_rate
+from geodml.planning.memory_probe import memory_rates
 
 MEMORIES = (10, 15, 40)
 GTOL = 1e-3
@@ -173,7 +173,7 @@ def memory(freed: list[float]) -> list[list[str]]:
             start = time.perf_counter()
             rate = (float(subprocess.run([sys.executable, "-c", fixed], check=True,
                                          capture_output=True, text=True).stdout)
-                    if probe == "fixed" else memory_growth_rate.__wrapped__())
+                    if probe == "fixed" else memory_rates.__wrapped__().fresh)
             rows.append([f"{gb:g} GB", "256 MB first touch" if probe == "fixed"
                          else "memory_probe", f"{rate / 1e6:,.0f} MB/s",
                          f"{time.perf_counter() - start:.2f} s"])

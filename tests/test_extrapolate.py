@@ -173,11 +173,26 @@ def test_solver_iteration_cost_is_a_line_through_its_two_timings():
     assert flat(4e7) == pytest.approx(0.16)
 
 
-def test_memory_growth_rate_is_timed_in_a_child_and_positive():
-    from geodml.planning.memory_probe import memory_growth_rate
+def test_memory_rates_are_timed_in_a_child_and_positive():
+    from geodml.planning.memory_probe import memory_rates
 
-    rate = memory_growth_rate.__wrapped__(64 << 20)  # a small probe, not the cached one
-    assert rate is not None and 1e6 < rate < 1e13
+    rates = memory_rates.__wrapped__(64 << 20)  # a small probe, not the cached one
+    assert rates is not None
+    assert 1e6 < rates.fresh < 1e13 and 1e6 < rates.backed < 1e13
+
+
+def test_the_setup_range_reaches_down_to_memory_already_backed():
+    from geodml.planning.central_time import SETUP_BYTES_PER_NONZERO, SETUP_PASSES, setup_seconds
+    from geodml.planning.memory_probe import MemoryRates
+
+    nnz = 10_000_000
+    (low, point, high), basis = setup_seconds(nnz, 0.1, MemoryRates(4e8, 1.6e10))
+    assert point == high == pytest.approx(SETUP_BYTES_PER_NONZERO * nnz / 4e8)
+    assert low == pytest.approx(SETUP_BYTES_PER_NONZERO * nnz / 1.6e10)
+    assert "400 MB/s of fresh memory" in basis
+    # a machine whose backed memory timed slower than its first touches: no lower low
+    assert setup_seconds(nnz, 0.1, MemoryRates(4e8, 2e8))[0][0] == pytest.approx(point)
+    assert setup_seconds(nnz, 0.1, None)[0] == pytest.approx((SETUP_PASSES * 0.1,) * 3)
 
 
 def test_pass_growth_stays_between_one_and_the_inverse_share():

@@ -38,10 +38,12 @@ where one pass per iteration under-predicted the training by up to 60%), and a r
 iterations (the first evaluation, the metric) and ``S`` the setup: the home DC writes
 the concatenated copy of the rows and the solver's transposed blocks into memory it
 never had, :data:`SETUP_BYTES_PER_NONZERO` bytes per nonzero at this machine's rate of
-memory growth (:func:`~geodml.planning.memory_probe.memory_growth_rate`, past any
-memory freed in the last seconds, which the copy, made later, will not find; on the
+fresh memory (:func:`~geodml.planning.memory_probe.memory_rates`, past any memory
+freed in the last seconds, which the copy, made later, will not find; on the
 development VM this was a third of the training at 2^12 features, where 4 passes had
-priced it at a sixth). Without the solver's calibration, ``T_train = E P + S``.
+priced it at a sixth); the range's low end prices it at the rate of memory already
+backed, which a copy right after the export may find (:func:`setup_seconds`). Without
+the solver's calibration, ``T_train = E P + S``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from dataclasses import dataclass
 from geodml.federation import SiteInfo
 from geodml.planning.calibration import CalibrationStore, central_iterations
 from geodml.planning.extrapolate import fit_rounds
-from geodml.planning.memory_probe import memory_growth_rate
+from geodml.planning.memory_probe import MemoryRates, memory_rates
 from geodml.planning.plans import Workload
 
 # the centralized L-BFGS in the diagonal metric to gtol 1e-3: 18-33 iterations on the
@@ -134,19 +136,15 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
     if timing.full_pass is not None:
         timed = next(s.nnz for s in sites if s.name == timing.site)
         per_pass = timing.full_pass * nnz / max(1, timed)
-    growth = memory_growth_rate()
-    setup = (SETUP_PASSES * per_pass if growth is None
-             else SETUP_BYTES_PER_NONZERO * nnz / growth)
-    setup_basis = (f"{SETUP_PASSES} passes of setup" if growth is None else
-                   f"{setup:,.1f} s of setup ({growth / 1e6:,.0f} MB/s of fresh memory)")
+    setup, setup_basis = setup_seconds(nnz, per_pass, memory_rates())
     if timing.full_pass is not None and calibration.mode != "never":
         say(f"calibrating the centralized solver on site {timing.site}'s rows "
             "(they stay there)")
         iterations, training, basis, spent = _solver_iterations(
             open_federation, workload, lam, calibration, timing.site, timed)
         per_iteration = training(iterations[1], nnz) / max(1.0, iterations[1])
-        seconds = tuple(training(i, nnz) + CENTRAL_EXTRA_PASSES * per_pass + setup
-                        for i in iterations)
+        seconds = tuple(training(i, nnz) + CENTRAL_EXTRA_PASSES * per_pass + s
+                        for i, s in zip(iterations, setup, strict=True))
         return seconds, (f"{basis} of {per_iteration * 1e3:,.0f} ms each (the solver's "
                          f"iterations timed at {timing.site}, scaled to all nonzeros) + "
                          f"{CENTRAL_EXTRA_PASSES} passes + {setup_basis}"), spent
@@ -161,8 +159,26 @@ def central_training(open_federation, sites: Sequence[SiteInfo], workload: Workl
         basis = f"{counts[1]:.0f} L-BFGS evaluations assumed ({counts[0]:.0f}-{counts[2]:.0f})"
     basis += (f" + a pass each, measured at {timing.site}" if timing.full_pass is not None
               else ", each at this machine's random-CSR rate") + f" + {setup_basis}"
-    low, point, high = (c * per_pass + setup for c in counts)
+    low, point, high = (c * per_pass + s for c, s in zip(counts, setup, strict=True))
     return (low, point, high), basis, 0
+
+
+def setup_seconds(nnz: int, per_pass: float, rates: MemoryRates | None
+                  ) -> tuple[Range, str]:
+    """The home DC's setup (low, point, high) and its basis: :data:`SETUP_BYTES_PER_NONZERO`
+    bytes per nonzero at the rate of fresh memory, down to the rate of memory already
+    backed at the low end (a copy right after the export may find the memory it freed
+    still backed: on the development VM 0.18 s against 0.33-0.45 s 10 s later at 4 x
+    80k rows, 0.67 against 1.36-1.43 s at 4 x 320k, 2^12 features); where the rates could
+    not be timed, :data:`SETUP_PASSES` passes."""
+    if rates is None:
+        passes = SETUP_PASSES * per_pass
+        return (passes, passes, passes), f"{SETUP_PASSES} passes of setup"
+    size = SETUP_BYTES_PER_NONZERO * nnz
+    fresh = size / rates.fresh
+    return ((min(fresh, size / rates.backed), fresh, fresh),
+            f"{fresh:,.1f} s of setup ({rates.fresh / 1e6:,.0f} MB/s of fresh memory, "
+            f"{rates.backed / 1e6:,.0f} MB/s backed)")
 
 
 def _solver_iterations(open_federation, workload: Workload, lam: float,

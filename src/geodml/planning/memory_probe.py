@@ -20,8 +20,12 @@ it stops at the first :data:`SLOW_RUN` bytes of consecutive chunks each under
 ``cap`` bytes or :data:`PROBE_SECONDS` (no slow regime: a machine whose first touches
 all cost the same, or recently freed memory larger than the cap).
 
-Run as ``python -m geodml.planning.memory_probe CAP_BYTES``: prints the rate in bytes
-per second.
+The child also times a second fill of a chunk it already touched, the rate at which
+memory is written once it is backed (:func:`backed_rate`): what the copy costs when its
+pages come from memory still backed, the low end of the setup's range.
+
+Run as ``python -m geodml.planning.memory_probe CAP_BYTES``: prints both rates in bytes
+per second, first-touch then backed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 CHUNK = 16 << 20
 SLOW_RUN = 128 << 20  # the slow regime: this many bytes of consecutive slow chunks
@@ -39,12 +44,22 @@ SLOW_FACTOR = 4.0  # a slow chunk: under 1 / SLOW_FACTOR of the fastest chunk's 
 PROBE_SECONDS = 1.2  # the probe's time budget
 DEFAULT_CAP = 4 << 30  # at most this many bytes touched (0.6 s at 7 GB/s),
 AVAILABLE_SHARE = 0.25  # and at most this share of the memory available
+BACKED_REPEATS = 3  # second fills of a touched chunk, the quickest kept
 
 
-def touch_rate(cap: int = DEFAULT_CAP, budget: float = PROBE_SECONDS) -> float:
+class MemoryRates(NamedTuple):
+    """Bytes per second written into memory: ``fresh``, first touches past recently freed
+    memory (:func:`touch_rate`); ``backed``, memory already backed (:func:`backed_rate`)."""
+
+    fresh: float
+    backed: float
+
+
+def touch_rates(cap: int = DEFAULT_CAP, budget: float = PROBE_SECONDS) -> MemoryRates:
     """Bytes per second of the last :data:`SLOW_RUN` bytes of first-touched chunks
-    (the whole probe when it touched less), stopping as the module docstring says.
-    Meant for a fresh process: memory this process freed earlier would flatter it."""
+    (the whole probe when it touched less), stopping as the module docstring says, and
+    of a second fill of a chunk already touched. Meant for a fresh process: memory this
+    process freed earlier would flatter the first."""
     import numpy as np
 
     chunks: list[np.ndarray] = []  # held, so that every chunk is memory never had
@@ -57,7 +72,20 @@ def touch_rate(cap: int = DEFAULT_CAP, budget: float = PROBE_SECONDS) -> float:
         chunk.fill(1.0)
         chunks.append(chunk)
         seconds.append(max(time.perf_counter() - t, 1e-9))
-    return tail_rate(seconds)
+    return MemoryRates(tail_rate(seconds), backed_rate(chunks[-SLOW_CHUNKS:]))
+
+
+def backed_rate(chunks) -> float:
+    """Bytes per second of filling ``chunks``, already touched, again (more than a cache
+    holds: the last :data:`SLOW_RUN` bytes of them): the quickest of
+    :data:`BACKED_REPEATS` passes."""
+    best, size = float("inf"), sum(c.nbytes for c in chunks)
+    for _ in range(BACKED_REPEATS):
+        t = time.perf_counter()
+        for chunk in chunks:
+            chunk.fill(2.0)
+        best = min(best, time.perf_counter() - t)
+    return size / max(best, 1e-9)
 
 
 def slow_regime(seconds: list[float]) -> bool:
@@ -75,11 +103,10 @@ def tail_rate(seconds: list[float]) -> float:
 
 
 @functools.lru_cache(maxsize=1)
-def memory_growth_rate(cap: int = DEFAULT_CAP) -> float | None:
-    """This machine's rate of first-touched memory in bytes per second, timed by
-    :func:`touch_rate` in a fresh child process (once per process) over at most ``cap``
-    bytes and :data:`AVAILABLE_SHARE` of the memory available; None if the child
-    fails."""
+def memory_rates(cap: int = DEFAULT_CAP) -> MemoryRates | None:
+    """This machine's :class:`MemoryRates`, timed by :func:`touch_rates` in a fresh child
+    process (once per process) over at most ``cap`` bytes and :data:`AVAILABLE_SHARE` of
+    the memory available; None if the child fails."""
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         cap = max(CHUNK, min(cap, int(available * AVAILABLE_SHARE)))
@@ -88,10 +115,10 @@ def memory_growth_rate(cap: int = DEFAULT_CAP) -> float | None:
     try:
         out = subprocess.run([sys.executable, "-m", __name__, str(cap)], capture_output=True,
                              text=True, timeout=120, check=True)
-        return float(out.stdout)
-    except (OSError, ValueError, subprocess.SubprocessError):
+        return MemoryRates(*map(float, out.stdout.split()))
+    except (OSError, ValueError, TypeError, subprocess.SubprocessError):
         return None
 
 
 if __name__ == "__main__":
-    print(touch_rate(int(sys.argv[1])))
+    print(*touch_rates(int(sys.argv[1])))
