@@ -168,7 +168,7 @@ def setup_seconds(nnz: int, per_pass: float, rates: MemoryRates | None
     """The home DC's setup (low, point, high) and its basis: :data:`SETUP_BYTES_PER_NONZERO`
     bytes per nonzero at the rate of fresh memory, down to the rate of memory already
     backed at the low end (a copy right after the export may find the memory it freed
-    still backed: on the development VM 0.18 s against 0.33-0.45 s 10 s later at 4 x
+    still backed: on the development VM 0.18 s against 0.31-0.45 s 10 s later at 4 x
     80k rows, 0.67 against 1.36-1.43 s at 4 x 320k, 2^12 features); where the rates could
     not be timed, :data:`SETUP_PASSES` passes."""
     if rates is None:

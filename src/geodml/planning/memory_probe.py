@@ -20,9 +20,9 @@ it stops at the first :data:`SLOW_RUN` bytes of consecutive chunks each under
 ``cap`` bytes or :data:`PROBE_SECONDS` (no slow regime: a machine whose first touches
 all cost the same, or recently freed memory larger than the cap).
 
-The child also times a second fill of a chunk it already touched, the rate at which
-memory is written once it is backed (:func:`backed_rate`): what the copy costs when its
-pages come from memory still backed, the low end of the setup's range.
+The child also fills the last :data:`SLOW_RUN` bytes it touched again, the rate at
+which memory is written once it is backed (:func:`backed_rate`): what the copy costs
+when its pages come from memory still backed, the low end of the setup's range.
 
 Run as ``python -m geodml.planning.memory_probe CAP_BYTES``: prints both rates in bytes
 per second, first-touch then backed.
@@ -44,12 +44,12 @@ SLOW_FACTOR = 4.0  # a slow chunk: under 1 / SLOW_FACTOR of the fastest chunk's 
 PROBE_SECONDS = 1.2  # the probe's time budget
 DEFAULT_CAP = 4 << 30  # at most this many bytes touched (0.6 s at 7 GB/s),
 AVAILABLE_SHARE = 0.25  # and at most this share of the memory available
-BACKED_REPEATS = 3  # second fills of a touched chunk, the quickest kept
+BACKED_REPEATS = 3  # passes over touched chunks, the quickest kept
 
 
 class MemoryRates(NamedTuple):
     """Bytes per second written into memory: ``fresh``, first touches past recently freed
-    memory (:func:`touch_rate`); ``backed``, memory already backed (:func:`backed_rate`)."""
+    memory (:func:`touch_rates`); ``backed``, memory already backed (:func:`backed_rate`)."""
 
     fresh: float
     backed: float
@@ -58,7 +58,7 @@ class MemoryRates(NamedTuple):
 def touch_rates(cap: int = DEFAULT_CAP, budget: float = PROBE_SECONDS) -> MemoryRates:
     """Bytes per second of the last :data:`SLOW_RUN` bytes of first-touched chunks
     (the whole probe when it touched less), stopping as the module docstring says, and
-    of a second fill of a chunk already touched. Meant for a fresh process: memory this
+    of filling the last of them again. Meant for a fresh process: memory this
     process freed earlier would flatter the first."""
     import numpy as np
 
@@ -75,7 +75,7 @@ def touch_rates(cap: int = DEFAULT_CAP, budget: float = PROBE_SECONDS) -> Memory
     return MemoryRates(tail_rate(seconds), backed_rate(chunks[-SLOW_CHUNKS:]))
 
 
-def backed_rate(chunks) -> float:
+def backed_rate(chunks: list) -> float:
     """Bytes per second of filling ``chunks``, already touched, again (more than a cache
     holds: the last :data:`SLOW_RUN` bytes of them): the quickest of
     :data:`BACKED_REPEATS` passes."""
