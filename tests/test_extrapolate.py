@@ -65,6 +65,19 @@ def test_a_sparse_calibration_is_priced_at_dense_vectors():
     assert record["links"] == {"us-east->eu-west": 20_000, "eu-west->us-east": 50_000}
     link = deployment.link("us-east", "eu-west")
     assert record["seconds"] == pytest.approx(1.0 + 15_000 * 8 / (link.bandwidth_mbps * 1e6))
+    assert "bytes_range" not in record  # no high end beyond the rounds' without one
+
+    # how far zstd shrinks the run's dense vectors the sample cannot show: the floored
+    # link's high end is its vectors uncompressed, at the rounds' high end
+    raw = {k: 2 * v for k, v in dense.items()}
+    ranged = predict_geo(large, None, None, dense, deployment, None, raw)
+    low, point, high = ranged["range"]
+    assert ranged["links"] == record["links"]  # the point does not move
+    assert ranged["bytes_range"] == pytest.approx(
+        (70_000 * low / point, 4000 * 10 * high / point + 50_000 * high / point))
+    added = 40_000 * high / point - 20_000 * high / point
+    assert ranged["seconds_range"][1] == pytest.approx(
+        record["seconds_range"][1] + added * 8 / (link.bandwidth_mbps * 1e6))
 
 
 def test_the_exponent_is_clamped():

@@ -24,19 +24,24 @@ SESSION_BYTES = 400  # Prepare (down and up), Export's request and Close of one 
 ZSTD_FLOOR = 0.5
 
 
-def _value_bytes(spec: str | None) -> float:
-    """Bytes per value on the wire of a compression spec, at least (the codec's own format
-    for it, whose payloads zstd compresses: :data:`ZSTD_FLOOR`; float64 without one)."""
+def _value_bytes(spec: str | None, zstd_share: float = ZSTD_FLOOR) -> float:
+    """Bytes per value on the wire of a compression spec (the codec's own format for it,
+    whose payloads zstd compresses to ``zstd_share`` of their bytes: at least
+    :data:`ZSTD_FLOOR`, at most 1; float64 without one)."""
     if not spec:
         return WireFormat().itemsize
     fmt = wire_format_for(spec)
-    return fmt.itemsize * (ZSTD_FLOOR if fmt.compression == "zstd" else 1.0)
+    return fmt.itemsize * (zstd_share if fmt.compression == "zstd" else 1.0)
 
 
-def bound_links(sites: Sequence[SiteInfo], home: str, variant: GeoVariant) -> dict[str, int]:
+def bound_links(sites: Sequence[SiteInfo], home: str, variant: GeoVariant,
+                zstd_share: float = ZSTD_FLOOR) -> dict[str, int]:
     """Bytes per link of :data:`MIN_VECTOR_ROUNDS` rounds moving one model-sized vector
-    (or the site's support) each way to and from every site outside the home DC."""
-    down, up = _value_bytes(variant.compress_down), _value_bytes(variant.compress_up)
+    (or the site's support) each way to and from every site outside the home DC, zstd'd
+    payloads at ``zstd_share`` of their bytes (at least :data:`ZSTD_FLOOR`: a bound
+    from below; 1: as many bytes as such vectors can take)."""
+    down = _value_bytes(variant.compress_down, zstd_share)
+    up = _value_bytes(variant.compress_up, zstd_share)
     if variant.secure:  # masked sums: 8-byte ring elements
         up = 8
     links: dict[str, int] = {}
@@ -86,6 +91,10 @@ def geo_estimate(variant: GeoVariant, record: dict, basis: str, deployment: Depl
     if "range" in record:
         low, point, high = record["range"]
         estimate.with_ranges((low / point, high / point))
+    if "bytes_range" in record:  # links at the dense floor: their own high end
+        low, high = (b / max(wan, 1) for b in record["bytes_range"])
+        estimate.with_ranges((low, high), ("wan_bytes", "usd", "workload_bytes",
+                                           "workload_usd"))
     if "seconds_range" in record:  # compute that may grow faster than the rounds
         low, high = (float(x) for x in record["seconds_range"])
         estimate.ranges["seconds"] = (low, high)

@@ -200,7 +200,8 @@ def full_compute(calls: Sequence[float], rho: float, names: Sequence[str] = (),
 
 def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None,
                 dense: Mapping[str, float] | None = None, deployment=None,
-                full_step: float | None = None) -> dict:
+                full_step: float | None = None,
+                dense_high: Mapping[str, float] | None = None) -> dict:
     """The full run's record from the calibration on the larger share (``large``, as
     :func:`geodml.planning.calibration.calibrate` returns it) and, when one ran, the
     smaller (``small``): rounds, bytes per link, modeled seconds, and ``range``, the
@@ -212,7 +213,12 @@ def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None
     rows touch none of the support, and the codec sends such chunks sparse, so a
     calibration on 2% of the rows moved half the bytes per round of the full run
     (1M rows per DC, 2^20 features). The transfer time of the bytes this adds is added
-    on the slowest link (``deployment``'s bandwidth). Iterative rounds' compute grows by
+    on the slowest link (``deployment``'s bandwidth). How far zstd compresses the full
+    run's dense vectors a sample does not show (it sends them sparse), so where a link is
+    priced at the floor, ``dense_high`` (the same vectors' bytes uncompressed, per
+    vector round) at the rounds' high end is the high end of its bytes: ``bytes_range``,
+    the (low, high) of all links' bytes, and the transfer time it adds is added to the
+    modeled time's high end. Iterative rounds' compute grows by
     ``sqrt(rho / f)`` (module doc); ``seconds_range``: the modeled time's (low, high),
     their compute grown by ``rho`` at the low end and by ``1/f`` at the high end."""
     fit = fit_rounds(large["vector_rounds"], large["fraction"],
@@ -229,18 +235,32 @@ def predict_geo(large: dict, small: dict | None, full_pass_seconds: float | None
 
     seconds = modeled(math.sqrt(rho * share), point)
     links = {k: v * point for k, v in large["links"].items()}
-    added = 0.0
+    highs = {k: v * high / point for k, v in links.items()}
+    added = added_high = 0.0
+    raised = False  # a link's high end at dense_high
+
+    def transfer(name: str, nbytes: float) -> float:
+        if deployment is None:
+            return 0.0
+        src, dst = name.split("->")
+        return nbytes * 8.0 / (deployment.link(src, dst).bandwidth_mbps * 1e6)
+
     for name, per_round in (dense or {}).items():
         floor = per_round * fit.point
         if floor > links.get(name, 0.0):
-            gap, links[name] = floor - links.get(name, 0.0), floor
-            if deployment is not None:
-                src, dst = name.split("->")
-                added = max(added, gap * 8.0 / (deployment.link(src, dst).bandwidth_mbps * 1e6))
+            added = max(added, transfer(name, floor - links.get(name, 0.0)))
+            links[name], highs[name] = floor, floor * high / point
+            if dense_high and dense_high.get(name, 0.0) * fit.high > highs[name]:
+                raw, raised = dense_high[name] * fit.high, True
+                added_high = max(added_high, transfer(name, raw - highs[name]))
+                highs[name] = raw
     return {"links": {k: round(v) for k, v in links.items()},
             "rounds": round(large["rounds"] * point), "vector_rounds": fit.point,
             "evaluations": large["evaluations"] * point, "seconds": seconds + added,
-            "seconds_range": (modeled(rho, low) + added, modeled(share, high) + added),
+            "seconds_range": (modeled(rho, low) + added,
+                              modeled(share, high) + added + added_high),
+            **({"bytes_range": (sum(links.values()) * low / point, sum(highs.values()))}
+               if raised else {}),
             "converged": large["converged"], "range": (low, point, high),
             "rounds_how": fit.how, "exponent": fit.exponent,
             "compute_how": passes + ("; steps timed" if step_added is not None else "")

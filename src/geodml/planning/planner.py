@@ -122,6 +122,7 @@ from geodml.planning.central_time import CalibrationPlan, Timing, central_traini
 from geodml.planning.deployment import Deployment
 from geodml.planning.estimates import (
     MIN_VECTOR_ROUNDS,
+    ZSTD_FLOOR,
     bound_links,
     central_estimate,
     geo_estimate,
@@ -202,10 +203,10 @@ def make_plan(open_federation, deployment: Deployment, variants: Sequence[GeoVar
                 for i, f in enumerate(fractions)]
         step_seconds, step_bytes = (None, 0) if fractions[0] >= 1.0 else full_steps(
             open_federation, variant, workload, lam, timer)
-        dense = {k: v / MIN_VECTOR_ROUNDS
-                 for k, v in bound_links(sites, deployment.home, variant).items()}
+        dense, dense_raw = ({k: v / MIN_VECTOR_ROUNDS for k, v in bound_links(
+            sites, deployment.home, variant, share).items()} for share in (ZSTD_FLOOR, 1.0))
         rec = predict_geo(runs[0], runs[1] if len(runs) > 1 else None, full_seconds, dense,
-                          deployment, step_seconds)
+                          deployment, step_seconds, dense_raw)
         records[variant.name] = (
             rec, f"calibrated on {shares} of rows ({rec['rounds_how']}; {rec['compute_how']})",
             sum(r["calibration_wan_bytes"] for r in runs) + step_bytes)
