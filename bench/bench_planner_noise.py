@@ -29,6 +29,17 @@ fill: what a timing of its first few iterations misses).
 on each share of the rows (lambda / f), with the median seconds of each call
 (LocalSolve, Evaluate, Subspace, ...) and one value+gradient pass timed at the home
 site: how a calibration's compute grows to the full run's.
+
+``steps``: twelve full-size steps along a direction at the home site in each of three
+sessions, each with its seconds and page faults: how far one timing of the same work
+moves on this machine.
+
+``memory``: the memory probe (:mod:`geodml.planning.memory_probe`) and a fixed 256 MB
+first touch, each right after a child first touched and freed ``--freed`` GB.
+
+``setup``: the centralized baseline's export, then its copy, setup and first iteration
+right after the export and 10 s later, twice each: whether the copy finds the memory
+the export freed still backed.
 """
 
 from __future__ import annotations
@@ -182,6 +193,8 @@ def memory(freed: list[float]) -> list[list[str]]:
 
 def setup(sites: dict[str, Dataset], waits: tuple[float, ...] = (0, 10, 0, 10)
           ) -> list[list[str]]:
+    """Per wait: the export's seconds, then the copy, setup and one iteration's (module
+    doc)."""
     names = list(sites)
     open_federation = federation_factory(in_process_sites(sites), names[0])
     lam = 1.0 / sum(d.n_rows for d in sites.values())
